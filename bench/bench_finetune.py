@@ -1,0 +1,70 @@
+"""Step time of the fastai fine-tuning loop (d2i_lit.finetune) against a plain PyTorch loop on the same tiny model and batch.
+
+    python bench/bench_finetune.py [--rounds 5 --steps 10 --bs 16 --threads 1]
+
+Both loops run in one process, alternating, threads pinned; same backbone kind (shapes tier), batch, optimizer (AdamW)
+and per-step work (text encoding, noise, forward, loss, backward, clipping, step). Prints median step times, the ratio
+(target <= 1.05) and peak resident memory.
+"""
+import argparse, os, resource, statistics, time, tracemalloc
+os.environ.setdefault('HF_HUB_OFFLINE', '1')
+import torch, torch.nn.functional as F
+from d2i_lit.core import set_seed, set_threads
+from d2i_lit.backbones import shapes_backbone
+from d2i_lit.finetune import finetune, freeze_frozen_parts, diffusion_loss
+
+def batches(bb, n, bs):
+    g = torch.Generator().manual_seed(0)
+    return [(['# a red circle'] * bs, torch.rand(bs, 3, bb.resolution, bb.resolution, generator=g)*2 - 1) for _ in range(n)]
+
+def plain(bb, data, steps, lr=1e-4):
+    "The reference loop: what the fastai loop does per step, with nothing around it."
+    net, sched = bb.noise_predictor, bb.noise_scheduler
+    opt = torch.optim.AdamW([p for p in net.parameters() if p.requires_grad], lr=lr)
+    g = torch.Generator().manual_seed(0)
+    t0 = time.perf_counter()
+    for i in range(steps):
+        texts, x = data[i % len(data)]
+        B = len(texts)
+        drop = (torch.rand(B, generator=g) < 0.1).tolist()
+        t = torch.randint(0, sched.config.num_train_timesteps, (B,), generator=g)
+        with torch.no_grad():
+            x0 = bb.encode_images(x); emb = bb.encode_text(bb.tokenize(['' if d else s for s,d in zip(texts, drop)]))
+        noise = torch.randn(x0.shape, generator=g)
+        loss = diffusion_loss(bb.predict(sched.add_noise(x0, noise, t), t, emb), x0, torch.ones(B))
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
+        opt.step(); opt.zero_grad()
+    return (time.perf_counter() - t0)/steps
+
+def fastai_loop(bb, data, steps, lr=1e-4):
+    from fastai.data.core import DataLoaders
+    from fastai.data.load import DataLoader
+    from d2i_lit.datasets import collate_text_image
+    items = [(s, x[i]) for texts, x in data for i,s in enumerate(texts)]
+    bs = len(data[0][0])
+    dl = DataLoader(items, bs=bs, shuffle=False, create_batch=collate_text_image)
+    t0 = time.perf_counter()
+    finetune(bb, DataLoaders(dl, DataLoader([], bs=bs, create_batch=collate_text_image)), steps=steps, lr=lr, ema=None)
+    return (time.perf_counter() - t0)/steps
+
+if __name__ == '__main__':
+    ap = argparse.ArgumentParser()
+    ap.add_argument('--rounds', type=int, default=5); ap.add_argument('--steps', type=int, default=10)
+    ap.add_argument('--bs', type=int, default=16); ap.add_argument('--threads', type=int, default=1)
+    a = ap.parse_args()
+    set_threads(a.threads); set_seed(0)
+    bb = shapes_backbone(); freeze_frozen_parts(bb)
+    data = batches(bb, a.steps, a.bs)
+    plain(bb, data, 2); fastai_loop(bb, data, 2)  # warm-up both
+    tp, tf = [], []
+    tracemalloc.start()
+    for r in range(a.rounds):  # alternate, so machine load hits both alike
+        tp.append(plain(bb, data, a.steps)); tf.append(fastai_loop(bb, data, a.steps))
+    peak_py = tracemalloc.get_traced_memory()[1]; tracemalloc.stop()
+    mp, mf = statistics.median(tp), statistics.median(tf)
+    print(f'shapes tier, batch {a.bs}, {a.threads} thread(s), {a.rounds} rounds x {a.steps} steps (median)')
+    print(f'plain PyTorch loop: {mp*1e3:.1f} ms/step')
+    print(f'fastai loop:        {mf*1e3:.1f} ms/step (includes Learner construction per round)')
+    print(f'ratio fastai/plain: {mf/mp:.3f} (target <= 1.05)')
+    print(f'peak memory: RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss/1024:.0f} MiB; python heap (tracemalloc) {peak_py/2**20:.1f} MiB')
