@@ -42,7 +42,7 @@ class DialogImageDataset(Dataset):
                  style:str='hash', # linearization style, one of `STYLES`
                  size:int=16, # model resolution
                  tokenizer=None, # with `max_tokens`: the tokenizer that counts the budget (see `linearize_in_budget`)
-                 max_tokens:int|None=None, # text-encoder positions; None: no budget
+                 max_tokens:int|None=None, # text tokens allowed, BOS/EOS not counted; None: no budget
                  cache:bool|None=None, # keep loaded images in memory; None: when size <= 64
                 ):
         if style not in STYLES: raise D2IError(f"unknown style {style!r}; choose from {', '.join(STYLES)}")
