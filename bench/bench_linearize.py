@@ -1,7 +1,7 @@
 """Benchmark: linearize and tokenize 12,000 PhotoChat dialogs (the bundled 207-dialog sample repeated) with the real
 CLIP tokenizer, under CLIP's 77-position budget.
 
-    python bench/bench_linearize.py [--n 12000] [--style hash] [--threads 1] [--repeats 3]
+    python bench/bench_linearize.py [--n 12000] [--style hash] [--threads 2] [--repeats 3]
 
 Measured: `linearize_tokens` (each dialog's whole text tokenized once, in one batch call of the fast Rust tokenizer,
 the kept turns found from the token offsets) and the padded ids a text encoder receives ([BOS] ids [EOS] pad to 77),
@@ -16,7 +16,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     ap.add_argument('--n', type=int, default=12_000, help='dialogs (the sample repeated)')
     ap.add_argument('--style', default='hash')
-    ap.add_argument('--threads', type=int, default=1, help='threads for the Rust tokenizer and torch')
+    ap.add_argument('--threads', type=int, default=2, help='threads for the Rust tokenizer and torch (this machine has 2 cores)')
     ap.add_argument('--repeats', type=int, default=3, help='timed runs of each method; the best is reported')
     args = ap.parse_args()
     # pin threads before tokenizers (Rayon) and torch start their pools
@@ -35,7 +35,7 @@ def main():
     budget = 77 - tok.num_special_tokens_to_add()
 
     def batched():
-        res, ids = linearize_tokens(dialogs, args.style, tok, 77)
+        res, ids = linearize_tokens(dialogs, args.style, tok, budget)  # the budget counts text tokens, BOS/EOS aside
         bos, eos, pad = tok.bos_token_id, tok.eos_token_id, tok.pad_token_id
         return [[bos] + i + [eos] + [pad] * (75 - len(i)) for i in ids]
 
@@ -63,7 +63,7 @@ def main():
     t_l, c_l, ids_l = best(per_dialog)
     same = ids_l is not None and ids_b == ids_l
     print(f'CLIP tokenizer built offline in {t_build*1000:.0f} ms; {args.n} dialogs, style {args.style!r}, '
-          f'budget 77 positions, threads {args.threads}, best of {args.repeats}')
+          f'budget {budget} text tokens (77 positions), threads {args.threads}, best of {args.repeats}')
     print(f'batched (linearize_tokens, one batch call): {t_b:.3f} s wall, {c_b:.3f} s CPU, {args.n/t_b:,.0f} dialogs/s (wall)')
     print(f'baseline (per-dialog loop, one call at a time): {t_l:.3f} s wall, {c_l:.3f} s CPU, {args.n/t_l:,.0f} dialogs/s (wall)')
     print(f'speed-up: {t_l/t_b:.1f}x wall, {c_l/c_b:.1f}x CPU; identical ids: {same}; '
