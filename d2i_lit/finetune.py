@@ -323,20 +323,12 @@ class CSVLog(Callback):
 def sample_texts(backbone, texts:list[str], seeds:list[int], steps:int=10, # DDIM steps
                  guidance:float=3.0, # classifier-free guidance scale; "" is the unconditional text
                 )->torch.Tensor:
-    "Images in [-1,1] for `texts`, one seed each, with DDIM and classifier-free guidance."
-    from diffusers import DDIMScheduler
-    sched = DDIMScheduler.from_config(backbone.noise_scheduler.config); sched.set_timesteps(steps)
-    net = backbone.noise_predictor; was = net.training; net.eval()
-    dev = next(net.parameters()).device
-    emb = backbone.encode_text(backbone.tokenize(list(texts) + ['']*len(texts))).to(dev)
-    shape = backbone.encode_images(torch.zeros(1, 3, backbone.resolution, backbone.resolution, device=dev)).shape[1:]
-    x = torch.stack([torch.randn(shape, generator=torch.Generator().manual_seed(s)) for s in seeds]).to(dev)*sched.init_noise_sigma
-    for t in sched.timesteps:
-        inp = sched.scale_model_input(torch.cat([x, x]), t)
-        c, u = backbone.predict(inp, t.expand(len(inp)).to(dev), emb).float().chunk(2)
-        x = sched.step(u + guidance*(c - u), t, x).prev_sample
-    net.train(was)
-    return backbone.decode(x).clamp(-1, 1)
+    "Images in [-1,1] for `texts`, one seed each: the pipeline's DDIM sampler with classifier-free guidance."
+    from d2i_lit.pipeline import DialogToImagePipeline
+    gens = [torch.Generator(backbone.device).manual_seed(s) for s in seeds]
+    imgs = DialogToImagePipeline(backbone, 'ddim')(list(texts), steps=steps, guidance=guidance, generator=gens,
+                                                   batch_size=len(texts), output_type='pt')
+    return imgs.float().clamp(-1, 1)
 
 def image_grid(images:torch.Tensor, nrow:int=8):
     "A PIL grid of images in [-1,1]."
