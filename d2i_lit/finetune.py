@@ -32,11 +32,17 @@ __all__ = ['LORA_TARGETS', 'NoisePredictor', 'freeze_frozen_parts', 'snr_weights
 # %% ../nbs/07_finetune.ipynb #8e040961
 class NoisePredictor(nn.Module):
     "The trainable part of a backbone as a module fastai calls with `model(x_t, t, text_emb)`."
-    def __init__(self, backbone): # a `d2i_lit.backbones.Backbone`
+    def __init__(self, backbone, # a `d2i_lit.backbones.Backbone`
+                 train_text_encoder:bool=False, # also train the text encoder: `forward` then takes token ids, not embeddings
+                ):
         super().__init__()
         self.net = backbone.noise_predictor
-        object.__setattr__(self, 'backbone', backbone) # not a submodule: frozen encoders stay out of optimizer, DDP and checkpoints
-    def forward(self, x_t, t, text_emb): return self.backbone.predict(x_t, t, text_emb)
+        # a submodule only when it trains: frozen encoders stay out of optimizer, DDP and checkpoints
+        self.text_encoder = backbone.text_encoder if train_text_encoder else None
+        object.__setattr__(self, 'backbone', backbone)
+    def forward(self, x_t, t, text): # text: embeddings, or token ids when the text encoder trains
+        if self.text_encoder is not None: text = self.backbone.encode_text(text)
+        return self.backbone.predict(x_t, t, text)
 
 def freeze_frozen_parts(backbone, # the backbone whose encoders are frozen
                         dtype=torch.float32, # weight dtype of the frozen parts (bf16/fp16 under mixed precision)
@@ -80,8 +86,10 @@ class DiffusionBatch(Callback):
                  snr_gamma:float|None=None, # min-SNR-γ weighting; `None` for plain MSE
                  seed:int=0, # seed of the noise/timestep/drop generator
                  cache_text:bool=False, # keep text embeddings per unique text
+                 text_ids:bool=False, # pass token ids (the text encoder trains inside the model) instead of embeddings
                 ):
-        self.bb, self.p_uncond, self.snr_gamma, self.seed, self.cache_text = backbone, p_uncond, snr_gamma, seed, cache_text
+        if text_ids and cache_text: raise D2IError('text embeddings cannot be cached while the text encoder trains')
+        self.bb, self.p_uncond, self.snr_gamma, self.seed, self.cache_text, self.text_ids = backbone, p_uncond, snr_gamma, seed, cache_text, text_ids
         self.text_cache = {}
         self.gen = torch.Generator().manual_seed(seed)
 
@@ -111,7 +119,7 @@ class DiffusionBatch(Callback):
         x_t = sched.add_noise(x0, noise, t)
         pt = sched.config.prediction_type
         target = noise if pt == 'epsilon' else sched.get_velocity(x0, noise, t) if pt == 'v_prediction' else x0
-        emb = self.encode(texts).to(x0.device)
+        emb = (self.bb.tokenize(texts) if self.text_ids else self.encode(texts)).to(x0.device)
         self.learn.xb, self.learn.yb = (x_t, t, emb), (target, snr_weights(sched, t, self.snr_gamma))
 
 # %% ../nbs/07_finetune.ipynb #be6da073
@@ -130,9 +138,9 @@ class EncodedDataset(torch.utils.data.Dataset):
     def __getitem__(self, i): return self.texts[i], self.latents[i]
 
 # %% ../nbs/07_finetune.ipynb #3b79d8fe
-def text_learner(backbone, dls:DataLoaders, lr:float=1e-4, wd:float=1e-2, cbs=None)->Learner:
+def text_learner(backbone, dls:DataLoaders, lr:float=1e-4, wd:float=1e-2, cbs=None, train_text_encoder:bool=False)->Learner:
     "A `Learner` over `NoisePredictor(backbone)` with AdamW on trainable parameters and `diffusion_loss`."
-    model = NoisePredictor(backbone)
+    model = NoisePredictor(backbone, train_text_encoder)
     opt = partial(OptimWrapper, opt=torch.optim.AdamW)
     return Learner(dls, model, loss_func=diffusion_loss, opt_func=opt, lr=lr, wd=wd, cbs=cbs,
                    splitter=lambda m: [p for p in m.parameters() if p.requires_grad])
@@ -541,6 +549,7 @@ def finetune(backbone, # a `Backbone`; its noise predictor is trained in place
              data_parallel:bool|None=None, # DDP via accelerate; None: when launched with several processes
              cbs=None, # extra callbacks
              progress:bool=False, # fastai progress bar
+             train_text_encoder:bool=False, # also train the text encoder (pre-training; an ablation of the paper's frozen setting)
             )->Learner:
     "Fine-tune `backbone`'s noise predictor on `dls` with frozen encoders; returns the `Learner`."
     if steps is None and time_budget is None: raise D2IError("give steps or a time budget")
@@ -549,6 +558,9 @@ def finetune(backbone, # a `Backbone`; its noise predictor is trained in place
     out = Path(out) if out is not None else None
     dt = {'no': torch.float32, 'bf16': torch.bfloat16, 'fp16': torch.float16}[mixed_precision]
     freeze_frozen_parts(backbone, dt)
+    if train_text_encoder:
+        if cache: raise D2IError('cache=True precomputes text embeddings: not possible while the text encoder trains')
+        backbone.text_encoder.requires_grad_(True).train().float()
     if lora_rank and not hasattr(backbone.noise_predictor, 'd2i_lora'): add_lora(backbone.noise_predictor, lora_rank)
     backbone.noise_predictor.train()
     if cache and not getattr(dls.train.dataset, 'encoded', False):
@@ -557,7 +569,7 @@ def finetune(backbone, # a `Backbone`; its noise predictor is trained in place
             return nd
         dls = DataLoaders(*[_enc(dl) for dl in dls.loaders])
     if data_parallel is None: data_parallel = int(os.environ.get('WORLD_SIZE', 1)) > 1
-    cb = [StepCounter(), DiffusionBatch(backbone, p_uncond, snr_gamma, seed, cache_text=cache), NonFiniteGuard(),
+    cb = [StepCounter(), DiffusionBatch(backbone, p_uncond, snr_gamma, seed, cache_text=cache, text_ids=train_text_encoder), NonFiniteGuard(),
           LRSchedule(lr, steps, warmup, schedule), StopAfter(steps, time_budget)]
     if data_parallel: cb.append(DataParallel(cpu=not torch.cuda.is_available()))
     if mixed_precision != 'no': mp = MixedPrecision(mixed_precision); cb += [mp, ScaledStep(mp)]
@@ -570,7 +582,7 @@ def finetune(backbone, # a `Backbone`; its noise predictor is trained in place
         cb.append(CSVLog(out/'log.csv'))
         if checkpoint_every or resume: ck = Checkpoint(out/'ckpts', checkpoint_every, keep, resume); cb.append(ck)
         if valid_texts and valid_every: cb.append(ValidationGrid(backbone, valid_texts, out/'samples', valid_every))
-    learn = text_learner(backbone, dls, lr=lr, wd=wd, cbs=cb + list(cbs or []))
+    learn = text_learner(backbone, dls, lr=lr, wd=wd, cbs=cb + list(cbs or []), train_text_encoder=train_text_encoder)
     if not progress: learn.remove_cb(ProgressCallback); learn.logger = noop
     learn.backbone = backbone
     if out is not None and _is_main():
@@ -578,6 +590,7 @@ def finetune(backbone, # a `Backbone`; its noise predictor is trained in place
             ema=ema, mixed_precision=mixed_precision, grad_accum=grad_accum, max_grad_norm=max_grad_norm, grad_checkpointing=grad_checkpointing,
             lora_rank=lora_rank, checkpoint_every=checkpoint_every, keep=keep, resume=None if resume is None else str(resume), seed=seed,
             warmup=warmup, schedule=schedule, wd=wd, batch_size=dls.train.bs, cache=cache, kind=getattr(backbone, 'kind', None),
+            train_text_encoder=train_text_encoder,
             prediction_type=backbone.noise_scheduler.config.prediction_type))
     n_iter = len(dls.train)
     n_epoch = math.ceil((steps or 10**9)*grad_accum/n_iter) if steps else 10**6
