@@ -4,12 +4,12 @@
 
 # %% ../nbs/90_cli.ipynb #bbd4fe9c
 from __future__ import annotations
-import importlib, sys
+import importlib, os, sys
 from fastcore.imports import IN_NOTEBOOK
-from .core import D2IError
+from .core import D2IError, dashes_to_underscores
 
 # %% auto #0
-__all__ = ['SUBCOMMANDS', 'dashes_to_underscores', 'main']
+__all__ = ['SUBCOMMANDS', 'main']
 
 # %% ../nbs/90_cli.ipynb #4927ee0d
 SUBCOMMANDS = {
@@ -38,19 +38,6 @@ def _resolve(name:str):
         if getattr(e, 'name', None) not in (mod, attr, None): raise
         raise D2IError(f"subcommand {name!r} is not available in this version of d2i_lit") from None
 
-# %% ../nbs/90_cli.ipynb #87abe26b
-def dashes_to_underscores(argv:list[str])->list[str]:
-    "Spell long options as fastcore's parser expects: `--max-tokens=3` -> `--max_tokens=3`; values untouched."
-    def fix(a):
-        if not a.startswith('--') or a == '--': return a
-        name, eq, val = a[2:].partition('=')
-        return '--' + name.replace('-', '_') + eq + val
-    out, rest = [], False
-    for a in argv:
-        if a == '--': rest = True
-        out.append(a if rest else fix(a))
-    return out
-
 # %% ../nbs/90_cli.ipynb #5047562b
 def main(argv:list[str]|None=None, # arguments after `d2i`; `None` reads `sys.argv`
         )->int:
@@ -69,6 +56,9 @@ def main(argv:list[str]|None=None, # arguments after `d2i`; `None` reads `sys.ar
     except KeyboardInterrupt:
         print(f'd2i {name}: interrupted', file=sys.stderr)
         return 130
+    except BrokenPipeError: # output piped into `head`: stop quietly, as shell tools do
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
     return 0
 
 # %% ../nbs/90_cli.ipynb #fe566e49

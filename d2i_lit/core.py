@@ -10,8 +10,8 @@ import numpy as np
 import d2i_lit
 
 # %% auto #0
-__all__ = ['ASSETS', 'asset_path', 'D2IError', 'set_seed', 'set_threads', 'atomic_write', 'atomic_write_json',
-           'atomic_save_image', 'atomic_dir']
+__all__ = ['ASSETS', 'asset_path', 'D2IError', 'dashes_to_underscores', 'set_seed', 'set_threads', 'atomic_write',
+           'atomic_write_json', 'atomic_save_image', 'atomic_dir']
 
 # %% ../nbs/00_core.ipynb #39d2a5c8
 ASSETS = Path(d2i_lit.__file__).parent/'assets' # the installed package's folder, also from a notebook
@@ -26,6 +26,19 @@ def asset_path(name:str, # file name inside `d2i_lit/assets`
 # %% ../nbs/00_core.ipynb #6677b91f
 class D2IError(Exception):
     "An error in the user's input or setup, reported as one line by the CLI."
+
+# %% ../nbs/00_core.ipynb #21b89ad2
+def dashes_to_underscores(argv:list[str])->list[str]:
+    "Spell long options as fastcore's parser expects: `--max-tokens=3` -> `--max_tokens=3`; values untouched."
+    def fix(a):
+        if not a.startswith('--') or a == '--': return a
+        name, eq, val = a[2:].partition('=')
+        return '--' + name.replace('-', '_') + eq + val
+    out, rest = [], False
+    for a in argv:
+        if a == '--': rest = True
+        out.append(a if rest else fix(a))
+    return out
 
 # %% ../nbs/00_core.ipynb #0e96ddaf
 def set_seed(seed:int, # seed for python, numpy and torch

@@ -462,7 +462,7 @@ def _demo_main(out:Param('run folder (resumed when it holds a run with the same 
 def demo_cli(argv:list[str]|None=None, # arguments after `d2i demo`; None reads `sys.argv[1:]`
             ):
     "`d2i demo [--out DIR] [--quick] [--seeds 0 1 2] [--threads N] [--pretrain-s S --finetune-s S ...]`."
-    from d2i_lit.linearize import _dashes_to_underscores as dashes_to_underscores
+    from d2i_lit.core import dashes_to_underscores
     args = vars(anno_parser(_demo_main, prog='d2i demo').parse_args(dashes_to_underscores(sys.argv[1:] if argv is None else argv)))
     args.pop('pdb', None); args.pop('xtra', None)
     return _demo_main(**args)

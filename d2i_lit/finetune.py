@@ -665,7 +665,7 @@ def _finetune_main(model:Param("backbone: a saved folder, a hub id, 'tiny-sd', '
 def finetune_cli(argv:list[str]|None=None, # arguments after `d2i finetune`; None reads `sys.argv`
                 ):
     "`d2i finetune --model M --data DIR --style hash --out DIR [--steps --lr --batch-size --grad-accum --ema --lora-rank ...]`."
-    from d2i_lit.linearize import _dashes_to_underscores
-    args = anno_parser(_finetune_main).parse_args(_dashes_to_underscores(sys.argv[1:] if argv is None else argv)).__dict__
+    from d2i_lit.core import dashes_to_underscores
+    args = anno_parser(_finetune_main).parse_args(dashes_to_underscores(sys.argv[1:] if argv is None else argv)).__dict__
     for k in ('pdb', 'xtra'): args.pop(k, None)
     return _finetune_main(**args)

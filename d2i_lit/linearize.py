@@ -8,7 +8,7 @@ import bisect, functools, gzip, json, os, sys, warnings
 from pathlib import Path
 from typing import NamedTuple
 from fastcore.script import call_parse, Param, store_true, anno_parser
-from .core import D2IError, asset_path
+from .core import D2IError, asset_path, dashes_to_underscores
 from .data import Turn, Dialog, DataError, load_photochat, load_sample
 
 # %% auto #0
@@ -249,17 +249,6 @@ def dialog_table(dialogs, # `Dialog`s
     return df
 
 # %% ../nbs/02_linearize.ipynb #e31fa217
-def _dashes_to_underscores(argv:list[str])->list[str]:
-    "`--max-tokens 5` -> `--max_tokens 5`: the documented option spelling, for fastcore's parameter-named options."
-    out, opts = [], True
-    for a in argv:
-        if a == '--': opts = False
-        if opts and a.startswith('--'):
-            name, eq, val = a[2:].partition('=')
-            a = '--' + name.replace('-', '_') + eq + val
-        out.append(a)
-    return out
-
 @call_parse
 def _linearize_main(files:Param('PhotoChat JSON files or folders (none: the bundled 207-dialog sample)', str, nargs='*'),
                     style:Param('linearization style', str, choices=STYLES)='hash',
@@ -287,6 +276,6 @@ def linearize_cli(argv:list[str]|None=None, # arguments after `d2i linearize`; N
     "`d2i linearize FILE... [--style S] [--max-tokens N] [--tokenizer T] [--skip-bad]`: JSON lines, one per dialog."
     # parse here rather than through `call_parse`'s wrapper, which does not parse when called inside another
     # `call_parse` command (such as `nbdev_test`), and accept the dashed spelling of options
-    args = anno_parser(_linearize_main).parse_args(_dashes_to_underscores(sys.argv[1:] if argv is None else argv)).__dict__
+    args = anno_parser(_linearize_main).parse_args(dashes_to_underscores(sys.argv[1:] if argv is None else argv)).__dict__
     for k in ('pdb', 'xtra'): args.pop(k, None)
     return _linearize_main(**args)

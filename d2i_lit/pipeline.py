@@ -11,7 +11,8 @@ from PIL import Image
 from fastcore.script import Param, anno_parser
 from .core import D2IError, atomic_write, atomic_write_json, atomic_save_image, set_threads
 from .data import Dialog, Turn, load_photochat, load_sample
-from .linearize import STYLES, dialog_turns, linearize_many, _dashes_to_underscores
+from .core import dashes_to_underscores
+from .linearize import STYLES, dialog_turns, linearize_many
 from .backbones import Backbone, load_backbone
 
 # %% auto #0
@@ -280,6 +281,6 @@ def _generate_main(model:Param("backbone: a saved folder, a hub id, 'tiny-sd', '
 def generate_cli(argv:list[str]|None=None, # arguments after `d2i generate`; None reads `sys.argv`
                 ):
     "`d2i generate --model M --dialogs FILE --style hash --out DIR [--steps 25 --guidance 7.5 --seed 0 --batch-size 8 --scheduler dpm]`."
-    args = anno_parser(_generate_main, prog='d2i generate').parse_args(_dashes_to_underscores(sys.argv[1:] if argv is None else argv)).__dict__
+    args = anno_parser(_generate_main, prog='d2i generate').parse_args(dashes_to_underscores(sys.argv[1:] if argv is None else argv)).__dict__
     for k in ('pdb', 'xtra'): args.pop(k, None)
     return _generate_main(**args)
