@@ -227,6 +227,7 @@ def shapes_backbone(size:int=16, # image side in pixels
                     max_tokens:int=64, # every text is padded to this length
                     hidden:int=64, # text encoder width (= the UNet's cross-attention dimension)
                     position_scale:float|None=1.0, # std of the position embeddings; None: CLIP's init (0.02)
+                    token_scale:float|None=None, # std of the token embeddings; None: CLIP's init (0.02)
                    )->Backbone:
     "The pixel-space ShapesChat text-to-image model, randomly initialised (pre-train it on captions)."
     import diffusers
@@ -240,10 +241,12 @@ def shapes_backbone(size:int=16, # image side in pixels
     pad = tokenizer.pad_token_id
     text = CLIPTextModel(CLIPTextConfig(vocab_size=len(tokenizer), hidden_size=hidden, intermediate_size=2*hidden, num_hidden_layers=2,
         num_attention_heads=2, max_position_embeddings=max_tokens, pad_token_id=pad, bos_token_id=pad, eos_token_id=pad)).eval()
-    if position_scale is not None:
+    emb, g = getattr(text, 'text_model', text).embeddings, torch.Generator().manual_seed(seed)
+    with torch.no_grad():
         # unit-scale positions keep word order in the outputs, which a frozen encoder needs so that fine-tuning can find
         # who shares (CLIP's 0.02 init washed it out in 03_shapeschat's frozen-encoder proxy)
-        with torch.no_grad(): getattr(text, "text_model", text).embeddings.position_embedding.weight.normal_(0, position_scale, generator=torch.Generator().manual_seed(seed))
+        if position_scale is not None: emb.position_embedding.weight.normal_(0, position_scale, generator=g)
+        if token_scale is not None: emb.token_embedding.weight.normal_(0, token_scale, generator=g)
     torch.manual_seed(seed)
     unet = diffusers.UNet2DConditionModel(sample_size=size, in_channels=3, out_channels=3, block_out_channels=(32, 64, 64), layers_per_block=1,
         down_block_types=('DownBlock2D', 'CrossAttnDownBlock2D', 'CrossAttnDownBlock2D'),

@@ -4,96 +4,48 @@
 
 # %% ../nbs/09_experiment.ipynb #69247e5f
 from __future__ import annotations
-import copy, csv, io, json, math, os, platform, sys, time
-from functools import partial
+import csv, io, json, math, os, platform, sys, time
 from pathlib import Path
 import numpy as np
-import torch, torch.nn as nn
-from fastcore.basics import noop
+import torch
 from fastcore.script import Param, anno_parser, store_true
 from .core import D2IError, set_seed, set_threads, atomic_write, atomic_write_json, atomic_save_image
 from .linearize import STYLES
 
 # %% auto #0
-__all__ = ['DEFAULT', 'QUICK', 'MODEL', 'UNFROZEN', 'METRICS', 'ROW_KEYS', 'shapes_model', 'TokenBatch', 'TextAndPredictor',
-           'train_with_text_encoder', 'sample_cell', 'score_images', 'run_experiment', 'load_stages', 'plot_metrics',
-           'plot_losses', 'stage_grid', 'results_table', 'pattern_table', 'write_outputs', 'aggregate_runs', 'ci_table',
-           'demo_cli']
+__all__ = ['DEFAULT', 'QUICK', 'MODEL', 'UNFROZEN', 'METRICS', 'ROW_KEYS', 'shapes_model', 'sample_cell', 'score_images',
+           'run_experiment', 'load_stages', 'plot_metrics', 'plot_losses', 'stage_grid', 'results_table',
+           'pattern_table', 'write_outputs', 'aggregate_runs', 'ci_table', 'demo_cli']
 
 # %% ../nbs/09_experiment.ipynb #e8c67762
 DEFAULT = dict(n_train=6000, # training dialogs (their captions are the pre-training corpus)
-               n_test=512, # test dialogs: images per evaluated cell
-               pretrain_s=240., # seconds of caption pre-training (text encoder + UNet)
-               finetune_s=75., # seconds of fine-tuning per style (text encoder frozen)
-               unfrozen_s=75., # seconds of the text-encoder-unfrozen ablation per style
+               n_test=384, # test dialogs: images per evaluated cell
+               pretrain_steps=450, # optimizer steps of caption pre-training (text encoder + UNet)
+               finetune_steps=160, # optimizer steps of fine-tuning per style (text encoder frozen)
+               unfrozen_steps=160, # optimizer steps of the text-encoder-unfrozen ablation per style (0: skip it)
                finetune_styles=STYLES, # styles fine-tuned
                unfrozen_styles=('hash',), # styles of the unfrozen ablation
                bs=64, lr_pretrain=1e-3, lr_finetune=5e-4, warmup=20,
                sample_steps=10, guidance=3.0, # DDIM steps and classifier-free guidance for every evaluated image
                size=16, max_tokens=64, ema=0.995, p_uncond=0.1)
-QUICK = {**DEFAULT, **dict(n_train=3000, n_test=192, pretrain_s=55., finetune_s=35., unfrozen_s=0.,
+QUICK = {**DEFAULT, **dict(n_train=3000, n_test=192, pretrain_steps=130, finetune_steps=90, unfrozen_steps=0,
                            finetune_styles=('hash',), unfrozen_styles=())}
 MODEL = 'shapes-16' # model name in the results (the caption-pre-trained shapes-tier backbone)
 UNFROZEN = 'shapes-unfrozen-te' # model name of the ablation that also trains the text encoder
 METRICS = ('fid', 'is', 'attr_acc', 'coherence', 'distractor_acc')
 
 # %% ../nbs/09_experiment.ipynb #078cc60a
-def _embeddings(text_encoder):
-    return text_encoder.embeddings if hasattr(text_encoder, 'embeddings') else text_encoder.text_model.embeddings
-
 def shapes_model(seed:int=0, # seeds the weights
                  size:int=16, # image side
                  max_tokens:int=64, # fixed text length
-                 emb_scale:float=1.0, # std of the token and position embeddings at initialisation (CLIP's: 0.02 / 0.01)
+                 emb_scale:float=1.0, # std of the token and position embeddings at initialisation (CLIP's: 0.02)
                 ):
-    "The shapes-tier backbone with position information that reaches the text encoder's outputs."
+    "The experiment's backbone: `shapes_backbone` with token and position embeddings at `emb_scale`."
     from d2i_lit.backbones import shapes_backbone
-    bb = shapes_backbone(size=size, seed=seed, max_tokens=max_tokens)
-    e, g = _embeddings(bb.text_encoder), torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for m in (e.token_embedding, e.position_embedding): m.weight.copy_(torch.randn(m.weight.shape, generator=g)*emb_scale)
-    return bb
+    return shapes_backbone(size=size, seed=seed, max_tokens=max_tokens, position_scale=emb_scale, token_scale=emb_scale)
 
 # %% ../nbs/09_experiment.ipynb #bdb4713f
-from .finetune import (DiffusionBatch, StepCounter, StopAfter, LRSchedule, GradClip, NonFiniteGuard, EMACallback,
-                       CSVLog, ema_weights, diffusion_loss, finetune)
-
-class TokenBatch(DiffusionBatch):
-    "A `DiffusionBatch` that hands the model token ids instead of frozen text embeddings."
-    def encode(self, texts:list[str])->torch.Tensor: return self.bb.tokenize(texts)
-
-class TextAndPredictor(nn.Module):
-    "Text encoder + noise predictor as one trainable module: `model(x_t, t, input_ids)`."
-    def __init__(self, backbone):
-        super().__init__()
-        self.net, self.text_encoder = backbone.noise_predictor, backbone.text_encoder
-        object.__setattr__(self, 'backbone', backbone)
-    def forward(self, x_t, t, ids): return self.backbone.predict(x_t, t, self.backbone.encode_text(ids))
-
-def train_with_text_encoder(backbone, # trained in place: text encoder and noise predictor
-                            dls, # batches of (texts, images in [-1,1])
-                            time_budget:float, # seconds of training
-                            lr:float=1e-3, # peak learning rate (AdamW)
-                            steps:int|None=None, # optional step cap
-                            out:str|Path|None=None, # folder for `log.csv`
-                            ema:float|None=0.995, p_uncond:float=0.1, seed:int=0, warmup:int=20, wd:float=1e-2,
-                           ):
-    "Train text encoder and noise predictor together (caption pre-training, unfrozen ablation); returns the `Learner`."
-    from fastai.learner import Learner
-    from fastai.optimizer import OptimWrapper
-    from fastai.callback.progress import ProgressCallback
-    for m in (backbone.text_encoder, backbone.noise_predictor): m.requires_grad_(True).train()
-    cbs = [StepCounter(), TokenBatch(backbone, p_uncond, None, seed), NonFiniteGuard(), LRSchedule(lr, steps, warmup),
-           StopAfter(steps, time_budget), GradClip(1.0)]
-    if ema: cbs.append(EMACallback(ema))
-    if out is not None: cbs.append(CSVLog(Path(out)/'log.csv'))
-    learn = Learner(dls, TextAndPredictor(backbone), loss_func=diffusion_loss, opt_func=partial(OptimWrapper, opt=torch.optim.AdamW),
-                    lr=lr, wd=wd, cbs=cbs)
-    learn.remove_cb(ProgressCallback); learn.logger = noop
-    learn.backbone = backbone
-    learn.fit(10**6)
-    backbone.text_encoder.eval(); backbone.noise_predictor.eval()
-    return learn
+from .finetune import ema_weights, finetune
 
 # %% ../nbs/09_experiment.ipynb #0c4d2786
 def sample_cell(backbone, # the model
@@ -156,7 +108,7 @@ def run_experiment(out:str|Path, # run folder: data/, models/, stages/, results.
                    threads:int|None=2, # torch CPU threads
                    progress:bool=True, # fastprogress bar over the stages
                    quiet:bool=False, # no stage log on stderr
-                   **overrides, # any key of `DEFAULT` (budgets in seconds, sizes, styles, learning rates)
+                   **overrides, # any key of `DEFAULT` (step budgets, sizes, styles, learning rates)
                   )->list[dict]:
     "Run (or resume) the whole ShapesChat experiment into `out`; returns the rows of `results.json`."
     from d2i_lit.shapeschat import write_shapeschat, load_shapeschat
@@ -189,7 +141,7 @@ def run_experiment(out:str|Path, # run folder: data/, models/, stages/, results.
     t_start = time.time()
 
     stages = ['data', 'pretrain'] + [f'zero_shot/{s}' for s in STYLES] + ['caption_oracle'] + \
-             [f'finetuned/{s}' for s in cfg['finetune_styles']] + [f'unfrozen/{s}' for s in cfg['unfrozen_styles'] if cfg['unfrozen_s'] > 0]
+             [f'finetuned/{s}' for s in cfg['finetune_styles']] + [f'unfrozen/{s}' for s in cfg['unfrozen_styles'] if cfg['unfrozen_steps'] > 0]
     it = stages
     if progress:
         from fastprogress.fastprogress import progress_bar
@@ -212,7 +164,6 @@ def run_experiment(out:str|Path, # run folder: data/, models/, stages/, results.
                    coherence=s['coherence'], n=s['n'], seed=seed, is_std=s['is_std'], distractor_acc=s['distractor_acc'],
                    per_attribute=s['per_attribute'], by_pattern=s['by_pattern'], feature_net=s['feature_net'],
                    sample_steps=cfg['sample_steps'], guidance=cfg['guidance'], sample_seconds=round(ts, 1), **extra)
-        from d2i_lit.pipeline import to_pil
         return row, per, imgs[:16]
 
     for name in it:
@@ -225,9 +176,8 @@ def run_experiment(out:str|Path, # run folder: data/, models/, stages/, results.
         elif name == 'pretrain':
             bb = shapes_model(seed, cfg['size'], cfg['max_tokens'])
             ds = CaptionImageDataset(out/'data'/'train'/'captions.jsonl', cfg['size'])
-            learn = train_with_text_encoder(bb, text_image_dls(ds, bs=cfg['bs'], seed=seed), cfg['pretrain_s'], cfg['lr_pretrain'],
-                                            out=out/'train'/'pretrain', ema=cfg['ema'], p_uncond=cfg['p_uncond'], seed=seed, warmup=cfg['warmup'])
-            with ema_weights(learn): bb.save_pretrained(out/'train'/'pretrain'/'final')
+            learn = finetune(bb, text_image_dls(ds, bs=cfg['bs'], seed=seed), cfg['pretrain_steps'], cfg['lr_pretrain'], out=out/'train'/'pretrain',
+                             ema=cfg['ema'], p_uncond=cfg['p_uncond'], seed=seed, warmup=cfg['warmup'], train_text_encoder=True)
             rec['train'] = dict(steps=learn.opt_step, seconds=round(learn.fit_time, 1))
         else:
             kind, _, style = name.partition('/')
@@ -241,15 +191,11 @@ def run_experiment(out:str|Path, # run folder: data/, models/, stages/, results.
                 ds = DialogImageDataset(d['train'], style, cfg['size'])
                 dls = text_image_dls(ds, bs=cfg['bs'], seed=seed)
                 tdir = out/'train'/name.replace('/', '-')
-                if kind == 'finetuned':
-                    learn = finetune(bb, dls, steps=None, lr=cfg['lr_finetune'], time_budget=cfg['finetune_s'], ema=cfg['ema'],
-                                     p_uncond=cfg['p_uncond'], seed=seed, warmup=cfg['warmup'], cache=True, out=tdir)
-                    model = MODEL
-                else:
-                    learn = train_with_text_encoder(bb, dls, cfg['unfrozen_s'], cfg['lr_finetune'], ema=cfg['ema'], out=tdir,
-                                                    p_uncond=cfg['p_uncond'], seed=seed, warmup=cfg['warmup'])
-                    with ema_weights(learn): bb.save_pretrained(tdir/'final')
-                    model = UNFROZEN
+                frozen = kind == 'finetuned' # the paper's setting; 'unfrozen' also trains the text encoder
+                learn = finetune(bb, dls, cfg['finetune_steps' if frozen else 'unfrozen_steps'], cfg['lr_finetune'], out=tdir,
+                                 ema=cfg['ema'], p_uncond=cfg['p_uncond'], seed=seed, warmup=cfg['warmup'],
+                                 cache=frozen, train_text_encoder=not frozen)
+                model = MODEL if frozen else UNFROZEN
                 items, stage = d['test'], 'finetuned'
                 extra = dict(train_steps=learn.opt_step, train_seconds=round(learn.fit_time, 1))
                 with ema_weights(learn):
@@ -427,22 +373,22 @@ def ci_table(df, metrics=('attr_acc', 'coherence', 'distractor_acc', 'fid', 'is'
 
 # %% ../nbs/09_experiment.ipynb #66faa9f0
 def _demo_main(out:Param('run folder (resumed when it holds a run with the same settings)', str)='d2i-demo',
-               quick:Param('the CI preset: ~2 minutes, hash fine-tune only, no ablation', store_true)=False,
+               quick:Param('the CI preset: under 3 minutes, hash fine-tune only, no ablation', store_true)=False,
                seeds:Param('seeds to run, one sub-folder each when several (e.g. --seeds 0 1 2)', int, nargs='+')=None,
                threads:Param('torch CPU threads', int)=2,
-               pretrain_s:Param('seconds of caption pre-training (default: the preset)', float)=None,
-               finetune_s:Param('seconds of fine-tuning per style', float)=None,
-               unfrozen_s:Param('seconds of the text-encoder-unfrozen ablation per style (0: skip it)', float)=None,
+               pretrain_steps:Param('optimizer steps of caption pre-training (default: the preset)', int)=None,
+               finetune_steps:Param('optimizer steps of fine-tuning per style', int)=None,
+               unfrozen_steps:Param('optimizer steps of the text-encoder-unfrozen ablation per style (0: skip it)', int)=None,
                n_train:Param('training dialogs', int)=None,
                n_test:Param('test dialogs (images per evaluated cell)', int)=None,
                styles:Param('styles to fine-tune', str, nargs='+')=None,
                no_progress:Param('no progress bar', store_true)=False,
               ):
     "Run the whole ShapesChat experiment and write OUT/results.json, OUT/report.md and PNG plots and grids."
-    over = {k: v for k, v in dict(pretrain_s=pretrain_s, finetune_s=finetune_s, unfrozen_s=unfrozen_s, n_train=n_train, n_test=n_test,
-                                  finetune_styles=tuple(styles) if styles else None).items() if v is not None}
-    for k in ('pretrain_s', 'finetune_s', 'unfrozen_s', 'n_train', 'n_test'):
-        if k in over and (over[k] < 0 or (k != 'unfrozen_s' and over[k] == 0)):
+    over = {k: v for k, v in dict(pretrain_steps=pretrain_steps, finetune_steps=finetune_steps, unfrozen_steps=unfrozen_steps,
+                                  n_train=n_train, n_test=n_test, finetune_styles=tuple(styles) if styles else None).items() if v is not None}
+    for k in ('pretrain_steps', 'finetune_steps', 'unfrozen_steps', 'n_train', 'n_test'):
+        if k in over and (over[k] < 0 or (k != 'unfrozen_steps' and over[k] == 0)):
             raise D2IError(f"--{k.replace('_', '-')} must be positive, got {over[k]}")
     if threads is not None and threads < 1: raise D2IError(f"--threads must be at least 1, got {threads}")
     seeds = list(seeds) if seeds else [0]
@@ -461,7 +407,7 @@ def _demo_main(out:Param('run folder (resumed when it holds a run with the same 
 
 def demo_cli(argv:list[str]|None=None, # arguments after `d2i demo`; None reads `sys.argv[1:]`
             ):
-    "`d2i demo [--out DIR] [--quick] [--seeds 0 1 2] [--threads N] [--pretrain-s S --finetune-s S ...]`."
+    "`d2i demo [--out DIR] [--quick] [--seeds 0 1 2] [--threads N] [--pretrain-steps N --finetune-steps N ...]`."
     from d2i_lit.core import dashes_to_underscores
     args = vars(anno_parser(_demo_main, prog='d2i demo').parse_args(dashes_to_underscores(sys.argv[1:] if argv is None else argv)))
     args.pop('pdb', None); args.pop('xtra', None)

@@ -595,6 +595,7 @@ def finetune(backbone, # a `Backbone`; its noise predictor is trained in place
     n_iter = len(dls.train)
     n_epoch = math.ceil((steps or 10**9)*grad_accum/n_iter) if steps else 10**6
     learn.fit(n_epoch, start_epoch=_resume_epoch(ck) if ck else 0)
+    backbone.noise_predictor.eval(); backbone.text_encoder.eval() # ready to sample (dropout off)
     if out is not None and _is_main(): save_result(learn, out/'final')
     return learn
 

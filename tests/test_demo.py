@@ -37,7 +37,7 @@ def test_demo_quick(tmp_path):
     assert p2.returncode == 0, p2.stderr[-3000:]
     assert json.loads((out/'results.json').read_text()) == rows
 
-@pytest.mark.parametrize('args, msg', [(['--finetune-s', '-1'], 'finetune-s'), (['--styles', 'nope'], 'nope'),
+@pytest.mark.parametrize('args, msg', [(['--finetune-steps', '-1'], 'finetune-steps'), (['--styles', 'nope'], 'nope'),
                                        (['--threads', '0'], 'threads')])
 def test_demo_bad_input(tmp_path, args, msg):
     p = _run(['--quick', '--out', str(tmp_path/'r'), '--no-progress', *args], timeout=120)
