@@ -15,7 +15,7 @@ from .linearize import STYLES
 # %% auto #0
 __all__ = ['DEFAULT', 'QUICK', 'MODEL', 'UNFROZEN', 'METRICS', 'ROW_KEYS', 'shapes_model', 'sample_cell', 'score_images',
            'run_experiment', 'load_stages', 'plot_metrics', 'plot_losses', 'stage_grid', 'results_table',
-           'pattern_table', 'write_outputs', 'aggregate_runs', 'ci_table', 'demo_cli']
+           'pattern_table', 'write_outputs', 'aggregate_runs', 'ci_table', 'plot_aggregate', 'demo_cli']
 
 # %% ../nbs/09_experiment.ipynb #e8c67762
 DEFAULT = dict(n_train=6000, # training dialogs (their captions are the pre-training corpus)
@@ -371,6 +371,32 @@ def ci_table(df, metrics=('attr_acc', 'coherence', 'distractor_acc', 'fid', 'is'
     return h + ''.join(f"| {r['model']} | {r['style']} | {r['stage']} | {r['seeds']} | " + ' | '.join(f(r, m) for m in metrics) + ' |\n'
                        for _, r in df.iterrows())
 
+def plot_aggregate(df, # `aggregate_runs`' output
+                   path:str|Path, # PNG to write
+                   metrics=('attr_acc', 'coherence', 'distractor_acc'),
+                  )->Path:
+    "Bars of each metric's mean over seeds per style and stage, with the bootstrap interval as error bars."
+    import matplotlib; matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    rows = df.to_dict('records')
+    ok = lambda v: v is not None and v == v  # pandas turns missing values into NaN
+    groups = list(dict.fromkeys(_label(r) for r in rows if r['stage'] != 'caption_oracle'))
+    oracle = next((r for r in rows if r['stage'] == 'caption_oracle'), None)
+    fig, axs = plt.subplots(1, len(metrics), figsize=(4*len(metrics), 3.2), squeeze=False)
+    w = 0.8/max(1, len(groups))
+    for ax, m in zip(axs[0], metrics):
+        for j, g in enumerate(groups):
+            pts = [(i + (j - (len(groups)-1)/2)*w, r[m], r[m] - r[m+'_lo'], r[m+'_hi'] - r[m]) for i, s in enumerate(STYLES)
+                   for r in rows if _label(r) == g and r['style'] == s and ok(r[m])]
+            if pts: ax.bar(*zip(*[p[:2] for p in pts]), w, yerr=[[p[2] for p in pts], [p[3] for p in pts]], capsize=2, label=g)
+        if oracle is not None and ok(oracle[m]):
+            ax.axhspan(oracle[m+'_lo'], oracle[m+'_hi'], color='k', alpha=0.1)
+            ax.axhline(oracle[m], color='k', ls='--', lw=1, label='caption oracle')
+        ax.set_xticks(range(len(STYLES)), STYLES); ax.set_ylim(0, 1)
+        ax.set_title(f"{m}: mean of {int(max(r['seeds'] for r in rows))} seed(s), 95% CI", fontsize=9)
+    axs[0][0].legend(fontsize=7)
+    return _savefig(fig, Path(path))
+
 # %% ../nbs/09_experiment.ipynb #66faa9f0
 def _demo_main(out:Param('run folder (resumed when it holds a run with the same settings)', str)='d2i-demo',
                quick:Param('the CI preset: under 3 minutes, hash fine-tune only, no ablation', store_true)=False,
@@ -401,6 +427,7 @@ def _demo_main(out:Param('run folder (resumed when it holds a run with the same 
         df = aggregate_runs(runs)
         atomic_write(Path(out)/'summary.md', f'# ShapesChat experiment, seeds {seeds}\n\n' + ci_table(df))
         atomic_write(Path(out)/'summary.csv', df.to_csv(index=False))
+        plot_aggregate(df, Path(out)/'summary.png')
     rows = json.loads((runs[-1]/'results.json').read_text())
     print(results_table(rows))
     print(f"wrote {', '.join(str(r/'report.md') for r in runs)} in {time.time() - t0:.0f} s", file=sys.stderr)

@@ -17,7 +17,7 @@ __all__ = ['RESIZE', 'IMG_EXTS', 'INCEPTION_URL', 'INCEPTION_SHA256_PREFIX', 'CL
            'cider', 'list_images', 'resize_float', 'image_batches', 'FeatureNet', 'InceptionFeatureNet',
            'write_random_inception_weights', 'image_features', 'cache_dir', 'real_statistics', 'load_clip',
            'clip_pixels', 'clip_image_embeddings', 'clip_image_similarity', 'ClassifierFeatureNet', 'attribute_metrics',
-           'evaluate_images', 'summary', 'read_manifest', 'evaluate_dirs', 'evaluate_cli']
+           'evaluate_images', 'summary', 'load_manifest', 'evaluate_dirs', 'evaluate_cli']
 
 # %% ../nbs/08_metrics.ipynb #f249f785
 class FeatureStats:
@@ -468,8 +468,8 @@ def summary(result:dict)->dict:
 # %% ../nbs/08_metrics.ipynb #87eebbe8
 MANIFEST = 'manifest.jsonl'
 
-def read_manifest(path:str|Path)->list[dict]:
-    "Rows of a generation manifest (JSON lines with id, file, ...); a one-line error naming the line and field."
+def load_manifest(path:str|Path)->list[dict]:
+    "Validated rows of a generation manifest, each with its image `path`, for evaluation; a one-line error naming the line and field (`pipeline.read_manifest` is the lenient reader that resume uses)."
     path = Path(path); rows = []
     for i, line in enumerate(path.read_text().splitlines(), 1):
         if not line.strip(): continue
@@ -501,7 +501,7 @@ def evaluate_dirs(generated:str|Path, # folder of generated images (with `manife
         if not p.is_dir(): raise D2IError(f"--{name} {p}: no such folder")
     mf = Path(manifest) if manifest else (generated/MANIFEST if (generated/MANIFEST).exists() else None)
     if manifest and not mf.is_file(): raise D2IError(f"manifest {mf} not found")
-    rows = read_manifest(mf) if mf else None
+    rows = load_manifest(mf) if mf else None
     gen_files = [r['path'] for r in rows] if rows else list_images(generated)
     real_root = real/'images' if (real/'images').is_dir() else real
     dialogs = None
