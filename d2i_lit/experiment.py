@@ -13,9 +13,10 @@ from .core import D2IError, set_seed, set_threads, atomic_write, atomic_write_js
 from .linearize import STYLES
 
 # %% auto #0
-__all__ = ['DEFAULT', 'QUICK', 'MODEL', 'UNFROZEN', 'METRICS', 'ROW_KEYS', 'shapes_model', 'sample_cell', 'score_images',
-           'run_experiment', 'load_stages', 'plot_metrics', 'plot_losses', 'stage_grid', 'results_table',
-           'pattern_table', 'write_outputs', 'aggregate_runs', 'ci_table', 'plot_aggregate', 'demo_cli']
+__all__ = ['DEFAULT', 'QUICK', 'MODEL', 'UNFROZEN', 'METRICS', 'ROW_KEYS', 'PER_IMAGE', 'shapes_model', 'sample_cell',
+           'score_images', 'run_experiment', 'load_stages', 'plot_metrics', 'plot_losses', 'stage_grid',
+           'results_table', 'pattern_table', 'write_outputs', 'aggregate_runs', 'ci_table', 'plot_aggregate',
+           'demo_cli', 'compare_cells', 'default_contrasts', 'contrast_table', 'pattern_summary']
 
 # %% ../nbs/09_experiment.ipynb #e8c67762
 DEFAULT = dict(n_train=6000, # training dialogs (their captions are the pre-training corpus)
@@ -324,6 +325,17 @@ def write_outputs(out:str|Path, seconds:float|None=None, threads:int|None=None)-
     return rows
 
 # %% ../nbs/09_experiment.ipynb #26d0b954
+PER_IMAGE = {'attr_acc': 'joint', 'coherence': 'coherent', 'distractor_acc': 'distractor'} # metric -> per-image key in the stage files
+
+def _run_dir(run)->Path:
+    run = Path(run); run = run.parent if run.is_file() else run
+    if not (run/'results.json').exists(): raise D2IError(f"{run}: no results.json (not a finished experiment run)")
+    return run
+
+def _per_image(run)->dict:
+    "(model, style, stage) -> the stage's per-image lists, for one run folder."
+    return {(r['model'], r['style'], r['stage']): rec.get('per_image', {}) for rec in load_stages(_run_dir(run)) for r in rec['rows']}
+
 def aggregate_runs(runs:list, # run folders (or their results.json files)
                    n_boot:int=2000, # bootstrap resamples
                    ci:float=0.95, # interval mass
@@ -334,12 +346,8 @@ def aggregate_runs(runs:list, # run folders (or their results.json files)
     rng = np.random.default_rng(seed); lo_q, hi_q = (1 - ci)/2, 1 - (1 - ci)/2
     cells = {}
     for run in runs:
-        run = Path(run); run = run.parent if run.is_file() else run
-        if not (run/'results.json').exists(): raise D2IError(f"{run}: no results.json (not a finished experiment run)")
-        per = {}
-        for rec in load_stages(run):
-            for r in rec['rows']: per[(r['model'], r['style'], r['stage'])] = rec.get('per_image', {})
-        for r in json.loads((run/'results.json').read_text()):
+        per = _per_image(run)
+        for r in json.loads((_run_dir(run)/'results.json').read_text()):
             k = (r['model'], r['style'], r['stage'])
             cells.setdefault(k, []).append((r, per.get(k, {})))
     out = []
@@ -348,7 +356,7 @@ def aggregate_runs(runs:list, # run folders (or their results.json files)
         for m in METRICS:
             vals = [r.get(m) for r,_ in rs]
             if any(v is None for v in vals): row[m] = row[m+'_lo'] = row[m+'_hi'] = None; continue
-            key = {'attr_acc': 'joint', 'coherence': 'coherent', 'distractor_acc': 'distractor'}.get(m)
+            key = PER_IMAGE.get(m)
             arrs = [np.asarray(p.get(key, []), float) for _,p in rs] if key else []
             if m == 'distractor_acc' and arrs:  # agreement is measured over the dialogs that have a distractor
                 arrs = [a[np.asarray([q != 'solo' for q in p['pattern']])] for a,(_,p) in zip(arrs, rs)]
@@ -425,7 +433,9 @@ def _demo_main(out:Param('run folder (resumed when it holds a run with the same 
         runs.append(o)
     if len(seeds) > 1:
         df = aggregate_runs(runs)
-        atomic_write(Path(out)/'summary.md', f'# ShapesChat experiment, seeds {seeds}\n\n' + ci_table(df))
+        atomic_write(Path(out)/'summary.md', f'# ShapesChat experiment, seeds {seeds}\n\n' + ci_table(df) +
+                     '\n## Paired differences (b − a, same test images and noise)\n\n' + contrast_table(runs) +
+                     '\n## Sharer accuracy per dialog pattern (mean over seeds)\n\n' + pattern_summary(runs, 'attr_acc'))
         atomic_write(Path(out)/'summary.csv', df.to_csv(index=False))
         plot_aggregate(df, Path(out)/'summary.png')
     rows = json.loads((runs[-1]/'results.json').read_text())
@@ -439,3 +449,63 @@ def demo_cli(argv:list[str]|None=None, # arguments after `d2i demo`; None reads 
     args = vars(anno_parser(_demo_main, prog='d2i demo').parse_args(dashes_to_underscores(sys.argv[1:] if argv is None else argv)))
     args.pop('pdb', None); args.pop('xtra', None)
     return _demo_main(**args)
+
+# %% ../nbs/09_experiment.ipynb #5e1d2c02
+def compare_cells(runs:list, # run folders of the same settings (one per seed)
+                  a:tuple, # (model, style, stage) of the reference cell
+                  b:tuple, # (model, style, stage) of the cell compared with it
+                  metric:str='attr_acc', # 'attr_acc' | 'coherence' | 'distractor_acc'
+                  n_boot:int=2000, ci:float=0.95, seed:int=0,
+                 )->dict:
+    "Mean paired difference `b - a` of a per-image metric over runs, with a two-level (seeds, then images) bootstrap interval."
+    if metric not in PER_IMAGE: raise D2IError(f"metric {metric!r} has no per-image values; choose from {', '.join(PER_IMAGE)}")
+    diffs = []
+    for run in runs:
+        per = _per_image(run)
+        for k in (a, b):
+            if k not in per or PER_IMAGE[metric] not in per[k]: raise D2IError(f"{_run_dir(run)}: no per-image results for cell {k}")
+        pa, pb = per[a], per[b]
+        d = np.asarray(pb[PER_IMAGE[metric]], float) - np.asarray(pa[PER_IMAGE[metric]], float)
+        if metric == 'distractor_acc': d = d[np.asarray([q != 'solo' for q in pa['pattern']])]
+        diffs.append(d)
+    rng = np.random.default_rng(seed)
+    boots = [np.mean([diffs[i][rng.integers(len(diffs[i]), size=len(diffs[i]))].mean() for i in rng.integers(len(diffs), size=len(diffs))])
+             for _ in range(n_boot)]
+    lo, hi = np.quantile(boots, [(1 - ci)/2, 1 - (1 - ci)/2])
+    return dict(a=a, b=b, metric=metric, diff=float(np.mean([d.mean() for d in diffs])), lo=float(lo), hi=float(hi),
+                seeds=len(diffs), n=int(np.mean([len(d) for d in diffs])))
+
+def default_contrasts(rows:list[dict])->list[tuple]:
+    "The comparisons behind the paper's claims, among the cells present: fine-tuned vs zero-shot per style, each style vs `hash` after fine-tuning, unfrozen vs frozen text encoder."
+    have = {(r['model'], r['style'], r['stage']) for r in rows}
+    ft = lambda s, m=MODEL: (m, s, 'finetuned')
+    out = [((MODEL, s, 'zero_shot'), ft(s)) for s in STYLES]
+    out += [(ft('hash'), ft(s)) for s in STYLES if s != 'hash']
+    out += [(ft(s), ft(s, UNFROZEN)) for s in STYLES]
+    return [(a, b) for a, b in out if a in have and b in have]
+
+def contrast_table(runs:list, contrasts:list|None=None, metrics=('attr_acc', 'coherence'), **kw)->str:
+    "A markdown table of paired differences 'diff [lo, hi]' (`compare_cells`), one line per contrast."
+    if contrasts is None: contrasts = default_contrasts(json.loads((_run_dir(runs[0])/'results.json').read_text()))
+    name = lambda k: f"unfrozen-TE {k[1]}" if k[0] == UNFROZEN else f"{ {'zero_shot': 'zero-shot', 'finetuned': 'fine-tuned'}.get(k[2], k[2])} {k[1]}"
+    h = f"| b − a | seeds | {' | '.join(metrics)} |\n|---|---|{'---|'*len(metrics)}\n"
+    lines = []
+    for a, b in contrasts:
+        cs = [compare_cells(runs, a, b, m, **kw) for m in metrics]
+        lines.append(f"| {name(b)} − {name(a)} | {cs[0]['seeds']} | " +
+                     ' | '.join(f"{c['diff']:+.3f} [{c['lo']:+.3f}, {c['hi']:+.3f}]" for c in cs) + ' |\n')
+    return h + ''.join(lines)
+
+def pattern_summary(runs:list, metric:str='attr_acc')->str:
+    "A markdown table of a per-image metric per dialog pattern, averaged over runs (one line per cell)."
+    if metric not in PER_IMAGE: raise D2IError(f"metric {metric!r} has no per-image values; choose from {', '.join(PER_IMAGE)}")
+    acc = {}
+    for run in runs:
+        for k, p in _per_image(run).items():
+            if PER_IMAGE[metric] not in p: continue
+            v, pats = np.asarray(p[PER_IMAGE[metric]], float), np.asarray(p['pattern'])
+            for q in sorted(set(pats)): acc.setdefault(k, {}).setdefault(q, []).append(v[pats == q].mean())
+    pats = sorted({q for d in acc.values() for q in d})
+    h = f"| model | style | stage | {' | '.join(pats)} |\n|---|---|---|{'---|'*len(pats)}\n"
+    return h + ''.join(f"| {k[0]} | {k[1]} | {k[2]} | " + ' | '.join(_fmt(float(np.mean(d[q]))) if q in d else '—' for q in pats) + ' |\n'
+                       for k, d in acc.items())
