@@ -309,7 +309,8 @@ def write_outputs(out:str|Path, seconds:float|None=None, threads:int|None=None)-
     plot_losses(out, out/'loss_curves.png')
     load = os.getloadavg()[0] if hasattr(os, 'getloadavg') else float('nan')
     md = [f"# ShapesChat experiment ({'quick' if settings['quick'] else 'default'} preset, seed {settings['seed']})", '',
-          f"Wall time {_fmt(seconds, 0)} s this invocation on {threads} thread(s); load average at the end {load:.1f}. "
+          f"Stages took {sum(stage_s.values()):.0f} s in all (summed over invocations, if the run was resumed); this invocation "
+          f"{_fmt(seconds, 0)} s wall on {threads} thread(s), load average at the end {load:.1f}. "
           f"Stage seconds: {', '.join(f'{k} {v:.0f}' for k,v in stage_s.items())}.", '',
           f"Pre-training: {train.get('pretrain', {}).get('steps', '?')} steps of batch {settings['bs']} in {train.get('pretrain', {}).get('seconds', '?')} s. "
           f"Sampling: DDIM {settings['sample_steps']} steps, guidance {settings['guidance']}. FID and IS use the ShapesChat classifier's "
