@@ -23,6 +23,8 @@ def run(path, flags=()):
     nb = read_nb(path)
     shell = CaptureShell(); shell.set_path(Path(path).parent.resolve())
     skip = _skip(flags)
+    for c in nb.cells:  # execnb leaves a cell's old outputs in place when it now prints nothing
+        if c.cell_type == 'code' and not skip(c): c.outputs, c.execution_count = [], None
     shell.run_all(nb, exc_stop=True, preproc=skip)
     for c in nb.cells:  # a skipped cell keeps its outputs, unless they are an error from running it where it cannot run
         if c.cell_type == 'code' and skip(c) and any(o.get('output_type') == 'error' or 'Traceback' in ''.join(o.get('text', ''))
