@@ -229,21 +229,29 @@ def _savefig(fig, path:Path)->Path:
 def _label(r:dict)->str:
     return 'caption oracle' if r['stage'] == 'caption_oracle' else f"{r['stage']} ({r['model']})" if r['model'] != MODEL else r['stage']
 
+def _style_bars(ax, rows:list[dict], m:str, ci:bool=False):
+    "Bars of metric `m` per style, one per model x stage, and the caption oracle as a dashed line; `ci`: rows carry `m_lo`/`m_hi`."
+    ok = lambda v: v is not None and v == v  # pandas turns missing values into NaN
+    groups = list(dict.fromkeys(_label(r) for r in rows if r['stage'] != 'caption_oracle'))
+    oracle = next((r for r in rows if r['stage'] == 'caption_oracle'), None)
+    w = 0.8/max(1, len(groups))
+    for j, g in enumerate(groups):
+        pts = [(i + (j - (len(groups)-1)/2)*w, r) for i, s in enumerate(STYLES) for r in rows if _label(r) == g and r['style'] == s and ok(r.get(m))]
+        if not pts: continue
+        err = [[r[m] - r[m+'_lo'] for _,r in pts], [r[m+'_hi'] - r[m] for _,r in pts]] if ci else None
+        ax.bar([x for x,_ in pts], [r[m] for _,r in pts], w, yerr=err, capsize=2 if ci else 0, label=g)
+    if oracle is not None and ok(oracle.get(m)):
+        if ci: ax.axhspan(oracle[m+'_lo'], oracle[m+'_hi'], color='k', alpha=0.1)
+        ax.axhline(oracle[m], color='k', ls='--', lw=1, label='caption oracle')
+    ax.set_xticks(range(len(STYLES)), STYLES); ax.set_ylim(0, 1)
+
 def plot_metrics(rows:list[dict], path:str|Path)->Path:
     "Bar charts of attr_acc, coherence and distractor agreement by style and stage."
     import matplotlib; matplotlib.use('Agg')
     import matplotlib.pyplot as plt
     keys = [('attr_acc', 'attr_acc (sharer)'), ('coherence', 'coherence'), ('distractor_acc', 'distractor agreement')]
-    groups = list(dict.fromkeys(_label(r) for r in rows if r['stage'] != 'caption_oracle'))
-    oracle = next((r for r in rows if r['stage'] == 'caption_oracle'), None)
     fig, axs = plt.subplots(1, 3, figsize=(12, 3.2))
-    w = 0.8/max(1, len(groups))
-    for ax, (k, title) in zip(axs, keys):
-        for j, g in enumerate(groups):
-            vals = [next((r.get(k) for r in rows if _label(r) == g and r['style'] == s), None) for s in STYLES]
-            ax.bar(np.arange(len(STYLES)) + (j - (len(groups)-1)/2)*w, [v if v is not None else 0 for v in vals], w, label=g)
-        if oracle is not None and oracle.get(k) is not None: ax.axhline(oracle[k], color='k', ls='--', lw=1, label='caption oracle')
-        ax.set_xticks(range(len(STYLES)), STYLES); ax.set_ylim(0, 1); ax.set_title(title)
+    for ax, (k, title) in zip(axs, keys): _style_bars(ax, rows, k); ax.set_title(title)
     axs[0].legend(fontsize=7)
     return _savefig(fig, Path(path))
 
@@ -337,6 +345,17 @@ def _per_image(run)->dict:
     "(model, style, stage) -> the stage's per-image lists, for one run folder."
     return {(r['model'], r['style'], r['stage']): rec.get('per_image', {}) for rec in load_stages(_run_dir(run)) for r in rec['rows']}
 
+def _image_values(per:dict, metric:str)->np.ndarray:
+    "One cell's per-image values of `metric` (distractor agreement only over dialogs that have a distractor)."
+    v = np.asarray(per.get(PER_IMAGE[metric], []), float)
+    if metric == 'distractor_acc' and len(v): v = v[np.asarray([q != 'solo' for q in per['pattern']])]
+    return v
+
+def _two_level_bootstrap(arrs:list, n_boot:int, rng)->np.ndarray:
+    "Bootstrap means over runs: resample the runs, then the images within each resampled run."
+    return np.array([np.mean([arrs[i][rng.integers(len(arrs[i]), size=len(arrs[i]))].mean() for i in rng.integers(len(arrs), size=len(arrs))])
+                     for _ in range(n_boot)])
+
 def aggregate_runs(runs:list, # run folders (or their results.json files)
                    n_boot:int=2000, # bootstrap resamples
                    ci:float=0.95, # interval mass
@@ -357,15 +376,9 @@ def aggregate_runs(runs:list, # run folders (or their results.json files)
         for m in METRICS:
             vals = [r.get(m) for r,_ in rs]
             if any(v is None for v in vals): row[m] = row[m+'_lo'] = row[m+'_hi'] = None; continue
-            key = PER_IMAGE.get(m)
-            arrs = [np.asarray(p.get(key, []), float) for _,p in rs] if key else []
-            if m == 'distractor_acc' and arrs:  # agreement is measured over the dialogs that have a distractor
-                arrs = [a[np.asarray([q != 'solo' for q in p['pattern']])] for a,(_,p) in zip(arrs, rs)]
-            hier = key is not None and all(len(a) for a in arrs)
-            boots = np.empty(n_boot)
-            for b in range(n_boot):
-                pick = rng.integers(len(rs), size=len(rs))
-                boots[b] = np.mean([arrs[i][rng.integers(len(arrs[i]), size=len(arrs[i]))].mean() if hier else vals[i] for i in pick])
+            arrs = [_image_values(p, m) for _,p in rs] if m in PER_IMAGE else []
+            if arrs and all(len(a) for a in arrs): boots = _two_level_bootstrap(arrs, n_boot, rng)
+            else: boots = np.array([np.mean([vals[i] for i in rng.integers(len(rs), size=len(rs))]) for _ in range(n_boot)])
             row[m] = float(np.mean(vals)); row[m+'_lo'], row[m+'_hi'] = (float(x) for x in np.quantile(boots, [lo_q, hi_q]))
         out.append(row)
     return pd.DataFrame(out)
@@ -388,20 +401,9 @@ def plot_aggregate(df, # `aggregate_runs`' output
     import matplotlib; matplotlib.use('Agg')
     import matplotlib.pyplot as plt
     rows = df.to_dict('records')
-    ok = lambda v: v is not None and v == v  # pandas turns missing values into NaN
-    groups = list(dict.fromkeys(_label(r) for r in rows if r['stage'] != 'caption_oracle'))
-    oracle = next((r for r in rows if r['stage'] == 'caption_oracle'), None)
     fig, axs = plt.subplots(1, len(metrics), figsize=(4*len(metrics), 3.2), squeeze=False)
-    w = 0.8/max(1, len(groups))
     for ax, m in zip(axs[0], metrics):
-        for j, g in enumerate(groups):
-            pts = [(i + (j - (len(groups)-1)/2)*w, r[m], r[m] - r[m+'_lo'], r[m+'_hi'] - r[m]) for i, s in enumerate(STYLES)
-                   for r in rows if _label(r) == g and r['style'] == s and ok(r[m])]
-            if pts: ax.bar(*zip(*[p[:2] for p in pts]), w, yerr=[[p[2] for p in pts], [p[3] for p in pts]], capsize=2, label=g)
-        if oracle is not None and ok(oracle[m]):
-            ax.axhspan(oracle[m+'_lo'], oracle[m+'_hi'], color='k', alpha=0.1)
-            ax.axhline(oracle[m], color='k', ls='--', lw=1, label='caption oracle')
-        ax.set_xticks(range(len(STYLES)), STYLES); ax.set_ylim(0, 1)
+        _style_bars(ax, rows, m, ci=True)
         ax.set_title(f"{m}: mean of {int(max(r['seeds'] for r in rows))} seed(s), 95% CI", fontsize=9)
     axs[0][0].legend(fontsize=7)
     return _savefig(fig, Path(path))
@@ -459,19 +461,17 @@ def compare_cells(runs:list, # run folders of the same settings (one per seed)
                   n_boot:int=2000, ci:float=0.95, seed:int=0,
                  )->dict:
     "Mean paired difference `b - a` of a per-image metric over runs, with a two-level (seeds, then images) bootstrap interval."
+    return _compare([(_run_dir(r), _per_image(r)) for r in runs], a, b, metric, n_boot, ci, seed)
+
+def _compare(loaded:list, a, b, metric, n_boot, ci, seed)->dict:
+    "`compare_cells` on runs already loaded as (folder, `_per_image` dict) pairs."
     if metric not in PER_IMAGE: raise D2IError(f"metric {metric!r} has no per-image values; choose from {', '.join(PER_IMAGE)}")
     diffs = []
-    for run in runs:
-        per = _per_image(run)
+    for run, per in loaded:
         for k in (a, b):
-            if k not in per or PER_IMAGE[metric] not in per[k]: raise D2IError(f"{_run_dir(run)}: no per-image results for cell {k}")
-        pa, pb = per[a], per[b]
-        d = np.asarray(pb[PER_IMAGE[metric]], float) - np.asarray(pa[PER_IMAGE[metric]], float)
-        if metric == 'distractor_acc': d = d[np.asarray([q != 'solo' for q in pa['pattern']])]
-        diffs.append(d)
-    rng = np.random.default_rng(seed)
-    boots = [np.mean([diffs[i][rng.integers(len(diffs[i]), size=len(diffs[i]))].mean() for i in rng.integers(len(diffs), size=len(diffs))])
-             for _ in range(n_boot)]
+            if k not in per or PER_IMAGE[metric] not in per[k]: raise D2IError(f"{run}: no per-image results for cell {k}")
+        diffs.append(_image_values(per[b], metric) - _image_values(per[a], metric))
+    boots = _two_level_bootstrap(diffs, n_boot, np.random.default_rng(seed))
     lo, hi = np.quantile(boots, [(1 - ci)/2, 1 - (1 - ci)/2])
     return dict(a=a, b=b, metric=metric, diff=float(np.mean([d.mean() for d in diffs])), lo=float(lo), hi=float(hi),
                 seeds=len(diffs), n=int(np.mean([len(d) for d in diffs])))
@@ -485,14 +485,15 @@ def default_contrasts(rows:list[dict])->list[tuple]:
     out += [(ft(s), ft(s, UNFROZEN)) for s in STYLES]
     return [(a, b) for a, b in out if a in have and b in have]
 
-def contrast_table(runs:list, contrasts:list|None=None, metrics=('attr_acc', 'coherence'), **kw)->str:
+def contrast_table(runs:list, contrasts:list|None=None, metrics=('attr_acc', 'coherence'), n_boot:int=2000, ci:float=0.95, seed:int=0)->str:
     "A markdown table of paired differences 'diff [lo, hi]' (`compare_cells`), one line per contrast."
+    loaded = [(_run_dir(r), _per_image(r)) for r in runs]
     if contrasts is None: contrasts = default_contrasts(json.loads((_run_dir(runs[0])/'results.json').read_text()))
     name = lambda k: f"unfrozen-TE {k[1]}" if k[0] == UNFROZEN else f"{ {'zero_shot': 'zero-shot', 'finetuned': 'fine-tuned'}.get(k[2], k[2])} {k[1]}"
     h = f"| b − a | seeds | {' | '.join(metrics)} |\n|---|---|{'---|'*len(metrics)}\n"
     lines = []
     for a, b in contrasts:
-        cs = [compare_cells(runs, a, b, m, **kw) for m in metrics]
+        cs = [_compare(loaded, a, b, m, n_boot, ci, seed) for m in metrics]
         lines.append(f"| {name(b)} − {name(a)} | {cs[0]['seeds']} | " +
                      ' | '.join(f"{c['diff']:+.3f} [{c['lo']:+.3f}, {c['hi']:+.3f}]" for c in cs) + ' |\n')
     return h + ''.join(lines)
