@@ -6,7 +6,7 @@
 from __future__ import annotations
 import importlib, os, sys
 from fastcore.imports import IN_NOTEBOOK
-from .core import D2IError, dashes_to_underscores
+from .core import D2IError, dashes_to_underscores, error_line
 
 # %% auto #0
 __all__ = ['SUBCOMMANDS', 'main']
@@ -41,7 +41,7 @@ def _resolve(name:str):
 # %% ../nbs/90_cli.ipynb #5047562b
 def main(argv:list[str]|None=None, # arguments after `d2i`; `None` reads `sys.argv`
         )->int:
-    "Entry point of the `d2i` console script: dispatch to a subcommand, turn `D2IError` into one line and status 2."
+    "Entry point of the `d2i` console script: dispatch to a subcommand; errors become one line on stderr, never a traceback."
     argv = sys.argv[1:] if argv is None else list(argv)
     if not argv or argv[0] in ('-h', '--help'):
         print(_usage()); return 0
@@ -50,8 +50,8 @@ def main(argv:list[str]|None=None, # arguments after `d2i`; `None` reads `sys.ar
         fn = _resolve(name)
         sys.argv = [f'd2i {name}'] + dashes_to_underscores(argv[1:])
         fn()
-    except D2IError as e:
-        print(f'd2i {name}: error: {e}', file=sys.stderr)
+    except (D2IError, OSError) as e: # the user's input or machine (a missing file, a full disk): status 2
+        print(f'd2i {name}: error: {error_line(e)}', file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f'd2i {name}: interrupted', file=sys.stderr)
@@ -59,6 +59,10 @@ def main(argv:list[str]|None=None, # arguments after `d2i`; `None` reads `sys.ar
     except BrokenPipeError: # output piped into `head`: stop quietly, as shell tools do
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 141
+    except Exception as e: # a bug of d2i_lit's: still one line, with the way to the traceback
+        if os.environ.get('D2I_DEBUG'): raise
+        print(f'd2i {name}: internal error: {type(e).__name__}: {error_line(e)} (set D2I_DEBUG=1 for the traceback, and please report it)', file=sys.stderr)
+        return 1
     return 0
 
 # %% ../nbs/90_cli.ipynb #fe566e49

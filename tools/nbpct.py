@@ -4,7 +4,9 @@
     python tools/nbpct.py to-nb /tmp/01_data.py nbs/01_data.ipynb
 
 Cells start with `# %%` (code) or `# %% [markdown]` (markdown; each line prefixed by `# `).
-Outputs are dropped; run `exec_nb` (or Jupyter) to fill them and `nbdev_clean` afterwards.
+A cell whose type and source are unchanged keeps its id and outputs; a changed cell takes the id of the old cell at its
+position when that id is free, so diffs (and merges) stay small. Run `tools/run_nb.py` to refill outputs and
+`nbdev_clean` afterwards.
 """
 import json, sys
 from pathlib import Path
@@ -29,6 +31,21 @@ def _split(text):
     if cur is not None: cells.append((kind, cur))
     return cells
 
+def _keep_ids(cells, old):
+    "Give new cells the ids (and outputs) of identical old cells, then of the old cell at the same position."
+    pool = {}
+    for c in old: pool.setdefault((c['cell_type'], ''.join(c['source'])), []).append(c)
+    used = set()
+    for c in cells:
+        same = pool.get((c['cell_type'], ''.join(c['source'])))
+        if same and 'id' in same[0]:
+            o = same.pop(0); c['id'] = o['id']; used.add(o['id'])
+            if c['cell_type'] == 'code': c['outputs'] = o.get('outputs', []); c['execution_count'] = o.get('execution_count')
+    for i, c in enumerate(cells):
+        if 'id' not in c and i < len(old) and old[i].get('id') and old[i]['id'] not in used:
+            c['id'] = old[i]['id']; used.add(c['id'])
+    return cells
+
 def to_nb(pct_path, nb_path):
     cells = []
     for kind, lines in _split(Path(pct_path).read_text()):
@@ -38,6 +55,7 @@ def to_nb(pct_path, nb_path):
         cell = dict(cell_type=kind, metadata={}, source=src.splitlines(keepends=True))
         if kind == 'code': cell.update(execution_count=None, outputs=[])
         cells.append(cell)
+    if Path(nb_path).exists(): cells = _keep_ids(cells, json.loads(Path(nb_path).read_text())['cells'])
     nb = dict(cells=cells, metadata=dict(kernelspec=dict(display_name='python3', language='python', name='python3')),
               nbformat=4, nbformat_minor=5)
     Path(nb_path).write_text(json.dumps(nb, indent=1) + '\n')
