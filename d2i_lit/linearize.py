@@ -7,8 +7,8 @@ from __future__ import annotations
 import bisect, functools, gzip, json, os, sys, warnings
 from pathlib import Path
 from typing import NamedTuple
-from fastcore.script import call_parse, Param, store_true, anno_parser
-from .core import D2IError, asset_path, dashes_to_underscores
+from fastcore.script import Param, store_true
+from .core import D2IError, asset_path, int_in, load_pretrained, run_cli
 from .data import Turn, Dialog, DataError, load_photochat, load_sample
 
 # %% auto #0
@@ -86,7 +86,8 @@ def get_tokenizer(tokenizer=None, # None or 'clip': `clip_tokenizer()`; a folder
     from transformers import AutoTokenizer
     p = Path(tokenizer)
     if p.is_dir() and (p/'tokenizer').is_dir() and not any(p.glob('tokenizer*.json')) and not (p/'vocab.json').exists(): p = p/'tokenizer'
-    try: return AutoTokenizer.from_pretrained(str(p) if p.exists() else str(tokenizer), local_files_only=True)
+    try: return load_pretrained(AutoTokenizer, p if p.exists() else tokenizer, local_files_only=True)
+    except D2IError: raise
     except Exception as e:
         what = f'folder {p}' if p.exists() else f'{tokenizer!r} (not a folder, and not a hub id in the local cache)'
         raise D2IError(f"cannot load tokenizer from {what}: {type(e).__name__}: {' '.join(str(e).split())[:200]}") from None
@@ -249,10 +250,9 @@ def dialog_table(dialogs, # `Dialog`s
     return df
 
 # %% ../nbs/02_linearize.ipynb #e31fa217
-@call_parse
 def _linearize_main(files:Param('PhotoChat JSON files or folders (none: the bundled 207-dialog sample)', str, nargs='*'),
                     style:Param('linearization style', str, choices=STYLES)='hash',
-                    max_tokens:Param('text tokens allowed, BOS/EOS not counted (a CLIP encoder holds 75): drop the oldest turns to fit', int)=None,
+                    max_tokens:Param('text tokens allowed, BOS/EOS not counted (a CLIP encoder holds 75): drop the oldest turns to fit', int_in(1))=None,
                     tokenizer:Param("tokenizer that counts tokens: 'clip' (default, built offline), a folder, or a cached hub id", str)=None,
                     skip_bad:Param('skip bad records, each reported on stderr, instead of stopping at the first', store_true)=False,
                    ):
@@ -274,8 +274,4 @@ def _linearize_main(files:Param('PhotoChat JSON files or folders (none: the bund
 def linearize_cli(argv:list[str]|None=None, # arguments after `d2i linearize`; None reads `sys.argv`
                  ):
     "`d2i linearize FILE... [--style S] [--max-tokens N] [--tokenizer T] [--skip-bad]`: JSON lines, one per dialog."
-    # parse here rather than through `call_parse`'s wrapper, which does not parse when called inside another
-    # `call_parse` command (such as `nbdev_test`), and accept the dashed spelling of options
-    args = anno_parser(_linearize_main).parse_args(dashes_to_underscores(sys.argv[1:] if argv is None else argv)).__dict__
-    for k in ('pdb', 'xtra'): args.pop(k, None)
-    return _linearize_main(**args)
+    return run_cli(_linearize_main, argv, 'd2i linearize')
