@@ -14,7 +14,7 @@ import d2i_lit
 __all__ = ['ASSETS', 'MAX_IMAGE_PIXELS', 'asset_path', 'D2IError', 'dashes_to_underscores', 'set_seed', 'set_threads',
            'atomic_write', 'atomic_write_json', 'atomic_save_image', 'atomic_dir', 'ImageError', 'open_image']
 
-# %% ../nbs/00_core.ipynb #396ec310
+# %% ../nbs/00_core.ipynb #39d2a5c8
 ASSETS = Path(d2i_lit.__file__).parent/'assets' # the installed package's folder, also from a notebook
 
 def asset_path(name:str, # file name inside `d2i_lit/assets`
@@ -24,11 +24,11 @@ def asset_path(name:str, # file name inside `d2i_lit/assets`
     if not p.exists(): raise D2IError(f"package data file {p} is missing: reinstall d2i_lit")
     return p
 
-# %% ../nbs/00_core.ipynb #da0a67cb
+# %% ../nbs/00_core.ipynb #6677b91f
 class D2IError(Exception):
     "An error in the user's input or setup, reported as one line by the CLI."
 
-# %% ../nbs/00_core.ipynb #71561db3
+# %% ../nbs/00_core.ipynb #21b89ad2
 def dashes_to_underscores(argv:list[str])->list[str]:
     "Spell long options as fastcore's parser expects: `--max-tokens=3` -> `--max_tokens=3`; values untouched."
     def fix(a):
@@ -41,7 +41,7 @@ def dashes_to_underscores(argv:list[str])->list[str]:
         out.append(a if rest else fix(a))
     return out
 
-# %% ../nbs/00_core.ipynb #b9589f39
+# %% ../nbs/00_core.ipynb #0e96ddaf
 def set_seed(seed:int, # seed for python, numpy and torch
             ):
     "Seed every random number generator this package uses."
@@ -56,7 +56,7 @@ def set_threads(n:int|None=None, # intra-op threads; `None` reads `D2I_THREADS`,
     if n: torch.set_num_threads(n)
     return torch.get_num_threads()
 
-# %% ../nbs/00_core.ipynb #f49f7a72
+# %% ../nbs/00_core.ipynb #504158ad
 def _umask()->int:
     m = os.umask(0); os.umask(m); return m
 

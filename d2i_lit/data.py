@@ -120,7 +120,7 @@ def photochat_files(paths, # a file, a folder, or a list of them
         else: raise DataError(p, 'no such file or folder')
     return out
 
-# %% ../nbs/01_data.ipynb #62325ef5
+# %% ../nbs/01_data.ipynb #433b2a1b
 def _locate_json_error(text:str, pos:int)->int|None:
     "Index of the top-level list element in which a JSON syntax error at `pos` lies."
     dec, i = json.JSONDecoder(), text.find('[')

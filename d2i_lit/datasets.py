@@ -183,7 +183,7 @@ class CaptionImageDataset(_SkippingDataset):
     def _path(self, i): return self.records[i]['image']
     def _what(self, i): return f'{self._src}: image {self.records[i]["image"]}'
 
-# %% ../nbs/04_datasets.ipynb #3b7f61c7
+# %% ../nbs/04_datasets.ipynb #01287a08
 def collate_text_image(items:list[tuple[str, torch.Tensor]])->tuple[list[str], torch.Tensor]:
     "A batch of (text, image) items as (list of texts, stacked images)."
     texts, imgs = zip(*items)
