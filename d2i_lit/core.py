@@ -136,7 +136,7 @@ def _to_rgb(im:Image.Image)->Image.Image:
     return im if im.mode == 'RGB' else im.convert('RGB')
 
 def open_image(path:str|Path, # an image file
-               max_pixels:int|None=MAX_IMAGE_PIXELS, # refuse larger images (decompression bombs); None: no limit
+               max_pixels:int|None=MAX_IMAGE_PIXELS, # refuse larger images (decompression bombs); None: only PIL's own limit (2x as many)
                draft:int|None=None, # JPEG only: decode at the smallest scale whose sides are all >= `draft` (fast)
               )->Image.Image:
     "A loaded 8-bit RGB image, EXIF orientation applied; `ImageError` for a file that is missing, not regular, too large or not a readable image."

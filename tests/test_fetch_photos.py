@@ -110,3 +110,28 @@ def test_bad_input_one_line(tmp_path):
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and "record 0" in r.stderr and 'field' in r.stderr
     r = d2i(tmp_path/'bad.json', '--out', tmp_path/'o', '--workers', 0)
     assert r.returncode == 2 and '--workers must be positive' in r.stderr
+
+def test_killed_run_resumes(tmp_path):
+    "SIGKILL in the middle of a run leaves only whole photos under final names; the next run fetches just the rest."
+    import signal, time
+    n = 12
+    routes = {f'/s/{i}.jpg': dict(body=jpeg((300, 200), (20*i, 0, 0)), delay=0.4) for i in range(n)}
+    recs = json.loads(asset_path('photochat_test_00_first207.json').read_text())[:n]
+    with PhotoServer(routes) as srv:
+        for i,r in enumerate(recs): r['photo_url'] = srv.url(f'/s/{i}.jpg')
+        f = tmp_path/'train_00.json'; f.write_text(json.dumps(recs))
+        out = tmp_path/'photos'
+        args = [sys.executable, '-m', 'd2i_lit.cli', 'data', 'photochat', str(f), '--out', str(out), '--workers', '2', '--no-progress']
+        p = subprocess.Popen(args, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.time() + 60
+        while time.time() < deadline and len(list(out.glob('*.jpg'))) < 3: time.sleep(0.05)
+        p.send_signal(signal.SIGKILL); p.wait()
+        done = sorted(out.glob('*.jpg'))
+        assert 3 <= len(done) < n and not (out/'report.json').exists()
+        for x in done: Image.open(x).load()  # every photo under its final name is whole
+        r = d2i(f, '--out', out, '--workers', 4, '--no-progress')
+        rep = json.loads((out/'report.json').read_text())
+        assert r.returncode == 0 and rep['counts']['ok'] == n
+        assert (rep['already_present'], rep['fetched']) == (len(done), n - len(done))
+        assert not list(out.glob('.*.tmp'))
+        assert all(v <= 2 for v in srv.counts.values())  # at most the killed request and one more
