@@ -42,12 +42,14 @@ def check_images(paths:list, # image files (None: no file)
                  size:int, # model resolution
                  threads:int|None=None, # decoding threads; None: min(8, CPU count)
                  progress:bool|None=None, # show a bar; None: for more than 1000 images
+                 keep:bool=False, # return the loaded tensors (to cache them); False: None for each good image, so memory stays flat
                 )->list:
-    "For each path, the loaded image tensor (`load_image`) or the one-line reason it cannot be used; decoded in threads."
+    "For each path, the one-line reason it cannot be used, or (it decodes) its tensor (`keep`) or None; decoded in threads."
     def one(p):
         if p is None: return 'no paired image'
-        try: return load_image(p, size)
+        try: x = load_image(p, size)
         except ImageError as e: return e.reason
+        return x if keep else None
     threads = threads or min(8, os.cpu_count() or 1)
     with ThreadPoolExecutor(threads) as ex:
         it = ex.map(one, paths)
@@ -65,7 +67,8 @@ class _SkippingDataset(Dataset):
             raise D2IError(f"on_bad_image must be one of {', '.join(BAD_IMAGE_MODES)}, got {on_bad_image!r}")
         self.size, self.on_bad_image, self.skipped = size, on_bad_image, []
         self.cache = {} if (size <= 64 if cache is None else cache) else None
-        res = check_images(paths, size, threads) if check else ['no paired image' if p is None else None for p in paths]
+        res = (check_images(paths, size, threads, keep=self.cache is not None) if check
+               else ['no paired image' if p is None else None for p in paths])
         keep = []
         for i,(p,r) in enumerate(zip(paths, res)):
             if isinstance(r, str):
