@@ -4,7 +4,7 @@
 
 # %% ../nbs/01a_photos.ipynb #fc12460c
 from __future__ import annotations
-import contextlib, io, json, os, socket, sys, tempfile, threading, time, urllib.error, urllib.request
+import contextlib, io, json, os, socket, sys, tempfile, time, urllib.error, urllib.request
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from http.client import HTTPException, IncompleteRead
 from pathlib import Path
