@@ -9,11 +9,11 @@ from fastcore.imports import IN_NOTEBOOK
 from .core import D2IError, dashes_to_underscores, error_line
 
 # %% auto #0
-__all__ = ['SUBCOMMANDS', 'main']
+__all__ = ['SUBCOMMANDS', 'DATA_CORPORA', 'main', 'data_cli']
 
 # %% ../nbs/90_cli.ipynb #4927ee0d
 SUBCOMMANDS = {
-    'data':      ('d2i_lit.shapeschat', 'data_cli',      'generate a dataset: `d2i data shapeschat --n N --seed S --out DIR`'),
+    'data':      ('d2i_lit.cli',        'data_cli',      'get a dataset: `d2i data shapeschat --n N --seed S --out DIR`, `d2i data photochat FILE|DIR --out DIR`'),
     'linearize': ('d2i_lit.linearize',  'linearize_cli', 'linearize PhotoChat dialogs into prompts (JSON lines)'),
     'generate':  ('d2i_lit.pipeline',   'generate_cli',  'generate one image per dialog with a text-to-image backbone'),
     'finetune':  ('d2i_lit.finetune',   'finetune_cli',  'fine-tune a backbone on dialog-image pairs'),
@@ -64,6 +64,27 @@ def main(argv:list[str]|None=None, # arguments after `d2i`; `None` reads `sys.ar
         print(f'd2i {name}: internal error: {type(e).__name__}: {error_line(e)} (set D2I_DEBUG=1 for the traceback, and please report it)', file=sys.stderr)
         return 1
     return 0
+
+# %% ../nbs/90_cli.ipynb #8f623494
+DATA_CORPORA = {
+    'shapeschat': ('d2i_lit.shapeschat', 'data_cli', 'generate ShapesChat: `d2i data shapeschat --n N --seed S --size 16 --out DIR`'),
+    'photochat':  ('d2i_lit.photos',     'data_cli', "fetch the photos of PhotoChat records: `d2i data photochat FILE|DIR --out DIR [--base-url URL]`"),
+}
+
+def data_cli():
+    "`d2i data CORPUS [options]`: run the corpus' own command (see `DATA_CORPORA`)."
+    args = sys.argv[1:]
+    if args and args[0] in ('-h', '--help'):
+        w = max(map(len, DATA_CORPORA))
+        print('\n'.join(['usage: d2i data CORPUS [options]', '', 'corpora:'] + [f'  {k:<{w}}  {v[2]}' for k,v in DATA_CORPORA.items()]
+                        + ['', "Run `d2i data CORPUS --help` for a corpus' options."]))
+        return
+    if args and not args[0].startswith('-') and args[0] not in DATA_CORPORA:
+        raise D2IError(f"unknown dataset {args[0]!r}; choose from: {', '.join(DATA_CORPORA)}")
+    corpus = args[0] if args and args[0] in DATA_CORPORA else 'shapeschat'  # no corpus named: shapeschat's parser says what is missing, as before
+    mod, attr, _ = DATA_CORPORA[corpus]
+    fn = getattr(importlib.import_module(mod), attr)
+    return fn(args) if corpus == 'shapeschat' else fn(args[1:])  # shapeschat's parser takes the corpus name itself
 
 # %% ../nbs/90_cli.ipynb #fe566e49
 #| eval: false

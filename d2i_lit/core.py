@@ -4,16 +4,17 @@
 
 # %% ../nbs/00_core.ipynb #3b676405
 from __future__ import annotations
-import argparse, contextlib, fcntl, json, math, os, random, re, shutil, sys, tempfile
+import argparse, contextlib, fcntl, json, math, os, random, re, shutil, stat, sys, tempfile
 from pathlib import Path
 import numpy as np
+from PIL import Image, ImageOps
 import d2i_lit
 
 # %% auto #0
-__all__ = ['ASSETS', 'pos_int', 'nonneg_int', 'pos_float', 'nonneg_float', 'unit_float', 'asset_path', 'D2IError', 'error_line',
-           'dashes_to_underscores', 'int_in', 'float_in', 'cli_parser', 'run_cli', 'set_seed', 'available_cores',
-           'set_threads', 'atomic_write', 'atomic_write_json', 'atomic_save_image', 'atomic_dir', 'make_out_dir',
-           'run_lock', 'load_pretrained']
+__all__ = ['ASSETS', 'pos_int', 'nonneg_int', 'pos_float', 'nonneg_float', 'unit_float', 'MAX_IMAGE_PIXELS', 'asset_path',
+           'D2IError', 'error_line', 'dashes_to_underscores', 'int_in', 'float_in', 'cli_parser', 'run_cli', 'set_seed',
+           'available_cores', 'set_threads', 'atomic_write', 'atomic_write_json', 'atomic_save_image', 'atomic_dir',
+           'make_out_dir', 'run_lock', 'load_pretrained', 'ImageError', 'open_image']
 
 # %% ../nbs/00_core.ipynb #39d2a5c8
 ASSETS = Path(d2i_lit.__file__).parent/'assets' # the installed package's folder, also from a notebook
@@ -218,3 +219,54 @@ def load_pretrained(cls, # a transformers or diffusers class (or Auto class) wit
         if 'trust_remote_code' in str(e) or 'custom code' in str(e):
             raise D2IError(f"{name_or_path}: the model folder asks to run its own Python code (auto_map); d2i_lit never runs code from a model folder") from None
         raise
+
+# %% ../nbs/00_core.ipynb #ed40c204
+MAX_IMAGE_PIXELS = 89_478_485 # larger images are refused as decompression bombs (PIL's own warning threshold)
+
+class ImageError(D2IError):
+    "An image file that cannot be used; the message is one line naming the file and the reason."
+    def __init__(self, path, reason:str):
+        self.path, self.reason = str(path), ' '.join(str(reason).split())
+        super().__init__(f'{self.path}: cannot read the image: {self.reason}')
+
+# %% ../nbs/00_core.ipynb #b799d72e
+_WHITE = (255, 255, 255)
+
+def _to_rgb(im:Image.Image)->Image.Image:
+    "`im` as 8-bit RGB: deep greyscale scaled (not clipped), transparency composited on white."
+    if im.mode in ('I;16', 'I;16B', 'I;16L', 'I;16N', 'I', 'F'):
+        a = np.asarray(im).astype(np.float64)
+        if im.mode == 'F': a = a*255 if a.size and a.max() <= 1 else a  # float images: [0, 1] or [0, 255]
+        else: a = a/257  # 16-bit: 65535 -> 255
+        return Image.fromarray(np.clip(np.rint(a), 0, 255).astype(np.uint8), 'L').convert('RGB')
+    if im.mode == 'P': im = im.convert('RGBA' if 'transparency' in im.info else 'RGB')
+    if im.mode in ('LA', 'La', 'PA', 'RGBa'): im = im.convert('RGBA')
+    if im.mode == 'L' and 'transparency' in im.info: im = im.convert('RGBA')
+    if im.mode == 'RGBA':
+        bg = Image.new('RGB', im.size, _WHITE)
+        bg.paste(im.convert('RGB'), mask=im.getchannel('A'))
+        return bg
+    return im if im.mode == 'RGB' else im.convert('RGB')
+
+def open_image(path:str|Path, # an image file
+               max_pixels:int|None=MAX_IMAGE_PIXELS, # refuse larger images (decompression bombs); None: only PIL's own limit (2x as many)
+               draft:int|None=None, # JPEG only: decode at the smallest scale whose sides are all >= `draft` (fast)
+              )->Image.Image:
+    "A loaded 8-bit RGB image, EXIF orientation applied; `ImageError` for a file that is missing, not regular, too large or not a readable image."
+    try: st = os.stat(path)
+    except OSError as e: raise ImageError(path, e.strerror or e) from None
+    if not stat.S_ISREG(st.st_mode): raise ImageError(path, 'not a regular file') # a FIFO would block a plain open
+    try:
+        with Image.open(path) as im:
+            w, h = im.size
+            if max_pixels is not None and w*h > max_pixels:
+                raise ImageError(path, f'{w}x{h} = {w*h} pixels is over the limit of {max_pixels} (decompression bomb?)')
+            if draft and im.format == 'JPEG': im.draft(None, (draft, draft))
+            im.load()
+            im = ImageOps.exif_transpose(im)
+            return _to_rgb(im)
+    except ImageError: raise
+    except Image.DecompressionBombError as e: raise ImageError(path, f'decompression bomb: {e}') from None
+    except Image.UnidentifiedImageError: raise ImageError(path, 'not an image (no format PIL knows)') from None
+    except Exception as e: # PIL's decoders raise many types (OSError, SyntaxError, ValueError, struct.error, ...)
+        raise ImageError(path, f'{type(e).__name__}: {e}' if not isinstance(e, OSError) else e) from None

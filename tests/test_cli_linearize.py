@@ -42,7 +42,7 @@ def test_files_in_order(tmp_path):
 BAD = {  # file content -> what the one stderr line must name
     'truncated': (json.dumps(GOOD)[:-20], ['record 1', 'invalid JSON at line']),
     'not_list': (json.dumps({'a': 1}), ['top level must be a JSON list']),
-    'missing_field': (json.dumps([GOOD[0], {k:v for k,v in GOOD[1].items() if k != 'photo_id'}]), ['record 1', 'dialogue_id 1', "field 'photo_id'", 'missing']),
+    'missing_field': (json.dumps([GOOD[0], {k:v for k,v in GOOD[1].items() if k != 'photo_url'}]), ['record 1', 'dialogue_id 1', "field 'photo_url'", 'missing']),
     'bad_user': (json.dumps([rec(5, (2, 'x', False), (0, '', True))]), ['record 0', 'dialogue_id 5', "field 'dialogue[0].user_id'", 'got 2']),
     'wrong_type': (json.dumps([rec(6, (0, 3, False), (0, '', True))]), ['record 0', "field 'dialogue[0].message'", 'must be a string']),
     'empty_dialogue': (json.dumps([rec(7)]), ['dialogue_id 7', "field 'dialogue'", 'empty dialogue']),
@@ -78,3 +78,11 @@ def test_bad_options(tmp_path):
     assert r.returncode == 2 and len(r.stderr.splitlines()) == 1 and 'cannot load tokenizer' in r.stderr
     r = d2i('--style', 'xml')
     assert r.returncode == 2 and 'Traceback' not in r.stderr  # argparse's own usage error
+
+def test_older_release_without_photo_id(tmp_path):
+    "The older PhotoChat release (records without `photo_id`) linearizes like the current one."
+    old = [{k:v for k,v in r.items() if k != 'photo_id'} for r in GOOD]
+    f = tmp_path/'test_01.json'; f.write_text(json.dumps(old))
+    r = d2i(f, '--style', 'ab')
+    assert r.returncode == 0 and r.stderr == '', r.stderr
+    assert [json.loads(l)['text'] for l in r.stdout.splitlines()] == ['A: hi there look B: ok', 'B: hello']
