@@ -51,6 +51,12 @@ class DataError(D2IError):
 _FIELDS = ('dialogue', 'dialogue_id', 'photo_description', 'photo_url') # required; `photo_id` is optional (older release)
 _KNOWN = _FIELDS + ('photo_id',)
 _BAD_UTF8 = re.compile('[\udc80-\udcff]') # bytes that were not UTF-8, as `surrogateescape` decodes them
+_SURROGATE = re.compile('[\ud800-\udfff]') # left in a str only by a lone `\\udXXX` escape (json joins valid pairs)
+
+def _text_problem(s:str)->str|None:
+    "Why `s` cannot be written out as UTF-8 text, or None."
+    if _BAD_UTF8.search(s): return 'invalid UTF-8'
+    if _SURROGATE.search(s): return 'lone surrogate escape (\\ud800-\\udfff alone is not a character)'
 
 def norm_ws(s:str, # a message
            )->str:
@@ -74,7 +80,7 @@ def parse_record(rec, # one element of a PhotoChat file's list
     for k in ('photo_description', 'photo_url', 'photo_id'):
         if k in rec and not isinstance(rec[k], str): raise err(f'must be a string, got {_tname(rec[k])}', k, did)
     for k,v in rec.items():
-        if isinstance(v, str) and _BAD_UTF8.search(v): raise err('invalid UTF-8', k, did)
+        if isinstance(v, str) and (why := _text_problem(v)): raise err(why, k, did)
     dlg = rec['dialogue']
     if not isinstance(dlg, list): raise err(f'must be a list, got {_tname(dlg)}', 'dialogue', did)
     if not dlg: raise err('empty dialogue', 'dialogue', did)
@@ -86,7 +92,7 @@ def parse_record(rec, # one element of a PhotoChat file's list
             if k not in m: raise err('missing field', f'{f}.{k}', did)
         msg, sp, uid = m['message'], m['share_photo'], m['user_id']
         if not isinstance(msg, str): raise err(f'must be a string, got {_tname(msg)}', f'{f}.message', did)
-        if _BAD_UTF8.search(msg): raise err('invalid UTF-8', f'{f}.message', did)
+        if (why := _text_problem(msg)): raise err(why, f'{f}.message', did)
         if not isinstance(sp, bool): raise err(f'must be true or false, got {_tname(sp)}', f'{f}.share_photo', did)
         if not isinstance(uid, int) or isinstance(uid, bool) or uid not in (0,1):
             raise err(f'user_id must be 0 or 1, got {uid!r}', f'{f}.user_id', did)
@@ -112,8 +118,9 @@ def photochat_files(paths, # a file, a folder, or a list of them
     out = []
     for p in map(Path, paths):
         if p.is_dir():
-            fs = (sorted(f for f in p.rglob('*.json') if _SPLIT_FILE.match(f.name)) or sorted(p.rglob('conversations.json'))
-                  or sorted(p.glob('*.json')))
+            regular = lambda fs: sorted(f for f in fs if f.is_file()) # a FIFO or socket named *.json would block a read
+            fs = (regular(f for f in p.rglob('*.json') if _SPLIT_FILE.match(f.name)) or regular(p.rglob('conversations.json'))
+                  or regular(p.glob('*.json')))
             if not fs: raise DataError(p, 'folder holds no PhotoChat JSON files (train_NN.json, dev_NN.json, test_NN.json or *.json)')
             out += fs
         elif p.is_file(): out.append(p)
@@ -134,6 +141,8 @@ def _locate_json_error(text:str, pos:int)->int|None:
         except json.JSONDecodeError: return n
         n += 1
 
+_TOO_DEEP = "JSON nested too deeply to read (deeper than Python's recursion limit)"
+
 def read_records(path:Path, # a PhotoChat JSON file
                 )->list:
     "The list of records in `path`; `DataError` for unreadable files, invalid UTF-8 or JSON, or a top level that is not a list."
@@ -151,6 +160,7 @@ def read_records(path:Path, # a PhotoChat JSON file
             raise DataError(path, f'invalid UTF-8 at byte {bad_utf8} (line {raw[:bad_utf8].count(10)+1})', n) from None
         n = _locate_json_error(text, e.pos)
         raise DataError(path, f'invalid JSON at line {e.lineno} column {e.colno}: {e.msg}', n) from None
+    except RecursionError: raise DataError(path, _TOO_DEEP) from None
     if not isinstance(recs, list): raise DataError(path, f'top level must be a JSON list of records, got {_tname(recs)}')
     return recs
 
@@ -211,7 +221,7 @@ def emoji_text(text:str, # an MMDialog message
     if emoji == 'keep': return norm_ws(text)
     return norm_ws(_EMOJI.sub(lambda m: ' ' + (m[1].replace('_', ' ') if emoji == 'words' else '') + ' ', text))
 
-# %% ../nbs/01_data.ipynb #1881d222
+# %% ../nbs/01_data.ipynb #4c2ce3be
 _MM_DROP = ('conversation', 'negative_candidate_media_keys', 'negative_candidate_texts') # not copied to `extra` (999 candidates each)
 _MEDIA_KEY = re.compile(r'^-?[\w][\w.\-]*$')
 
@@ -252,7 +262,7 @@ def parse_session(sess, # one MMDialog session: {"conversation": [{"turn": [...]
             if len(kinds) != 1: raise err(f'must hold exactly one of __TEXT__ and __MEDIA__, has keys {sorted(item)}', fk)
             v = item[kinds[0]]
             if not isinstance(v, str): raise err(f'must be a string, got {_tname(v)}', f'{fk}.{kinds[0]}')
-            if _BAD_UTF8.search(v): raise err('invalid UTF-8', f'{fk}.{kinds[0]}')
+            if (why := _text_problem(v)): raise err(why, f'{fk}.{kinds[0]}')
             if kinds[0] == '__TEXT__':
                 if x := emoji_text(v, emoji): said.append(x)
                 continue
@@ -265,7 +275,7 @@ def parse_session(sess, # one MMDialog session: {"conversation": [{"turn": [...]
         _add_text(context, speaker, ' '.join(said))
     return dialogs, no_context
 
-# %% ../nbs/01_data.ipynb #3379db4c
+# %% ../nbs/01_data.ipynb #f9bdb964
 def read_sessions(path:Path, # an MMDialog conversations.json
                  )->list[tuple]:
     "(position, session, id from the file's keys or None) for each session of a JSON list, a JSON object of sessions, one session, or JSON lines."
@@ -282,7 +292,9 @@ def read_sessions(path:Path, # an MMDialog conversations.json
             try: out.append((len(out), json.loads(line), None))
             except json.JSONDecodeError as e:
                 raise DataError(path, f'invalid JSON at line {ln} column {e.colno}: {e.msg}', len(out)) from None
+            except RecursionError: raise DataError(path, _TOO_DEEP, len(out)) from None
         return out
+    except RecursionError: raise DataError(path, _TOO_DEEP) from None
     if isinstance(obj, list): return [(i, s, None) for i,s in enumerate(obj)]
     if isinstance(obj, dict):
         if 'conversation' in obj: return [(0, obj, None)]
