@@ -12,9 +12,9 @@ import d2i_lit
 
 # %% auto #0
 __all__ = ['ASSETS', 'pos_int', 'nonneg_int', 'pos_float', 'nonneg_float', 'unit_float', 'MAX_IMAGE_PIXELS', 'asset_path',
-           'D2IError', 'error_line', 'dashes_to_underscores', 'int_in', 'float_in', 'cli_parser', 'run_cli', 'set_seed',
-           'available_cores', 'set_threads', 'atomic_write', 'atomic_write_json', 'atomic_save_image', 'atomic_dir',
-           'make_out_dir', 'run_lock', 'load_pretrained', 'ImageError', 'open_image']
+           'D2IError', 'error_line', 'dashes_to_underscores', 'int_in', 'float_in', 'cli_parser', 'run_cli',
+           'cli_command', 'set_seed', 'available_cores', 'set_threads', 'atomic_write', 'atomic_write_json',
+           'atomic_save_image', 'atomic_dir', 'make_out_dir', 'run_lock', 'load_pretrained', 'ImageError', 'open_image']
 
 # %% ../nbs/00_core.ipynb #39d2a5c8
 ASSETS = Path(d2i_lit.__file__).parent/'assets' # the installed package's folder, also from a notebook
@@ -111,6 +111,14 @@ def run_cli(main, # a function whose parameters are annotated with fastcore `Par
     args = vars(cli_parser(main, prog).parse_args(dashes_to_underscores(sys.argv[1:] if argv is None else argv)))
     args.pop('pdb', None); args.pop('xtra', None) # fastcore's own options, not `main`'s
     return main(**args)
+
+def cli_command(main, # a function whose parameters are annotated with fastcore `Param`s
+                prog:str, # the command as the user types it, e.g. 'd2i generate'
+               ):
+    "The subcommand function for `main`: `cmd(argv=None)` runs `run_cli(main, argv, prog)`; `cmd.main` is `main`."
+    def cmd(argv:list[str]|None=None): return run_cli(main, argv, prog)
+    cmd.main, cmd.prog, cmd.__doc__ = main, prog, f"`{prog}`: {main.__doc__}"
+    return cmd
 
 # %% ../nbs/00_core.ipynb #0812a69b
 def set_seed(seed:int, # seed for python, numpy and torch

@@ -8,13 +8,13 @@ import bisect, functools, gzip, json, os, sys, warnings
 from pathlib import Path
 from typing import NamedTuple
 from fastcore.script import Param, store_true
-from .core import D2IError, asset_path, int_in, load_pretrained, run_cli
+from .core import D2IError, asset_path, cli_command, int_in, load_pretrained
 from .data import Turn, Dialog, DataError, load_photochat, load_sample
 
 # %% auto #0
-__all__ = ['STYLES', 'MARKERS', 'TOPICS', 'dialog_turns', 'turn_pieces', 'linearize', 'clip_bpe', 'clip_tokenizer',
-           'get_tokenizer', 'Linearized', 'linearize_tokens', 'linearize_many', 'linearize_in_budget', 'photo_labels',
-           'photo_topic', 'dialog_table', 'linearize_cli']
+__all__ = ['STYLES', 'MARKERS', 'TOPICS', 'linearize_cli', 'dialog_turns', 'turn_pieces', 'linearize', 'clip_bpe',
+           'clip_tokenizer', 'get_tokenizer', 'Linearized', 'linearize_tokens', 'linearize_many', 'linearize_in_budget',
+           'photo_labels', 'photo_topic', 'dialog_table']
 
 # %% ../nbs/02_linearize.ipynb #cd765fd6
 STYLES = ('hash', 'per', 'ab', 'plain')
@@ -271,7 +271,4 @@ def _linearize_main(files:Param('PhotoChat JSON files or folders (none: the bund
                                      ensure_ascii=False) + '\n' for d,r in zip(dialogs, res))
     sys.stdout.flush()
 
-def linearize_cli(argv:list[str]|None=None, # arguments after `d2i linearize`; None reads `sys.argv`
-                 ):
-    "`d2i linearize FILE... [--style S] [--max-tokens N] [--tokenizer T] [--skip-bad]`: JSON lines, one per dialog."
-    return run_cli(_linearize_main, argv, 'd2i linearize')
+linearize_cli = cli_command(_linearize_main, 'd2i linearize')

@@ -10,14 +10,14 @@ from http.client import HTTPException, IncompleteRead
 from pathlib import Path
 from urllib.parse import urlsplit
 from PIL import Image
-from fastcore.script import Param, anno_parser, store_true
+from fastcore.script import Param, store_true
 import d2i_lit
-from .core import D2IError, ImageError, open_image, atomic_write, atomic_write_json, _umask
+from .core import D2IError, ImageError, open_image, atomic_write, atomic_write_json, _umask, cli_command, float_in, int_in, pos_float
 from .data import load_photochat, photo_stem, IMAGE_EXTS
 
 # %% auto #0
-__all__ = ['STATUSES', 'FINAL', 'photo_url_for', 'photo_jobs', 'present_photo', 'fetch_photo', 'fetch_photos', 'summary_line',
-           'data_cli']
+__all__ = ['STATUSES', 'FINAL', 'data_cli', 'photo_url_for', 'photo_jobs', 'present_photo', 'fetch_photo', 'fetch_photos',
+           'summary_line']
 
 # %% ../nbs/01a_photos.ipynb #ca8d3830
 STATUSES = ('ok', 'not_found', 'not_an_image', 'timed_out', 'failed') # the outcome of one photo, as counted in report.json
@@ -213,30 +213,19 @@ def summary_line(report:dict, out)->str:
 def _photochat_main(data:Param('a PhotoChat JSON file or a folder of them (train_NN.json, ...)', str),
                     out:Param('photos folder: {photo id}.jpg or .png, and report.json', str)=None,
                     base_url:Param("fetch from an Open Images mirror: '{base_url}/{photo_id}.jpg', or a template with {photo_id} or {id}", str)=None,
-                    workers:Param('parallel downloads', int)=16,
-                    timeout:Param('seconds for each request', float)=30,
-                    retries:Param('further tries after a timeout, dropped connection, truncated body or 5xx', int)=3,
-                    backoff:Param('seconds before the first retry, doubled each time', float)=1.0,
-                    max_side:Param('downscale photos whose longer side is larger', int)=None,
-                    max_mb:Param('refuse photos larger than this many MiB', float)=64,
+                    workers:Param('parallel downloads', int_in(1, 256))=16,
+                    timeout:Param('seconds for each request', pos_float)=30,
+                    retries:Param('further tries after a timeout, dropped connection, truncated body or 5xx', int_in(0, 100))=3,
+                    backoff:Param('seconds before the first retry, doubled each time', float_in(0, 3600))=1.0,
+                    max_side:Param('downscale photos whose longer side is larger', int_in(1, 65535))=None,
+                    max_mb:Param('refuse photos larger than this many MiB', float_in(0, 1 << 20, lo_open=True))=64,
                     retry_failed:Param('also ask again for photos an earlier run found missing (404) or not an image', store_true)=False,
                     no_progress:Param('no progress bar', store_true)=False,
                    ):
     "Fetch the photos of PhotoChat records: `d2i data photochat FILE|DIR --out DIR`."
     if out is None: raise D2IError('--out DIR is required')
-    for k,v in dict(workers=workers, timeout=timeout, max_mb=max_mb).items():
-        if v <= 0: raise D2IError(f'--{k.replace("_", "-")} must be positive, got {v}')
-    if retries < 0 or backoff < 0: raise D2IError('--retries and --backoff must not be negative')
-    if max_side is not None and max_side < 1: raise D2IError(f'--max-side must be positive, got {max_side}')
     rep = fetch_photos(data, out, base_url, workers, timeout, retries, backoff, max_side, int(max_mb*(1 << 20)), not no_progress, retry_failed)
     print(summary_line(rep, out), file=sys.stderr)
     return rep
 
-def data_cli(argv:list[str]|None=None, # arguments after `d2i data photochat`; None reads `sys.argv[2:]`
-            ):
-    "`d2i data photochat`: parse the options of `_photochat_main` (fastcore's `anno_parser`) and run it."
-    from d2i_lit.core import dashes_to_underscores
-    args = vars(anno_parser(_photochat_main, prog='d2i data photochat').parse_args(
-        dashes_to_underscores(sys.argv[2:] if argv is None else argv)))
-    args.pop('pdb', None); args.pop('xtra', None)
-    _photochat_main(**args)
+data_cli = cli_command(_photochat_main, 'd2i data photochat')

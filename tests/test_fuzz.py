@@ -40,32 +40,36 @@ def tree(d:Path)->dict:
     return {str(p.relative_to(d)): (s.st_size, s.st_mode, s.st_mtime_ns)
             for p in sorted(d.rglob('*')) for s in [p.lstat()]}
 
-def main_function(name):
-    "The function behind `d2i NAME` whose `Param` annotations make its options."
-    mod = importlib.import_module(SUBCOMMANDS[name][0])
-    return getattr(mod, f'_{name}_main', None)
+def commands():
+    "(command words, subcommand function) for every `d2i` subcommand, `d2i data CORPUS` for each corpus."
+    from d2i_lit import cli
+    out = []
+    for name, (mod, attr, _) in SUBCOMMANDS.items():
+        if name == 'data':
+            out += [(('data', c), getattr(importlib.import_module(m), a)) for c,(m,a,_) in cli.DATA_CORPORA.items()]
+        else: out.append(((name,), getattr(importlib.import_module(mod), attr)))
+    return out
 
 def numeric_options():
-    "(subcommand, option, argparse type) for every option of every subcommand that takes a number."
+    "(command words, option, argparse type) for every option of every subcommand that takes a number."
     out = []
-    for name in SUBCOMMANDS:
-        fn = main_function(name)
-        if fn is None: continue
-        for a in cli_parser(fn, f'd2i {name}')._actions:
+    for words, fn in commands():
+        if not hasattr(fn, 'main'): continue
+        for a in cli_parser(fn.main, fn.prog)._actions:
             if a.option_strings and a.type is not None and getattr(a.type, '__name__', '') in ('int', 'float'):
-                out.append((name, a.option_strings[0], a.type))
+                out.append((words, a.option_strings[0], a.type))
     return out
 
 NUMERIC = numeric_options()
 
 def test_every_subcommand_parses_through_run_cli():
-    "Each subcommand's options come from one function (`_NAME_main`), parsed by `core.run_cli`."
-    missing = [n for n in SUBCOMMANDS if main_function(n) is None]
-    assert not missing, f'subcommands without a _NAME_main: {missing}'
+    "Each subcommand is made by `core.cli_command`: its options come from one function, parsed by `core.run_cli`."
+    missing = [' '.join(w) for w,fn in commands() if not hasattr(fn, 'main')]
+    assert not missing, f'subcommands not made by cli_command: {missing}'
 
 def test_every_numeric_option_declares_its_range():
     "A bare `int`/`float` accepts 0, -1, nan and inf: each numeric option must use a range type from `core`."
-    bare = [f'd2i {n} {o}' for n,o,t in NUMERIC if t in (int, float)]
+    bare = [f"d2i {' '.join(w)} {o}" for w,o,t in NUMERIC if t in (int, float)]
     assert not bare, f'numeric options without a range: {bare}'
     assert len(NUMERIC) >= 10, NUMERIC
 
@@ -84,23 +88,23 @@ def _rejects(conv, s):
 @given(opt=st.sampled_from(NUMERIC) if NUMERIC else st.nothing(), value=BAD_NUMBERS)
 def test_bad_numeric_options_are_refused(opt, value, tmp_path_factory):
     "Any value an option's range refuses stops the command at parse time: exit 2, one line naming the option."
-    name, flag, conv = opt
+    words, flag, conv = opt
     if not _rejects(conv, value) or value.startswith('-'): return  # a value argparse would read as an option is covered by the literal cases
     d = tmp_path_factory.mktemp('opt'); (d/'keep.txt').write_text('x'); before = tree(d)
     cwd = os.getcwd(); os.chdir(d)
-    try: rc, out, err = run_main(name, flag, value)
+    try: rc, out, err = run_main(*words, flag, value)
     finally: os.chdir(cwd)
-    assert_one_line_error(rc, err, name)
+    assert_one_line_error(rc, err, words[0])
     assert flag.replace('_', '-') in err, err
     assert tree(d) == before
 
-@pytest.mark.parametrize('name,flag,conv', NUMERIC, ids=[f'{n}{f}' for n,f,_ in NUMERIC])
-def test_negative_and_nonfinite_values(name, flag, conv):
+@pytest.mark.parametrize('words,flag,conv', NUMERIC, ids=[f"{'-'.join(w)}{f}" for w,f,_ in NUMERIC])
+def test_negative_and_nonfinite_values(words, flag, conv):
     "The literal bad values of issue 13, for every numeric option, spelled `--opt=VALUE` so a leading '-' is a value."
     for v in ('-1', 'nan', 'inf', '-inf', '1e400'):
         if not _rejects(conv, v): continue
-        rc, out, err = run_main(name, f'{flag}={v}')
-        assert_one_line_error(rc, err, name)
+        rc, out, err = run_main(*words, f'{flag}={v}')
+        assert_one_line_error(rc, err, words[0])
 
 # --- malformed inputs -------------------------------------------------------------------------------------------
 
