@@ -19,6 +19,7 @@ SUBCOMMANDS = {
     'finetune':  ('d2i_lit.finetune',   'finetune_cli',  'fine-tune a backbone on dialog-image pairs'),
     'evaluate':  ('d2i_lit.metrics',    'evaluate_cli',  'FID, IS, CLIP similarity and attribute accuracy of generated images'),
     'roundtrip': ('d2i_lit.roundtrip',  'roundtrip_cli', 'captioner/generator round trips (image->text->image, text->image->text)'),
+    'unified':   ('d2i_lit.unified',    'unified_cli',   'fine-tune a captioner and a generator through each other (Li et al. 2023)'),
     'demo':      ('d2i_lit.experiment', 'demo_cli',      'the whole ShapesChat experiment: data, pre-train, zero-shot, fine-tune, evaluate, report'),
 }
 
