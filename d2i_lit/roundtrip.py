@@ -865,7 +865,7 @@ def _roundtrip_main(direction:Param("image->text->image or text->image->text", s
     set_threads(threads or None); set_seed(seed)
     items = load_roundtrip_items(data, format, images, split, limit)
     state = PartialState(cpu=(device or '').startswith('cpu') or not torch.cuda.is_available())
-    dev, dt = torch.device(device) if device else state.device, _torch_dtype(dtype)
+    dev, dt = state.device if device in (None, 'cuda') else torch.device(device), _torch_dtype(dtype) # 'cuda': each process its own GPU
     cap = load_captioner(captioner); cap.model.to(dev, dt)
     gen = load_generator(generator, steps=steps, guidance=guidance, batch_size=batch_size)
     if isinstance(gen, PipelineGenerator): gen.pipe.backbone.to(dev, None if dtype == 'fp32' else dt)

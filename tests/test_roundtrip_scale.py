@@ -124,12 +124,17 @@ def test_nocaps_t2i2t(coco, tmp_path):
     assert s['recon'] == 'CIDEr-D of the caption' and s['quality'].startswith('image cosine with the real image')
     assert all(-1 <= c['quality'] <= 1 for c in cands(out))
 
-def test_folder_of_images(coco, tmp_path):
+def test_folder_of_images_one_bad(coco, tmp_path):
+    "A plain folder (no references: reconstruction only); an unreadable image is skipped and reported, the rest run."
+    import shutil
+    shutil.copytree(coco/'nocaps'/'validation', tmp_path/'imgs'); (tmp_path/'imgs'/'0000broken.jpg').write_bytes(b'not a jpeg')
     out = tmp_path/'f'
-    r = d2i('--direction', 'i2t2i', *TINY, '--data', coco/'nocaps'/'validation', '--out', out, '--limit', 2)
+    r = d2i('--direction', 'i2t2i', *TINY, '--data', tmp_path/'imgs', '--out', out)
     assert r.returncode == 0, r.stderr[-3000:]
     s = json.loads((out/'scores.json').read_text())
-    assert s['n'] == 2 and 'rank_analysis' not in s and 'quality_mean' not in s # no references: reconstruction only
+    assert s['n'] == 3 and s['skipped'] == 1 and 'rank_analysis' not in s and 'quality_mean' not in s
+    bad = [json.loads(l) for l in (out/'skipped.jsonl').read_text().splitlines()]
+    assert [b['id'] for b in bad] == ['0000broken'] and 'skipped' in r.stdout
 
 @pytest.mark.parametrize('write, extra, msg', [
     (lambda p: p.write_text(json.dumps(dict(images=[dict(filename='x.jpg', split='test')]))), ['--format', 'karpathy'], "images[0]: missing field 'sentences'"),
