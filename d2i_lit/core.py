@@ -103,20 +103,30 @@ def cli_parser(main, # a function whose parameters are annotated with fastcore `
     p.error = error
     return p
 
+def _alias(argv:list[str], aliases:dict)->list[str]:
+    "`argv` with each old option spelling (`--batch`, `--batch=8`) replaced by its current name."
+    def fix(a):
+        name, eq, val = a.partition('=')
+        return aliases[name] + eq + val if name in aliases else a
+    return [fix(a) for a in argv]
+
 def run_cli(main, # a function whose parameters are annotated with fastcore `Param`s
             argv:list[str]|None, # arguments after the subcommand; `None` reads `sys.argv[1:]`
             prog:str, # the command as the user types it, e.g. 'd2i generate'
+            aliases:dict|None=None, # old option spellings users may have in scripts -> current ones, e.g. {'--batch': '--batch-size'}
            ):
-    "Parse `argv` for `main` (dashed or underscored options) and call it with the parsed values."
-    args = vars(cli_parser(main, prog).parse_args(dashes_to_underscores(sys.argv[1:] if argv is None else argv)))
+    "Parse `argv` for `main` (dashed or underscored options, old spellings) and call it with the parsed values."
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = vars(cli_parser(main, prog).parse_args(dashes_to_underscores(_alias(argv, aliases or {}))))
     args.pop('pdb', None); args.pop('xtra', None) # fastcore's own options, not `main`'s
     return main(**args)
 
 def cli_command(main, # a function whose parameters are annotated with fastcore `Param`s
                 prog:str, # the command as the user types it, e.g. 'd2i generate'
+                aliases:dict|None=None, # old option spellings -> current ones
                ):
-    "The subcommand function for `main`: `cmd(argv=None)` runs `run_cli(main, argv, prog)`; `cmd.main` is `main`."
-    def cmd(argv:list[str]|None=None): return run_cli(main, argv, prog)
+    "The subcommand function for `main`: `cmd(argv=None)` runs `run_cli(main, argv, prog, aliases)`; `cmd.main` is `main`."
+    def cmd(argv:list[str]|None=None): return run_cli(main, argv, prog, aliases)
     cmd.main, cmd.prog, cmd.__doc__ = main, prog, f"`{prog}`: {main.__doc__}"
     return cmd
 

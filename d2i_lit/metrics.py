@@ -14,13 +14,13 @@ from .linearize import photo_topic
 
 # %% auto #0
 __all__ = ['RESIZE', 'IMG_EXTS', 'INCEPTION_URL', 'INCEPTION_SHA256_PREFIX', 'CLIP_MEAN', 'CLIP_STD', 'MANIFEST', 'EVAL_METRICS',
-           'FeatureStats', 'frechet_distance', 'fid_from_features', 'inception_score_from_probs', 'ptb_tokenize',
-           'cider_scores', 'cider', 'list_images', 'resize_float', 'image_batches', 'FeatureNet', 'InceptionFeatureNet',
-           'write_random_inception_weights', 'image_features', 'cache_dir', 'real_statistics', 'feature_matrix',
-           'real_features', 'load_clip', 'clip_pixels', 'clip_image_embeddings', 'clip_image_similarity',
-           'load_clip_tokenizer', 'clip_text_inputs', 'clip_text_embeddings', 'clip_scores', 'write_tiny_clip',
-           'ClassifierFeatureNet', 'attribute_metrics', 'kid_from_features', 'evaluate_images', 'summary',
-           'load_manifest', 'evaluate_dirs', 'evaluate_cli', 'plot_by_topic']
+           'evaluate_cli', 'FeatureStats', 'frechet_distance', 'fid_from_features', 'inception_score_from_probs',
+           'ptb_tokenize', 'cider_scores', 'cider', 'list_images', 'resize_float', 'image_batches', 'FeatureNet',
+           'InceptionFeatureNet', 'write_random_inception_weights', 'image_features', 'cache_dir', 'real_statistics',
+           'feature_matrix', 'real_features', 'load_clip', 'clip_pixels', 'clip_image_embeddings',
+           'clip_image_similarity', 'load_clip_tokenizer', 'clip_text_inputs', 'clip_text_embeddings', 'clip_scores',
+           'write_tiny_clip', 'ClassifierFeatureNet', 'attribute_metrics', 'kid_from_features', 'evaluate_images',
+           'summary', 'load_manifest', 'evaluate_dirs', 'plot_by_topic']
 
 # %% ../nbs/08_metrics.ipynb #f76eba10
 class FeatureStats:
@@ -815,7 +815,8 @@ def evaluate_dirs(generated:str|Path, # folder of generated images (with `manife
     return res
 
 # %% ../nbs/08_metrics.ipynb #7ad9c72a
-from fastcore.script import Param, anno_parser
+from fastcore.script import Param
+from .core import cli_command, float_in, int_in, unit_float
 
 def _evaluate_main(generated:Param('folder of generated images (with manifest.jsonl for per-dialog reference, clip, clip_t, attr, per-topic)', str)=None,
                    real:Param('real photos: a folder of images, or a ShapesChat/PhotoChat folder (images/ + dialogs.json)', str)=None,
@@ -827,17 +828,16 @@ def _evaluate_main(generated:Param('folder of generated images (with manifest.js
                    manifest:Param('manifest file (default GENERATED/manifest.jsonl when present)', str)=None,
                    out:Param('JSON output file (default GENERATED/metrics.json)', str)=None,
                    cache:Param('statistics cache folder (default $D2I_CACHE or ~/.cache/d2i_lit)', str)=None,
-                   splits:Param('IS splits', int)=10,
-                   threshold:Param('confidence threshold of coherence', float)=0.9,
-                   batch_size:Param('images per feature batch (every feature network)', int)=64,
+                   splits:Param('IS splits', int_in(1, 10**5))=10,
+                   threshold:Param('confidence threshold of coherence', unit_float)=0.9,
+                   batch_size:Param('images per feature batch (every feature network)', int_in(1, 1 << 16))=64,
                    device:Param('torch device of the feature networks (default: CUDA when there is one)', str)=None,
                    dtype:Param('precision of the feature networks', str, choices=('fp32', 'fp16', 'bf16'))='fp32',
-                   kid_subsets:Param('KID subsets', int)=100,
-                   kid_subset_size:Param('KID subset size (capped at N)', int)=1000,
+                   kid_subsets:Param('KID subsets', int_in(1, 10**6))=100,
+                   kid_subset_size:Param('KID subset size (capped at N)', int_in(2, 10**7))=1000,
                   ):
     "Evaluate generated images; print the result as JSON and write it atomically."
     if not generated or not real: raise D2IError("both --generated DIR and --real DIR are required")
-    if batch_size < 1: raise D2IError(f"--batch-size must be at least 1, got {batch_size}")
     res = evaluate_dirs(generated, real, metrics, inception_weights, clip_model, manifest, cache, splits, threshold, batch_size,
                         progress=sys.stderr.isatty(), dialogs=dialogs, feature_net=feature_net, device=device, dtype=dtype,
                         kid_subsets=kid_subsets, kid_subset_size=kid_subset_size)
@@ -846,16 +846,7 @@ def _evaluate_main(generated:Param('folder of generated images (with manifest.js
     print(json.dumps(res, indent=2))
     return res
 
-def evaluate_cli(argv:list[str]|None=None, # arguments after `d2i evaluate`; None reads `sys.argv[1:]`
-                ):
-    "`d2i evaluate --generated DIR --real DIR [--dialogs FILE] [--metrics fid,kid,is,clip,clip_t,attr] [--inception-weights PATH] [--clip-model M] [--device cuda --dtype fp16 --batch-size 64] [--out FILE]`."
-    from d2i_lit.core import dashes_to_underscores
-    argv = sys.argv[1:] if argv is None else list(argv)
-    argv = ['--batch_size' + a[len('--batch'):] if a == '--batch' or a.startswith('--batch=') else a for a in argv] # the alias
-    argv = dashes_to_underscores(argv)
-    args = anno_parser(_evaluate_main).parse_args(argv).__dict__
-    for k in ('pdb', 'xtra'): args.pop(k, None)
-    _evaluate_main(**args)
+evaluate_cli = cli_command(_evaluate_main, 'd2i evaluate', aliases={'--batch': '--batch-size'})
 
 # %% ../nbs/08_metrics.ipynb #ce7d2a1a
 def plot_by_topic(result:dict, # from `evaluate_dirs` (with `by_topic`)

@@ -9,19 +9,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 import numpy as np
 from PIL import Image
-from fastcore.script import Param, anno_parser
-from .core import D2IError, set_seed, set_threads, atomic_write, atomic_write_json
+from fastcore.script import Param
+from .core import D2IError, set_seed, set_threads, atomic_write, atomic_write_json, cli_command, float_in, int_in, pos_int
 from .metrics import cider_scores, CLIP_MEAN, CLIP_STD, clip_image_embeddings, load_clip
 
 # %% auto #0
-__all__ = ['CAPTION_SPECIALS', 'TINY_WORDS', 'DATA_FORMATS', 'PAPER_PROTOCOL', 'DTYPES', 'caption_tokenizer', 'blip_config',
-           'Captioner', 'tiny_captioner', 'shapes_captioner', 'load_captioner', 'caption_records', 'train_captioner',
-           'PipelineGenerator', 'caption_attributes', 'ShapesOracle', 'load_generator', 'PixelEmbedder', 'ClipEmbedder',
-           'ClassifierEmbedder', 'tiny_clip', 'load_embedder', 'cider_matrix', 'RoundTrip', 'i2t2i', 't2i2t',
-           'rank_analysis', 'plot_rank_curve', 'shapes_references', 'attribute_agreement', 'dialog_caption_agreement',
-           'roundtrip_items', 'run_roundtrip', 'write_roundtrip', 'karpathy_items', 'coco_captions_items',
-           'folder_items', 'load_roundtrip_items', 'roundtrip_to_dir', 'load_roundtrip_dir', 'analyze_roundtrip',
-           'roundtrip_cli']
+__all__ = ['CAPTION_SPECIALS', 'TINY_WORDS', 'DATA_FORMATS', 'PAPER_PROTOCOL', 'DTYPES', 'roundtrip_cli', 'caption_tokenizer',
+           'blip_config', 'Captioner', 'tiny_captioner', 'shapes_captioner', 'load_captioner', 'caption_records',
+           'train_captioner', 'PipelineGenerator', 'caption_attributes', 'ShapesOracle', 'load_generator',
+           'PixelEmbedder', 'ClipEmbedder', 'ClassifierEmbedder', 'tiny_clip', 'load_embedder', 'cider_matrix',
+           'RoundTrip', 'i2t2i', 't2i2t', 'rank_analysis', 'plot_rank_curve', 'shapes_references',
+           'attribute_agreement', 'dialog_caption_agreement', 'roundtrip_items', 'run_roundtrip', 'write_roundtrip',
+           'karpathy_items', 'coco_captions_items', 'folder_items', 'load_roundtrip_items', 'roundtrip_to_dir',
+           'load_roundtrip_dir', 'analyze_roundtrip']
 
 # %% ../nbs/10_roundtrip.ipynb #869fb1f4
 CAPTION_SPECIALS = ('[PAD]', '[UNK]', '[CLS]', '[SEP]', '[MASK]', '[DEC]') # ids 0..5: pad, unk, cls, sep, mask, BLIP's decoder start
@@ -834,19 +834,19 @@ def _roundtrip_main(direction:Param("image->text->image or text->image->text", s
                     images:Param("image folder of a COCO Karpathy / NoCaps file (default: the file's folder)", str)=None,
                     split:Param("COCO Karpathy split", str)='test',
                     out:Param("output folder: run.json, items.jsonl, images/, candidates.jsonl, scores.json, rank.png (a rerun resumes)", str)=None,
-                    k:Param("candidates per item", int)=10,
-                    limit:Param("use the first N images", int)=None,
+                    k:Param("candidates per item", int_in(1, 1000))=10,
+                    limit:Param("use the first N images", pos_int)=None,
                     similarity:Param("image embedder: 'pixels', 'pixels:SIZE', 'classifier', 'tiny-clip', or a CLIP folder (paper: openai/clip-vit-base-patch32)", str)='pixels',
-                    steps:Param("sampling steps of the generator", int)=25,
-                    guidance:Param("classifier-free guidance scale", float)=7.5,
-                    top_p:Param("nucleus sampling of captions", float)=0.9,
-                    repetition_penalty:Param("repetition penalty of captions", float)=1.1,
-                    batch_size:Param("generator batch size (images per forward pass)", int)=8,
-                    boot:Param("bootstrap resamples", int)=1000,
-                    seed:Param("seed", int)=0,
+                    steps:Param("sampling steps of the generator", pos_int)=25,
+                    guidance:Param("classifier-free guidance scale", float_in(0, 100))=7.5,
+                    top_p:Param("nucleus sampling of captions", float_in(0, 1, lo_open=True))=0.9,
+                    repetition_penalty:Param("repetition penalty of captions", float_in(0, 100, lo_open=True))=1.1,
+                    batch_size:Param("generator batch size (images per forward pass)", int_in(1, 1 << 16))=8,
+                    boot:Param("bootstrap resamples", int_in(1, 10**6))=1000,
+                    seed:Param("seed", int_in(0, 2**63 - 1))=0,
                     device:Param("torch device of all models (default: accelerate's, a GPU when there is one)", str)=None,
                     dtype:Param("weights' precision of captioner, generator and CLIP", str, choices=DTYPES)='fp32',
-                    threads:Param("torch CPU threads (0: D2I_THREADS or torch's default)", int)=0,
+                    threads:Param("torch CPU threads (0: D2I_THREADS or torch's default)", int_in(0, 1024))=0,
                     analyze:Param("only (re)compute scores.json and rank.png of this finished round-trip folder", str)=None):
     "Run one round trip into a folder (streamed, sharded, resumable) and write candidates, scores and the rank plot."
     if analyze:
@@ -856,10 +856,6 @@ def _roundtrip_main(direction:Param("image->text->image or text->image->text", s
         return s
     for nm, v in dict(direction=direction, captioner=captioner, generator=generator, data=data, out=out).items():
         if v is None: raise D2IError(f"--{nm} is required")
-    if k < 1: raise D2IError(f"--k must be at least 1, got {k}")
-    if limit is not None and limit < 1: raise D2IError(f"--limit must be at least 1, got {limit}")
-    if boot < 1: raise D2IError(f"--boot must be at least 1, got {boot}")
-    if batch_size < 1: raise D2IError(f"--batch-size must be at least 1, got {batch_size}")
     import torch
     from accelerate import PartialState
     set_threads(threads or None); set_seed(seed)
@@ -883,13 +879,4 @@ def _roundtrip_main(direction:Param("image->text->image or text->image->text", s
           + (f"; {s['skipped']} items skipped (skipped.jsonl)" if s.get('skipped') else '') + f" -> {out}")
     return s
 
-def roundtrip_cli(argv:list[str]|None=None, # arguments after `d2i roundtrip`; None reads `sys.argv[1:]`
-                 ):
-    "`d2i roundtrip`: parse the options of `_roundtrip_main` and run it."
-    from d2i_lit.core import dashes_to_underscores
-    argv = sys.argv[1:] if argv is None else list(argv)
-    argv = ['--batch_size' + a[len('--batch'):] if a == '--batch' or a.startswith('--batch=') else a for a in argv] # the old name
-    # parsed here rather than through `call_parse`, which calls straight through when nested in another `call_parse` run
-    args = vars(anno_parser(_roundtrip_main, prog='d2i roundtrip').parse_args(dashes_to_underscores(argv)))
-    args.pop('pdb', None); args.pop('xtra', None)
-    return _roundtrip_main(**args)
+roundtrip_cli = cli_command(_roundtrip_main, 'd2i roundtrip', aliases={'--batch': '--batch-size'})

@@ -13,18 +13,18 @@ from fastai.learner import Learner
 from fastai.optimizer import OptimWrapper
 from fastai.callback.progress import ProgressCallback
 from fastcore.basics import noop
-from fastcore.script import Param, anno_parser
-from .core import D2IError, set_seed, set_threads, atomic_dir, atomic_write_json
+from fastcore.script import Param
+from .core import D2IError, set_seed, set_threads, atomic_dir, atomic_write_json, cli_command, float_in, int_in, nonneg_int, pos_int
 from .finetune import (DiffusionBatch, StepCounter, StopAfter, LRSchedule, GradAccum, GradClip, NonFiniteGuard,
                               MixedPrecision, ScaledStep, EMACallback, ema_weights, CSVLog, Checkpoint, DataParallel,
                               trainable, list_checkpoints)
 from .roundtrip import Captioner, load_captioner, caption_records
 
 # %% auto #0
-__all__ = ['TRAINABLE', 'MODES', 'LOSSES', 'METRICS', 'select_trainable', 'VocabMap', 'text_layout', 'soft_text',
+__all__ = ['TRAINABLE', 'MODES', 'LOSSES', 'unified_cli', 'METRICS', 'select_trainable', 'VocabMap', 'text_layout', 'soft_text',
            'encode_soft_text', 'caption_inputs', 'lm_loss', 'predicted_x0', 'captioner_pixels', 'UnifiedModel',
            'unified_loss', 'UnifiedBatch', 'LossLog', 'unified_learner', 'unified_finetune', 'save_unified',
-           'unified_cli', 'unified_experiment', 'experiment_table', 'plot_experiment']
+           'unified_experiment', 'experiment_table', 'plot_experiment']
 
 # %% ../nbs/11_unified.ipynb #8deae08c
 TRAINABLE = {'q': ('query',), 'kv': ('key', 'value'), 'qkv': ('query', 'key', 'value')} # --trainable -> projections
@@ -369,30 +369,29 @@ def _unified_main(captioner:Param("'tiny', 'shapes', a captioner folder, or a ca
                   generator:Param("'tiny-sd', 'shapes', a backbone folder, or a cached Stable Diffusion hub id", str)=None,
                   data:Param("caption file (JSON lines {caption, image}) or a folder with captions.jsonl", str)=None,
                   out:Param("output folder: log.csv, config.json, ckpts/, final/ (generator) and final/captioner/", str)=None,
-                  steps:Param("optimizer steps", int)=1000,
+                  steps:Param("optimizer steps", pos_int)=1000,
                   trainable:Param("cross-attention projections that train", str, choices=['q', 'kv', 'qkv'])='q',
                   objective:Param("'unified' (T2I2T/I2T2I alternation) or 'separate' (L_TG + L_IG, the baseline)", str, choices=['unified', 'separate'])='unified',
-                  lr:Param("peak learning rate", float)=1e-4,
-                  warmup:Param("linear warm-up steps", int)=500,
-                  batch_size:Param("global batch size (split across processes)", int)=8,
-                  grad_accum:Param("batches per optimizer step", int)=1,
-                  temperature:Param("softmax temperature of the text bottleneck", float)=1.0,
-                  lam:Param("weight of L_IR", float)=1.0,
+                  lr:Param("peak learning rate", float_in(0, 10, lo_open=True))=1e-4,
+                  warmup:Param("linear warm-up steps", nonneg_int)=500,
+                  batch_size:Param("global batch size (split across processes)", int_in(1, 1 << 16))=8,
+                  grad_accum:Param("batches per optimizer step", int_in(1, 4096))=1,
+                  temperature:Param("softmax temperature of the text bottleneck", float_in(0, 100, lo_open=True))=1.0,
+                  lam:Param("weight of L_IR", float_in(0, 1000))=1.0,
                   prompt:Param("captioner prompt, e.g. 'a picture of ' for BLIP", str)='',
-                  ema:Param("EMA decay; 0 turns EMA off", float)=0.,
+                  ema:Param("EMA decay; 0 turns EMA off", float_in(0, 0.999999))=0.,
                   mixed_precision:Param("autocast dtype", str, choices=['no', 'bf16', 'fp16'])='no',
-                  checkpoint_every:Param("steps between checkpoints (0: none)", int)=0,
-                  keep:Param("checkpoints kept", int)=3,
+                  checkpoint_every:Param("steps between checkpoints (0: none)", nonneg_int)=0,
+                  keep:Param("checkpoints kept", int_in(1, 10**6))=3,
                   resume:Param("'latest' or a checkpoint folder", str)=None,
-                  limit:Param("use the first N records", int)=None,
-                  seed:Param("seed of data order and noise", int)=0,
-                  threads:Param("torch CPU threads (default: D2I_THREADS, else torch's default)", int)=None):
+                  limit:Param("use the first N records", pos_int)=None,
+                  seed:Param("seed of data order and noise", int_in(0, 2**63 - 1))=0,
+                  threads:Param("torch CPU threads (default: D2I_THREADS, else torch's default)", int_in(1, 1024))=None):
     "Fine-tune a captioner and a generator through each other."
     from d2i_lit.backbones import load_backbone
     from d2i_lit.datasets import CaptionImageDataset, text_image_dls
     for k, v in dict(captioner=captioner, generator=generator, data=data, out=out).items():
         if v is None: raise D2IError(f'--{k} is required')
-    if steps < 1: raise D2IError(f'--steps must be at least 1, got {steps}')
     set_threads(threads); set_seed(seed)
     recs = caption_records(data, limit)
     bb = load_backbone('tiny-sd' if generator == 'tiny' else generator)
@@ -408,13 +407,7 @@ def _unified_main(captioner:Param("'tiny', 'shapes', a captioner folder, or a ca
         print(f"{objective} fine-tuning, {learn.opt_step} steps ({len(vm.missing)} captioner tokens without a generator counterpart): "
               f"generator in {Path(out)/'final'}, captioner in {Path(out)/'final'/'captioner'}")
 
-def unified_cli(argv:list[str]|None=None, # arguments after `d2i unified`; None reads `sys.argv[1:]`
-               ):
-    "`d2i unified --captioner C --generator G --data CAPTIONS --out DIR [--steps --trainable q|kv|qkv ...]`."
-    from d2i_lit.core import dashes_to_underscores
-    args = vars(anno_parser(_unified_main, prog='d2i unified').parse_args(dashes_to_underscores(sys.argv[1:] if argv is None else argv)))
-    args.pop('pdb', None); args.pop('xtra', None)
-    return _unified_main(**args)
+unified_cli = cli_command(_unified_main, 'd2i unified')
 
 # %% ../nbs/11_unified.ipynb #ce0c43f1
 def _eval_captioner(cap:Captioner, items:list[dict])->dict:

@@ -47,7 +47,7 @@ def test_deterministic(data, tmp_path):
 
 @pytest.mark.parametrize('args, msg', [
     (['--direction', 'sideways'], 'invalid choice'),
-    (['--k', 0], '--k must be at least 1'),
+    (['--k', 0], "argument --k: must be an integer in [1, 1000], got '0'"),
     (['--data', '/nonexistent/captions.jsonl'], 'no such caption file'),
     (['--captioner', '/nonexistent/blip'], 'not found locally'),
 ])
