@@ -48,13 +48,15 @@ def test_cli_trains_on_the_generation_text(tmp_path):
     photos(tmp_path/'photos', dialogs)
     sample = Path(dialogs[0].source)
     r = subprocess.run([sys.executable, '-m', 'd2i_lit.cli', 'finetune', '--model', 'tiny-sd', '--data', str(sample), '--images-dir', str(tmp_path/'photos'),
-                        '--out', str(tmp_path/'run'), '--steps', '1', '--batch-size', '3', '--ema', '0', '--max-tokens', '60'],
+                        '--out', str(tmp_path/'run'), '--steps', '1', '--batch-size', '3', '--ema', '0', '--max-tokens', '60',
+                        '--cache', '--grad-checkpointing', '--num-workers', '1'],
                        env=ENV, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
     trained = {str(j['id']): j['text'] for j in map(json.loads, (tmp_path/'run/texts.jsonl').read_text().splitlines())}
     assert len(trained) == 207
     cfg = json.loads((tmp_path/'run/config.json').read_text())
-    assert (cfg['text_budget'], cfg['model'], cfg['style']) == (60, 'tiny-sd', 'hash')
+    assert (cfg['text_budget'], cfg['model'], cfg['style'], cfg['cache'], cfg['grad_checkpointing'], cfg['num_workers']) == (60, 'tiny-sd', 'hash', True, True, 1)
+    assert cfg['data'] == str(sample.resolve()) and cfg['pairs'] == 207
     bb = Backbone.from_pretrained(tmp_path/'run/final')
     assert bb.text_budget == 60  # saved with the model
     assert all(len(bb.tokenizer(t).input_ids) <= 60 for t in trained.values())
