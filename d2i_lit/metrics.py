@@ -4,11 +4,11 @@
 
 # %% ../nbs/08_metrics.ipynb #2d80587e
 from __future__ import annotations
-import hashlib, json, math, os, re, sys, time
+import hashlib, json, math, os, re, sys, time, warnings
 from collections import Counter, defaultdict
 from pathlib import Path
 import numpy as np
-from .core import D2IError, atomic_write, atomic_write_json
+from .core import D2IError, atomic_write, atomic_write_json, error_line
 from .classifier import AttributeClassifier, load_classifier, predict
 from .linearize import photo_topic
 
@@ -327,6 +327,17 @@ def _files_key(paths:list[Path], net:FeatureNet)->str:
     files = [(str(Path(p).resolve()), (st := Path(p).stat()).st_size, st.st_mtime_ns) for p in paths]
     return hashlib.sha256(json.dumps([net.name, net.resolution, RESIZE, files]).encode()).hexdigest()[:24]
 
+def _read_cache(f:Path, read, n:int):
+    "`read(f)` of a cache file holding statistics of `n` images, or None (recomputed) when it is missing, unreadable or of another size."
+    if not f.exists(): return None
+    try:
+        v = read(f)
+        if (v.n if hasattr(v, 'n') else len(v)) == n: return v
+        why = 'it holds statistics of another number of images'
+    except Exception as e: why = f'{type(e).__name__}: {error_line(e)}'
+    warnings.warn(f'{f}: cached statistics unusable ({why}); computing them again')
+    return None
+
 def real_statistics(paths:list, # real image files
                     net:FeatureNet, # the feature network
                     cache:str|Path|None=None, # cache folder (see `cache_dir`); False disables the cache
@@ -336,8 +347,8 @@ def real_statistics(paths:list, # real image files
     "FID statistics of the real images, from the cache when the same files went through the same network before."
     if cache is False: return image_features(paths, net, batch_size, keep_probs=False, progress=progress)[0]
     f = cache_dir(cache)/'fid_stats'/f'{_files_key(paths, net)}.npz'
-    if f.exists():
-        s = FeatureStats.load(f); s.cached = True
+    if (s := _read_cache(f, FeatureStats.load, len(paths))) is not None:
+        s.cached = True
         return s
     s = image_features(paths, net, batch_size, keep_probs=False, progress=progress)[0]
     s.save(f, feature_net=net.name, resolution=net.resolution, resize=RESIZE, n=s.n); s.cached = False
@@ -373,8 +384,9 @@ def real_features(paths:list, # real image files
     "Per-image features of the real images (from the cache when the same files went through the same network) and whether they were cached."
     if cache is False: return feature_matrix(paths, net, batch_size, keep_probs=False, progress=progress)[0], False
     f = cache_dir(cache)/'fid_feats'/f'{_files_key(paths, net)}.npz'
-    if f.exists():
-        with np.load(f, allow_pickle=False) as z: return z['feats'], True
+    def read(f):
+        with np.load(f, allow_pickle=False) as z: return z['feats']
+    if (x := _read_cache(f, read, len(paths))) is not None: return x, True
     x = feature_matrix(paths, net, batch_size, keep_probs=False, progress=progress)[0]
     import io
     buf = io.BytesIO(); np.savez(buf, feats=x, meta=json.dumps(dict(feature_net=net.name, resolution=net.resolution, resize=RESIZE, n=len(x))))
