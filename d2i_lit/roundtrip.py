@@ -4,13 +4,13 @@
 
 # %% ../nbs/10_roundtrip.ipynb #89572601
 from __future__ import annotations
-import json, math, os, re, sys
+import contextlib, json, math, os, re, sys
 from dataclasses import dataclass, field
 from pathlib import Path
 import numpy as np
 from PIL import Image
 from fastcore.script import Param
-from .core import D2IError, set_seed, set_threads, atomic_write, atomic_write_json, cli_command, float_in, int_in, pos_int
+from .core import D2IError, set_seed, set_threads, atomic_write, atomic_write_json, cli_command, float_in, int_in, load_pretrained, pos_int, run_lock
 from .metrics import cider_scores, CLIP_MEAN, CLIP_STD, clip_image_embeddings, load_clip
 
 # %% auto #0
@@ -153,8 +153,9 @@ def load_captioner(name_or_path:str|Path, # 'tiny', 'shapes' (untrained), a fold
     if name == 'shapes': return shapes_captioner()
     from transformers import AutoTokenizer, BlipForConditionalGeneration
     try:
-        model = BlipForConditionalGeneration.from_pretrained(name, local_files_only=True)
-        tok = AutoTokenizer.from_pretrained(name, local_files_only=True)
+        model = load_pretrained(BlipForConditionalGeneration, name, local_files_only=True)
+        tok = load_pretrained(AutoTokenizer, name, local_files_only=True)
+    except D2IError: raise
     except Exception as e:
         raise D2IError(f"captioner {name!r} not found locally ({type(e).__name__}): give 'tiny', 'shapes', a folder saved with save_pretrained, or a BLIP hub id already in the cache") from None
     meta, mean, std = Path(name)/'d2i_captioner.json', CLIP_MEAN, CLIP_STD
@@ -163,7 +164,7 @@ def load_captioner(name_or_path:str|Path, # 'tiny', 'shapes' (untrained), a fold
     else:
         try:
             from transformers import BlipImageProcessor
-            p = BlipImageProcessor.from_pretrained(name, local_files_only=True); mean, std = tuple(p.image_mean), tuple(p.image_std)
+            p = load_pretrained(BlipImageProcessor, name, local_files_only=True); mean, std = tuple(p.image_mean), tuple(p.image_std)
         except Exception: pass # no preprocessor config: BLIP's defaults (CLIP statistics)
     return Captioner(model, tok, mean, std, name=name)
 
@@ -869,8 +870,9 @@ def _roundtrip_main(direction:Param("image->text->image or text->image->text", s
     if isinstance(emb, ClipEmbedder): emb.model.to(dev, dt)
     settings = dict(captioner=captioner, generator=generator, data=str(data), format=format, split=split, similarity=similarity,
                     similarity_name=emb.name, steps=steps, guidance=guidance, dtype=dtype, limit=limit)
-    roundtrip_to_dir(direction, cap, gen, emb, items, out, k=k, seed=seed, items_per_batch=max(1, batch_size // k), settings=settings,
-                     caption_kw=dict(top_p=top_p, repetition_penalty=repetition_penalty))
+    with (run_lock(out) if state.is_main_process else contextlib.nullcontext()): # one run per folder; its other ranks share it
+        roundtrip_to_dir(direction, cap, gen, emb, items, out, k=k, seed=seed, items_per_batch=max(1, batch_size // k), settings=settings,
+                         caption_kw=dict(top_p=top_p, repetition_penalty=repetition_penalty))
     if not state.is_main_process: return
     s = analyze_roundtrip(out, n_boot=boot, seed=seed)
     ra = s.get('rank_analysis')

@@ -4,7 +4,7 @@
 
 # %% ../nbs/11_unified.ipynb #7b2010ac
 from __future__ import annotations
-import json, math, os, sys
+import contextlib, json, math, os, sys
 from functools import partial
 from pathlib import Path
 import numpy as np
@@ -14,7 +14,7 @@ from fastai.optimizer import OptimWrapper
 from fastai.callback.progress import ProgressCallback
 from fastcore.basics import noop
 from fastcore.script import Param
-from .core import D2IError, set_seed, set_threads, atomic_dir, atomic_write_json, cli_command, float_in, int_in, nonneg_int, pos_int
+from .core import D2IError, set_seed, set_threads, atomic_dir, atomic_write_json, cli_command, float_in, int_in, nonneg_int, pos_int, run_lock
 from .finetune import (DiffusionBatch, StepCounter, StopAfter, LRSchedule, GradAccum, GradClip, NonFiniteGuard,
                               MixedPrecision, ScaledStep, EMACallback, ema_weights, CSVLog, Checkpoint, DataParallel,
                               trainable, list_checkpoints)
@@ -399,9 +399,10 @@ def _unified_main(captioner:Param("'tiny', 'shapes', a captioner folder, or a ca
     dev = 'cuda' if torch.cuda.is_available() else 'cpu'
     dls = text_image_dls(CaptionImageDataset(recs, bb.resolution), bs=batch_size, seed=seed, device=dev)
     if dev == 'cuda': bb.to(dev); cap.model.to(dev)
-    learn = unified_finetune(bb, cap, dls, steps, lr, objective=objective, trainable_proj=trainable, temperature=temperature, lam=lam,
-                             prompt=prompt, out=out, ema=ema or None, mixed_precision=mixed_precision, grad_accum=grad_accum,
-                             warmup=warmup, checkpoint_every=checkpoint_every, keep=keep, resume=resume, seed=seed)
+    with (run_lock(out) if _rank_world()[0] == 0 else contextlib.nullcontext()): # one run per folder; its other ranks share it
+        learn = unified_finetune(bb, cap, dls, steps, lr, objective=objective, trainable_proj=trainable, temperature=temperature, lam=lam,
+                                 prompt=prompt, out=out, ema=ema or None, mixed_precision=mixed_precision, grad_accum=grad_accum,
+                                 warmup=warmup, checkpoint_every=checkpoint_every, keep=keep, resume=resume, seed=seed)
     if _rank_world()[0] == 0:
         vm = learn.model.vocab if hasattr(learn.model, 'vocab') else learn.model.module.vocab
         print(f"{objective} fine-tuning, {learn.opt_step} steps ({len(vm.missing)} captioner tokens without a generator counterpart): "
