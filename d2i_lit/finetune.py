@@ -15,19 +15,20 @@ from fastai.callback.core import (Callback, CancelBatchException, CancelFitExcep
 from fastai.data.core import DataLoaders
 from fastai.optimizer import OptimWrapper
 import sys
-from fastcore.script import Param, anno_parser, store_true
+from fastcore.script import Param, store_true
 from fastcore.basics import noop
 from fastai.callback.progress import ProgressCallback
 from safetensors.torch import save_file, load_file
 from .core import D2IError, set_seed, set_threads, atomic_write, atomic_write_json, atomic_save_image, atomic_dir
+from .core import cli_command, error_line, float_in, int_in, nonneg_int, pos_int, run_lock, unit_float
 
 # %% auto #0
-__all__ = ['LORA_TARGETS', 'NoisePredictor', 'freeze_frozen_parts', 'snr_weights', 'diffusion_loss', 'DiffusionBatch',
-           'EncodedDataset', 'text_learner', 'StepCounter', 'StopAfter', 'LRSchedule', 'GradAccum', 'GradClip',
-           'NonFiniteLoss', 'NonFiniteGuard', 'MixedPrecision', 'ScaledStep', 'GradCheckpointing', 'EMA', 'trainable',
-           'EMACallback', 'ema_weights', 'CSVLog', 'sample_texts', 'image_grid', 'ValidationGrid', 'list_checkpoints',
-           'Checkpoint', 'add_lora', 'save_lora', 'load_lora', 'merge_lora', 'DataParallel', 'align_texts',
-           'dialog_dataset', 'finetune', 'save_result', 'finetune_cli']
+__all__ = ['LORA_TARGETS', 'RUN_FILES', 'finetune_cli', 'NoisePredictor', 'freeze_frozen_parts', 'snr_weights', 'diffusion_loss',
+           'DiffusionBatch', 'EncodedDataset', 'text_learner', 'StepCounter', 'StopAfter', 'LRSchedule', 'GradAccum',
+           'GradClip', 'NonFiniteLoss', 'NonFiniteGuard', 'MixedPrecision', 'ScaledStep', 'GradCheckpointing', 'EMA',
+           'trainable', 'EMACallback', 'ema_weights', 'CSVLog', 'sample_texts', 'image_grid', 'ValidationGrid',
+           'list_checkpoints', 'Checkpoint', 'add_lora', 'save_lora', 'load_lora', 'merge_lora', 'DataParallel',
+           'align_texts', 'dialog_dataset', 'finetune', 'save_result']
 
 # %% ../nbs/07_finetune.ipynb #36dd24c4
 class NoisePredictor(nn.Module):
@@ -363,6 +364,29 @@ class ValidationGrid(Callback):
         return atomic_save_image(image_grid(imgs), self.out/f'step-{self.learn.opt_step:06d}.png')
 
 # %% ../nbs/07_finetune.ipynb #1ee72a55
+def _read_checkpoint(path:Path, # a checkpoint folder
+                     model, # the model it must fit (its trainable weights and buffers)
+                     ema:bool, # EMA is on: `ema.safetensors` is needed
+                    )->dict:
+    "Everything checkpoint `path` holds, read and checked without changing any state; a one-line `D2IError` saying what is wrong."
+    path = Path(path)
+    try:
+        s = json.loads((path/'state.json').read_text())
+        if not isinstance(s, dict): raise ValueError('state.json is not a JSON object')
+        for k in ('step', 'epoch', 'batches_in_epoch', 'dl_rng', 'python_rng', 'numpy_rng'):
+            if k not in s: raise KeyError(f'state.json has no {k!r}')
+        random.Random().setstate(_to_tuple(s['python_rng'])); random.Random().setstate(_to_tuple(s['dl_rng'])) # well-formed states
+        np.random.RandomState().set_state(_np_from(s['numpy_rng']))
+        d = dict(path=path, state=s, model=load_file(path/'model.safetensors'), rng=load_file(path/'rng.safetensors'), ema=None,
+                 opt=torch.load(path/'optimizer.pt', weights_only=True))
+        if 'torch' not in d['rng']: raise KeyError("rng.safetensors has no 'torch' state")
+        if ema: d['ema'] = load_file(path/'ema.safetensors')
+    except Exception as e: raise D2IError(f"{path}: damaged checkpoint ({type(e).__name__}: {error_line(e)})") from None
+    missing = set(_state(getattr(model, 'module', model))) - set(d['model'])
+    if missing: raise D2IError(f"{path}/model.safetensors lacks {len(missing)} weights, e.g. {sorted(missing)[0]!r}: another model or LoRA rank?")
+    return d
+
+# %% ../nbs/07_finetune.ipynb #e997370d
 _CKPT = re.compile(r'^checkpoint-(\d+)$')
 
 def list_checkpoints(d)->list[Path]:
@@ -380,7 +404,8 @@ def _state(model)->dict:
 class Checkpoint(Callback):
     "Save everything a run needs every `every` steps (atomically, keeping `keep`), and resume from one."
     order = 60
-    def __init__(self, dir, every:int=100, keep:int=3, resume:str|Path|None=None): # resume: 'latest', a folder or None
+    def __init__(self, dir, every:int=100, keep:int=3, resume:str|Path|None=None): # keep: 0 keeps all; resume: 'latest', a folder or None
+        if keep < 0: raise D2IError(f"keep={keep}: the number of checkpoints kept must be >= 1 (0: all)")
         self.dir, self.every, self.keep, self.resume = Path(dir), every, keep, resume
 
     def _batch_cb(self): return next((c for c in self.learn.cbs if isinstance(c, DiffusionBatch)), None)
@@ -391,14 +416,25 @@ class Checkpoint(Callback):
         if _is_main():
             for p in self.dir.glob('.checkpoint-*.tmp'): shutil.rmtree(p, ignore_errors=True) # debris of a killed save
         if self.resume is None: return
-        if str(self.resume) == 'latest':
-            cks = list_checkpoints(self.dir)
-            if not cks: return # nothing to resume: start fresh, as diffusers does
-            self.load(cks[-1])
-        else:
+        found = self.__dict__.pop('found') if 'found' in self.__dict__ else self.find() # `_resume_epoch` may have found it already
+        if found is not None: self.load(found)
+
+    def find(self)->dict|None:
+        "The checkpoint to resume from, read (`_read_checkpoint`); with 'latest', the newest good one, damaged ones skipped with a warning."
+        model, ema = self.learn.model, self._ema_cb() is not None
+        if str(self.resume) != 'latest':
             p = Path(self.resume)
             if not (p/'state.json').exists(): raise D2IError(f"{p}: not a checkpoint folder (no state.json)")
-            self.load(p)
+            return _read_checkpoint(p, model, ema)
+        errs = []
+        for p in reversed(list_checkpoints(self.dir)):
+            try: found = _read_checkpoint(p, model, ema)
+            except D2IError as e: errs.append(error_line(e)); continue
+            if errs and _is_main():
+                print(f"warning: skipped {len(errs)} damaged checkpoint(s), newest {errs[0]}; resuming from {p}", file=sys.stderr)
+            return found
+        if errs: raise D2IError(f"no usable checkpoint in {self.dir}: all {len(errs)} are damaged; newest {errs[0]}")
+        return None # nothing to resume: start fresh, as diffusers does
 
     def before_train(self):
         self.epoch_rng = self.dl.rng.getstate()
@@ -439,17 +475,14 @@ class Checkpoint(Callback):
         self.learn.last_checkpoint = path
         return path
 
-    def load(self, path:Path):
-        path = Path(path); s = json.loads((path/'state.json').read_text())
+    def load(self, ck:Path|dict): # a checkpoint folder, or what `_read_checkpoint` read from one
+        d = ck if isinstance(ck, dict) else _read_checkpoint(ck, self.learn.model, self._ema_cb() is not None)
+        path, s, rng = d['path'], d['state'], d['rng']
         m = getattr(self.learn.model, 'module', self.learn.model)
-        missing = set(_state(m)) - set(sd := load_file(path/'model.safetensors'))
-        if missing: raise D2IError(f"{path}/model.safetensors lacks {len(missing)} weights, e.g. {sorted(missing)[0]!r}: another model or LoRA rank?")
-        m.load_state_dict(sd, strict=False)
-        self.learn.opt.load_state_dict(torch.load(path/'optimizer.pt', weights_only=True))
+        m.load_state_dict(d['model'], strict=False)
+        self.learn.opt.load_state_dict(d['opt'])
         if (e := self._ema_cb()) is not None:
-            if not (path/'ema.safetensors').exists(): raise D2IError(f"{path}: no ema.safetensors, but EMA is on")
-            e.average = EMA(trainable(m), e.decay); e.average.load_state_dict(dict(decay=e.decay, n=s['ema_n'], shadow=load_file(path/'ema.safetensors')))
-        rng = load_file(path/'rng.safetensors')
+            e.average = EMA(trainable(m), e.decay); e.average.load_state_dict(dict(decay=e.decay, n=s['ema_n'], shadow=d['ema']))
         torch.set_rng_state(rng['torch'])
         if (b := self._batch_cb()) is not None and 'batch' in rng: b.gen.set_state(rng['batch'])
         random.setstate(_to_tuple(s['python_rng'])); np.random.set_state(_np_from(s['numpy_rng']))
@@ -463,12 +496,12 @@ def _np_state():
     n, keys, pos, hg, cg = np.random.get_state(); return [n, keys.tolist(), int(pos), int(hg), float(cg)]
 def _np_from(s): return (s[0], np.array(s[1], dtype=np.uint32), s[2], s[3], s[4])
 
-# %% ../nbs/07_finetune.ipynb #c63a3ef9
+# %% ../nbs/07_finetune.ipynb #a07578c1
 def _resume_epoch(ck:Checkpoint)->int:
+    "The epoch `ck` resumes in (0: none), its checkpoint found and read now for `before_fit` to load."
     if ck.resume is None: return 0
-    p = list_checkpoints(ck.dir)[-1] if str(ck.resume) == 'latest' and list_checkpoints(ck.dir) else \
-        None if str(ck.resume) == 'latest' else Path(ck.resume)
-    return json.loads((p/'state.json').read_text())['epoch'] if p is not None and (p/'state.json').exists() else 0
+    ck.found = ck.find()
+    return ck.found['state']['epoch'] if ck.found is not None else 0
 
 # %% ../nbs/07_finetune.ipynb #b015f5fc
 LORA_TARGETS = ('to_q', 'to_k', 'to_v', 'to_out.0')
@@ -589,7 +622,7 @@ def dialog_dataset(dialogs:list, # `Dialog`s with a paired image
     from d2i_lit.datasets import DialogImageDataset
     return DialogImageDataset(dialogs, style, backbone.resolution, tokenizer=backbone.tokenizer, max_tokens=backbone.linearize_budget, **kw)
 
-# %% ../nbs/07_finetune.ipynb #790738f8
+# %% ../nbs/07_finetune.ipynb #9a4cfb71
 def finetune(backbone, # a `Backbone`; its noise predictor is trained in place
              dls:DataLoaders, # batches of (list[str] texts, images in [-1,1]); `bs` is the global batch
              steps:int|None=1000, # optimizer steps (None: until `time_budget`)
@@ -619,6 +652,8 @@ def finetune(backbone, # a `Backbone`; its noise predictor is trained in place
             )->Learner:
     "Fine-tune `backbone`'s noise predictor on `dls` with frozen encoders; returns the `Learner`."
     if steps is None and time_budget is None: raise D2IError("give steps or a time budget")
+    if steps is not None and steps < 1: raise D2IError(f"steps={steps}: must be >= 1")
+    if grad_accum < 1: raise D2IError(f"grad_accum={grad_accum}: must be >= 1 (batches per optimizer step)")
     if mixed_precision not in ('no', 'bf16', 'fp16'): raise D2IError(f"mixed precision {mixed_precision!r}: choose 'no', 'bf16' or 'fp16'")
     if (checkpoint_every or resume) and out is None: raise D2IError("checkpoints and resume need an output folder (out)")
     out = Path(out) if out is not None else None
@@ -653,6 +688,7 @@ def finetune(backbone, # a `Backbone`; its noise predictor is trained in place
     learn = text_learner(backbone, dls, lr=lr, wd=wd, cbs=cb + list(cbs or []), train_text_encoder=train_text_encoder)
     if not progress: learn.remove_cb(ProgressCallback); learn.logger = noop
     learn.backbone = backbone
+    start_epoch = _resume_epoch(ck) if ck else 0 # finds and reads the checkpoint: a resume that cannot start fails before config.json is touched
     if out is not None and _is_main():
         atomic_write_json(out/'config.json', _json_safe(dict(steps=steps, lr=lr, time_budget=time_budget, p_uncond=p_uncond, snr_gamma=snr_gamma,
             ema=ema, mixed_precision=mixed_precision, grad_accum=grad_accum, max_grad_norm=max_grad_norm, grad_checkpointing=grad_checkpointing,
@@ -663,7 +699,7 @@ def finetune(backbone, # a `Backbone`; its noise predictor is trained in place
             max_tokens=backbone.max_tokens, text_budget=backbone.text_budget, **(run_info or {}))))
     n_iter = len(dls.train)
     n_epoch = math.ceil((steps or 10**9)*grad_accum/n_iter) if steps else 10**6
-    learn.fit(n_epoch, start_epoch=_resume_epoch(ck) if ck else 0)
+    learn.fit(n_epoch, start_epoch=start_epoch)
     backbone.noise_predictor.eval(); backbone.text_encoder.eval() # ready to sample (dropout off)
     if out is not None and _is_main(): save_result(learn, out/'final')
     return learn
@@ -682,86 +718,86 @@ def save_result(learn:Learner, path)->Path:
         else: bb.save_pretrained(tmp)
     return path
 
-# %% ../nbs/07_finetune.ipynb #b353c76b
+# %% ../nbs/07_finetune.ipynb #afafc878
 def _training_dialogs(data:str, images_dir:str|None):
+    "The dialogs of `--data`, all of them: those without a local photo are reported by the dataset ('no paired image'), not dropped here."
     from d2i_lit.data import load_photochat
     from d2i_lit.shapeschat import load_shapeschat, _is_shapeschat_dir
     p = Path(data)
     if not p.exists(): raise D2IError(f"--data {data}: no such file or folder")
     if p.is_dir() and _is_shapeschat_dir(p): return load_shapeschat(p)
     ds = load_photochat(p, images_dir=images_dir)
-    paired = [d for d in ds if d.image_path is not None]
-    if not paired: raise D2IError(f"--data {data}: none of {len(ds)} dialogs has a paired image (give --images-dir with {{photo_id}}.jpg/.png)")
-    if len(paired) < len(ds): print(f'skipping {len(ds) - len(paired)} of {len(ds)} dialogs without a paired image', file=sys.stderr)
-    return paired
+    if ds and not any(d.image_path is not None for d in ds):
+        raise D2IError(f"--data {data}: none of {len(ds)} dialogs has a paired image (give --images-dir with {{photo_id}}.jpg/.png)")
+    return ds
+
+RUN_FILES = ('config.json', 'final', 'ckpts') # what a fine-tuning run leaves in its folder
+
+def _check_new_run(out:Path, resume:str|None):
+    "Refuse to start a fresh run in a folder that holds another run (it would truncate its log and mix checkpoints)."
+    if resume is not None: return
+    held = [f for f in RUN_FILES if (out/f).exists()]
+    if held: raise D2IError(f"{out} already holds a fine-tuning run ({', '.join(held)}): pass --resume latest to continue it, or choose another --out")
 
 def _finetune_main(model:Param("backbone: a saved folder, a hub id, 'tiny-sd', 'tiny-pixart', 'tiny-unidiffuser' or 'shapes'", str)=None,
                    data:Param('a ShapesChat folder, or a PhotoChat file/folder (with --images-dir)', str)=None,
-                   out:Param('output folder: ckpts/, samples/, log.csv, config.json, final/', str)=None,
+                   out:Param('output folder: ckpts/, samples/, log.csv, config.json, final/ (one run per folder)', str)=None,
                    style:Param('linearization style', str)='hash',
                    images_dir:Param('images named {photo_id}.jpg/.png, for PhotoChat data', str)=None,
-                   steps:Param('optimizer steps', int)=1000,
-                   time_budget:Param('stop after this many seconds of training', float)=None,
-                   lr:Param('peak learning rate', float)=1e-4,
-                   batch_size:Param('global batch size (split across processes)', int)=16,
-                   grad_accum:Param('batches per optimizer step', int)=1,
-                   ema:Param('EMA decay; 0 turns EMA off', float)=0.995,
-                   lora_rank:Param('train LoRA adapters of this rank only (0: full fine-tuning)', int)=0,
+                   steps:Param('optimizer steps', pos_int)=1000,
+                   time_budget:Param('stop after this many seconds of training', float_in(0, 1e8, lo_open=True))=None,
+                   lr:Param('peak learning rate', float_in(0, 10, lo_open=True))=1e-4,
+                   batch_size:Param('global batch size (split across processes)', int_in(1, 1 << 16))=16,
+                   grad_accum:Param('batches per optimizer step', int_in(1, 4096))=1,
+                   ema:Param('EMA decay; 0 turns EMA off', float_in(0, 0.999999))=0.995,
+                   lora_rank:Param('train LoRA adapters of this rank only (0: full fine-tuning)', int_in(0, 4096))=0,
                    mixed_precision:Param('autocast dtype', str, choices=('no', 'bf16', 'fp16'))='no',
-                   checkpoint_every:Param('steps between checkpoints (0: none)', int)=0,
-                   keep:Param('checkpoints kept', int)=3,
-                   resume:Param("'latest' or a checkpoint folder", str)=None,
-                   seed:Param('seed of data order and noise', int)=0,
-                   p_uncond:Param('probability of training on the empty text', float)=0.1,
-                   snr_gamma:Param('min-SNR-gamma loss weighting', float)=None,
-                   valid_every:Param('steps between validation grids (0: none)', int)=0,
-                   threads:Param('torch CPU threads (default: D2I_THREADS, else torch default)', int)=None,
-                   max_tokens:Param("tokens a linearized dialog may use, special tokens included (default: the text encoder's budget); saved with the model, so generation uses it too", int)=None,
+                   checkpoint_every:Param('steps between checkpoints (0: none)', nonneg_int)=0,
+                   keep:Param('checkpoints kept', int_in(1, 10**6))=3,
+                   resume:Param("'latest' (a damaged newest checkpoint falls back to the one before) or a checkpoint folder", str)=None,
+                   seed:Param('seed of data order and noise', int_in(0, 2**63 - 1))=0,
+                   p_uncond:Param('probability of training on the empty text', unit_float)=0.1,
+                   snr_gamma:Param('min-SNR-gamma loss weighting', float_in(0, 1000, lo_open=True))=None,
+                   valid_every:Param('steps between validation grids (0: none)', nonneg_int)=0,
+                   threads:Param('torch CPU threads (default: D2I_THREADS, else torch default)', int_in(1, 1024))=None,
+                   max_tokens:Param("tokens a linearized dialog may use, special tokens included (default: the text encoder's budget); saved with the model, so generation uses it too", int_in(1, 1 << 16))=None,
                    grad_checkpointing:Param('recompute activations in the backward pass (less memory, more compute)', store_true)=False,
                    cache:Param('encode every image and text once with the frozen encoders before training', store_true)=False,
-                   num_workers:Param('DataLoader processes decoding images', int)=0,
-                   on_bad_image:Param("an unreadable photo: 'skip' it (reported in skipped_images.json) or stop with an 'error'", str, choices=('skip', 'error'))='skip',
+                   num_workers:Param('DataLoader processes decoding images', int_in(0, 256))=0,
+                   on_bad_image:Param("a missing or unreadable photo: 'skip' it (reported in skipped_images.json) or stop with an 'error'", str, choices=('skip', 'error'))='skip',
                   ):
     "Fine-tune a backbone's noise predictor on dialog-image pairs."
-    import inspect
     from accelerate import PartialState
     from d2i_lit.backbones import load_backbone
-    from d2i_lit.datasets import DialogImageDataset, text_image_dls
+    from d2i_lit.datasets import text_image_dls
     for k,v in dict(model=model, data=data, out=out).items():
         if v is None: raise D2IError(f'--{k} is required')
     set_threads(threads); set_seed(seed)
     state = PartialState() # before anything moves: each process's own device (cuda:local_rank on GPUs)
-    bb = load_backbone(model)
-    if max_tokens is not None:
-        if not 0 < max_tokens <= bb.max_tokens: raise D2IError(f"--max-tokens {max_tokens}: must be between 1 and the text encoder's {bb.max_tokens} positions")
-        bb.text_budget = max_tokens
-    bb.to(state.device)
-    # the dataset's bad-image option (04_datasets); older datasets check images when they load them
-    kw = dict(on_bad_image=on_bad_image) if 'on_bad_image' in inspect.signature(DialogImageDataset).parameters else {}
-    ds = dialog_dataset(_training_dialogs(data, images_dir), bb, style, **kw)
-    dls = text_image_dls(ds, bs=batch_size, seed=seed, num_workers=num_workers, device=state.device)
-    align_texts(dls, bb) # a no-op here: the one rule, applied where finetune applies it
-    skipped = list(getattr(ds, 'skipped', None) or [])
-    if state.is_main_process:
-        Path(out).mkdir(parents=True, exist_ok=True)
-        if skipped:
-            print(getattr(ds, 'summary', f'{len(skipped)} pairs skipped'), file=sys.stderr)
-            atomic_write_json(Path(out)/'skipped_images.json', _json_safe(ds.report() if hasattr(ds, 'report') else dict(skipped=skipped)))
-        atomic_write(Path(out)/'texts.jsonl', ''.join(json.dumps(dict(id=d.dialogue_id, text=t), ensure_ascii=False) + '\n'
-                                                       for d,t in zip(ds.dialogs, ds.texts)))
-    info = dict(model=model, data=str(Path(data).resolve()), images_dir=None if images_dir is None else str(Path(images_dir).resolve()),
-                style=style, pairs=len(ds), skipped_images=len(skipped), num_workers=num_workers, on_bad_image=on_bad_image,
-                max_tokens_option=max_tokens, valid_every=valid_every, threads=threads, command='d2i finetune')
-    finetune(bb, dls, steps, lr, time_budget=time_budget, out=out, p_uncond=p_uncond, snr_gamma=snr_gamma, ema=ema or None,
-             mixed_precision=mixed_precision, grad_accum=grad_accum, lora_rank=lora_rank, checkpoint_every=checkpoint_every,
-             keep=keep, resume=resume, seed=seed, valid_texts=list(ds.texts[:8]), valid_every=valid_every,
-             grad_checkpointing=grad_checkpointing, cache=cache, run_info=info)
+    main = state.is_main_process
+    if main: _check_new_run(Path(out), resume) # process 0 decides; the launcher stops the others when it exits
+    with (run_lock(out) if main else contextlib.nullcontext()): # one run per folder; its other processes share it
+        bb = load_backbone(model)
+        if max_tokens is not None:
+            if max_tokens > bb.max_tokens: raise D2IError(f"--max-tokens {max_tokens}: must be between 1 and the text encoder's {bb.max_tokens} positions")
+            bb.text_budget = max_tokens
+        bb.to(state.device)
+        ds = dialog_dataset(_training_dialogs(data, images_dir), bb, style, on_bad_image=on_bad_image)
+        dls = text_image_dls(ds, bs=batch_size, seed=seed, num_workers=num_workers, device=state.device)
+        align_texts(dls, bb) # a no-op here: the one rule, applied where finetune applies it
+        if main:
+            if ds.skipped:
+                print(ds.summary, file=sys.stderr)
+                atomic_write_json(Path(out)/'skipped_images.json', _json_safe(ds.report()))
+            atomic_write(Path(out)/'texts.jsonl', ''.join(json.dumps(dict(id=d.dialogue_id, text=t), ensure_ascii=False) + '\n'
+                                                           for d,t in zip(ds.dialogs, ds.texts)))
+        info = dict(model=model, data=str(Path(data).resolve()), images_dir=None if images_dir is None else str(Path(images_dir).resolve()),
+                    style=style, pairs=len(ds), skipped_images=len(ds.skipped), num_workers=num_workers, on_bad_image=on_bad_image,
+                    max_tokens_option=max_tokens, valid_every=valid_every, threads=threads, command='d2i finetune')
+        finetune(bb, dls, steps, lr, time_budget=time_budget, out=out, p_uncond=p_uncond, snr_gamma=snr_gamma, ema=ema or None,
+                 mixed_precision=mixed_precision, grad_accum=grad_accum, lora_rank=lora_rank, checkpoint_every=checkpoint_every,
+                 keep=keep, resume=resume, seed=seed, valid_texts=list(ds.texts[:8]), valid_every=valid_every,
+                 grad_checkpointing=grad_checkpointing, cache=cache, run_info=info)
     if _is_main(): print(f'fine-tuned model in {Path(out)/"final"}')
 
-def finetune_cli(argv:list[str]|None=None, # arguments after `d2i finetune`; None reads `sys.argv`
-                ):
-    "`d2i finetune --model M --data DIR --style hash --out DIR [--steps --lr --batch-size --grad-accum --ema --lora-rank ...]`."
-    from d2i_lit.core import dashes_to_underscores
-    args = anno_parser(_finetune_main).parse_args(dashes_to_underscores(sys.argv[1:] if argv is None else argv)).__dict__
-    for k in ('pdb', 'xtra'): args.pop(k, None)
-    return _finetune_main(**args)
+finetune_cli = cli_command(_finetune_main, 'd2i finetune')

@@ -4,20 +4,20 @@
 
 # %% ../nbs/06_pipeline.ipynb #2c82a90f
 from __future__ import annotations
-import hashlib, json, os, re, sys
+import contextlib, hashlib, json, os, re, sys
 from pathlib import Path
 import numpy as np, torch
 from PIL import Image
-from fastcore.script import Param, anno_parser
+from fastcore.script import Param
 from .core import D2IError, atomic_write, atomic_write_json, atomic_save_image, set_threads
 from .data import Dialog, Turn, load_photochat, load_sample
-from .core import dashes_to_underscores
+from .core import cli_command, float_in, int_in, pos_int, run_lock
 from .linearize import STYLES, dialog_turns, linearize_many
 from .backbones import Backbone, load_backbone
 
 # %% auto #0
-__all__ = ['REFERENCES', 'SCHEDULERS', 'dialog_prompts', 'make_scheduler', 'to_pil', 'DialogToImagePipeline', 'image_seed',
-           'read_manifest', 'generate_to_dir', 'generate_cli']
+__all__ = ['REFERENCES', 'SCHEDULERS', 'generate_cli', 'dialog_prompts', 'make_scheduler', 'to_pil', 'DialogToImagePipeline',
+           'image_seed', 'read_manifest', 'generate_to_dir']
 
 # %% ../nbs/06_pipeline.ipynb #2ed3600b
 REFERENCES = ('caption', 'last')
@@ -201,7 +201,7 @@ def generate_to_dir(pipe:DialogToImagePipeline, # the pipeline to sample with
                     model:str|None=None, # the model's name, recorded in run.json
                     progress:bool=True, # show a progress bar (process 0)
                    )->Path:
-    "Generate one image per item into `out`, resumably, sharded over `accelerate` processes; returns the manifest's path."
+    "Generate one image per item into `out`, resumably, sharded over `accelerate` processes; images that are not finite are left out and counted; returns the manifest's path."
     from accelerate import PartialState
     from fastprogress.fastprogress import progress_bar
     state, out = PartialState(), Path(out)
@@ -226,18 +226,24 @@ def generate_to_dir(pipe:DialogToImagePipeline, # the pipeline to sample with
         for i in (progress_bar(batches) if progress and state.is_main_process and len(batches) else batches):
             ks, ps = [k for k,_ in mine[i:i+batch_size]], prompts[i:i+batch_size]
             seeds = [image_seed(seed, k) for k in ks]
-            imgs = pipe(ps, style, steps, guidance, [torch.Generator().manual_seed(s) for s in seeds], batch_size=len(ps))
+            x = pipe(ps, style, steps, guidance, [torch.Generator().manual_seed(s) for s in seeds], batch_size=len(ps), output_type='pt')
+            ok = torch.isfinite(x.float()).flatten(1).all(1).tolist() # NaN/inf decoder output (broken weights, fp16 overflow): no image
             lines = []
-            for k,p,s,img in zip(ks, ps, seeds, imgs):
+            for k,p,s,img,good in zip(ks, ps, seeds, to_pil(torch.nan_to_num(x)), ok):
+                if not good: continue
                 atomic_save_image(img, out/'images'/_fname(k))
                 lines.append(json.dumps(dict(id=k, style=style, seed=s, prompt=p, file=f'images/{_fname(k)}'), ensure_ascii=False) + '\n')
             f.writelines(lines); f.flush(); os.fsync(f.fileno())
     state.wait_for_everyone()
-    if state.is_main_process: _consolidate(out, order)
+    recs = _consolidate(out, order) if state.is_main_process else None
     state.wait_for_everyone()
+    if state.is_main_process and len(recs) < len(items): # every process has finished: an item without a record had no finite image
+        bad = len(items) - len(recs)
+        if not recs: raise D2IError(f"all {bad} images are not finite (NaN or infinite decoder output: broken weights, or fp16 overflow?); nothing written to {out/'manifest.jsonl'}")
+        print(f"warning: {bad} of {len(items)} images are not finite (NaN or infinite decoder output) and are left out of {out/'manifest.jsonl'}", file=sys.stderr)
     return out/'manifest.jsonl'
 
-# %% ../nbs/06_pipeline.ipynb #e068b456
+# %% ../nbs/06_pipeline.ipynb #a1fa67ba
 def _load_dialogs(path:str|None)->list:
     "Dialogs from a PhotoChat/ShapesChat file or folder (a ShapesChat folder: its dialogs.json), or the bundled sample."
     import warnings
@@ -256,13 +262,13 @@ def _generate_main(model:Param("backbone: a saved folder, a hub id, 'tiny-sd', '
                    dialogs:Param('PhotoChat JSON file or folder, or a ShapesChat folder (default: the bundled 207-dialog sample)', str)=None,
                    style:Param("linearization style, or a reference: 'caption' (photo_description) or 'last' (last utterance)", str, choices=STYLES+REFERENCES)='hash',
                    out:Param('output folder: images/, manifest.jsonl, run.json (a rerun resumes)', str)=None,
-                   steps:Param('sampler steps', int)=25,
-                   guidance:Param('classifier-free guidance scale', float)=7.5,
-                   seed:Param("the run's seed (each image's seed derives from it and the dialog id)", int)=0,
-                   batch_size:Param('images per forward pass', int)=8,
+                   steps:Param('sampler steps', pos_int)=25,
+                   guidance:Param('classifier-free guidance scale', float_in(0, 100))=7.5,
+                   seed:Param("the run's seed (each image's seed derives from it and the dialog id)", int_in(0, 2**63 - 1))=0,
+                   batch_size:Param('images per forward pass', int_in(1, 1 << 16))=8,
                    scheduler:Param('sampler', str, choices=SCHEDULERS)='dpm',
-                   limit:Param('only the first N dialogs', int)=None,
-                   threads:Param('torch CPU threads (default: D2I_THREADS, else torch default)', int)=None,
+                   limit:Param('only the first N dialogs', pos_int)=None,
+                   threads:Param('torch CPU threads (default: D2I_THREADS, else torch default)', int_in(1, 1024))=None,
                    dtype:Param("weights' precision on a GPU", str, choices=('fp32', 'fp16', 'bf16'))='fp32',
                   ):
     "Generate one image per dialog with a text-to-image backbone."
@@ -272,15 +278,11 @@ def _generate_main(model:Param("backbone: a saved folder, a hub id, 'tiny-sd', '
     ds = _load_dialogs(dialogs)
     if limit is not None: ds = ds[:limit]
     state = PartialState()
-    dt = dict(fp32=None, fp16=torch.float16, bf16=torch.bfloat16)[dtype]
-    pipe = DialogToImagePipeline.from_pretrained(model, scheduler=scheduler)
-    pipe.backbone.to(state.device, dt)
-    m = generate_to_dir(pipe, ds, out, style=style, seed=seed, steps=steps, guidance=guidance, batch_size=batch_size, model=model)
+    with (run_lock(out) if state.is_main_process else contextlib.nullcontext()): # one run per folder; its other processes share it
+        dt = dict(fp32=None, fp16=torch.float16, bf16=torch.bfloat16)[dtype]
+        pipe = DialogToImagePipeline.from_pretrained(model, scheduler=scheduler)
+        pipe.backbone.to(state.device, dt)
+        m = generate_to_dir(pipe, ds, out, style=style, seed=seed, steps=steps, guidance=guidance, batch_size=batch_size, model=model)
     if state.is_main_process: print(f'{len(read_manifest(m))} images, manifest {m}')
 
-def generate_cli(argv:list[str]|None=None, # arguments after `d2i generate`; None reads `sys.argv`
-                ):
-    "`d2i generate --model M --dialogs FILE --style hash --out DIR [--steps 25 --guidance 7.5 --seed 0 --batch-size 8 --scheduler dpm]`."
-    args = anno_parser(_generate_main, prog='d2i generate').parse_args(dashes_to_underscores(sys.argv[1:] if argv is None else argv)).__dict__
-    for k in ('pdb', 'xtra'): args.pop(k, None)
-    return _generate_main(**args)
+generate_cli = cli_command(_generate_main, 'd2i generate')
