@@ -510,4 +510,9 @@ d = { 'settings': { 'branch': 'main',
                                     'd2i_lit.shapeschat.read_sharer': ('shapeschat.html#read_sharer', 'd2i_lit/shapeschat.py'),
                                     'd2i_lit.shapeschat.render_object': ('shapeschat.html#render_object', 'd2i_lit/shapeschat.py'),
                                     'd2i_lit.shapeschat.shapes_vocab': ('shapeschat.html#shapes_vocab', 'd2i_lit/shapeschat.py'),
-                                    'd2i_lit.shapeschat.write_shapeschat': ('shapeschat.html#write_shapeschat', 'd2i_lit/shapeschat.py')}}}
+                                    'd2i_lit.shapeschat.write_shapeschat': ('shapeschat.html#write_shapeschat', 'd2i_lit/shapeschat.py')},
+            'd2i_lit.study': { 'd2i_lit.study.context_survival': ('study.html#context_survival', 'd2i_lit/study.py'),
+                               'd2i_lit.study.mentions': ('study.html#mentions', 'd2i_lit/study.py'),
+                               'd2i_lit.study.paired_loss_contrast': ('study.html#paired_loss_contrast', 'd2i_lit/study.py'),
+                               'd2i_lit.study.shapes_survival': ('study.html#shapes_survival', 'd2i_lit/study.py'),
+                               'd2i_lit.study.survival_summary': ('study.html#survival_summary', 'd2i_lit/study.py')}}}
