@@ -135,7 +135,7 @@ def set_seed(seed:int, # seed for python, numpy and torch
             ):
     "Seed every random number generator this package uses."
     import torch
-    random.seed(seed); np.random.seed(seed); torch.manual_seed(seed)
+    random.seed(seed); np.random.seed(seed % 2**32); torch.manual_seed(seed) # numpy takes 32-bit seeds, torch 64-bit ones
 
 def available_cores()->int:
     "CPU cores this process may run on (its affinity mask, which containers and `taskset` narrow), not the machine's count."
