@@ -8,7 +8,7 @@ import hashlib, json, math, os, re, sys, time, warnings
 from collections import Counter, defaultdict
 from pathlib import Path
 import numpy as np
-from .core import D2IError, atomic_write, atomic_write_json, error_line
+from .core import D2IError, atomic_write, atomic_write_json, error_line, open_image
 from .classifier import AttributeClassifier, load_classifier, predict
 from .linearize import photo_topic
 
@@ -209,9 +209,7 @@ def resize_float(img, # a PIL image, or an [H, W, 3] array in [0, 255]
 def _open(item, src:str='')->'Image.Image':
     from PIL import Image
     if isinstance(item, Image.Image): return item
-    try:
-        with Image.open(item) as im: return im.convert('RGB')
-    except (OSError, ValueError) as e: raise D2IError(f"{item}: cannot read image ({type(e).__name__})") from None
+    return open_image(item) # the one opener: every mode to 8-bit RGB, one-line ImageError for a bad file
 
 def image_batches(items, # PIL images or image paths
                   size:int, # side the feature network expects

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 from fastcore.script import Param
-from .core import D2IError, set_seed, set_threads, atomic_write, atomic_write_json, cli_command, float_in, int_in, load_pretrained, pos_int, run_lock
+from .core import D2IError, set_seed, set_threads, atomic_write, atomic_write_json, cli_command, float_in, int_in, load_pretrained, open_image, pos_int, run_lock
 from .metrics import cider_scores, CLIP_MEAN, CLIP_STD, clip_image_embeddings, load_clip
 
 # %% auto #0
@@ -72,9 +72,7 @@ class Captioner:
         out, s = [], self.image_size
         for im in images:
             if not isinstance(im, Image.Image):
-                try:
-                    with Image.open(im) as f: im = f.convert('RGB')
-                except OSError as e: raise D2IError(f"{im}: cannot read image ({type(e).__name__})") from None
+                im = open_image(im)
             out.append(np.asarray(im.convert('RGB').resize((s, s), resample=Image.BICUBIC), dtype=np.float32) / 255)
         x = torch.from_numpy(np.stack(out)).permute(0, 3, 1, 2)
         return (x - torch.tensor(self.image_mean)[:, None, None]) / torch.tensor(self.image_std)[:, None, None]
@@ -203,7 +201,7 @@ def train_captioner(cap:Captioner, # the captioner to train (in place)
     import torch
     from PIL import Image
     if not records: raise D2IError("no caption records to train on")
-    imgs = [r['image'] if isinstance(r['image'], Image.Image) else Image.open(r['image']).convert('RGB') for r in records]
+    imgs = [r['image'] if isinstance(r['image'], Image.Image) else open_image(r['image']) for r in records]
     texts = [r['caption'] for r in records]
     g = np.random.default_rng(seed); torch.manual_seed(seed)
     m = cap.model.train()
@@ -276,7 +274,7 @@ class PixelEmbedder:
     "Centred, L2-normalised pixels at `size`x`size`: dot products are Pearson correlations of the images."
     def __init__(self, size:int=16): self.size, self.name = size, f'pixel correlation at {size}px'
     def __call__(self, images:list)->np.ndarray:
-        x = np.stack([np.asarray((im if isinstance(im, Image.Image) else Image.open(im)).convert('RGB')
+        x = np.stack([np.asarray((im if isinstance(im, Image.Image) else open_image(im)).convert('RGB')
                                  .resize((self.size,)*2, resample=Image.BICUBIC), dtype=np.float64).ravel() for im in images])
         x = x - x.mean(1, keepdims=True)
         return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
@@ -294,7 +292,7 @@ class ClassifierEmbedder:
     def __call__(self, images:list)->np.ndarray:
         import torch
         from d2i_lit.classifier import to_input
-        x = to_input([im if isinstance(im, Image.Image) else Image.open(im).convert('RGB') for im in images])
+        x = to_input([im if isinstance(im, Image.Image) else open_image(im) for im in images])
         with torch.no_grad(): out = self.clf.eval()(x)
         ps = [out[a].double().softmax(-1).numpy() for a in self.clf.attributes]
         return np.concatenate(ps, 1) / math.sqrt(len(ps))
@@ -368,7 +366,7 @@ def i2t2i(images:list, # N PIL images or paths
           ids:list|None=None, caption_kw:dict|None=None,
          )->RoundTrip:
     "Image → k captions → one image per caption; reconstruction = image-embedding cosine with the input."
-    imgs = [im if isinstance(im, Image.Image) else Image.open(im).convert('RGB') for im in images]
+    imgs = [im if isinstance(im, Image.Image) else open_image(im) for im in images]
     caps = captioner.caption(imgs, k=k, seed=seed, **(caption_kw or {}))
     gen = generator([c for row in caps for c in row], seed=seed)
     recon = _embed_sim(embedder, imgs, gen, k)
@@ -392,7 +390,7 @@ def t2i2t(texts:list[str], # N input texts
     recon = cider_matrix(caps, refs)
     q = None
     if real_images is not None and embedder is not None:
-        real = [im if isinstance(im, Image.Image) else Image.open(im).convert('RGB') for im in real_images]
+        real = [im if isinstance(im, Image.Image) else open_image(im) for im in real_images]
         q = _embed_sim(embedder, real, gen, k)
     return RoundTrip('t2i2t', list(ids if ids is not None else range(len(texts))), list(texts), caps,
                      [gen[i*k:(i+1)*k] for i in range(len(texts))], recon, 'CIDEr-D of the caption',
@@ -694,7 +692,7 @@ def _process_items(direction, captioner, generator, embedder, chunk:list[dict], 
     from d2i_lit.core import atomic_save_image
     seeds = [[_cand_seed(seed, it['id'], j) for j in range(k)] for it in chunk]
     if direction == 'i2t2i':
-        imgs = [Image.open(it['image']).convert('RGB') for it in chunk]
+        imgs = [open_image(it['image']) for it in chunk]
         caps = [captioner.caption([im], k=k, seed=_cand_seed(seed, it['id'], -1), **caption_kw)[0] for im, it in zip(imgs, chunk)]
         gen = generator([c for row in caps for c in row], seeds=[s for row in seeds for s in row])
         sim = _embed_sim(embedder, imgs, gen, k)
@@ -702,7 +700,7 @@ def _process_items(direction, captioner, generator, embedder, chunk:list[dict], 
         gen = generator([it['texts'][0] for it in chunk for _ in range(k)], seeds=[s for row in seeds for s in row])
         caps = [[c[0] for c in captioner.caption(gen[n*k:(n+1)*k], k=1, seed=_cand_seed(seed, it['id'], -1), batch_size=k, **caption_kw)]
                 for n, it in enumerate(chunk)]
-        real = [Image.open(it['image']).convert('RGB') if it.get('image') else None for it in chunk]
+        real = [open_image(it['image']) if it.get('image') else None for it in chunk]
         sim = _embed_sim(embedder, real, gen, k) if all(r is not None for r in real) else None
     rows = []
     for n, it in enumerate(chunk):

@@ -9,16 +9,16 @@ from pathlib import Path
 from collections import Counter
 import numpy as np
 from PIL import Image
-from fastcore.script import Param, anno_parser
-from .core import D2IError, atomic_dir, atomic_write, atomic_write_json
+from fastcore.script import Param
+from .core import D2IError, atomic_dir, atomic_write, atomic_write_json, cli_command, int_in
 from .data import load_photochat, Dialog
 from .linearize import linearize, STYLES
 
 # %% auto #0
 __all__ = ['ATTRIBUTES', 'COLOURS', 'BACKGROUND', 'OBJECT_RADIUS', 'GREETINGS', 'QUESTIONS', 'FILLERS', 'SAW', 'MY', 'SHARE_MY',
-           'SHARE', 'HAVE', 'AFTER', 'CAPTIONS', 'PATTERNS', 'MARKERS', 'READERS', 'render_object', 'object_words',
-           'dialog_phrases', 'make_record', 'shapes_vocab', 'context_turns', 'write_shapeschat', 'load_shapeschat',
-           'data_cli', 'object_mentions', 'in_final_speakers_turn', 'read_sharer']
+           'SHARE', 'HAVE', 'AFTER', 'CAPTIONS', 'PATTERNS', 'MARKERS', 'data_cli', 'READERS', 'render_object',
+           'object_words', 'dialog_phrases', 'make_record', 'shapes_vocab', 'context_turns', 'write_shapeschat',
+           'load_shapeschat', 'object_mentions', 'in_final_speakers_turn', 'read_sharer']
 
 # %% ../nbs/03_shapeschat.ipynb #ae1b10dc
 ATTRIBUTES = {'shape': ('circle', 'square', 'triangle', 'cross'),
@@ -231,9 +231,9 @@ def load_shapeschat(out:str|Path, # a folder written by `write_shapeschat`
 # %% ../nbs/03_shapeschat.ipynb #0a8ffe15
 def _data_main(name:Param("dataset to generate; only 'shapeschat' for now", str),
                out:Param('output folder (created; an existing ShapesChat folder is replaced)', str)=None,
-               n:Param('number of dialogs', int)=1000,
-               seed:Param('random seed: the same arguments give byte-identical files', int)=0,
-               size:Param('image side in pixels', int)=16,
+               n:Param('number of dialogs', int_in(1, 10**7))=1000,
+               seed:Param('random seed: the same arguments give byte-identical files', int_in(0, 2**32 - 1))=0,
+               size:Param('image side in pixels', int_in(4, 4096))=16,
               ):
     "Generate a dataset: `d2i data shapeschat --n N --seed S --size 16 --out DIR`."
     if name != 'shapeschat': raise D2IError(f"unknown dataset {name!r}; choose from: shapeschat")
@@ -245,13 +245,7 @@ def _data_main(name:Param("dataset to generate; only 'shapeschat' for now", str)
     print(f"wrote {n} ShapesChat dialogs ({size}x{size} images, seed {seed}) to {p} in {time.perf_counter()-t0:.1f} s; "
           f"patterns {meta['pattern_counts']}; longest text {max(meta['max_words'].values())} words", file=sys.stderr)
 
-def data_cli(argv:list[str]|None=None, # arguments after `d2i data`; None reads `sys.argv[1:]`
-            ):
-    "`d2i data`: parse the options of `_data_main` (fastcore's `anno_parser`) and run it."
-    # parse explicitly rather than through `call_parse`, which calls straight through when nested in another `call_parse` run
-    args = vars(anno_parser(_data_main, prog='d2i data').parse_args(sys.argv[1:] if argv is None else argv))
-    args.pop('pdb', None); args.pop('xtra', None)
-    return _data_main(**args)
+data_cli = cli_command(_data_main, 'd2i data')
 
 # %% ../nbs/03_shapeschat.ipynb #a75a82ee
 def object_mentions(text:str, # a linearized dialog or a caption

@@ -25,7 +25,7 @@ def test_both_directions(data, tmp_path, direction):
     r = run('--direction', direction, '--captioner', 'tiny', '--generator', 'tiny', '--k', 2, '--data', data, '--out', out,
             '--steps', 2, '--boot', 50, '--similarity', 'tiny-clip')
     assert r.returncode == 0, r.stderr
-    assert sorted(p.name for p in out.iterdir()) == ['candidates.jsonl', 'images', 'items.jsonl', 'rank.png', 'run.json', 'scores.json'] # no temporary files left
+    assert sorted(p.name for p in out.iterdir()) == ['.lock', 'candidates.jsonl', 'images', 'items.jsonl', 'rank.png', 'run.json', 'scores.json'] # no temporary files left
     assert sorted(p.name for p in (out/'images').iterdir()) == [f'{i}_{j}.png' for i in range(3) for j in range(2)]
     cands = [json.loads(l) for l in (out/'candidates.jsonl').read_text().splitlines()]
     assert len(cands) == 3 * 2 and {c['rank'] for c in cands} == {0, 1}

@@ -50,7 +50,7 @@ def reference(coco, tmp_path_factory):
 
 def test_karpathy_run_writes_everything(reference):
     out = reference
-    assert sorted(p.name for p in out.iterdir()) == ['candidates.jsonl', 'images', 'items.jsonl', 'rank.png', 'run.json', 'scores.json']
+    assert sorted(p.name for p in out.iterdir()) == ['.lock', 'candidates.jsonl', 'images', 'items.jsonl', 'rank.png', 'run.json', 'scores.json']
     cs = cands(out)
     assert [(c['id'], c['candidate']) for c in cs] == [(str(1000 + i), j) for i in range(6) for j in range(2)] # test split only, in file order
     for c in cs: # every candidate's PNG is saved and readable by PIL, at the generator's size
