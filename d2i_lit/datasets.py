@@ -55,7 +55,7 @@ def check_images(paths:list, # image files (None: no file)
         it = ex.map(one, paths)
         if progress or (progress is None and len(paths) > 1000):
             from fastprogress.fastprogress import progress_bar
-            it = progress_bar(it, total=len(paths), leave=False, comment='checking images')
+            it = progress_bar(it, total=len(paths), leave=False); it.comment = 'checking images' # the console bar takes no `comment=`
         return list(it)
 
 # %% ../nbs/04_datasets.ipynb #a56fd460

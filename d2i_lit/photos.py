@@ -189,7 +189,7 @@ def fetch_photos(paths, # a PhotoChat JSON file, a folder of them, a list of bot
         it = as_completed(futs)
         if progress and todo:
             from fastprogress.fastprogress import progress_bar
-            it = progress_bar(it, total=len(todo), leave=False, comment='photos')
+            it = progress_bar(it, total=len(todo), leave=False); it.comment = 'photos' # the console bar takes no `comment=`
         for f in it: results[futs[f]] = f.result()
     counts = {s: sum(r['status'] == s for r in results) for s in STATUSES}
     report = dict(photos=len(jobs), dialogs=len(dialogs), counts=counts,

@@ -45,7 +45,7 @@ def job(tmp_path_factory):
 def test_whole_job(job):
     d, recs, srv = job['d'], job['recs'], job['srv']
     # 1. photos from the mirror: 11 fetched, 1 not found, named so that --images-dir pairs them
-    sh('data', 'photochat', d/'test_00.json', '--out', d/'photos', '--base-url', srv.url('/oi'), '--no-progress')
+    sh('data', 'photochat', d/'test_00.json', '--out', d/'photos', '--base-url', srv.url('/oi'))  # with its progress bar
     rep = json.loads((d/'photos/report.json').read_text())
     assert rep['counts']['ok'] == N - 1 and rep['counts']['not_found'] == 1, rep['counts']
     photos = sorted((d/'photos').glob('*.jpg'))
