@@ -774,7 +774,7 @@ def _finetune_main(model:Param("backbone: a saved folder, a hub id, 'tiny-sd', '
         if v is None: raise D2IError(f'--{k} is required')
     set_threads(threads); set_seed(seed)
     state = PartialState() # before anything moves: each process's own device (cuda:local_rank on GPUs)
-    main = state.is_main_process
+    main = int(os.environ.get('RANK', 0)) == 0 # the launcher's rank: no process group exists yet on CPU
     if main: _check_new_run(Path(out), resume) # process 0 decides; the launcher stops the others when it exits
     with (run_lock(out) if main else contextlib.nullcontext()): # one run per folder; its other processes share it
         bb = load_backbone(model)

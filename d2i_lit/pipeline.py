@@ -277,7 +277,7 @@ def _generate_main(model:Param("backbone: a saved folder, a hub id, 'tiny-sd', '
     set_threads(threads)
     ds = _load_dialogs(dialogs)
     if limit is not None: ds = ds[:limit]
-    state = PartialState()
+    state = PartialState(cpu=not torch.cuda.is_available()) # cpu: under torchrun without GPUs, gloo ranks (else every process thinks it is alone)
     with (run_lock(out) if state.is_main_process else contextlib.nullcontext()): # one run per folder; its other processes share it
         dt = dict(fp32=None, fp16=torch.float16, bf16=torch.bfloat16)[dtype]
         pipe = DialogToImagePipeline.from_pretrained(model, scheduler=scheduler)
