@@ -8,16 +8,16 @@ import csv, io, json, math, os, platform, sys, time
 from pathlib import Path
 import numpy as np
 import torch
-from fastcore.script import Param, anno_parser, store_true
-from .core import D2IError, set_seed, set_threads, atomic_write, atomic_write_json, atomic_save_image
+from fastcore.script import Param, store_true
+from .core import D2IError, set_seed, set_threads, atomic_write, atomic_write_json, atomic_save_image, cli_command, float_in, int_in, nonneg_int, pos_int, run_lock
 from .linearize import STYLES
 from .shapes_text import SHAPES_TEXT_BUDGET, PRETRAIN_CORPORA
 
 # %% auto #0
-__all__ = ['DEFAULT', 'QUICK', 'MODEL', 'UNFROZEN', 'METRICS', 'ROW_KEYS', 'PER_IMAGE', 'shapes_model', 'sample_cell',
+__all__ = ['DEFAULT', 'QUICK', 'MODEL', 'UNFROZEN', 'METRICS', 'ROW_KEYS', 'PER_IMAGE', 'demo_cli', 'shapes_model', 'sample_cell',
            'score_images', 'fit_newest', 'run_experiment', 'load_stages', 'plot_metrics', 'plot_losses', 'stage_grid',
            'results_table', 'pattern_table', 'write_outputs', 'aggregate_runs', 'ci_table', 'plot_aggregate',
-           'demo_cli', 'compare_cells', 'default_contrasts', 'contrast_table', 'pattern_summary']
+           'compare_cells', 'default_contrasts', 'contrast_table', 'pattern_summary']
 
 # %% ../nbs/09_experiment.ipynb #8fc66536
 DEFAULT = dict(n_train=6000, # training dialogs (their captions are the pre-training corpus)
@@ -119,6 +119,10 @@ def fit_newest(texts:list[str], # texts
 # %% ../nbs/09_experiment.ipynb #26fe0de0
 def _stage_file(out:Path, name:str)->Path: return out/'stages'/(name.replace('/', '--') + '.json')
 
+def _resumable(steps:int)->dict:
+    "Checkpoint a training stage four times (the newest kept) and resume it from there: a killed demo loses at most a quarter of a stage."
+    return dict(checkpoint_every=max(1, steps // 4), keep=1, resume='latest')
+
 def _cfg_key(cfg:dict)->dict: return json.loads(json.dumps(cfg, default=list))
 
 def _log(msg:str, quiet:bool=False):
@@ -163,7 +167,7 @@ def run_experiment(out:str|Path, # run folder: data/, models/, stages/, results.
         if old.get('settings') != key:
             diff = sorted(k for k in set(old.get('settings', {})) | set(key) if old.get('settings', {}).get(k) != key.get(k))
             raise D2IError(f"{out} holds a run with other settings ({', '.join(diff)} differ): use another --out or remove it")
-    elif out.exists() and any(p.name not in ('.', '..') for p in out.iterdir()):
+    elif out.exists() and any(p.name != '.lock' for p in out.iterdir()): # `run_lock`'s file is not a run
         raise D2IError(f"{out} is not empty and holds no experiment (no config.json): refusing to write into it")
     atomic_write_json(cfg_file, dict(settings=key, torch=torch.__version__, python=platform.python_version()))
     nthreads = set_threads(threads)
@@ -210,7 +214,8 @@ def run_experiment(out:str|Path, # run folder: data/, models/, stages/, results.
             ds = CaptionImageDataset(pretraining_records(out/'data'/'train', cfg['pretrain_corpus'], seed), cfg['size'])
             if cfg['text'] == 'clip': ds.texts = fit_newest(ds.texts, bb.tokenizer, cfg['text_budget'])
             learn = finetune(bb, text_image_dls(ds, bs=cfg['bs'], seed=seed), cfg['pretrain_steps'], cfg['lr_pretrain'], out=out/'train'/'pretrain',
-                             ema=cfg['ema'], p_uncond=cfg['p_uncond'], seed=seed, warmup=cfg['warmup'], train_text_encoder=True)
+                             ema=cfg['ema'], p_uncond=cfg['p_uncond'], seed=seed, warmup=cfg['warmup'], train_text_encoder=True,
+                             **_resumable(cfg['pretrain_steps']))
             rec['train'] = dict(steps=learn.opt_step, seconds=round(learn.fit_time, 1))
         else:
             kind, _, style = name.partition('/')
@@ -229,7 +234,7 @@ def run_experiment(out:str|Path, # run folder: data/, models/, stages/, results.
                 frozen = kind == 'finetuned' # the paper's setting; 'unfrozen' also trains the text encoder
                 learn = finetune(bb, dls, cfg['finetune_steps' if frozen else 'unfrozen_steps'], cfg['lr_finetune'], out=tdir,
                                  ema=cfg['ema'], p_uncond=cfg['p_uncond'], seed=seed, warmup=cfg['warmup'],
-                                 cache=frozen, train_text_encoder=not frozen)
+                                 cache=frozen, train_text_encoder=not frozen, **_resumable(cfg['finetune_steps' if frozen else 'unfrozen_steps']))
                 model = MODEL if frozen else UNFROZEN
                 items, stage = d['test'], 'finetuned'
                 extra = dict(train_steps=learn.opt_step, train_seconds=round(learn.fit_time, 1))
@@ -445,52 +450,43 @@ def plot_aggregate(df, # `aggregate_runs`' output
 # %% ../nbs/09_experiment.ipynb #6f09796f
 def _demo_main(out:Param('run folder (resumed when it holds a run with the same settings)', str)='d2i-demo',
                quick:Param('the CI preset: under 3 minutes, hash fine-tune only, no ablation', store_true)=False,
-               seeds:Param('seeds to run, one sub-folder each when several (e.g. --seeds 0 1 2)', int, nargs='+')=None,
-               threads:Param('torch CPU threads', int)=2,
-               pretrain_steps:Param('optimizer steps of caption pre-training (default: the preset)', int)=None,
-               finetune_steps:Param('optimizer steps of fine-tuning per style', int)=None,
-               unfrozen_steps:Param('optimizer steps of the text-encoder-unfrozen ablation per style (0: skip it)', int)=None,
-               n_train:Param('training dialogs', int)=None,
-               n_test:Param('test dialogs (images per evaluated cell)', int)=None,
+               seeds:Param('seeds to run, one sub-folder each when several (e.g. --seeds 0 1 2)', int_in(0, 2**32 - 1), nargs='+')=None,
+               threads:Param('torch CPU threads', int_in(1, 1024))=2,
+               pretrain_steps:Param('optimizer steps of caption pre-training (default: the preset)', pos_int)=None,
+               finetune_steps:Param('optimizer steps of fine-tuning per style', pos_int)=None,
+               unfrozen_steps:Param('optimizer steps of the text-encoder-unfrozen ablation per style (0: skip it)', nonneg_int)=None,
+               n_train:Param('training dialogs', int_in(1, 10**7))=None,
+               n_test:Param('test dialogs (images per evaluated cell)', int_in(1, 10**7))=None,
                styles:Param('styles to fine-tune', str, nargs='+')=None,
                text:Param("text side: 'words' (word tokens, no binding budget) or 'clip' (CLIP's BPE, budget binding)", str)=None,
-               text_budget:Param("with --text clip: text tokens kept, oldest turns dropped first", int)=None,
+               text_budget:Param("with --text clip: text tokens kept, oldest turns dropped first", int_in(1, 1 << 16))=None,
                pretrain_corpus:Param("pre-training text: 'captions', 'web' (alt-text-like) or 'web_tags' (web with hashtags)", str)=None,
-               lr_finetune:Param('learning rate of fine-tuning', float)=None,
+               lr_finetune:Param('learning rate of fine-tuning', float_in(0, 10, lo_open=True))=None,
                no_progress:Param('no progress bar', store_true)=False,
               ):
     "Run the whole ShapesChat experiment and write OUT/results.json, OUT/report.md and PNG plots and grids."
     over = {k: v for k, v in dict(pretrain_steps=pretrain_steps, finetune_steps=finetune_steps, unfrozen_steps=unfrozen_steps,
                                   n_train=n_train, n_test=n_test, finetune_styles=tuple(styles) if styles else None,
                                   text=text, text_budget=text_budget, pretrain_corpus=pretrain_corpus, lr_finetune=lr_finetune).items() if v is not None}
-    for k in ('pretrain_steps', 'finetune_steps', 'unfrozen_steps', 'n_train', 'n_test'):
-        if k in over and (over[k] < 0 or (k != 'unfrozen_steps' and over[k] == 0)):
-            raise D2IError(f"--{k.replace('_', '-')} must be positive, got {over[k]}")
-    if threads is not None and threads < 1: raise D2IError(f"--threads must be at least 1, got {threads}")
     seeds = list(seeds) if seeds else [0]
     t0 = time.time(); runs = []
-    for s in seeds:
-        o = Path(out) if len(seeds) == 1 else Path(out)/f'seed-{s}'
-        run_experiment(o, quick=quick, seed=s, threads=threads, progress=not no_progress, **over)
-        runs.append(o)
-    if len(seeds) > 1:
-        df = aggregate_runs(runs)
-        atomic_write(Path(out)/'summary.md', f'# ShapesChat experiment, seeds {seeds}\n\n' + ci_table(df) +
-                     '\n## Paired differences (b − a, same test images and noise)\n\n' + contrast_table(runs) +
-                     '\n## Sharer accuracy per dialog pattern (mean over seeds)\n\n' + pattern_summary(runs, 'attr_acc'))
-        atomic_write(Path(out)/'summary.csv', df.to_csv(index=False))
-        plot_aggregate(df, Path(out)/'summary.png')
+    with run_lock(out): # one demo per folder: a second one would interleave its stages with this one's
+        for s in seeds:
+            o = Path(out) if len(seeds) == 1 else Path(out)/f'seed-{s}'
+            run_experiment(o, quick=quick, seed=s, threads=threads, progress=not no_progress, **over)
+            runs.append(o)
+        if len(seeds) > 1:
+            df = aggregate_runs(runs)
+            atomic_write(Path(out)/'summary.md', f'# ShapesChat experiment, seeds {seeds}\n\n' + ci_table(df) +
+                         '\n## Paired differences (b − a, same test images and noise)\n\n' + contrast_table(runs) +
+                         '\n## Sharer accuracy per dialog pattern (mean over seeds)\n\n' + pattern_summary(runs, 'attr_acc'))
+            atomic_write(Path(out)/'summary.csv', df.to_csv(index=False))
+            plot_aggregate(df, Path(out)/'summary.png')
     rows = json.loads((runs[-1]/'results.json').read_text())
     print(results_table(rows))
     print(f"wrote {', '.join(str(r/'report.md') for r in runs)} in {time.time() - t0:.0f} s", file=sys.stderr)
 
-def demo_cli(argv:list[str]|None=None, # arguments after `d2i demo`; None reads `sys.argv[1:]`
-            ):
-    "`d2i demo [--out DIR] [--quick] [--seeds 0 1 2] [--threads N] [--pretrain-steps N --finetune-steps N ...]`."
-    from d2i_lit.core import dashes_to_underscores
-    args = vars(anno_parser(_demo_main, prog='d2i demo').parse_args(dashes_to_underscores(sys.argv[1:] if argv is None else argv)))
-    args.pop('pdb', None); args.pop('xtra', None)
-    return _demo_main(**args)
+demo_cli = cli_command(_demo_main, 'd2i demo')
 
 # %% ../nbs/09_experiment.ipynb #d2369c98
 def compare_cells(runs:list, # run folders of the same settings (one per seed)
