@@ -4,7 +4,7 @@
 
 # %% ../nbs/07_finetune.ipynb #a9cdf77c
 from __future__ import annotations
-import contextlib, csv, io, json, math, os, random, re, shutil, time
+import contextlib, csv, io, json, math, os, random, re, shutil, time, warnings
 from functools import partial
 from pathlib import Path
 import numpy as np
@@ -52,7 +52,9 @@ def freeze_frozen_parts(backbone, # the backbone whose encoders are frozen
     backbone.freeze_encoders()
     backbone.freeze_unused()
     for m in (backbone.text_encoder, backbone.vae):
-        if m is not None: m.requires_grad_(False).eval().to(dtype)
+        if m is None: continue
+        m.requires_grad_(False).eval()
+        if any(p.dtype != dtype for p in m.parameters()): m.to(dtype) # only when needed: diffusers warns on every dtype cast
 
 # %% ../nbs/07_finetune.ipynb #08f87608
 def snr_weights(scheduler, # diffusers training scheduler
@@ -782,7 +784,9 @@ def _finetune_main(model:Param("backbone: a saved folder, a hub id, 'tiny-sd', '
             if max_tokens > bb.max_tokens: raise D2IError(f"--max-tokens {max_tokens}: must be between 1 and the text encoder's {bb.max_tokens} positions")
             bb.text_budget = max_tokens
         bb.to(state.device)
-        ds = dialog_dataset(_training_dialogs(data, images_dir), bb, style, on_bad_image=on_bad_image)
+        with warnings.catch_warnings(): # the dataset's skip warning: the summary line below says it once
+            warnings.simplefilter('ignore', UserWarning)
+            ds = dialog_dataset(_training_dialogs(data, images_dir), bb, style, on_bad_image=on_bad_image)
         dls = text_image_dls(ds, bs=batch_size, seed=seed, num_workers=num_workers, device=state.device)
         align_texts(dls, bb) # a no-op here: the one rule, applied where finetune applies it
         if main:
