@@ -81,7 +81,7 @@ class Backbone:
 
     def to(self, device=None, dtype=None):
         "Move (and cast) every part; returns `self`."
-        for m in self.modules.values(): m.to(device=device, dtype=dtype)
+        for m in self.modules.values(): m.to(device=device, **({} if dtype is None else dict(dtype=dtype))) # `dtype=None` makes diffusers print a warning
         return self
 
     @property
