@@ -44,8 +44,8 @@ def test_size(tmp_path):
 
 @pytest.mark.parametrize('args,msg', [
     (['mnist', '--out', 'X'], "unknown dataset 'mnist'"),
-    (['shapeschat', '--n', '0', '--out', 'X'], 'n must be a positive integer'),
-    (['shapeschat', '--n', 'ten', '--out', 'X'], 'invalid int value'),
+    (['shapeschat', '--n', '0', '--out', 'X'], "argument --n: must be an integer in [1, 10000000], got '0'"),
+    (['shapeschat', '--n', 'ten', '--out', 'X'], "argument --n: must be an integer in [1, 10000000], got 'ten'"),
     (['shapeschat', '--size', '2', '--out', 'X'], 'size'),
     (['shapeschat', '--n', '5'], '--out DIR is required'),
     ([], 'required: name'),
