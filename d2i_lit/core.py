@@ -14,7 +14,8 @@ import d2i_lit
 __all__ = ['ASSETS', 'pos_int', 'nonneg_int', 'pos_float', 'nonneg_float', 'unit_float', 'MAX_IMAGE_PIXELS', 'asset_path',
            'D2IError', 'error_line', 'dashes_to_underscores', 'int_in', 'float_in', 'cli_parser', 'run_cli',
            'cli_command', 'set_seed', 'available_cores', 'set_threads', 'atomic_write', 'atomic_write_json',
-           'atomic_save_image', 'atomic_dir', 'make_out_dir', 'run_lock', 'load_pretrained', 'ImageError', 'open_image']
+           'atomic_save_image', 'atomic_dir', 'make_out_dir', 'launcher_rank', 'run_lock', 'load_pretrained',
+           'ImageError', 'open_image']
 
 # %% ../nbs/00_core.ipynb #39d2a5c8
 ASSETS = Path(d2i_lit.__file__).parent/'assets' # the installed package's folder, also from a notebook
@@ -211,6 +212,10 @@ def make_out_dir(path:str|Path, # an output folder, created if missing
     except OSError as e: raise D2IError(f"cannot create the output folder {path}: {e.strerror}") from None
     if not os.access(path, os.W_OK | os.X_OK): raise D2IError(f"cannot write into the output folder {path}: permission denied")
     return path
+
+def launcher_rank()->int:
+    "This process's rank as torchrun or accelerate launched it (`RANK`), 0 when not launched: known before any process group exists."
+    return int(os.environ.get('RANK', 0) or 0)
 
 @contextlib.contextmanager
 def run_lock(folder:str|Path, # the run folder to hold

@@ -20,7 +20,7 @@ from fastcore.basics import noop
 from fastai.callback.progress import ProgressCallback
 from safetensors.torch import save_file, load_file
 from .core import D2IError, set_seed, set_threads, atomic_write, atomic_write_json, atomic_save_image, atomic_dir
-from .core import cli_command, error_line, float_in, int_in, nonneg_int, pos_int, run_lock, unit_float
+from .core import cli_command, error_line, float_in, int_in, launcher_rank, nonneg_int, pos_int, run_lock, unit_float
 
 # %% auto #0
 __all__ = ['LORA_TARGETS', 'RUN_FILES', 'finetune_cli', 'NoisePredictor', 'freeze_frozen_parts', 'snr_weights', 'diffusion_loss',
@@ -776,7 +776,7 @@ def _finetune_main(model:Param("backbone: a saved folder, a hub id, 'tiny-sd', '
         if v is None: raise D2IError(f'--{k} is required')
     set_threads(threads); set_seed(seed)
     state = PartialState() # before anything moves: each process's own device (cuda:local_rank on GPUs)
-    main = int(os.environ.get('RANK', 0)) == 0 # the launcher's rank: no process group exists yet on CPU
+    main = launcher_rank() == 0 # no process group exists yet on CPU
     if main: _check_new_run(Path(out), resume) # process 0 decides; the launcher stops the others when it exits
     with (run_lock(out) if main else contextlib.nullcontext()): # one run per folder; its other processes share it
         bb = load_backbone(model)

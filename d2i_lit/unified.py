@@ -14,8 +14,8 @@ from fastai.optimizer import OptimWrapper
 from fastai.callback.progress import ProgressCallback
 from fastcore.basics import noop
 from fastcore.script import Param
-from .core import D2IError, set_seed, set_threads, atomic_dir, atomic_write_json, cli_command, float_in, int_in, nonneg_int, pos_int, run_lock
-from .finetune import (DiffusionBatch, StepCounter, StopAfter, LRSchedule, GradAccum, GradClip, NonFiniteGuard,
+from .core import D2IError, set_seed, set_threads, atomic_dir, atomic_write_json, cli_command, float_in, int_in, launcher_rank, nonneg_int, pos_int, run_lock
+from .finetune import (_rank_world, DiffusionBatch, StepCounter, StopAfter, LRSchedule, GradAccum, GradClip, NonFiniteGuard,
                               MixedPrecision, ScaledStep, EMACallback, ema_weights, CSVLog, Checkpoint, DataParallel,
                               trainable, list_checkpoints)
 from .roundtrip import Captioner, load_captioner, caption_records
@@ -230,10 +230,6 @@ def unified_loss(parts:torch.Tensor, # [4] losses from `UnifiedModel`
     return (parts * weights.to(parts.device)).sum()
 
 # %% ../nbs/11_unified.ipynb #a3de04da
-def _rank_world():
-    import torch.distributed as dist
-    return (dist.get_rank(), dist.get_world_size()) if dist.is_available() and dist.is_initialized() else (0, 1)
-
 class UnifiedBatch(DiffusionBatch):
     "Turn `(captions, images)` into `UnifiedModel` inputs and the step's loss weights."
     def __init__(self, generator, captioner:Captioner,
@@ -399,7 +395,7 @@ def _unified_main(captioner:Param("'tiny', 'shapes', a captioner folder, or a ca
     dev = 'cuda' if torch.cuda.is_available() else 'cpu'
     dls = text_image_dls(CaptionImageDataset(recs, bb.resolution), bs=batch_size, seed=seed, device=dev)
     if dev == 'cuda': bb.to(dev); cap.model.to(dev)
-    with (run_lock(out) if _rank_world()[0] == 0 else contextlib.nullcontext()): # one run per folder; its other ranks share it
+    with (run_lock(out) if launcher_rank() == 0 else contextlib.nullcontext()): # one run per folder; its other ranks share it
         learn = unified_finetune(bb, cap, dls, steps, lr, objective=objective, trainable_proj=trainable, temperature=temperature, lam=lam,
                                  prompt=prompt, out=out, ema=ema or None, mixed_precision=mixed_precision, grad_accum=grad_accum,
                                  warmup=warmup, checkpoint_every=checkpoint_every, keep=keep, resume=resume, seed=seed)

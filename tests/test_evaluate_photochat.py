@@ -68,7 +68,7 @@ def test_photochat_evaluation(pc):
                           batch_size=3, kid_subset_size=5, device='cpu')
     assert again['fid']['real_stats_cached'] is True
     assert abs(again['fid']['value'] - res['fid']['value']) < 1e-6 * max(1, abs(res['fid']['value'])) # batch size does not matter
-    assert abs(again['kid']['mean'] - res['kid']['mean']) < 1e-9
+    assert abs(again['kid']['mean'] - res['kid']['mean']) < 1e-7  # generated features at another batch size: float32 sums
 
 def test_bf16_autocast_close_to_fp32(pc):
     from d2i_lit.metrics import evaluate_dirs
