@@ -11,6 +11,7 @@ import numpy as np
 from .core import D2IError, atomic_write, atomic_write_json, error_line, open_image
 from .classifier import AttributeClassifier, load_classifier, predict
 from .linearize import photo_topic
+from .datasets import check_images
 
 # %% auto #0
 __all__ = ['RESIZE', 'IMG_EXTS', 'INCEPTION_URL', 'INCEPTION_SHA256_PREFIX', 'CLIP_MEAN', 'CLIP_STD', 'MANIFEST', 'EVAL_METRICS',
@@ -734,12 +735,25 @@ def evaluate_dirs(generated:str|Path, # folder of generated images (with `manife
     # the reference set: the photos of the evaluated dialogs when they are known, else every image under REAL
     if ds is not None:
         uniq = list({str(d.dialogue_id): d for d in ds}.values())
-        nophoto = [d for d in uniq if d.image_path is None]
-        if nophoto and ({'fid', 'kid', 'clip'} & set(metrics)):
-            raise D2IError(f"{real_root}: no photo for {len(nophoto)} of the {len(uniq)} dialogs evaluated, e.g. dialogue_id {nophoto[0].dialogue_id!r} (photo_id {nophoto[0].photo_id!r}: expected {real_root}/<photo_id>.jpg)")
+        skipped = []
+        if {'fid', 'kid', 'clip'} & set(metrics): # a photo missing or unreadable costs its dialog, not the evaluation
+            have = [d for d in uniq if d.image_path is not None]
+            why = dict(zip((str(d.dialogue_id) for d in have), check_images([d.image_path for d in have], 16)))
+            skipped = [dict(dialogue_id=d.dialogue_id, photo_id=d.photo_id, photo=None if d.image_path is None else str(d.image_path),
+                            reason='no photo' if d.image_path is None else why[str(d.dialogue_id)])
+                       for d in uniq if d.image_path is None or isinstance(why[str(d.dialogue_id)], str)]
+            if len(skipped) == len(uniq):
+                raise D2IError(f"{real_root}: no usable photo for any of the {len(uniq)} dialogs evaluated, e.g. dialogue_id {uniq[0].dialogue_id!r} (photo_id {uniq[0].photo_id!r}: expected {real_root}/<photo_id>.jpg)")
+            if skipped:
+                s0 = skipped[0]
+                print(f"warning: {len(skipped)} of the {len(uniq)} dialogs evaluated have no usable photo under {real_root} and are left out of the reference set "
+                      f"(first: dialogue_id {s0['dialogue_id']!r}: {s0['reason']}); listed in reference.skipped", file=sys.stderr)
+            bad = {str(x['dialogue_id']) for x in skipped}
+            uniq = [d for d in uniq if str(d.dialogue_id) not in bad]
         real_files = [d.image_path for d in uniq]
         real_topics = [photo_topic(d.photo_description) for d in uniq]
-        res['reference'] = dict(set=f'the photos of the {len(uniq)} dialogs evaluated (ids from {mf}, photos under {real_root})', n=len(uniq), dialogs=str(dsrc))
+        res['reference'] = dict(set=f'the photos of the {len(uniq)} dialogs evaluated (ids from {mf}, photos under {real_root})', n=len(uniq), dialogs=str(dsrc),
+                                skipped=skipped)
     elif {'fid', 'kid'} & set(metrics):
         real_files, real_topics = list_images(real_root), None
         res['reference'] = dict(set=f'every image under {real_root} (no manifest/dialogs: not paired with the generated images)', n=len(real_files))
@@ -786,10 +800,11 @@ def evaluate_dirs(generated:str|Path, # folder of generated images (with `manife
         per = {}
         cdesc = dict(model=str(clip_model), resolution=model.config.vision_config.image_size, resize='CLIP preprocessing (bicubic short side, centre crop)')
         if 'clip' in metrics:
-            pairs = [d.image_path for d in ds]
-            if any(p is None for p in pairs): raise D2IError(f"{real}: no real image for some generated images, e.g. {gen_files[pairs.index(None)]}")
-            per['clip'] = (ge * clip_image_embeddings(model, pairs, batch_size).double().numpy()).sum(-1)
-            res['clip'] = dict(mean=float(per['clip'].mean()), std=float(per['clip'].std()), n=len(ge), **cdesc,
+            usable = {str(d.dialogue_id) for d in uniq}
+            ok = [i for i, d in enumerate(ds) if str(d.dialogue_id) in usable] # images whose dialog has a usable photo
+            per['clip'] = np.full(len(ge), np.nan)
+            per['clip'][ok] = (ge[ok] * clip_image_embeddings(model, [ds[i].image_path for i in ok], batch_size).double().numpy()).sum(-1)
+            res['clip'] = dict(mean=float(np.nanmean(per['clip'])), std=float(np.nanstd(per['clip'])), n=len(ok), **cdesc,
                                definition='CLIP-I: cosine of the CLIP image embeddings of each generated image and its dialog photo')
         if 'clip_t' in metrics:
             tok = load_clip_tokenizer(clip_model)
@@ -802,7 +817,7 @@ def evaluate_dirs(generated:str|Path, # folder of generated images (with `manife
         if gen_topics is not None:
             for t in sorted(set(gen_topics)):
                 gi = [i for i, g in enumerate(gen_topics) if g == t]
-                groups.setdefault(t, dict(n=len(gi))).update({k: float(v[gi].mean()) for k, v in per.items()})
+                groups.setdefault(t, dict(n=len(gi))).update({k: (float(np.nanmean(v[gi])) if np.isfinite(v[gi]).any() else None) for k, v in per.items()})
     truths = None
     if 'attr' in metrics:
         truths = []

@@ -80,7 +80,7 @@ def test_bf16_autocast_close_to_fp32(pc):
 
 @pytest.mark.parametrize('args, msg', [
     (['--dialogs', '{root}/nope.json'], 'nope.json'),
-    (['--dialogs', '{root}/test_00.json', '--real', '{root}/gen'], 'no photo for'),
+    (['--dialogs', '{root}/test_00.json', '--real', '{root}/gen'], 'no usable photo for any of the'),
     (['--metrics', 'clip_t', '--dialogs', '{root}/test_00.json'], '--clip-model'),
     (['--feature-net', 'resnet', '--dialogs', '{root}/test_00.json'], 'resnet'),
 ])

@@ -76,5 +76,7 @@ def test_whole_job(job):
     r = sh('evaluate', '--generated', d/'gen', '--real', d/'photos', '--dialogs', d/'test_00.json', '--metrics', 'fid,is,kid',
            '--inception-weights', d/'pt_inception-2015-12-05.pth', '--out', d/'metrics.json')
     res = json.loads((d/'metrics.json').read_text())
-    assert res['fid']['n_real'] == N - 2, res['fid']
-    assert all(torch.isfinite(torch.tensor(float(res[k]['value']))) for k in ('fid', 'is', 'kid')), res
+    assert res['fid']['n_real'] == N - 2, res['fid']  # the missing and the unreadable photo: left out and listed
+    assert sorted(s['reason'] == 'no photo' for s in res['reference']['skipped']) == [False, True], res['reference']
+    assert 'no usable photo' in r.stderr
+    assert all(torch.isfinite(torch.tensor(float(v))) for v in (res['fid']['value'], res['is']['mean'], res['kid']['mean'])), res
