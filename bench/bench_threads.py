@@ -3,10 +3,11 @@
     python bench/bench_threads.py [--steps 12 --bs 64]
 
 Each configuration runs in a fresh process, because OpenMP reads its wait policy once, when the library loads.
-Configurations: torch's default spinning wait (`OMP_WAIT_POLICY` unset, as before d2i_lit set it) against the passive wait
-that `d2i_lit` now sets on import, each with 2 threads and 1 thread; each idle and beside one busy process (a Python spin
-loop, the "one core busy with another process" of issue 13). Prints the median step time of each and the ratio against
-the spinning 2-thread baseline run in the same conditions.
+Configurations: OpenMP's default wait (`OMP_WAIT_POLICY` unset: libgomp spins a while, then sleeps; what torch does
+unless told), the passive wait that `d2i_lit` sets on import (`PASSIVE`), and a short spin (`GOMP_SPINCOUNT=10000`),
+with 2 threads, and the default with 1 thread; each idle and beside one busy process (a Python spin loop, the "one core
+busy with another process" of issue 13). Prints the median step time of each and the ratio against the default
+2-thread run in the same conditions.
 """
 import argparse, os, subprocess, sys, textwrap, time
 
@@ -35,10 +36,11 @@ CHILD = textwrap.dedent('''
 ''')
 
 def run(policy, threads, steps, bs):
-    env = {k:v for k,v in os.environ.items() if k not in ('OMP_WAIT_POLICY', 'OMP_NUM_THREADS', 'D2I_THREADS')}
+    env = {k:v for k,v in os.environ.items() if k not in ('OMP_WAIT_POLICY', 'GOMP_SPINCOUNT', 'OMP_NUM_THREADS', 'D2I_THREADS')}
     env['BENCH_THREADS'] = str(threads)
-    # d2i_lit sets PASSIVE with setdefault on import; ACTIVE here restores the spinning default for the baseline
-    env['OMP_WAIT_POLICY'] = policy
+    # d2i_lit sets PASSIVE with setdefault on import: an empty value stands for "unset" (libgomp treats it as unset)
+    env['OMP_WAIT_POLICY'] = policy if policy in ('PASSIVE', 'ACTIVE') else ''
+    if policy.startswith('spin'): env['GOMP_SPINCOUNT'] = policy[4:]
     out = subprocess.run([sys.executable, '-c', CHILD, str(steps), str(bs)], env=env, capture_output=True, text=True, check=True)
     return float(out.stdout.split()[-1])
 
@@ -46,7 +48,7 @@ if __name__ == '__main__':
     ap = argparse.ArgumentParser()
     ap.add_argument('--steps', type=int, default=12); ap.add_argument('--bs', type=int, default=64)
     a = ap.parse_args()
-    configs = [('ACTIVE', 2), ('PASSIVE', 2), ('ACTIVE', 1), ('PASSIVE', 1)]
+    configs = [('default', 2), ('PASSIVE', 2), ('spin10000', 2), ('default', 1)]
     print(f'shapes tier training step, batch {a.bs}, median of {a.steps} steps; {os.cpu_count()} cores')
     for busy in (False, True):
         hog = subprocess.Popen([sys.executable, '-c', 'while True: pass']) if busy else None
@@ -55,8 +57,8 @@ if __name__ == '__main__':
             res = {c: run(*c, a.steps, a.bs) for c in configs}
         finally:
             if hog: hog.kill(); hog.wait()
-        base = res[('ACTIVE', 2)]
+        base = res[('default', 2)]
         print(f"\n{'one core busy with another process' if busy else 'no competing process'}:")
         for (pol, th), s in res.items():
-            print(f'  {"spinning (torch default)" if pol == "ACTIVE" else "passive (d2i_lit default)":<27} {th} thread(s): '
-                  f'{s*1e3:8.1f} ms/step   ratio vs spinning 2 threads: {s/base:.2f}')
+            name = dict(default='OpenMP default (unset)', PASSIVE='passive (OMP_WAIT_POLICY)').get(pol, f'GOMP_SPINCOUNT={pol[4:]}')
+            print(f'  {name:<27} {th} thread(s): {s*1e3:8.1f} ms/step   ratio vs default 2 threads: {s/base:.2f}')
