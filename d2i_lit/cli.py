@@ -6,7 +6,7 @@
 from __future__ import annotations
 import importlib, os, sys
 from fastcore.imports import IN_NOTEBOOK
-from .core import D2IError, dashes_to_underscores, error_line
+from .core import D2IError, error_line
 
 # %% auto #0
 __all__ = ['SUBCOMMANDS', 'DATA_CORPORA', 'main', 'data_cli']
@@ -49,7 +49,7 @@ def main(argv:list[str]|None=None, # arguments after `d2i`; `None` reads `sys.ar
     name = argv[0]
     try:
         fn = _resolve(name)
-        sys.argv = [f'd2i {name}'] + dashes_to_underscores(argv[1:])
+        sys.argv = [f'd2i {name}'] + argv[1:] # each subcommand parses through core.run_cli, which accepts both spellings
         fn()
     except (D2IError, OSError) as e: # the user's input or machine (a missing file, a full disk): status 2
         print(f'd2i {name}: error: {error_line(e)}', file=sys.stderr)
