@@ -9,10 +9,24 @@ import numpy as np
 import pandas as pd
 from .linearize import STYLES, linearize_many, photo_labels, get_tokenizer
 from .shapeschat import make_record, context_turns, object_mentions
+import json, sys, time
+from pathlib import Path
+import torch
+from fastai.callback.core import Callback
+from torch.utils.data import ConcatDataset, Subset
+from .core import D2IError, atomic_write_json, set_seed, set_threads
+from .shapeschat import load_shapeschat
+from .shapes_text import pretraining_records
+from .datasets import DialogImageDataset, CaptionImageDataset, text_image_dls
+from .backbones import Backbone
+from .metrics import ClassifierFeatureNet
+from .finetune import finetune, ema_weights
+from .experiment import DEFAULT, sample_cell, score_images, fit_newest
 
 # %% auto #0
 __all__ = ['mentions', 'context_survival', 'survival_summary', 'paired_loss_contrast', 'shapes_survival', 'stage_cells',
-           'paired_ci', 'cell_table', 'style_contrasts', 'corpus_interaction']
+           'paired_ci', 'cell_table', 'style_contrasts', 'corpus_interaction', 'EvalEvery', 'curve_dataset',
+           'learning_curve', 'curve_frame']
 
 # %% ../nbs/09c_study.ipynb #08ffa838
 def mentions(label:str, # an object label, lower case ('tin can')
@@ -157,3 +171,81 @@ def corpus_interaction(cells_a:dict, # `stage_cells` of a run pre-trained on one
         m, lo, hi = paired_ci(d)
         out[f'({st} − hash): b − a'] = dict(diff=round(m, 3), lo=round(lo, 3), hi=round(hi, 3), n=len(d))
     return pd.DataFrame(out).T
+
+# %% ../nbs/09c_study.ipynb #f24eda16
+class EvalEvery(Callback):
+    "Evaluate the EMA weights with `fn(step)` every `every` optimizer steps; the results collect in `rows`."
+    order = 80 # after `EMACallback` (40) has averaged this step, before `StopAfter` (90) ends the fit
+    def __init__(self, every:int, fn): self.every, self.fn, self.rows = every, fn, []
+    def after_step(self):
+        if self.learn.opt_step % self.every: return
+        net = self.learn.model; net.eval()
+        with torch.no_grad(), ema_weights(self.learn): self.rows.append(self.fn(self.learn.opt_step))
+        net.train()
+
+# %% ../nbs/09c_study.ipynb #38ac1133
+def _run_settings(run:Path)->dict:
+    f = run/'config.json'
+    if not f.exists(): raise D2IError(f"{run} is not a `d2i demo` run folder (no config.json)")
+    return {**DEFAULT, **json.loads(f.read_text())['settings']}
+
+def curve_dataset(run:Path, # a `d2i demo` run folder with data/ and a pre-trained model
+                  cfg:dict, # its settings
+                  bb, # the pre-trained backbone (its tokenizer applies the budget)
+                  style:str, # linearization style of the dialogs
+                  caption_mix:float=0.0, # share of pre-training texts mixed into the fine-tuning data (replay)
+                  seed:int=0):
+    "The fine-tuning set of `d2i demo` for `style`, with a share `caption_mix` of pre-training (caption, image) pairs mixed in."
+    clip = cfg['text'] == 'clip'
+    ds = DialogImageDataset(load_shapeschat(run/'data'/'train'), style, cfg['size'], tokenizer=bb.tokenizer if clip else None,
+                            max_tokens=cfg['text_budget'] if clip else None)
+    if not caption_mix: return ds
+    if not 0 < caption_mix < 1: raise D2IError(f"caption_mix must be in [0, 1), got {caption_mix}")
+    caps = CaptionImageDataset(pretraining_records(run/'data'/'train', cfg['pretrain_corpus'], seed), cfg['size'])
+    if clip: caps.texts = fit_newest(caps.texts, bb.tokenizer, cfg['text_budget'])
+    n = min(len(caps), round(len(ds) * caption_mix / (1 - caption_mix)))
+    return ConcatDataset([ds, Subset(caps, np.random.default_rng(seed).permutation(len(caps))[:n].tolist())])
+
+# %% ../nbs/09c_study.ipynb #a9c416e0
+def learning_curve(run, # a `d2i demo` run folder whose pre-training stage has finished
+                   style:str='hash', # linearization style fine-tuned on
+                   steps:int=400, # optimizer steps
+                   every:int=40, # evaluate every this many steps (and before the first)
+                   lr:float|None=None, # learning rate; None: the run's `lr_finetune`
+                   bs:int|None=None, # batch size; None: the run's
+                   caption_mix:float=0.0, # share of pre-training pairs in the fine-tuning data
+                   n_test:int|None=None, # evaluate on the first n test dialogs (None: all)
+                   out=None, # JSON file written after every point (atomic); None: nothing written
+                   threads:int|None=None, quiet:bool=False,
+                  )->pd.DataFrame:
+    "Sharer accuracy per dialog pattern and coherence against fine-tuning steps (text encoder frozen), one row per evaluation."
+    run = Path(run); cfg = _run_settings(run); seed = cfg['seed']
+    set_threads(threads); set_seed(seed)
+    bb = Backbone.from_pretrained(run/'train'/'pretrain'/'final')
+    test = load_shapeschat(run/'data'/'test')[:n_test]
+    truths, net = [d.extra['shapes'] for d in test], ClassifierFeatureNet()
+    lr, bs = lr or cfg['lr_finetune'], bs or cfg['bs']
+    meta = dict(run=str(run), style=style, steps=steps, every=every, lr=lr, bs=bs, caption_mix=caption_mix, n_test=len(test),
+                seed=seed, settings=cfg)
+    def evaluate(step):
+        t0 = time.time()
+        imgs = sample_cell(bb, test, style, seed, cfg['sample_steps'], cfg['guidance'])
+        s, per = score_images(imgs, truths, None, net)
+        row = dict(step=step, attr_acc=s['attr_acc'], coherence=s['coherence'], distractor_acc=s['distractor_acc'],
+                   **{p: v['attr_acc'] for p, v in sorted(s['by_pattern'].items())}, seconds=round(time.time() - t0, 1), per_image=per)
+        rows.append(row)
+        if out is not None: atomic_write_json(Path(out), dict(meta, rows=rows), indent=None)
+        if not quiet: print(f"[{style} step {step}] attr_acc {row['attr_acc']:.3f} coherence {row['coherence']:.3f}", file=sys.stderr, flush=True)
+        return row
+    rows = []
+    bb.noise_predictor.eval()
+    with torch.no_grad(): evaluate(0)
+    set_seed(seed)
+    dls = text_image_dls(curve_dataset(run, cfg, bb, style, caption_mix, seed), bs=bs, seed=seed)
+    finetune(bb, dls, steps, lr, ema=cfg['ema'], p_uncond=cfg['p_uncond'], seed=seed, warmup=cfg['warmup'], cache=True,
+             cbs=[EvalEvery(every, evaluate)])
+    return curve_frame(rows)
+
+def curve_frame(rows:list[dict])->pd.DataFrame:
+    "The rows of a learning curve as a table indexed by step (per-image lists left out)."
+    return pd.DataFrame([{k: v for k, v in r.items() if k != 'per_image'} for r in rows]).set_index('step').round(3)
