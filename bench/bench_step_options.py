@@ -3,7 +3,7 @@ baseline measured in the same process, interleaved round by round.
 
     python bench/bench_step_options.py [--rounds 3 --steps 5 --bs 64 --threads 2 --options base seq20 channels_last bf16 fused bs128 compile]
 
-Options: `base` (fp32, word tokens padded to 64, AdamW foreach), `seq20` (the CLIP text side at budget 18: 20 positions),
+Options: `base` (fp32, word tokens padded to 64, AdamW's CPU default: one tensor at a time), `foreach` (AdamW foreach), `seq20` (the CLIP text side at budget 18: 20 positions),
 `channels_last`, `bf16` (CPU autocast), `fused` (fused AdamW), `bs128` (twice the batch: per-sample cost), `compile` (torch.compile
 of the UNet; compile time excluded, printed apart). Prints the median seconds per step, per sample, and the ratio to `base` per
 sample. The step is the plain loop of `bench_finetune.py`: frozen text encoder, x0 loss, clip, optimizer step.
@@ -25,7 +25,8 @@ def make(option):
     net = bb.noise_predictor
     if option == 'channels_last': net.to(memory_format=torch.channels_last)
     params = [p for p in net.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=1e-4, fused=True) if option == 'fused' else torch.optim.AdamW(params, lr=1e-4)
+    kw = dict(fused=True) if option == 'fused' else dict(foreach=True) if option == 'foreach' else {}
+    opt = torch.optim.AdamW(params, lr=1e-4, **kw)
     fwd = torch.compile(net) if option == 'compile' else net
     return bb, net, fwd, opt
 
@@ -46,7 +47,7 @@ if __name__ == '__main__':
     ap = argparse.ArgumentParser()
     ap.add_argument('--rounds', type=int, default=3); ap.add_argument('--steps', type=int, default=5)
     ap.add_argument('--bs', type=int, default=64); ap.add_argument('--threads', type=int, default=2)
-    ap.add_argument('--options', nargs='+', default=['base', 'seq20', 'channels_last', 'bf16', 'fused', 'bs128', 'compile'])
+    ap.add_argument('--options', nargs='+', default=['base', 'seq20', 'channels_last', 'bf16', 'foreach', 'fused', 'bs128', 'compile'])
     a = ap.parse_args()
     set_threads(a.threads); set_seed(0)
     text = '# hi # i once saw a red square # look at my blue circle'
@@ -66,9 +67,11 @@ if __name__ == '__main__':
             t0 = time.perf_counter()
             for _ in range(a.steps): step(*parts, [text]*bs, x, g, o)
             times[o].append((time.perf_counter() - t0)/a.steps)
-    base = statistics.median(times['base'])/a.bs if 'base' in times else None
+    # the ratio of each round is taken against the same round's base, then the median over rounds: load that changes between
+    # rounds cancels, load within a round does not
+    ratio = lambda o: statistics.median((t/runs[o][3])/(b/a.bs) for t, b in zip(times[o], times['base'])) if 'base' in times else float('nan')
     print(f"threads {a.threads}, batch {a.bs}, {a.rounds} rounds x {a.steps} steps (median)")
     print(f"{'option':14} {'s/step':>8} {'ms/sample':>10} {'ratio':>7}")
     for o in a.options:
         bs = runs[o][3]; m = statistics.median(times[o])
-        print(f"{o:14} {m:8.3f} {1000*m/bs:10.2f} {(m/bs)/base if base else float('nan'):7.2f}")
+        print(f"{o:14} {m:8.3f} {1000*m/bs:10.2f} {ratio(o):7.2f}")

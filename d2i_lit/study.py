@@ -10,6 +10,7 @@ import pandas as pd
 from .linearize import STYLES, linearize_many, photo_labels, get_tokenizer
 from .shapeschat import make_record, context_turns, object_mentions
 import json, sys, time
+import matplotlib.pyplot as plt
 from pathlib import Path
 import torch
 from fastai.callback.core import Callback
@@ -24,9 +25,10 @@ from .finetune import finetune, ema_weights
 from .experiment import DEFAULT, sample_cell, score_images, fit_newest
 
 # %% auto #0
-__all__ = ['mentions', 'context_survival', 'survival_summary', 'paired_loss_contrast', 'shapes_survival', 'stage_cells',
-           'paired_ci', 'cell_table', 'style_contrasts', 'corpus_interaction', 'EvalEvery', 'curve_dataset',
-           'learning_curve', 'curve_frame']
+__all__ = ['PER_IMAGE_KEYS', 'mentions', 'context_survival', 'survival_summary', 'paired_loss_contrast', 'shapes_survival',
+           'stage_cells', 'paired_ci', 'cell_table', 'style_contrasts', 'corpus_interaction', 'study_cells',
+           'condition_table', 'pooled_contrasts', 'factor_effect', 'plot_conditions', 'EvalEvery', 'curve_dataset',
+           'learning_curve', 'curve_frame', 'plot_curves']
 
 # %% ../nbs/09c_study.ipynb #08ffa838
 def mentions(label:str, # an object label, lower case ('tin can')
@@ -172,6 +174,108 @@ def corpus_interaction(cells_a:dict, # `stage_cells` of a run pre-trained on one
         out[f'({st} − hash): b − a'] = dict(diff=round(m, 3), lo=round(lo, 3), hi=round(hi, 3), n=len(d))
     return pd.DataFrame(out).T
 
+# %% ../nbs/09c_study.ipynb #35ec5080
+PER_IMAGE_KEYS = ('joint', 'coherent', 'distractor', 'pattern')
+
+def study_cells(runs:dict, # {name: `d2i demo` run folder}
+               )->list[dict]:
+    "One record per finished evaluation cell of `runs`: run name, seed, budget, corpus, model, style, stage and per-image lists."
+    out = []
+    for name, run in runs.items():
+        s = json.loads((Path(run)/'config.json').read_text())['settings']
+        for (model, style, stage), per in stage_cells(run).items():
+            out.append(dict(run=name, seed=s['seed'], budget=s['text_budget'] if s['text'] == 'clip' else None,
+                            corpus=s['pretrain_corpus'], model=model, style=style, stage=stage, **{k: per[k] for k in PER_IMAGE_KEYS}))
+    return out
+
+# %% ../nbs/09c_study.ipynb #4d084c3d
+def _cells_where(cells:list[dict], **kw)->list[dict]: return [c for c in cells if all(c[k] == v for k, v in kw.items())]
+
+def _pool(cells:list[dict], metric:str, patterns=None)->np.ndarray:
+    "The per-image values of `metric` of `cells`, concatenated (images of different seeds are different test dialogs)."
+    keep = lambda c: np.ones(len(c['pattern']), bool) if patterns is None else np.isin(c['pattern'], patterns)
+    return np.concatenate([np.asarray(c[metric], float)[keep(c)] for c in cells]) if cells else np.zeros(0)
+
+def condition_table(cells:list[dict], # from `study_cells`
+                    stage:str='zero_shot', # 'zero_shot' | 'finetuned' | 'caption_oracle'
+                    metric:str='joint', # a per-image key
+                   )->pd.DataFrame:
+    "Per (budget, corpus, style): the mean of `metric` over every seed's images with a 95 % bootstrap interval, and per pattern."
+    rows = []
+    for (b, c, st) in sorted({(x['budget'], x['corpus'], x['style']) for x in cells if x['stage'] == stage}, key=str):
+        sel = _cells_where(cells, budget=b, corpus=c, style=st, stage=stage)
+        v = _pool(sel, metric); m, lo, hi = paired_ci(v)
+        pats = sorted(set(np.concatenate([c_['pattern'] for c_ in sel])) - {''})
+        rows.append(dict(budget=b, corpus=c, style=st, seeds=len(sel), n=len(v), mean=round(m, 3), lo=round(lo, 3), hi=round(hi, 3),
+                         **{p: round(float(_pool(sel, metric, (p,)).mean()), 3) for p in pats}))
+    return pd.DataFrame(rows)
+
+# %% ../nbs/09c_study.ipynb #f5cd4e0d
+def _paired(cells:list[dict], a:dict, b:dict, metric:str, patterns=None)->np.ndarray:
+    "Per-image differences b − a over the seeds where both cells exist (same seed: same test dialogs and noise)."
+    ds = []
+    for seed in sorted({c['seed'] for c in cells}):
+        ca, cb = _cells_where(cells, seed=seed, **a), _cells_where(cells, seed=seed, **b)
+        if len(ca) == 1 and len(cb) == 1: ds.append(_pool(cb, metric, patterns) - _pool(ca, metric, patterns))
+    return np.concatenate(ds) if ds else np.zeros(0)
+
+def pooled_contrasts(cells:list[dict], # from `study_cells`
+                     stage:str='zero_shot', metric:str='joint',
+                     patterns:tuple|None=None, # only these dialog patterns
+                     base:str='hash', # every other style is compared with this one
+                    )->pd.DataFrame:
+    "Per (budget, corpus): each style − `base`, paired by image within each seed and pooled over seeds, with 95 % intervals."
+    rows = []
+    for (b, c) in sorted({(x['budget'], x['corpus']) for x in cells if x['stage'] == stage}, key=str):
+        for st in STYLES:
+            if st == base: continue
+            d = _paired(cells, dict(budget=b, corpus=c, style=base, stage=stage), dict(budget=b, corpus=c, style=st, stage=stage), metric, patterns)
+            if not len(d): continue
+            m, lo, hi = paired_ci(d)
+            rows.append(dict(budget=b, corpus=c, contrast=f'{st} − {base}', diff=round(m, 3), lo=round(lo, 3), hi=round(hi, 3), n=len(d)))
+    return pd.DataFrame(rows)
+
+# %% ../nbs/09c_study.ipynb #c1e4b9f4
+def factor_effect(cells:list[dict], # from `study_cells`
+                  factor:str, # 'corpus' | 'budget' | 'stage'
+                  a, b, # the two levels compared (b − a)
+                  fixed:dict, # the other settings, e.g. dict(budget=18, stage='zero_shot')
+                  metric:str='joint', patterns:tuple|None=None,
+                  base:str|None='hash', # None: the style's own change; a style: the change of (style − base), an interaction
+                 )->pd.DataFrame:
+    "Per style: the change from level `a` to `b` of `factor` (of the style, or of its contrast with `base`), paired by image, pooled over seeds."
+    rows = []
+    for st in STYLES:
+        if st == base: continue
+        da = lambda lvl, s: dict(fixed, **{factor: lvl}, style=s)
+        d = _paired(cells, da(a, st), da(b, st), metric, patterns)
+        if base is not None and len(d): d = d - _paired(cells, da(a, base), da(b, base), metric, patterns)
+        if not len(d): continue
+        m, lo, hi = paired_ci(d)
+        rows.append(dict(style=st if base is None else f'({st} − {base})', change=f'{factor}: {a} → {b}', diff=round(m, 3),
+                         lo=round(lo, 3), hi=round(hi, 3), n=len(d)))
+    return pd.DataFrame(rows)
+
+# %% ../nbs/09c_study.ipynb #ac27102f
+def plot_conditions(cells:list[dict], # from `study_cells`
+                    metric:str='joint', title:str='sharer accuracy (attr_acc)',
+                   ):
+    "Bars per style with 95 % intervals: one panel per (budget, corpus), zero-shot and fine-tuned side by side, caption oracle dashed."
+    conds = sorted({(x['budget'], x['corpus']) for x in cells}, key=str)
+    fig, axs = plt.subplots(1, len(conds), figsize=(3.2*len(conds), 2.8), sharey=True, squeeze=False)
+    for ax, (b, c) in zip(axs[0], conds):
+        for j, stage in enumerate(('zero_shot', 'finetuned')):
+            t = condition_table(_cells_where(cells, budget=b, corpus=c), stage, metric)
+            if t.empty: continue
+            t = t.set_index('style').reindex(STYLES)
+            x = np.arange(len(STYLES)) + (j - 0.5)*0.4
+            ax.bar(x, t['mean'], 0.4, yerr=[t['mean'] - t['lo'], t['hi'] - t['mean']], capsize=2, label=stage)
+        o = condition_table(_cells_where(cells, budget=b, corpus=c), 'caption_oracle', metric)
+        if not o.empty: ax.axhline(o['mean'].iloc[0], color='k', ls='--', lw=1, label='caption oracle')
+        ax.set_xticks(range(len(STYLES)), STYLES); ax.set_title(f'budget {b}, {c}', fontsize=9); ax.set_ylim(0, 1)
+    axs[0][0].set_ylabel(title); axs[0][0].legend(fontsize=7)
+    return fig
+
 # %% ../nbs/09c_study.ipynb #f24eda16
 class EvalEvery(Callback):
     "Evaluate the EMA weights with `fn(step)` every `every` optimizer steps; the results collect in `rows`."
@@ -249,3 +353,19 @@ def learning_curve(run, # a `d2i demo` run folder whose pre-training stage has f
 def curve_frame(rows:list[dict])->pd.DataFrame:
     "The rows of a learning curve as a table indexed by step (per-image lists left out)."
     return pd.DataFrame([{k: v for k, v in r.items() if k != 'per_image'} for r in rows]).set_index('step').round(3)
+
+# %% ../nbs/09c_study.ipynb #0cb3a908
+def plot_curves(curves:dict, # {label: learning-curve JSON record (meta + rows)}
+                patterns:tuple=('all', 'solo', 'sharer_last', 'sharer_first', 'turns_only'),
+                oracle:float|None=None, # the caption oracle's sharer accuracy (dashed)
+               ):
+    "Sharer accuracy against fine-tuning steps, one panel per dialog pattern, one line per curve."
+    fig, axs = plt.subplots(1, len(patterns), figsize=(2.6*len(patterns), 2.6), sharey=True, squeeze=False)
+    for ax, p in zip(axs[0], patterns):
+        for lab, rec in curves.items():
+            rows = rec['rows']
+            ax.plot([r['step'] for r in rows], [r['attr_acc' if p == 'all' else p] for r in rows], marker='.', label=lab)
+        if oracle is not None and p in ('all', 'solo'): ax.axhline(oracle, color='k', ls='--', lw=1)
+        ax.set_title(p, fontsize=9); ax.set_xlabel('fine-tuning step'); ax.set_ylim(0, 1)
+    axs[0][0].set_ylabel('sharer accuracy'); axs[0][0].legend(fontsize=7)
+    return fig
