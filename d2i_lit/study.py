@@ -26,9 +26,8 @@ from .experiment import DEFAULT, sample_cell, score_images, fit_newest
 
 # %% auto #0
 __all__ = ['PER_IMAGE_KEYS', 'mentions', 'context_survival', 'survival_summary', 'paired_loss_contrast', 'shapes_survival',
-           'stage_cells', 'paired_ci', 'cell_table', 'style_contrasts', 'corpus_interaction', 'study_cells',
-           'condition_table', 'pooled_contrasts', 'factor_effect', 'plot_conditions', 'EvalEvery', 'curve_dataset',
-           'learning_curve', 'curve_frame', 'plot_curves']
+           'stage_cells', 'paired_ci', 'study_cells', 'condition_table', 'pooled_contrasts', 'factor_effect',
+           'plot_conditions', 'EvalEvery', 'curve_dataset', 'learning_curve', 'curve_frame', 'plot_curves']
 
 # %% ../nbs/09c_study.ipynb #08ffa838
 def mentions(label:str, # an object label, lower case ('tin can')
@@ -122,7 +121,6 @@ def shapes_survival(n:int=2000, # ShapesChat records
 def stage_cells(run, # a `d2i demo` run folder (finished or not)
                )->dict:
     "(model, style, stage) -> per-image lists (`joint`, `coherent`, `distractor`, `pattern`) of every finished evaluation stage."
-    from d2i_lit.experiment import load_stages
     return {(r['model'], r['style'], r['stage']): rec['per_image'] for rec in load_stages(run) for r in rec['rows'] if rec.get('per_image')}
 
 def paired_ci(d:np.ndarray, # per-image differences
@@ -131,48 +129,6 @@ def paired_ci(d:np.ndarray, # per-image differences
     d = np.asarray(d, float)
     b = d[np.random.default_rng(seed).integers(len(d), size=(n_boot, len(d)))].mean(1)
     return float(d.mean()), *(float(x) for x in np.percentile(b, [2.5, 97.5]))
-
-def cell_table(cells:dict, # from `stage_cells`
-               metric:str='joint', # a per-image key
-              )->pd.DataFrame:
-    "One row per cell: the mean of `metric` overall and per dialog pattern."
-    rows = {}
-    for (model, style, stage), per in cells.items():
-        v, pat = np.asarray(per[metric], float), np.asarray(per['pattern'])
-        rows[f'{stage} {style}'] = {'all': v.mean(), **{p: v[pat == p].mean() for p in sorted(set(pat)) if p}}
-    return pd.DataFrame(rows).T.round(3)
-
-# %% ../nbs/09c_study.ipynb #bfc8aa3f
-def style_contrasts(cells:dict, # from `stage_cells`
-                    stage:str='zero_shot', # 'zero_shot' | 'finetuned'
-                    metric:str='joint',
-                    patterns:tuple|None=None, # only these dialog patterns (None: all)
-                   )->pd.DataFrame:
-    "Each style − `hash` on the same images, with 95 % bootstrap intervals."
-    base = next((v for k,v in cells.items() if k[1] == 'hash' and k[2] == stage), None)
-    if base is None: return pd.DataFrame()
-    keep = np.ones(len(base['pattern']), bool) if patterns is None else np.isin(base['pattern'], patterns)
-    out = {}
-    for (model, style, st), per in cells.items():
-        if st != stage or style == 'hash': continue
-        m, lo, hi = paired_ci((np.asarray(per[metric], float) - np.asarray(base[metric], float))[keep])
-        out[f'{style} − hash'] = dict(diff=round(m, 3), lo=round(lo, 3), hi=round(hi, 3), n=int(keep.sum()))
-    return pd.DataFrame(out).T
-
-# %% ../nbs/09c_study.ipynb #ad14fe95
-def corpus_interaction(cells_a:dict, # `stage_cells` of a run pre-trained on one corpus
-                       cells_b:dict, # of a run with the same seed (same test images and noise) pre-trained on another
-                       stage:str='zero_shot', metric:str='joint',
-                      )->pd.DataFrame:
-    "Per style: (style − hash) in run b minus (style − hash) in run a, paired by image, with 95 % bootstrap intervals."
-    get = lambda cells, st: next((np.asarray(v[metric], float) for k,v in cells.items() if k[1] == st and k[2] == stage), None)
-    out = {}
-    for st in STYLES:
-        if st == 'hash' or get(cells_a, st) is None or get(cells_b, st) is None: continue
-        d = (get(cells_b, st) - get(cells_b, 'hash')) - (get(cells_a, st) - get(cells_a, 'hash'))
-        m, lo, hi = paired_ci(d)
-        out[f'({st} − hash): b − a'] = dict(diff=round(m, 3), lo=round(lo, 3), hi=round(hi, 3), n=len(d))
-    return pd.DataFrame(out).T
 
 # %% ../nbs/09c_study.ipynb #35ec5080
 PER_IMAGE_KEYS = ('joint', 'coherent', 'distractor', 'pattern')
