@@ -4,7 +4,7 @@
 
 # %% ../nbs/00_core.ipynb #3b676405
 from __future__ import annotations
-import argparse, contextlib, fcntl, json, math, os, random, re, shutil, stat, sys, tempfile
+import argparse, contextlib, fcntl, io, json, math, os, random, re, shutil, stat, sys, tempfile
 from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps
@@ -71,6 +71,7 @@ def int_in(lo:int, # smallest allowed value
     conv.__name__ = 'int'
     return conv
 
+# %% ../nbs/00_core.ipynb #a17ef4cf
 def float_in(lo:float, # smallest allowed value
              hi:float|None=None, # largest allowed value; None: no upper bound
              lo_open:bool=False, # exclude `lo` itself (a learning rate must be > 0)
@@ -85,25 +86,27 @@ def float_in(lo:float, # smallest allowed value
     conv.__name__ = 'float'
     return conv
 
+# %% ../nbs/00_core.ipynb #a625f91a
 pos_int = int_in(1)                        # counts, batch sizes, steps
 nonneg_int = int_in(0)                     # seeds, optional counts where 0 means none
 pos_float = float_in(0, lo_open=True)      # learning rates, temperatures
 nonneg_float = float_in(0)                 # guidance scales, weight decay
 unit_float = float_in(0, 1)                # probabilities and fractions
 
-# %% ../nbs/00_core.ipynb #4b244e60
+# %% ../nbs/00_core.ipynb #0812a69b
 def _dashed(msg:str)->str: return re.sub(r'--(\w+)', lambda m: '--' + m[1].replace('_', '-'), msg)
 
 def cli_parser(main, # a function whose parameters are annotated with fastcore `Param`s
                prog:str, # the command as the user types it, e.g. 'd2i generate'
               )->argparse.ArgumentParser:
     "fastcore's `anno_parser` for `main`, whose errors raise `D2IError` instead of printing usage and exiting."
-    from fastcore.script import anno_parser # imported here so that `d2i --help` does not pay for fastcore.script
+    from fastcore.script import anno_parser # local: `d2i --help` imports this module and must not pay for fastcore.script
     p = anno_parser(main, prog=prog)
     def error(msg): raise D2IError(_dashed(msg))
     p.error = error
     return p
 
+# %% ../nbs/00_core.ipynb #30d8f42b
 def _alias(argv:list[str], aliases:dict)->list[str]:
     "`argv` with each old option spelling (`--batch`, `--batch=8`) replaced by its current name."
     def fix(a):
@@ -122,6 +125,7 @@ def run_cli(main, # a function whose parameters are annotated with fastcore `Par
     args.pop('pdb', None); args.pop('xtra', None) # fastcore's own options, not `main`'s
     return main(**args)
 
+# %% ../nbs/00_core.ipynb #0b0ee26a
 def cli_command(main, # a function whose parameters are annotated with fastcore `Param`s
                 prog:str, # the command as the user types it, e.g. 'd2i generate'
                 aliases:dict|None=None, # old option spellings -> current ones
@@ -131,13 +135,14 @@ def cli_command(main, # a function whose parameters are annotated with fastcore 
     cmd.main, cmd.prog, cmd.__doc__ = main, prog, f"`{prog}`: {main.__doc__}"
     return cmd
 
-# %% ../nbs/00_core.ipynb #0812a69b
+# %% ../nbs/00_core.ipynb #cf670bec
 def set_seed(seed:int, # seed for python, numpy and torch
             ):
     "Seed every random number generator this package uses."
-    import torch
+    import torch # local: core stays light (stdlib, numpy, PIL) so that `d2i --help` starts in a fraction of a second
     random.seed(seed); np.random.seed(seed % 2**32); torch.manual_seed(seed) # numpy takes 32-bit seeds, torch 64-bit ones
 
+# %% ../nbs/00_core.ipynb #07447320
 def available_cores()->int:
     "CPU cores this process may run on (its affinity mask, which containers and `taskset` narrow), not the machine's count."
     return len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else (os.cpu_count() or 1)
@@ -145,12 +150,12 @@ def available_cores()->int:
 def set_threads(n:int|None=None, # intra-op threads; `None` reads `D2I_THREADS`, else the cores available to this process
                )->int:
     "Pin torch's CPU thread count (two cores are easily oversubscribed) and return it."
-    import torch
+    import torch # local: as in `set_seed`
     n = n or int(os.environ.get('D2I_THREADS', 0) or 0) or available_cores()
     torch.set_num_threads(n)
     return torch.get_num_threads()
 
-# %% ../nbs/00_core.ipynb #87842c18
+# %% ../nbs/00_core.ipynb #237318a9
 def _umask()->int:
     m = os.umask(0); os.umask(m); return m
 
@@ -171,19 +176,21 @@ def atomic_write(path:str|Path, # destination file
         raise
     return path
 
+# %% ../nbs/00_core.ipynb #edb7eb84
 def atomic_write_json(path:str|Path, obj, indent:int|None=2)->Path:
     "Write `obj` as JSON atomically."
     return atomic_write(path, json.dumps(obj, indent=indent) + '\n')
 
+# %% ../nbs/00_core.ipynb #c3eb0b78
 def atomic_save_image(img, # a PIL image
                       path:str|Path, # destination; PNG unless the suffix says otherwise
                      )->Path:
     "Save a PIL image atomically (PNG by default: lossless, so metrics see what the model made)."
-    import io
     path = Path(path); buf = io.BytesIO()
     img.save(buf, format=(path.suffix[1:] or 'png').upper().replace('JPG', 'JPEG'))
     return atomic_write(path, buf.getvalue())
 
+# %% ../nbs/00_core.ipynb #c40ccf5e
 @contextlib.contextmanager
 def atomic_dir(path:str|Path, # destination folder, replaced as a whole
               ):
@@ -202,7 +209,7 @@ def atomic_dir(path:str|Path, # destination folder, replaced as a whole
         shutil.rmtree(tmp, ignore_errors=True)
         raise
 
-# %% ../nbs/00_core.ipynb #6381e17f
+# %% ../nbs/00_core.ipynb #35bac91c
 def make_out_dir(path:str|Path, # an output folder, created if missing
                 )->Path:
     "Create the output folder `path`, or raise a one-line `D2IError` saying why it cannot be one."
@@ -213,10 +220,12 @@ def make_out_dir(path:str|Path, # an output folder, created if missing
     if not os.access(path, os.W_OK | os.X_OK): raise D2IError(f"cannot write into the output folder {path}: permission denied")
     return path
 
+# %% ../nbs/00_core.ipynb #c208dcf8
 def launcher_rank()->int:
     "This process's rank as torchrun or accelerate launched it (`RANK`), 0 when not launched: known before any process group exists."
     return int(os.environ.get('RANK', 0) or 0)
 
+# %% ../nbs/00_core.ipynb #51448f22
 @contextlib.contextmanager
 def run_lock(folder:str|Path, # the run folder to hold
             ):

@@ -11,9 +11,9 @@ from urllib.parse import urlsplit, unquote
 from .core import D2IError, asset_path
 
 # %% auto #0
-__all__ = ['IMAGE_EXTS', 'EMOJI_MODES', 'Turn', 'Dialog', 'DataError', 'norm_ws', 'parse_record', 'photochat_files',
-           'read_records', 'url_stem', 'photo_stem', 'pair_image', 'emoji_text', 'parse_session', 'read_sessions',
-           'is_mmdialog_file', 'DialogList', 'load_photochat', 'load_mmdialog', 'load_sample']
+__all__ = ['IMAGE_EXTS', 'EMOJI_MODES', 'Turn', 'Dialog', 'merge_turns', 'DataError', 'norm_ws', 'parse_record',
+           'photochat_files', 'read_records', 'url_stem', 'photo_stem', 'pair_image', 'emoji_text', 'parse_session',
+           'read_sessions', 'is_mmdialog_file', 'DialogList', 'load_photochat', 'load_mmdialog', 'load_sample']
 
 # %% ../nbs/01_data.ipynb #3cc418fd
 @dataclass
@@ -36,6 +36,18 @@ class Dialog:
     source: str = '' # the file the record came from
     index: int = -1 # the record's index in that file
 
+# %% ../nbs/01_data.ipynb #de868a0e
+def merge_turns(turns, # (speaker, text) pairs or `Turn`s, oldest first, texts already whitespace-normalized
+               )->list[Turn]:
+    "New `Turn`s in which consecutive texts of one speaker are joined by one space; empty texts are left out."
+    out = []
+    for t in turns:
+        speaker, text = (t.speaker, t.text) if isinstance(t, Turn) else t
+        if not text: continue
+        if out and out[-1].speaker == speaker: out[-1] = Turn(speaker, out[-1].text + ' ' + text)
+        else: out.append(Turn(speaker, text))
+    return out
+
 # %% ../nbs/01_data.ipynb #da852192
 class DataError(D2IError):
     "A bad PhotoChat file or record; the message is one line naming file, record index, `dialogue_id` and field."
@@ -47,7 +59,7 @@ class DataError(D2IError):
         if fld is not None: where.append(f'field {fld!r}')
         super().__init__(' '.join(f'{w}:' for w in where) + ' ' + ' '.join(str(msg).split()))
 
-# %% ../nbs/01_data.ipynb #3cad1782
+# %% ../nbs/01_data.ipynb #226b6e8a
 _FIELDS = ('dialogue', 'dialogue_id', 'photo_description', 'photo_url') # required; `photo_id` is optional (older release)
 _KNOWN = _FIELDS + ('photo_id',)
 _BAD_UTF8 = re.compile('[\udc80-\udcff]') # bytes that were not UTF-8, as `surrogateescape` decodes them
@@ -63,14 +75,11 @@ def norm_ws(s:str, # a message
     "Strip `s` and collapse internal runs of whitespace to one space."
     return ' '.join(s.split())
 
+# %% ../nbs/01_data.ipynb #f41dcf85
 def _tname(x): return 'null' if x is None else type(x).__name__
 
-def parse_record(rec, # one element of a PhotoChat file's list
-                 source:str='', # the file, for messages
-                 index:int=-1, # the record's index in the file, for messages
-                )->Dialog:
-    "Validate one PhotoChat record and turn it into a `Dialog`; raise `DataError` naming the bad field."
-    def err(msg, fld=None, did=None): return DataError(source, msg, index, did, fld)
+def _check_record(rec, err)->int|str:
+    "Check a record's own fields (not its messages); return its `dialogue_id`."
     if not isinstance(rec, dict): raise err(f'record must be a JSON object, got {_tname(rec)}')
     did = rec.get('dialogue_id')
     if not isinstance(did, (int,str)) or isinstance(did, bool): did = None  # unreadable: named as missing/wrong below
@@ -84,25 +93,42 @@ def parse_record(rec, # one element of a PhotoChat file's list
     dlg = rec['dialogue']
     if not isinstance(dlg, list): raise err(f'must be a list, got {_tname(dlg)}', 'dialogue', did)
     if not dlg: raise err('empty dialogue', 'dialogue', did)
-    turns, share = [], None
+    return did
+
+def _check_message(m, f:str, err, did)->tuple[str,bool,int]:
+    "Check one message of `dialogue` (`f` names it); return its (message, share_photo, user_id)."
+    if not isinstance(m, dict): raise err(f'must be an object, got {_tname(m)}', f, did)
+    for k in ('message', 'share_photo', 'user_id'):
+        if k not in m: raise err('missing field', f'{f}.{k}', did)
+    msg, sp, uid = m['message'], m['share_photo'], m['user_id']
+    if not isinstance(msg, str): raise err(f'must be a string, got {_tname(msg)}', f'{f}.message', did)
+    if (why := _text_problem(msg)): raise err(why, f'{f}.message', did)
+    if not isinstance(sp, bool): raise err(f'must be true or false, got {_tname(sp)}', f'{f}.share_photo', did)
+    if not isinstance(uid, int) or isinstance(uid, bool) or uid not in (0,1):
+        raise err(f'user_id must be 0 or 1, got {uid!r}', f'{f}.user_id', did)
+    return msg, sp, uid
+
+def _context_messages(dlg:list, err, did)->tuple[list[tuple[int,str]], int, int]:
+    "Check every message; return the (user_id, normalized text) pairs before the first share, the share's index and the sharer."
+    said, share, sharer = [], None, None
     for j,m in enumerate(dlg):
-        f = f'dialogue[{j}]'
-        if not isinstance(m, dict): raise err(f'must be an object, got {_tname(m)}', f, did)
-        for k in ('message', 'share_photo', 'user_id'):
-            if k not in m: raise err('missing field', f'{f}.{k}', did)
-        msg, sp, uid = m['message'], m['share_photo'], m['user_id']
-        if not isinstance(msg, str): raise err(f'must be a string, got {_tname(msg)}', f'{f}.message', did)
-        if (why := _text_problem(msg)): raise err(why, f'{f}.message', did)
-        if not isinstance(sp, bool): raise err(f'must be true or false, got {_tname(sp)}', f'{f}.share_photo', did)
-        if not isinstance(uid, int) or isinstance(uid, bool) or uid not in (0,1):
-            raise err(f'user_id must be 0 or 1, got {uid!r}', f'{f}.user_id', did)
+        msg, sp, uid = _check_message(m, f'dialogue[{j}]', err, did)
         if share is not None: continue  # after the share: validated, not context
-        if sp: share = j; sharer = uid; continue
-        text = norm_ws(msg)
-        if not text: continue
-        if turns and turns[-1].speaker == uid: turns[-1].text += ' ' + text
-        else: turns.append(Turn(uid, text))
+        if sp: share, sharer = j, uid
+        else: said.append((uid, norm_ws(msg)))
     if share is None: raise err('no share_photo entry: no photo is shared in this dialogue', 'dialogue', did)
+    return said, share, sharer
+
+# %% ../nbs/01_data.ipynb #595c0f50
+def parse_record(rec, # one element of a PhotoChat file's list
+                 source:str='', # the file, for messages
+                 index:int=-1, # the record's index in the file, for messages
+                )->Dialog:
+    "Validate one PhotoChat record and turn it into a `Dialog`; raise `DataError` naming the bad field."
+    def err(msg, fld=None, did=None): return DataError(source, msg, index, did, fld)
+    did = _check_record(rec, err)
+    said, share, sharer = _context_messages(rec['dialogue'], err, did)
+    turns = merge_turns(said)  # empty messages were normalized to '' and are left out before merging
     if not turns: raise err(f'empty context: the photo is shared at dialogue[{share}] before any message', 'dialogue', did)
     extra = {k:v for k,v in rec.items() if k not in _KNOWN}
     return Dialog(did, turns, sharer, rec['photo_description'], rec['photo_url'], rec.get('photo_id', ''),
@@ -182,6 +208,7 @@ def photo_stem(photo_id:str, # a record's `photo_id` ('' in the older release)
     s = photo_id.rsplit('/', 1)[-1] if photo_id else ''
     return s if s and _SAFE_STEM.match(s) else url_stem(photo_url)
 
+# %% ../nbs/01_data.ipynb #8b980842
 def _image_names(folder:Path, listing:dict)->dict:
     "Stem -> image file names in `folder` (any-case `IMAGE_EXTS`, preferred first); listed once per folder into `listing`."
     if folder not in listing:
@@ -221,16 +248,43 @@ def emoji_text(text:str, # an MMDialog message
     if emoji == 'keep': return norm_ws(text)
     return norm_ws(_EMOJI.sub(lambda m: ' ' + (m[1].replace('_', ' ') if emoji == 'words' else '') + ' ', text))
 
-# %% ../nbs/01_data.ipynb #4c2ce3be
+# %% ../nbs/01_data.ipynb #7e3ccde8
 _MM_DROP = ('conversation', 'negative_candidate_media_keys', 'negative_candidate_texts') # not copied to `extra` (999 candidates each)
 _MEDIA_KEY = re.compile(r'^-?[\w][\w.\-]*$')
 
-def _add_text(turns:list[Turn], speaker:int, text:str):
-    "Append `text` as a turn of `speaker`, merged into the last turn if it is the same speaker's (new `Turn`s: contexts share lists)."
-    if not text: return
-    if turns and turns[-1].speaker == speaker: turns[-1] = Turn(speaker, turns[-1].text + ' ' + text)
-    else: turns.append(Turn(speaker, text))
+def _session_id(sess, index:int, conversation_id, err):
+    "The session's id (its `conversation_id`, else the file's key, else `index`), checked."
+    if not isinstance(sess, dict): raise err(f'session must be a JSON object, got {_tname(sess)}')
+    cid = sess.get('conversation_id', conversation_id if conversation_id is not None else index)
+    if not isinstance(cid, (int, str)) or isinstance(cid, bool):
+        raise err(f'must be an int or a string, got {_tname(cid)}', 'conversation_id')
+    return cid
 
+def _conversation(sess:dict, err)->list:
+    "The session's `conversation` list, checked."
+    if 'conversation' not in sess: raise err('missing field', 'conversation')
+    if not isinstance(conv := sess['conversation'], list): raise err(f'must be a list, got {_tname(conv)}', 'conversation')
+    return conv
+
+def _turn_item(item, fk:str, err)->tuple[str,str]:
+    "Check one item of a turn (`fk` names it); return its kind ('__TEXT__' or '__MEDIA__') and value."
+    if not isinstance(item, dict): raise err(f'must be an object, got {_tname(item)}', fk)
+    kinds = [x for x in ('__TEXT__', '__MEDIA__') if x in item]
+    if len(kinds) != 1: raise err(f'must hold exactly one of __TEXT__ and __MEDIA__, has keys {sorted(item)}', fk)
+    v = item[kinds[0]]
+    if not isinstance(v, str): raise err(f'must be a string, got {_tname(v)}', f'{fk}.{kinds[0]}')
+    if (why := _text_problem(v)): raise err(why, f'{fk}.{kinds[0]}')
+    if kinds[0] == '__MEDIA__' and not _MEDIA_KEY.match(v): raise err(f'not a media key: {v!r}', f'{fk}.__MEDIA__')
+    return kinds[0], v
+
+def _turn_items(t, f:str, err)->list:
+    "Check one turn of `conversation` (`f` names it); return its items."
+    if not isinstance(t, dict): raise err(f'must be an object, got {_tname(t)}', f)
+    if 'turn' not in t: raise err('missing field', f'{f}.turn')
+    if not isinstance(t['turn'], list): raise err(f"must be a list, got {_tname(t['turn'])}", f'{f}.turn')
+    return t['turn']
+
+# %% ../nbs/01_data.ipynb #646bcd85
 def parse_session(sess, # one MMDialog session: {"conversation": [{"turn": [...]}, ...], ...}
                   source:str='', # the file, for messages
                   index:int=-1, # the session's position in the file, for messages
@@ -238,44 +292,28 @@ def parse_session(sess, # one MMDialog session: {"conversation": [{"turn": [...]
                   emoji:str='words', # see `emoji_text`
                  )->tuple[list[Dialog], list[str]]:
     "One `Dialog` per shared image of a session, and the media keys of images with no text before them; `DataError` naming the bad field."
+    cid = None  # messages name the id once it is known to be valid
     def err(msg, fld=None): return DataError(source, msg, index, cid, fld, id_name='conversation_id')
-    cid = None
-    if not isinstance(sess, dict): raise err(f'session must be a JSON object, got {_tname(sess)}')
-    cid = sess.get('conversation_id', conversation_id if conversation_id is not None else index)
-    if not isinstance(cid, (int, str)) or isinstance(cid, bool):
-        bad, cid = cid, None; raise err(f'must be an int or a string, got {_tname(bad)}', 'conversation_id')
-    if 'conversation' not in sess: raise err('missing field', 'conversation')
-    conv = sess['conversation']
-    if not isinstance(conv, list): raise err(f'must be a list, got {_tname(conv)}', 'conversation')
+    cid = _session_id(sess, index, conversation_id, err)
+    conv = _conversation(sess, err)
     extra = {k:v for k,v in sess.items() if k not in _MM_DROP}
     context, dialogs, no_context = [], [], []
     for j,t in enumerate(conv):
-        f, speaker = f'conversation[{j}]', j % 2
-        if not isinstance(t, dict): raise err(f'must be an object, got {_tname(t)}', f)
-        if 'turn' not in t: raise err('missing field', f'{f}.turn')
-        if not isinstance(t['turn'], list): raise err(f"must be a list, got {_tname(t['turn'])}", f'{f}.turn')
-        said = []  # this turn's text so far
-        for k,item in enumerate(t['turn']):
-            fk = f'{f}.turn[{k}]'
-            if not isinstance(item, dict): raise err(f'must be an object, got {_tname(item)}', fk)
-            kinds = [x for x in ('__TEXT__', '__MEDIA__') if x in item]
-            if len(kinds) != 1: raise err(f'must hold exactly one of __TEXT__ and __MEDIA__, has keys {sorted(item)}', fk)
-            v = item[kinds[0]]
-            if not isinstance(v, str): raise err(f'must be a string, got {_tname(v)}', f'{fk}.{kinds[0]}')
-            if (why := _text_problem(v)): raise err(why, f'{fk}.{kinds[0]}')
-            if kinds[0] == '__TEXT__':
+        f, speaker, said = f'conversation[{j}]', j % 2, []  # `said`: this turn's text so far
+        for k,item in enumerate(_turn_items(t, f, err)):
+            kind, v = _turn_item(item, f'{f}.turn[{k}]', err)
+            if kind == '__TEXT__':
                 if x := emoji_text(v, emoji): said.append(x)
                 continue
-            if not _MEDIA_KEY.match(v): raise err(f'not a media key: {v!r}', f'{fk}.__MEDIA__')
-            ctx = list(context); _add_text(ctx, speaker, ' '.join(said))
+            ctx = merge_turns([*context, (speaker, ' '.join(said))])
             if not ctx: no_context.append(v); continue
             dialogs.append(Dialog(f'{cid}_{len(dialogs) + len(no_context)}', ctx, speaker, '', '', v,
                                   extra={**extra, 'conversation_id': cid, 'turn': j, 'media_key': v},
                                   source=str(source), index=index))
-        _add_text(context, speaker, ' '.join(said))
+        context = merge_turns([*context, (speaker, ' '.join(said))])
     return dialogs, no_context
 
-# %% ../nbs/01_data.ipynb #f9bdb964
+# %% ../nbs/01_data.ipynb #13bb3cc1
 def read_sessions(path:Path, # an MMDialog conversations.json
                  )->list[tuple]:
     "(position, session, id from the file's keys or None) for each session of a JSON list, a JSON object of sessions, one session, or JSON lines."
@@ -301,6 +339,7 @@ def read_sessions(path:Path, # an MMDialog conversations.json
         return [(i, s, k) for i,(k,s) in enumerate(obj.items())]
     raise DataError(path, f'top level must be a list or an object of sessions, got {_tname(obj)}')
 
+# %% ../nbs/01_data.ipynb #ad6808b5
 def is_mmdialog_file(path:Path)->bool:
     "Whether `path` is an MMDialog file: named conversations.json, or its start has a `conversation` key and no PhotoChat `dialogue`."
     if Path(path).name == 'conversations.json': return True
@@ -309,7 +348,7 @@ def is_mmdialog_file(path:Path)->bool:
     except OSError: return False
     return b'"conversation"' in head and b'"dialogue"' not in head
 
-# %% ../nbs/01_data.ipynb #c78abcb1
+# %% ../nbs/01_data.ipynb #e3a37830
 class DialogList(list):
     "The `Dialog`s loaded by `load_photochat`, with what was skipped and which photos were missing."
     def __init__(self, items=(), skipped=None, missing_images=None, images_dir=None, no_context=None):
@@ -330,6 +369,7 @@ class DialogList(list):
             s += f' in {self.images_dir}' if self.images_dir is not None else ' beside their files'
         return s
 
+# %% ../nbs/01_data.ipynb #e3d19920
 def _load_mmdialog_file(f:Path, out:DialogList, on_error:str, images_dir:Path|None, emoji:str, listing:dict):
     "Append the `Dialog`s of MMDialog file `f` to `out`, paired with `<media key>.jpg` in `images_dir` (default: beside `f`)."
     out.paired = True
@@ -350,6 +390,22 @@ def _load_mmdialog_file(f:Path, out:DialogList, on_error:str, images_dir:Path|No
             if d.image_path is None: out.missing_images.append((d.dialogue_id, d.photo_id))
             out.append(d)
 
+def _load_photochat_file(f:Path, out:DialogList, on_error:str, images_dir:Path|None, listing:dict):
+    "Append the `Dialog`s of PhotoChat file `f` to `out`, paired with their photos in `images_dir` when given."
+    try: recs = read_records(f)
+    except DataError as e:
+        if on_error == 'raise': raise
+        out.skipped.append(e); return
+    for i,r in enumerate(recs):
+        try: d = parse_record(r, str(f), i)
+        except DataError as e:
+            if on_error == 'raise': raise
+            out.skipped.append(e); continue
+        if images_dir is not None:
+            d.image_path = pair_image(d.photo_id, images_dir, d.photo_url, listing)
+            if d.image_path is None: out.missing_images.append((d.dialogue_id, d.photo_id or d.photo_url))
+        out.append(d)
+
 def load_photochat(paths, # a PhotoChat JSON file, a folder of them, or a list of files and folders (MMDialog conversations.json too)
                    on_error:str='raise', # 'raise': the first bad record raises `DataError`; 'skip': leave it out and report it
                    images_dir:str|Path|None=None, # folder of photos to pair with records (see `pair_image`); MMDialog: default beside its file
@@ -362,24 +418,12 @@ def load_photochat(paths, # a PhotoChat JSON file, a folder of them, or a list o
         if not images_dir.is_dir(): raise DataError(images_dir, 'images folder does not exist')
     out, listing = DialogList(images_dir=images_dir), {}
     for f in photochat_files(paths):
-        if is_mmdialog_file(f):
-            _load_mmdialog_file(f, out, on_error, images_dir, emoji, listing); continue
-        try: recs = read_records(f)
-        except DataError as e:
-            if on_error == 'raise': raise
-            out.skipped.append(e); continue
-        for i,r in enumerate(recs):
-            try: d = parse_record(r, str(f), i)
-            except DataError as e:
-                if on_error == 'raise': raise
-                out.skipped.append(e); continue
-            if images_dir is not None:
-                d.image_path = pair_image(d.photo_id, images_dir, d.photo_url, listing)
-                if d.image_path is None: out.missing_images.append((d.dialogue_id, d.photo_id or d.photo_url))
-            out.append(d)
+        if is_mmdialog_file(f): _load_mmdialog_file(f, out, on_error, images_dir, emoji, listing)
+        else: _load_photochat_file(f, out, on_error, images_dir, listing)
     if out.skipped or out.missing_images: warnings.warn(out.summary, stacklevel=2)
     return out
 
+# %% ../nbs/01_data.ipynb #fc2799dd
 def load_mmdialog(paths, # an MMDialog conversations.json, a split folder, the dataset folder, or a list of them
                   on_error:str='raise', # 'raise' or 'skip', as in `load_photochat`
                   images_dir:str|Path|None=None, # where the `<media key>.jpg` images are; None: beside each conversations.json
@@ -388,6 +432,7 @@ def load_mmdialog(paths, # an MMDialog conversations.json, a split folder, the d
     "One `Dialog` per shared image of MMDialog sessions (see `parse_session`), paired with its image."
     return load_photochat(paths, on_error, images_dir, emoji)
 
+# %% ../nbs/01_data.ipynb #0415c88d
 def load_sample()->DialogList:
     "The bundled sample: the first 207 dialogs of PhotoChat's test split (see `d2i_lit/assets/ATTRIBUTION.md`)."
     return load_photochat(asset_path('photochat_test_00_first207.json'))

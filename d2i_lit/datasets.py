@@ -5,6 +5,7 @@
 # %% ../nbs/04_datasets.ipynb #1e8960ca
 from __future__ import annotations
 import json, os, random, warnings
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 import numpy as np
@@ -13,13 +14,18 @@ from PIL import Image
 from torch.utils.data import Dataset
 from fastai.data.core import DataLoaders
 from fastai.data.load import DataLoader
+from fastprogress.fastprogress import progress_bar
 from .core import D2IError, ImageError, open_image
 from .data import Dialog
 from .linearize import linearize, linearize_many, STYLES
+from .shapeschat import read_captions
 
 # %% auto #0
-__all__ = ['BAD_IMAGE_MODES', 'load_image', 'check_images', 'DialogImageDataset', 'read_captions', 'CaptionImageDataset',
-           'collate_text_image', 'text_image_dls']
+__all__ = ['BAD_IMAGE_MODES', 'load_image', 'check_images', 'DialogImageDataset', 'CaptionImageDataset', 'collate_text_image',
+           'text_image_dls', 'read_captions']
+
+# %% ../nbs/04_datasets.ipynb #ff7fe39a
+_all_ = ['read_captions'] # defined in `shapeschat`, beside the writer of captions.jsonl; still importable from here
 
 # %% ../nbs/04_datasets.ipynb #68c36644
 def load_image(path:str|Path, # an image file
@@ -35,8 +41,8 @@ def load_image(path:str|Path, # an image file
     x = torch.from_numpy(np.asarray(im, dtype=np.uint8).copy()).permute(2, 0, 1).float()
     return x/127.5 - 1
 
-# %% ../nbs/04_datasets.ipynb #880cf211
-BAD_IMAGE_MODES = ('skip', 'error')
+# %% ../nbs/04_datasets.ipynb #6f86d240
+BAD_IMAGE_MODES = ('skip', 'error') # what a dataset does with an unreadable image: leave its item out, or raise
 
 def check_images(paths:list, # image files (None: no file)
                  size:int, # model resolution
@@ -54,11 +60,10 @@ def check_images(paths:list, # image files (None: no file)
     with ThreadPoolExecutor(threads) as ex:
         it = ex.map(one, paths)
         if progress or (progress is None and len(paths) > 1000):
-            from fastprogress.fastprogress import progress_bar
             it = progress_bar(it, total=len(paths), leave=False); it.comment = 'checking images' # the console bar takes no `comment=`
         return list(it)
 
-# %% ../nbs/04_datasets.ipynb #a56fd460
+# %% ../nbs/04_datasets.ipynb #f29a3be5
 class _SkippingDataset(Dataset):
     "Shared part of the pair datasets: up-front image check, `skip`/`error` for unusable images, cache, report."
     def _setup_images(self, paths:list, what:list, size:int, cache, on_bad_image:str, check:bool, threads):
@@ -92,7 +97,6 @@ class _SkippingDataset(Dataset):
         "One line: pairs kept, pairs skipped and why, the first skipped file."
         s = f'{len(self)} pairs, {len(self.skipped)} skipped'
         if self.skipped:
-            from collections import Counter
             why = Counter('no paired image' if d['image'] is None else 'unreadable image' for d in self.skipped)
             s += ' (' + ', '.join(f'{k}: {v}' for k,v in why.items()) + f"; first: {self.skipped[0]['item']}: {self.skipped[0]['error']})"
         return s
@@ -146,24 +150,7 @@ class DialogImageDataset(_SkippingDataset):
     def _path(self, i): return self.dialogs[i].image_path
     def _what(self, i): return _describe(self.dialogs[i])
 
-# %% ../nbs/04_datasets.ipynb #4d48891d
-def read_captions(path:str|Path, # a captions.jsonl file
-                 )->list[dict]:
-    "The records of a captions.jsonl file, image paths made absolute; one-line errors naming file, line and field."
-    path = Path(path)
-    try: lines = path.read_text(encoding='utf-8').splitlines()
-    except (OSError, UnicodeDecodeError) as e: raise D2IError(f'{path}: cannot read ({e})') from None
-    recs = []
-    for k,l in enumerate(lines, 1):
-        if not l.strip(): continue
-        try: r = json.loads(l)
-        except ValueError as e: raise D2IError(f'{path}: line {k}: invalid JSON ({e})') from None
-        for f in ('caption', 'image'):
-            if not isinstance(r, dict) or not isinstance(r.get(f), str):
-                raise D2IError(f'{path}: line {k}: field {f!r} must be a string')
-        recs.append({**r, 'image': str(path.parent/r['image'])})
-    return recs
-
+# %% ../nbs/04_datasets.ipynb #ddad629f
 class CaptionImageDataset(_SkippingDataset):
     "Items (caption, image FloatTensor[3, size, size] in [-1, 1]); unreadable images skipped (`.skipped`) or refused."
     def __init__(self, source:str|Path|list[dict], # a captions.jsonl file, or records with 'caption' and 'image' (a path)
@@ -186,12 +173,13 @@ class CaptionImageDataset(_SkippingDataset):
     def _path(self, i): return self.records[i]['image']
     def _what(self, i): return f'{self._src}: image {self.records[i]["image"]}'
 
-# %% ../nbs/04_datasets.ipynb #01287a08
+# %% ../nbs/04_datasets.ipynb #fd36105e
 def collate_text_image(items:list[tuple[str, torch.Tensor]])->tuple[list[str], torch.Tensor]:
     "A batch of (text, image) items as (list of texts, stacked images)."
     texts, imgs = zip(*items)
     return list(texts), torch.stack(imgs)
 
+# %% ../nbs/04_datasets.ipynb #6049a802
 def text_image_dls(train_ds:Dataset, # items (text, image)
                    valid_ds:Dataset|None=None, # items (text, image); None: an empty validation set
                    bs:int=64, # batch size

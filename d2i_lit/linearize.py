@@ -9,7 +9,8 @@ from pathlib import Path
 from typing import NamedTuple
 from fastcore.script import Param, store_true
 from .core import D2IError, asset_path, cli_command, int_in, load_pretrained
-from .data import Turn, Dialog, DataError, load_photochat, load_sample
+from tokenizers import Tokenizer
+from .data import Turn, Dialog, DataError, load_photochat, load_sample, merge_turns, norm_ws
 
 # %% auto #0
 __all__ = ['STYLES', 'MARKERS', 'TOPICS', 'linearize_cli', 'dialog_turns', 'turn_pieces', 'linearize', 'clip_bpe',
@@ -18,25 +19,24 @@ __all__ = ['STYLES', 'MARKERS', 'TOPICS', 'linearize_cli', 'dialog_turns', 'turn
 
 # %% ../nbs/02_linearize.ipynb #cd765fd6
 STYLES = ('hash', 'per', 'ab', 'plain')
-MARKERS = {'hash': ('#', '#'), 'per': ('[PER1]', '[PER2]'), 'ab': ('A:', 'B:'), 'plain': ('', '')}
+MARKERS = {'hash': ('#', '#'), 'per': ('[PER1]', '[PER2]'), 'ab': ('A:', 'B:'), 'plain': ('', '')} # style -> (speaker 0's, speaker 1's) marker
 
 def _check_style(style):
     if style not in STYLES: raise D2IError(f"unknown linearization style {style!r}; choose from {', '.join(STYLES)}")
 
+# %% ../nbs/02_linearize.ipynb #1c5656f8
 def dialog_turns(dialog, # a `Dialog`, a list of `Turn`s, or a list of (speaker, text) pairs
                 )->list[Turn]:
     "The turns of `dialog` as the loader makes them: texts whitespace-normalized, empty ones left out, consecutive same-speaker messages merged."
     if isinstance(dialog, Dialog): return dialog.turns  # the loader has normalized them already
-    out = []
+    said = []
     for t in dialog:
         spk, text = (t.speaker, t.text) if isinstance(t, Turn) else t
         if isinstance(spk, bool) or spk not in (0, 1): raise D2IError(f'turn speaker must be 0 or 1, got {spk!r}')
-        text = ' '.join(str(text).split())
-        if not text: continue
-        if out and out[-1].speaker == spk: out[-1] = Turn(spk, out[-1].text + ' ' + text)
-        else: out.append(Turn(spk, text))
-    return out
+        said.append((spk, norm_ws(str(text))))
+    return merge_turns(said)
 
+# %% ../nbs/02_linearize.ipynb #a31f61c1
 def turn_pieces(dialog, # a `Dialog`, a list of `Turn`s, or a list of (speaker, text) pairs
                 style:str='hash', # one of `STYLES`
                )->list[str]:
@@ -46,13 +46,14 @@ def turn_pieces(dialog, # a `Dialog`, a list of `Turn`s, or a list of (speaker, 
 
 def _pieces(turns, m): return [f'{m[t.speaker]} {t.text}' if m[t.speaker] else t.text for t in turns]
 
+# %% ../nbs/02_linearize.ipynb #ce1ff7e4
 def linearize(dialog, # a `Dialog`, a list of `Turn`s, or a list of (speaker, text) pairs
               style:str='hash', # one of `STYLES`
              )->str:
     "The dialog's context as one text in `style`."
     return ' '.join(turn_pieces(dialog, style))
 
-# %% ../nbs/02_linearize.ipynb #1ac383d6
+# %% ../nbs/02_linearize.ipynb #80090e8e
 def _bytes_to_unicode()->dict[int,str]:
     "OpenAI's map from bytes to printable characters (as in CLIP's and GPT-2's BPE)."
     bs = list(range(ord('!'), ord('~')+1)) + list(range(ord('¡'), ord('¬')+1)) + list(range(ord('®'), ord('ÿ')+1))
@@ -69,21 +70,22 @@ def clip_bpe()->tuple[dict[str,int], list[tuple[str,str]]]:
     vocab = chars + [c+'</w>' for c in chars] + [''.join(m) for m in merges] + ['<|startoftext|>', '<|endoftext|>']
     return {t:i for i,t in enumerate(vocab)}, merges
 
+# %% ../nbs/02_linearize.ipynb #d59aacef
 @functools.lru_cache(maxsize=None)
 def clip_tokenizer():
     "The real CLIP tokenizer (49,408 tokens, 77 positions), a transformers fast tokenizer built offline and cached."
-    from transformers import CLIPTokenizerFast
+    from transformers import CLIPTokenizerFast # local: importing transformers costs seconds, and `d2i linearize` without a budget or `d2i data` never need it
     vocab, merges = clip_bpe()
     return CLIPTokenizerFast(vocab=vocab, merges=merges, model_max_length=77, bos_token='<|startoftext|>',
                              eos_token='<|endoftext|>', unk_token='<|endoftext|>', pad_token='<|endoftext|>')
 
-# %% ../nbs/02_linearize.ipynb #03553c4e
+# %% ../nbs/02_linearize.ipynb #c80e344f
 def get_tokenizer(tokenizer=None, # None or 'clip': `clip_tokenizer()`; a folder or cached hub id; or a tokenizer object
                  ):
     "A tokenizer from a name, a path or an object; a one-line `D2IError` when it cannot be loaded offline."
     if tokenizer is None or (isinstance(tokenizer, str) and tokenizer.lower() == 'clip'): return clip_tokenizer()
     if not isinstance(tokenizer, (str, Path)): return tokenizer
-    from transformers import AutoTokenizer
+    from transformers import AutoTokenizer # local: as in `clip_tokenizer`
     p = Path(tokenizer)
     if p.is_dir() and (p/'tokenizer').is_dir() and not any(p.glob('tokenizer*.json')) and not (p/'vocab.json').exists(): p = p/'tokenizer'
     try: return load_pretrained(AutoTokenizer, p if p.exists() else tokenizer, local_files_only=True)
@@ -92,13 +94,14 @@ def get_tokenizer(tokenizer=None, # None or 'clip': `clip_tokenizer()`; a folder
         what = f'folder {p}' if p.exists() else f'{tokenizer!r} (not a folder, and not a hub id in the local cache)'
         raise D2IError(f"cannot load tokenizer from {what}: {type(e).__name__}: {' '.join(str(e).split())[:200]}") from None
 
-# %% ../nbs/02_linearize.ipynb #e54cd251
+# %% ../nbs/02_linearize.ipynb #386298b9
 class Linearized(NamedTuple):
     "A linearized dialog context within a token budget."
     text: str # the linearized context
     n_turns: int # context turns in the dialog
     n_turns_dropped: int # oldest turns left out to fit the budget
 
+# %% ../nbs/02_linearize.ipynb #fc9f01a0
 def _ids(tok, texts:list[str])->list[list[int]]:
     if not texts: return []
     return tok(list(texts), add_special_tokens=False)['input_ids']
@@ -131,11 +134,32 @@ def _tail_start(text:str, starts:list[int], first:int, n:int)->int:
 
 def _counting_backend(tok):
     "A private copy of `tok`'s Rust tokenizer with padding and truncation off: transformers leaves them switched on in the shared one after a padded call, which would corrupt the counts."
-    from tokenizers import Tokenizer
     if getattr(tok, '_d2i_counting', None) is None:
         bk = Tokenizer.from_str(tok.backend_tokenizer.to_str()); bk.no_padding(); bk.no_truncation()
         tok._d2i_counting = bk
     return tok._d2i_counting
+
+def _fit_encoded(text:str, ps:list[str], e, markers:tuple, mlen:dict, last:int|None, budget:int)->tuple[Linearized, list[int]]:
+    "Fast path for one dialog, from its whole text's encoding `e`: drop the oldest turns, else keep the newest turn's marker and last tokens."
+    ids, n = e.ids, len(e.ids)
+    if n <= budget: return Linearized(text, len(ps), 0), ids
+    starts = [o[0] for o in e.offsets]
+    c, k, first = 0, 0, n
+    for k,p in enumerate(ps):  # the first turn from which the rest fits
+        first = bisect.bisect_left(starts, c)
+        if n - first <= budget: break
+        c += len(p) + 1
+    else: k = len(ps)
+    if k < len(ps): return Linearized(text[c:], len(ps), k), ids[first:]
+    # even the newest turn does not fit: its marker, then its last tokens from a word start
+    k, c = len(ps) - 1, len(text) - len(ps[-1])
+    m, ml = markers[last], mlen[last]
+    if ml >= budget: m, ml = '', 0
+    mstart = bisect.bisect_left(starts, c)
+    first = _tail_start(text, starts, n - (budget - ml), n)
+    if first >= n: first = n - (budget - ml)  # one word longer than the budget: cut inside it (approximate)
+    tail = text[starts[first]:]
+    return Linearized(f'{m} {tail}' if m else tail, len(ps), k), ids[mstart:mstart+ml] + ids[first:]
 
 def linearize_tokens(dialogs, # `Dialog`s (or lists of turns)
                      style:str='hash', # one of `STYLES`
@@ -155,32 +179,15 @@ def linearize_tokens(dialogs, # `Dialog`s (or lists of turns)
     texts = [' '.join(p) for p in pieces]
     encs = _counting_backend(tok).encode_batch(texts, add_special_tokens=False)
     mlen = {s: len(_ids(tok, [m])[0]) if m else 0 for s,m in enumerate(MARKERS[style])}
-    out, out_ids = [], []
-    for t, ps, text, e in zip(turns, pieces, texts, encs):
-        ids, n = e.ids, len(e.ids)
-        if n <= budget: out.append(Linearized(text, len(ps), 0)); out_ids.append(ids); continue
-        starts = [o[0] for o in e.offsets]
-        c, k, first = 0, 0, n
-        for k,p in enumerate(ps):  # the first turn from which the rest fits
-            first = bisect.bisect_left(starts, c)
-            if n - first <= budget: break
-            c += len(p) + 1
-        else: k = len(ps)
-        if k < len(ps): out.append(Linearized(text[c:], len(ps), k)); out_ids.append(ids[first:]); continue
-        # even the newest turn does not fit: its marker, then its last tokens from a word start
-        k, c = len(ps) - 1, len(text) - len(ps[-1])
-        m, ml = MARKERS[style][t[-1].speaker], mlen[t[-1].speaker]
-        if ml >= budget: m, ml = '', 0
-        mstart = bisect.bisect_left(starts, c)
-        first = _tail_start(text, starts, n - (budget - ml), n)
-        if first >= n: first = n - (budget - ml)  # one word longer than the budget: cut inside it (approximate)
-        tail = text[starts[first]:]
-        out.append(Linearized(f'{m} {tail}' if m else tail, len(ps), k)); out_ids.append(ids[mstart:mstart+ml] + ids[first:])
+    res = [_fit_encoded(text, ps, e, MARKERS[style], mlen, t[-1].speaker if t else None, budget)
+           for t, ps, text, e in zip(turns, pieces, texts, encs)]
+    out, out_ids = [r for r,_ in res], [i for _,i in res]
     if not type(tok).__name__.startswith('CLIPTokenizer'):  # check: a tail of the whole text need not tokenize alike
         for j, real in enumerate(_ids(tok, [r.text for r in out])):
             if real != out_ids[j]: out[j], out_ids[j] = _fit_one(tok, turns[j], style, budget)
     return out, out_ids
 
+# %% ../nbs/02_linearize.ipynb #0c1407a1
 def linearize_many(dialogs, # `Dialog`s (or lists of turns)
                    style:str='hash', # one of `STYLES`
                    tokenizer=None, # see `get_tokenizer`; default: `clip_tokenizer()`
@@ -190,6 +197,7 @@ def linearize_many(dialogs, # `Dialog`s (or lists of turns)
     if max_tokens is None: return [Linearized(' '.join(p), len(p), 0) for p in (turn_pieces(d, style) for d in dialogs)]
     return linearize_tokens(dialogs, style, tokenizer, max_tokens)[0]
 
+# %% ../nbs/02_linearize.ipynb #584b887b
 def linearize_in_budget(dialog, # a `Dialog`, a list of `Turn`s, or a list of (speaker, text) pairs
                         style:str='hash', # one of `STYLES`
                         tokenizer=None, # see `get_tokenizer`; default: `clip_tokenizer()`
@@ -198,7 +206,7 @@ def linearize_in_budget(dialog, # a `Dialog`, a list of `Turn`s, or a list of (s
     "Linearize one dialog, dropping its oldest turns (and cutting the newest from the left) to fit `max_tokens`."
     return linearize_many([dialog], style, tokenizer, max_tokens)[0]
 
-# %% ../nbs/02_linearize.ipynb #8b75cab4
+# %% ../nbs/02_linearize.ipynb #f77a050d
 TOPICS = {
     'animals': 'animal mammal dog cat bird insect invertebrate moth butterfly rat mouse hamster frog owl falcon leopard cheetah '
                'squirrel chipmunk rodent pig horse carnivore carnivores wildlife felidae fish stork magpie chinchilla acinonyx '
@@ -219,6 +227,7 @@ def photo_labels(description:str, # a PhotoChat `photo_description`
     "The object labels of a photo description, lower case."
     return [l.strip().lower() for l in description.split('Objects in the photo:')[-1].split(',') if l.strip()]
 
+# %% ../nbs/02_linearize.ipynb #b9d60fcd
 def photo_topic(description:str, # a PhotoChat `photo_description`
                )->str:
     "One coarse topic for a photo, from its description: one of `TOPICS`, or 'other'."
@@ -231,13 +240,13 @@ def photo_topic(description:str, # a PhotoChat `photo_description`
     best = max(votes.values())
     return next(t for t,v in votes.items() if v == best) if best else 'other'
 
-# %% ../nbs/02_linearize.ipynb #1550a58b
+# %% ../nbs/02_linearize.ipynb #7fee6cd3
 def dialog_table(dialogs, # `Dialog`s
                  tokenizer=None, # see `get_tokenizer`; default: `clip_tokenizer()`
                  max_tokens:int=77, # text tokens allowed, BOS/EOS not counted (CLIP's 77 positions hold 75)
                 ):
     "A pandas DataFrame with one row of statistics per dialog (turns, sharer, topic, tokens and truncation per style)."
-    import pandas as pd
+    import pandas as pd # local: statistics only; `d2i linearize` and every module importing this one would pay for pandas
     tok = get_tokenizer(tokenizer)
     budget = max_tokens
     df = pd.DataFrame(dict(dialogue_id=[d.dialogue_id for d in dialogs], n_turns=[len(d.turns) for d in dialogs],

@@ -116,6 +116,16 @@ def _place(tmp:Path, out:Path, stem:str, max_side:int|None)->Path:
             if p != dest and p.is_file(): p.unlink()
     return dest
 
+def _save_body(body:bytes, out:Path, stem:str, max_side:int|None)->Path:
+    "Write a downloaded body to a temporary file beside its destination and place it (`_place`); `ImageError` if it is not an image."
+    fd, tmp = tempfile.mkstemp(dir=out, prefix=f".{stem}.", suffix='.tmp')
+    try:
+        with os.fdopen(fd, 'wb') as f: f.write(body); f.flush(); os.fsync(f.fileno())
+        return _place(Path(tmp), out, stem, max_side)
+    finally:
+        with contextlib.suppress(FileNotFoundError): os.unlink(tmp)
+
+# %% ../nbs/01a_photos.ipynb #4e0564a4
 def fetch_photo(job:dict, # from `photo_jobs`: stem, url, dialogue_ids
                 out:Path, # the photos folder
                 timeout:float=30, # seconds for each request (connect and each read)
@@ -138,16 +148,11 @@ def fetch_photo(job:dict, # from `photo_jobs`: stem, url, dialogue_ids
             if attempt < retries: time.sleep(backoff * 2**attempt)
             continue
         except _Failed as e: return dict(res, status=e.status, error=e.error)
-        fd, tmp = tempfile.mkstemp(dir=out, prefix=f".{job['stem']}.", suffix='.tmp')
-        try:
-            with os.fdopen(fd, 'wb') as f: f.write(body); f.flush(); os.fsync(f.fileno())
-            return dict(res, status='ok', error=None, file=_place(Path(tmp), out, job['stem'], max_side).name)
+        try: return dict(res, status='ok', error=None, file=_save_body(body, out, job['stem'], max_side).name)
         except ImageError as e: return dict(res, status='not_an_image', error=f"{e.reason} ({len(body)} bytes)")
-        finally:
-            with contextlib.suppress(FileNotFoundError): os.unlink(tmp)
     return res
 
-# %% ../nbs/01a_photos.ipynb #83cee455
+# %% ../nbs/01a_photos.ipynb #d8cad80b
 def _clean_temporaries(out:Path):
     "Remove temporary files a killed run left behind (`.{name}.*.tmp`, as written by this module and `atomic_write`)."
     for p in out.glob('.*.tmp'):
@@ -159,6 +164,37 @@ def _known_failures(out:Path)->dict:
     except (OSError, ValueError): return {}
     fs = rep.get('failures') if isinstance(rep, dict) else None
     return {f['stem']: f for f in fs if isinstance(f, dict) and f.get('status') in FINAL and 'stem' in f} if isinstance(fs, list) else {}
+
+def _known_results(jobs:list[dict], known:dict)->list:
+    "Each job's result where a previous run's report already has a final failure for its URL, else None (to fetch)."
+    results = [None]*len(jobs)
+    for i,j in enumerate(jobs):  # the server already answered for these: a rerun only asks again with `retry_failed`
+        f = known.get(j['stem'])
+        if f is not None and f.get('url') == j['url']:
+            results[i] = dict(j, status=f['status'], error=f.get('error'), file=None, attempts=f.get('attempts', 0), already_present=False, known=True)
+    return results
+
+def _fetch_todo(jobs:list[dict], results:list, out:Path, workers:int, progress:bool, *args):
+    "Fetch (`fetch_photo(job, out, *args)`) every job whose result is None, in `workers` threads, filling `results` in place."
+    todo = [i for i,r in enumerate(results) if r is None]
+    with ThreadPoolExecutor(max(1, workers)) as ex:
+        futs = {ex.submit(fetch_photo, jobs[i], out, *args): i for i in todo}
+        it = as_completed(futs)
+        if progress and todo:
+            from fastprogress.fastprogress import progress_bar # local: half a second that `d2i data photochat` pays only for a long fetch
+            it = progress_bar(it, total=len(todo), leave=False); it.comment = 'photos' # the console bar takes no `comment=`
+        for f in it: results[futs[f]] = f.result()
+
+def _report(jobs:list[dict], dialogs:list, results:list[dict], base_url:str|None, seconds:float)->dict:
+    "The report.json of a fetch: counts per status, what was fetched or already there, and each failure."
+    counts = {s: sum(r['status'] == s for r in results) for s in STATUSES}
+    return dict(photos=len(jobs), dialogs=len(dialogs), counts=counts,
+                fetched=sum(r['status'] == 'ok' and not r['already_present'] for r in results),
+                already_present=sum(r['already_present'] for r in results),
+                known_failures=sum(r.get('known', False) for r in results),
+                source=base_url or 'photo_url', seconds=round(seconds, 2),
+                failures=[{k: r[k] for k in ('stem', 'url', 'status', 'error', 'attempts', 'dialogue_ids')}
+                          for r in results if r['status'] != 'ok'])
 
 def fetch_photos(paths, # a PhotoChat JSON file, a folder of them, a list of both, or a list of `Dialog`s
                  out:str|Path, # the photos folder (created); `load_photochat(..., images_dir=out)` pairs its files
@@ -178,27 +214,9 @@ def fetch_photos(paths, # a PhotoChat JSON file, a folder of them, a list of bot
     out = Path(out); out.mkdir(parents=True, exist_ok=True); _clean_temporaries(out)
     jobs = photo_jobs(dialogs, base_url)
     known = {} if retry_failed else _known_failures(out)
-    results = [None]*len(jobs)
-    for i,j in enumerate(jobs):  # the server already answered for these: a rerun only asks again with `retry_failed`
-        f = known.get(j['stem'])
-        if f is not None and f.get('url') == j['url']:
-            results[i] = dict(j, status=f['status'], error=f.get('error'), file=None, attempts=f.get('attempts', 0), already_present=False, known=True)
-    todo = [i for i,r in enumerate(results) if r is None]
-    with ThreadPoolExecutor(max(1, workers)) as ex:
-        futs = {ex.submit(fetch_photo, jobs[i], out, timeout, retries, backoff, max_side, max_bytes): i for i in todo}
-        it = as_completed(futs)
-        if progress and todo:
-            from fastprogress.fastprogress import progress_bar
-            it = progress_bar(it, total=len(todo), leave=False); it.comment = 'photos' # the console bar takes no `comment=`
-        for f in it: results[futs[f]] = f.result()
-    counts = {s: sum(r['status'] == s for r in results) for s in STATUSES}
-    report = dict(photos=len(jobs), dialogs=len(dialogs), counts=counts,
-                  fetched=sum(r['status'] == 'ok' and not r['already_present'] for r in results),
-                  already_present=sum(r['already_present'] for r in results),
-                  known_failures=sum(r.get('known', False) for r in results),
-                  source=base_url or 'photo_url', seconds=round(time.perf_counter() - t0, 2),
-                  failures=[{k: r[k] for k in ('stem', 'url', 'status', 'error', 'attempts', 'dialogue_ids')}
-                            for r in results if r['status'] != 'ok'])
+    results = _known_results(jobs, known)
+    _fetch_todo(jobs, results, out, workers, progress, timeout, retries, backoff, max_side, max_bytes)
+    report = _report(jobs, dialogs, results, base_url, time.perf_counter() - t0)
     atomic_write_json(out/'report.json', report)
     return report
 

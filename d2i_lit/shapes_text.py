@@ -5,11 +5,13 @@
 # %% ../nbs/03a_shapes_text.ipynb #40362385
 from __future__ import annotations
 import json
+from pathlib import Path
 import numpy as np
+from tokenizers import Tokenizer
 from .core import D2IError
 from .linearize import clip_bpe, clip_tokenizer, linearize_many, STYLES
 from .shapeschat import (shapes_vocab, context_turns, make_record, object_words, read_sharer, object_mentions,
-                                GREETINGS, QUESTIONS, FILLERS, CAPTIONS, ATTRIBUTES)
+                                GREETINGS, QUESTIONS, FILLERS, CAPTIONS, ATTRIBUTES, read_captions)
 
 # %% auto #0
 __all__ = ['CLIP_SPECIALS', 'SHAPES_TEXT_BUDGET', 'PRETRAIN_CORPORA', 'WEB_FILLERS', 'WEB_DESCRIPTIONS', 'WEB_TAGS', 'bpe_steps',
@@ -42,8 +44,7 @@ def compact_clip_tokenizer(texts:list[str], # every text the tokenizer must enco
                            max_tokens:int=77, # fixed padded length, BOS and EOS included
                           ):
     "CLIP's tokenizer restricted to the tokens `texts` need (a `PreTrainedTokenizerFast`), ids renumbered compactly in CLIP's order."
-    from tokenizers import Tokenizer
-    from transformers import PreTrainedTokenizerFast
+    from transformers import PreTrainedTokenizerFast # local: `experiment` imports this module at its top, and the default word tokenizer never needs transformers (seconds to import)
     vocab, merges = clip_bpe()
     ranks = {m:i for i,m in enumerate(merges)}
     clip = clip_tokenizer()
@@ -123,6 +124,7 @@ WEB_DESCRIPTIONS = ('a {}', 'a photo of a {}', 'the {}', 'one {}', 'this is a {}
                     'just a {}', 'a simple {}', 'i drew a {}') # alt-text descriptions of the object
 WEB_TAGS = ('#art', '#shapes', '#photo', '#nofilter', '#minimal', '#colour') # object-free hashtags
 
+# %% ../nbs/03a_shapes_text.ipynb #1643d5f9
 def pretraining_text(rng:np.random.Generator, # the record's generator
                      obj:dict, # the pictured object {'shape':…, 'colour':…}
                      corpus:str='web', # one of `PRETRAIN_CORPORA`
@@ -142,18 +144,17 @@ def pretraining_text(rng:np.random.Generator, # the record's generator
         else: parts = tags + parts
     return ' '.join(parts)
 
-# %% ../nbs/03a_shapes_text.ipynb #24011754
+# %% ../nbs/03a_shapes_text.ipynb #5de438cb
 def pretraining_records(folder, # a ShapesChat folder (its captions.jsonl)
                         corpus:str='web', # one of `PRETRAIN_CORPORA`
                         seed:int=0, # seeds the texts (each record draws from (seed, its index))
                        )->list[dict]:
     "The folder's caption records (absolute image paths) with each caption replaced by a `pretraining_text` of `corpus`."
-    from d2i_lit.datasets import read_captions
-    from pathlib import Path
     recs = read_captions(Path(folder)/'captions.jsonl')
     if corpus == 'captions': return recs
     return [dict(r, caption=pretraining_text(np.random.default_rng([seed, i, 3]), r['attrs'], corpus)) for i,r in enumerate(recs)]
 
+# %% ../nbs/03a_shapes_text.ipynb #5a67c227
 def pretraining_words()->list[str]:
     "Every word any pre-training corpus or ShapesChat dialog can use (the compact tokenizer's texts)."
     words = set(shapes_vocab())

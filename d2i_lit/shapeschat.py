@@ -4,21 +4,21 @@
 
 # %% ../nbs/03_shapeschat.ipynb #3ece853e
 from __future__ import annotations
-import json, sys, functools
+import json, sys, functools, time
 from pathlib import Path
 from collections import Counter
 import numpy as np
 from PIL import Image
 from fastcore.script import Param
 from .core import D2IError, atomic_dir, atomic_write, atomic_write_json, cli_command, int_in
-from .data import load_photochat, Dialog
-from .linearize import linearize, STYLES
+from .data import load_photochat, Dialog, merge_turns
+from .linearize import linearize, STYLES, MARKERS as STYLE_MARKERS
 
 # %% auto #0
 __all__ = ['ATTRIBUTES', 'COLOURS', 'BACKGROUND', 'OBJECT_RADIUS', 'GREETINGS', 'QUESTIONS', 'FILLERS', 'SAW', 'MY', 'SHARE_MY',
            'SHARE', 'HAVE', 'AFTER', 'CAPTIONS', 'PATTERNS', 'MARKERS', 'data_cli', 'READERS', 'render_object',
            'object_words', 'dialog_phrases', 'make_record', 'shapes_vocab', 'context_turns', 'write_shapeschat',
-           'load_shapeschat', 'object_mentions', 'in_final_speakers_turn', 'read_sharer']
+           'load_shapeschat', 'read_captions', 'object_mentions', 'in_final_speakers_turn', 'read_sharer']
 
 # %% ../nbs/03_shapeschat.ipynb #ae1b10dc
 ATTRIBUTES = {'shape': ('circle', 'square', 'triangle', 'cross'),
@@ -28,6 +28,7 @@ COLOURS = {'red': (230, 30, 30), 'green': (30, 200, 40), 'blue': (40, 90, 255),
 BACKGROUND = (0, 0, 0) # plain black: every colour stands out from it
 OBJECT_RADIUS = 0.36 # the object's half-extent, as a fraction of the image side
 
+# %% ../nbs/03_shapeschat.ipynb #32d91997
 def _inside(shape:str, dx, dy, r:float):
     "Boolean mask of the points (dx, dy) from the centre that lie inside `shape` of half-extent `r`."
     if shape == 'circle': return dx**2 + dy**2 <= (0.95*r)**2
@@ -59,7 +60,7 @@ def render_object(attrs:dict, # {'shape': ..., 'colour': ...}, values from `ATTR
     img = np.asarray(BACKGROUND, np.float64)*(1 - a) + np.asarray(COLOURS[attrs['colour']], np.float64)*a
     return Image.fromarray(np.round(img).astype(np.uint8), 'RGB')
 
-# %% ../nbs/03_shapeschat.ipynb #ad0446ba
+# %% ../nbs/03_shapeschat.ipynb #30f7caf8
 GREETINGS = ('hi', 'hello', 'hey there', 'good morning', 'how are you', 'i am good', 'not bad', 'what is up')
 QUESTIONS = ('what did you do today', 'anything new', 'what are you up to')
 FILLERS = ('nice', 'cool', 'wow', 'oh really', 'i see', 'haha', 'sounds fun', 'that is great')
@@ -72,10 +73,12 @@ AFTER = ('wow nice', 'so cool', 'love it', 'thanks') # a reply after the photo i
 CAPTIONS = ('a {}', 'a photo of a {}', 'the {}', 'one {}') # pre-training caption templates
 PATTERNS = {'solo': .15, 'sharer_last': .45, 'sharer_first': .15, 'turns_only': .25} # default share of each dialog pattern
 
+# %% ../nbs/03_shapeschat.ipynb #b2102a74
 def object_words(o:dict)->str:
     "How dialogs and captions name an object: 'red circle'."
     return f"{o['colour']} {o['shape']}"
 
+# %% ../nbs/03_shapeschat.ipynb #adef4934
 def _pick(rng, seq): return seq[int(rng.integers(len(seq)))]
 _OTHER = {'S': 'O', 'O': 'S'}
 
@@ -89,39 +92,49 @@ def _alternate(phrases, first:str)->list[tuple[str,str]]:
     "Give consecutive phrases alternating roles, starting with `first`."
     return [(first if i%2 == 0 else _OTHER[first], p) for i,p in enumerate(phrases)]
 
+def _fillers(rng, k:int)->list[str]: return [_pick(rng, FILLERS) for _ in range(k)]
+
+def _solo_body(rng, S:dict):
+    "`solo`: maybe a question from the other speaker, then the sharer's cue with its object."
+    body = [('O', _pick(rng, QUESTIONS))] if rng.random() < .5 else []
+    return body + [('S', _pick(rng, SHARE_MY).format(object_words(S)))], None
+
+def _sharer_last_body(rng, S:dict):
+    "`sharer_last`: the other speaker's distractor first, fillers, then the sharer's cue with **my** and its object."
+    D = _random_object(rng, S)
+    body = [('O', _pick(rng, SAW).format(object_words(D)))] + _alternate(_fillers(rng, int(rng.integers(3))), 'S')
+    return body + [('S', _pick(rng, SHARE_MY).format(object_words(S)))], D
+
+def _sharer_first_body(rng, S:dict):
+    "`sharer_first`: the sharer's object with **my** first, the distractor, fillers, then a cue without an object."
+    D = _random_object(rng, S)
+    body = [('S', _pick(rng, MY).format(object_words(S))), ('O', _pick(rng, SAW).format(object_words(D)))]
+    return body + _alternate(_fillers(rng, int(rng.integers(2))), 'S') + [('S', _pick(rng, SHARE))], D
+
+def _turns_only_body(rng, S:dict):
+    "`turns_only`: both say 'i have a ...' in random order; the tail's phrases are distributed alike whoever spoke second."
+    D = _random_object(rng, S)
+    first = 'S' if rng.random() < .5 else 'O'
+    second, obj = _OTHER[first], {'S': S, 'O': D}
+    body = [(r, _pick(rng, HAVE).format(object_words(obj[r]))) for r in (first, second)]
+    # k fillers then the cue; the phrases have the same distribution whoever spoke second: only turn boundaries tell
+    k = 1 + int(rng.integers(2))
+    tail = _fillers(rng, k) + [_pick(rng, SHARE)]
+    if second == 'O': roles = ['S']*(k+1) if (k == 1 or rng.random() < .5) else ['S', 'O', 'S']
+    else:
+        j = 1 if k == 1 else 1 + int(rng.integers(2))
+        roles = ['O']*j + ['S']*(k+1-j)
+    return body + list(zip(roles, tail)), D
+
+_BODIES = {'solo': _solo_body, 'sharer_last': _sharer_last_body, 'sharer_first': _sharer_first_body, 'turns_only': _turns_only_body}
+
 def dialog_phrases(rng:np.random.Generator, # the record's generator
                    pattern:str, # a key of `PATTERNS`
                   )->tuple[list[tuple[str,str]], dict, dict|None]:
     "The context as (role, phrase) pairs, role 'S' (sharer) or 'O' (other), with the sharer's object and the distractor."
-    S, D = _random_object(rng), None
-    body = []
-    if pattern == 'solo':
-        if rng.random() < .5: body.append(('O', _pick(rng, QUESTIONS)))
-        body.append(('S', _pick(rng, SHARE_MY).format(object_words(S))))
-    elif pattern == 'sharer_last':
-        D = _random_object(rng, S)
-        body.append(('O', _pick(rng, SAW).format(object_words(D))))
-        body += _alternate([_pick(rng, FILLERS) for _ in range(int(rng.integers(3)))], 'S')
-        body.append(('S', _pick(rng, SHARE_MY).format(object_words(S))))
-    elif pattern == 'sharer_first':
-        D = _random_object(rng, S)
-        body += [('S', _pick(rng, MY).format(object_words(S))), ('O', _pick(rng, SAW).format(object_words(D)))]
-        body += _alternate([_pick(rng, FILLERS) for _ in range(int(rng.integers(2)))], 'S')
-        body.append(('S', _pick(rng, SHARE)))
-    elif pattern == 'turns_only':
-        D = _random_object(rng, S)
-        first = 'S' if rng.random() < .5 else 'O'
-        second, obj = _OTHER[first], {'S': S, 'O': D}
-        body += [(r, _pick(rng, HAVE).format(object_words(obj[r]))) for r in (first, second)]
-        # k fillers then the cue; the phrases have the same distribution whoever spoke second: only turn boundaries tell
-        k = 1 + int(rng.integers(2))
-        tail = [_pick(rng, FILLERS) for _ in range(k)] + [_pick(rng, SHARE)]
-        if second == 'O': roles = ['S']*(k+1) if (k == 1 or rng.random() < .5) else ['S', 'O', 'S']
-        else:
-            j = 1 if k == 1 else 1 + int(rng.integers(2))
-            roles = ['O']*j + ['S']*(k+1-j)
-        body += list(zip(roles, tail))
-    else: raise D2IError(f"unknown ShapesChat pattern {pattern!r}; choose from {', '.join(PATTERNS)}")
+    S = _random_object(rng)
+    if pattern not in _BODIES: raise D2IError(f"unknown ShapesChat pattern {pattern!r}; choose from {', '.join(PATTERNS)}")
+    body, D = _BODIES[pattern](rng, S)
     greet = [_pick(rng, GREETINGS) for _ in range(int(rng.integers(3)))]
     # greetings alternate and hand over to the body's first speaker
     start = body[0][0] if len(greet)%2 == 0 else _OTHER[body[0][0]]
@@ -157,9 +170,10 @@ def make_record(seed:int, # dataset seed
                 photo_url=f'images/{rid}.png', photo_id=f'shapeschat/{rid}',
                 shapes=dict(sharer_object=S, distractor_object=D, pattern=pattern, caption=f'a {object_words(S)}'))
 
-# %% ../nbs/03_shapeschat.ipynb #ceda2077
-MARKERS = ('#', '[PER1]', '[PER2]', 'A:', 'B:') # the linearization markers of the `hash`, `per` and `ab` styles
+# %% ../nbs/03_shapeschat.ipynb #d0fa2ba5
+MARKERS = tuple(dict.fromkeys(m for pair in STYLE_MARKERS.values() for m in pair if m)) # every word `linearize.MARKERS` puts before a turn
 
+# %% ../nbs/03_shapeschat.ipynb #a75a82ee
 def shapes_vocab()->list[str]:
     "Every whitespace token that can appear in ShapesChat captions and linearized dialogs, markers included, sorted."
     words = set(MARKERS)
@@ -168,20 +182,50 @@ def shapes_vocab()->list[str]:
     for vals in ATTRIBUTES.values(): words.update(vals)
     return sorted(words)
 
-# %% ../nbs/03_shapeschat.ipynb #8d93f1ea
+# %% ../nbs/03_shapeschat.ipynb #7aa8637a
 def context_turns(record:dict)->list[tuple[int,str]]:
-    "A record's context (messages before the share) as (user_id, text) turns, consecutive messages of a speaker merged."
-    turns = []
+    "A record's context (messages before the share) as (user_id, text) turns, consecutive messages of a speaker merged (`data.merge_turns`)."
+    said = []
     for m in record['dialogue']:
         if m['share_photo']: break
-        if turns and turns[-1][0] == m['user_id']: turns[-1] = (m['user_id'], f"{turns[-1][1]} {m['message']}")
-        else: turns.append((m['user_id'], m['message']))
-    return turns
+        said.append((m['user_id'], m['message']))
+    return [(t.speaker, t.text) for t in merge_turns(said)]
 
+# %% ../nbs/03_shapeschat.ipynb #89fce8b8
 def _is_shapeschat_dir(p:Path)->bool:
     try: return json.loads((p/'meta.json').read_text()).get('dataset') == 'shapeschat'
     except (OSError, ValueError, AttributeError): return False
 
+def _write_record(tmp:Path, seed:int, i:int, size:int, patterns:dict, width:int)->tuple[dict, str]:
+    "Make record `i`, save its image under `tmp`; return the record and its captions.jsonl line."
+    r = make_record(seed, i, patterns, width)
+    S, img = r['shapes']['sharer_object'], f"{r['photo_url']}"
+    render_object(S, size, seed=[seed, i, 1]).save(tmp/img)
+    cap_rng = np.random.default_rng([seed, i, 2])
+    return r, json.dumps(dict(caption=_pick(cap_rng, CAPTIONS).format(object_words(S)), image=img, attrs=S)) + '\n'
+
+def _check_write_args(out:Path, n, size, patterns)->dict:
+    "Refuse bad arguments, and an `out` that holds something other than a ShapesChat dataset; return the checked patterns."
+    if not isinstance(n, int) or n < 1: raise D2IError(f'n must be a positive integer, got {n!r}')
+    if not isinstance(size, int) or size < 8: raise D2IError(f'size must be an integer of at least 8 pixels, got {size!r}')
+    patterns = _check_patterns(patterns)
+    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not _is_shapeschat_dir(out))):
+        raise D2IError(f'{out} exists and is not a ShapesChat dataset folder: refusing to overwrite it')
+    return patterns
+
+def _indices(n:int, progress:bool):
+    "`range(n)`, behind a progress bar when `progress` and the dataset is large."
+    if not (progress and n >= 2000): return range(n)
+    from fastprogress.fastprogress import progress_bar # local: half a second that `d2i data` pays only for a large dataset
+    return progress_bar(range(n), leave=False)
+
+def _meta(n:int, seed:int, size:int, patterns:dict, recs:list[dict], longest:dict)->dict:
+    "The folder's meta.json: arguments, the world, pattern counts, vocabulary size and the longest text per style."
+    return dict(dataset='shapeschat', version=1, n=n, seed=seed, size=size, attributes=ATTRIBUTES, colours=COLOURS,
+                background=BACKGROUND, patterns=patterns, pattern_counts=dict(Counter(r['shapes']['pattern'] for r in recs)),
+                vocab_size=len(shapes_vocab()), max_words=longest)
+
+# %% ../nbs/03_shapeschat.ipynb #29a40911
 def write_shapeschat(out:str|Path, # output folder; replaced as a whole if it holds a ShapesChat dataset, refused if it holds anything else
                      n:int, # number of dialogs (one image each)
                      seed:int=0, # dataset seed
@@ -190,37 +234,22 @@ def write_shapeschat(out:str|Path, # output folder; replaced as a whole if it ho
                      progress:bool=True, # show a progress bar when n is large
                     )->Path:
     "Generate a ShapesChat dataset (dialogs, images, captions, meta) into `out`, deterministically."
-    if not isinstance(n, int) or n < 1: raise D2IError(f'n must be a positive integer, got {n!r}')
-    if not isinstance(size, int) or size < 8: raise D2IError(f'size must be an integer of at least 8 pixels, got {size!r}')
-    patterns = _check_patterns(patterns)
     out = Path(out)
-    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not _is_shapeschat_dir(out))):
-        raise D2IError(f'{out} exists and is not a ShapesChat dataset folder: refusing to overwrite it')
-    width = max(6, len(str(n - 1)))
-    it = range(n)
-    if progress and n >= 2000:
-        from fastprogress.fastprogress import progress_bar
-        it = progress_bar(it, leave=False)
-    recs, caps, longest = [], [], dict.fromkeys(STYLES, 0)
+    patterns = _check_write_args(out, n, size, patterns)
+    width, recs, caps, longest = max(6, len(str(n - 1))), [], [], dict.fromkeys(STYLES, 0)
     with atomic_dir(out) as tmp:
         (tmp/'images').mkdir()
-        for i in it:
-            r = make_record(seed, i, patterns, width)
-            S, img = r['shapes']['sharer_object'], f"{r['photo_url']}"
-            render_object(S, size, seed=[seed, i, 1]).save(tmp/img)
-            cap_rng = np.random.default_rng([seed, i, 2])
-            caps.append(json.dumps(dict(caption=_pick(cap_rng, CAPTIONS).format(object_words(S)), image=img, attrs=S)) + '\n')
+        for i in _indices(n, progress):
+            r, cap = _write_record(tmp, seed, i, size, patterns, width)
             turns = context_turns(r)
             for s in STYLES: longest[s] = max(longest[s], len(linearize(turns, s).split()))
-            recs.append(r)
+            recs.append(r); caps.append(cap)
         atomic_write(tmp/'dialogs.json', json.dumps(recs, indent=1) + '\n')
         atomic_write(tmp/'captions.jsonl', ''.join(caps))
-        atomic_write_json(tmp/'meta.json', dict(
-            dataset='shapeschat', version=1, n=n, seed=seed, size=size, attributes=ATTRIBUTES, colours=COLOURS,
-            background=BACKGROUND, patterns=patterns, pattern_counts=dict(Counter(r['shapes']['pattern'] for r in recs)),
-            vocab_size=len(shapes_vocab()), max_words=longest))
+        atomic_write_json(tmp/'meta.json', _meta(n, seed, size, patterns, recs, longest))
     return out
 
+# %% ../nbs/03_shapeschat.ipynb #f0b8f596
 def load_shapeschat(out:str|Path, # a folder written by `write_shapeschat`
                    )->list[Dialog]:
     "The dialogs of a ShapesChat folder, each paired with its image; ground truth in `dialog.extra['shapes']`."
@@ -228,7 +257,25 @@ def load_shapeschat(out:str|Path, # a folder written by `write_shapeschat`
     if not _is_shapeschat_dir(out): raise D2IError(f'{out} is not a ShapesChat dataset folder (no meta.json saying so)')
     return load_photochat(out/'dialogs.json', images_dir=out/'images')
 
-# %% ../nbs/03_shapeschat.ipynb #0a8ffe15
+# %% ../nbs/03_shapeschat.ipynb #ae1db6a9
+def read_captions(path:str|Path, # a captions.jsonl file
+                 )->list[dict]:
+    "The records of a captions.jsonl file, image paths made absolute; one-line errors naming file, line and field."
+    path = Path(path)
+    try: lines = path.read_text(encoding='utf-8').splitlines()
+    except (OSError, UnicodeDecodeError) as e: raise D2IError(f'{path}: cannot read ({e})') from None
+    recs = []
+    for k,l in enumerate(lines, 1):
+        if not l.strip(): continue
+        try: r = json.loads(l)
+        except ValueError as e: raise D2IError(f'{path}: line {k}: invalid JSON ({e})') from None
+        for f in ('caption', 'image'):
+            if not isinstance(r, dict) or not isinstance(r.get(f), str):
+                raise D2IError(f'{path}: line {k}: field {f!r} must be a string')
+        recs.append({**r, 'image': str(path.parent/r['image'])})
+    return recs
+
+# %% ../nbs/03_shapeschat.ipynb #72e9ee54
 def _data_main(name:Param("dataset to generate; only 'shapeschat' for now", str),
                out:Param('output folder (created; an existing ShapesChat folder is replaced)', str)=None,
                n:Param('number of dialogs', int_in(1, 10**7))=1000,
@@ -238,7 +285,6 @@ def _data_main(name:Param("dataset to generate; only 'shapeschat' for now", str)
     "Generate a dataset: `d2i data shapeschat --n N --seed S --size 16 --out DIR`."
     if name != 'shapeschat': raise D2IError(f"unknown dataset {name!r}; choose from: shapeschat")
     if out is None: raise D2IError('--out DIR is required')
-    import time
     t0 = time.perf_counter()
     p = write_shapeschat(out, n, seed, size)
     meta = json.loads((p/'meta.json').read_text())
@@ -247,7 +293,7 @@ def _data_main(name:Param("dataset to generate; only 'shapeschat' for now", str)
 
 data_cli = cli_command(_data_main, 'd2i data')
 
-# %% ../nbs/03_shapeschat.ipynb #a75a82ee
+# %% ../nbs/03_shapeschat.ipynb #8c5e2a42
 def object_mentions(text:str, # a linearized dialog or a caption
                    )->list[dict]:
     "Every object mention in `text` (a colour word then a shape word), with its context: previous word, turn marker, markers after it."
@@ -263,10 +309,12 @@ def object_mentions(text:str, # a linearized dialog or a caption
                             markers_after=sum(j > i for j in mk)))
     return out
 
+# %% ../nbs/03_shapeschat.ipynb #987c3052
 def in_final_speakers_turn(m:dict)->bool:
     "Whether the markers put mention `m` in a turn of the final turn's speaker (False when there are no markers)."
     return m['final_marker'] is not None and m['marker'] == m['final_marker'] and m['markers_after']%2 == 0
 
+# %% ../nbs/03_shapeschat.ipynb #f857afc8
 READERS = ('first', 'last', 'my', 'speaker') # rule-based readers of `read_sharer`
 
 def read_sharer(text:str, # a linearized dialog
