@@ -4,22 +4,41 @@
 
 # %% ../nbs/09_experiment.ipynb #cd248a86
 from __future__ import annotations
-import csv, io, json, math, os, platform, sys, time
+import json, platform, sys, time
 from pathlib import Path
-import numpy as np
 import torch
+from diffusers.utils import logging as diffusers_logging
+from transformers.utils import logging as transformers_logging
+from fastcore.basics import patch, store_attr
 from fastcore.script import Param, store_true
-from .core import D2IError, set_seed, set_threads, atomic_write, atomic_write_json, atomic_save_image, cli_command, float_in, int_in, nonneg_int, pos_int, run_lock
+from fastprogress.fastprogress import progress_bar
+from .core import D2IError, set_seed, set_threads, atomic_write_json, cli_command, float_in, int_in, nonneg_int, pos_int, run_lock
 from .linearize import STYLES
-from .shapes_text import SHAPES_TEXT_BUDGET, PRETRAIN_CORPORA
+from .shapeschat import write_shapeschat, load_shapeschat
+from .shapes_text import SHAPES_TEXT_BUDGET, PRETRAIN_CORPORA, compact_clip_tokenizer, pretraining_words, pretraining_records
+from .datasets import DialogImageDataset, CaptionImageDataset, text_image_dls
+from .backbones import Backbone, shapes_backbone
+from .pipeline import DialogToImagePipeline, image_seed, to_pil
+from .finetune import ema_weights, finetune
+from .classifier import predict
+from .metrics import ClassifierFeatureNet, evaluate_images, attribute_metrics, image_features
+from .report import (MODEL, UNFROZEN, METRICS, ROW_KEYS, PER_IMAGE, load_stages, plot_metrics, plot_losses, stage_grid,
+                            results_table, pattern_table, write_outputs, aggregate_runs, ci_table, plot_aggregate, compare_cells,
+                            default_contrasts, contrast_table, pattern_summary, write_seed_summary)
 
 # %% auto #0
-__all__ = ['DEFAULT', 'QUICK', 'MODEL', 'UNFROZEN', 'METRICS', 'ROW_KEYS', 'PER_IMAGE', 'demo_cli', 'shapes_model', 'sample_cell',
-           'score_images', 'fit_newest', 'run_experiment', 'load_stages', 'plot_metrics', 'plot_losses', 'stage_grid',
+__all__ = ['DEFAULT', 'QUICK', 'shapes_model', 'demo_cli', 'experiment_backbone', 'sample_cell', 'score_images', 'fit_newest',
+           'experiment_settings', 'experiment_stages', 'ExperimentRun', 'run_experiment', 'MODEL', 'UNFROZEN',
+           'METRICS', 'ROW_KEYS', 'PER_IMAGE', 'load_stages', 'plot_metrics', 'plot_losses', 'stage_grid',
            'results_table', 'pattern_table', 'write_outputs', 'aggregate_runs', 'ci_table', 'plot_aggregate',
            'compare_cells', 'default_contrasts', 'contrast_table', 'pattern_summary']
 
 # %% ../nbs/09_experiment.ipynb #8fc66536
+_all_ = ['MODEL', 'UNFROZEN', 'METRICS', 'ROW_KEYS', 'PER_IMAGE', 'load_stages', 'plot_metrics', 'plot_losses', 'stage_grid',
+         'results_table', 'pattern_table', 'write_outputs', 'aggregate_runs', 'ci_table', 'plot_aggregate', 'compare_cells',
+         'default_contrasts', 'contrast_table', 'pattern_summary']
+
+# %% ../nbs/09_experiment.ipynb #025eb91b
 DEFAULT = dict(n_train=6000, # training dialogs (their captions are the pre-training corpus)
                n_test=384, # test dialogs: images per evaluated cell
                pretrain_steps=450, # optimizer steps of caption pre-training (text encoder + UNet)
@@ -35,32 +54,26 @@ DEFAULT = dict(n_train=6000, # training dialogs (their captions are the pre-trai
                pretrain_corpus='captions') # pre-training text, one of `shapes_text.PRETRAIN_CORPORA` ('web', 'web_tags': alt-text-like)
 QUICK = {**DEFAULT, **dict(n_train=3000, n_test=192, pretrain_steps=130, finetune_steps=90, unfrozen_steps=0,
                            finetune_styles=('hash',), unfrozen_styles=())}
-MODEL = 'shapes-16' # model name in the results (the caption-pre-trained shapes-tier backbone)
-UNFROZEN = 'shapes-unfrozen-te' # model name of the ablation that also trains the text encoder
-METRICS = ('fid', 'is', 'attr_acc', 'coherence', 'distractor_acc')
 
-# %% ../nbs/09_experiment.ipynb #025eb91b
-def shapes_model(seed:int=0, # seeds the weights
-                 size:int=16, # image side
-                 max_tokens:int=64, # fixed text length
-                 emb_scale:float=1.0, # std of the token and position embeddings at initialisation (CLIP's: 0.02)
-                 text:str='words', # 'words' (`backbones.word_tokenizer`) or 'clip' (`shapes_text.compact_clip_tokenizer`)
-                 text_budget:int=SHAPES_TEXT_BUDGET, # with text='clip': text tokens; the model's length is this plus BOS and EOS
-                ):
+# %% ../nbs/09_experiment.ipynb #53ebd4b0
+def experiment_backbone(seed:int=0, # seeds the weights
+                        size:int=16, # image side
+                        max_tokens:int=64, # fixed text length
+                        emb_scale:float=1.0, # std of the token and position embeddings at initialisation (CLIP's: 0.02)
+                        text:str='words', # 'words' (`backbones.word_tokenizer`) or 'clip' (`shapes_text.compact_clip_tokenizer`)
+                        text_budget:int=SHAPES_TEXT_BUDGET, # with text='clip': text tokens; the model's length is this plus BOS and EOS
+                       ):
     "The experiment's backbone: `shapes_backbone` with token and position embeddings at `emb_scale`, word or CLIP tokens."
-    from d2i_lit.backbones import shapes_backbone
     tok = None
     if text == 'clip':
-        from d2i_lit.shapes_text import compact_clip_tokenizer, pretraining_words
         max_tokens = text_budget + 2
         tok = compact_clip_tokenizer(pretraining_words(), max_tokens=max_tokens)
     elif text != 'words': raise D2IError(f"unknown text side {text!r}; choose from words, clip")
     return shapes_backbone(size=size, seed=seed, max_tokens=max_tokens, tokenizer=tok, position_scale=emb_scale, token_scale=emb_scale)
 
-# %% ../nbs/09_experiment.ipynb #5808da3e
-from .finetune import ema_weights, finetune
+shapes_model = experiment_backbone # its name before issue 11
 
-# %% ../nbs/09_experiment.ipynb #aacb4fe4
+# %% ../nbs/09_experiment.ipynb #e3c07d9a
 def sample_cell(backbone, # the model
                 items:list, # `Dialog`s (linearized with `style`) or prompt strings
                 style:str='hash', # linearization style (ignored for strings)
@@ -68,12 +81,12 @@ def sample_cell(backbone, # the model
                 steps:int=10, guidance:float=3.0, batch_size:int=256,
                )->torch.Tensor:
     "Images [N,3,H,W] in [-1,1] for `items`, DDIM with classifier-free guidance, one fixed noise per item."
-    from d2i_lit.pipeline import DialogToImagePipeline, image_seed
     pipe = DialogToImagePipeline(backbone, 'ddim')
     gens = [torch.Generator().manual_seed(image_seed(seed, i)) for i in range(len(items))]
     return pipe(items, style if style in STYLES else 'hash', steps=steps, guidance=guidance, generator=gens,
                 batch_size=batch_size, output_type='pt')
 
+# %% ../nbs/09_experiment.ipynb #d44ecde6
 def score_images(images:torch.Tensor, # [N,3,H,W] in [-1,1]
                  truths:list[dict], # ShapesChat ground truth per image (`dialog.extra['shapes']`)
                  real_stats=None, # `metrics.FeatureStats` of real test images, for FID
@@ -81,9 +94,6 @@ def score_images(images:torch.Tensor, # [N,3,H,W] in [-1,1]
                  threshold:float=0.9, # confidence for `coherent`
                 )->tuple[dict, dict]:
     "(summary scalars, per-image lists) of generated images against their dialogs' ground truth."
-    from d2i_lit.metrics import ClassifierFeatureNet, evaluate_images, attribute_metrics
-    from d2i_lit.classifier import predict
-    from d2i_lit.pipeline import to_pil
     net = net or ClassifierFeatureNet()
     pils = to_pil(images)
     res = evaluate_images(pils, metrics=('fid', 'is') if real_stats is not None else ('is',), net=net, real_stats=real_stats)
@@ -116,37 +126,11 @@ def fit_newest(texts:list[str], # texts
         out.append(' '.join(words))
     return out
 
-# %% ../nbs/09_experiment.ipynb #26fe0de0
-def _stage_file(out:Path, name:str)->Path: return out/'stages'/(name.replace('/', '--') + '.json')
-
-def _resumable(steps:int)->dict:
-    "Checkpoint a training stage four times (the newest kept) and resume it from there: a killed demo loses at most a quarter of a stage."
-    return dict(checkpoint_every=max(1, steps // 4), keep=1, resume='latest')
-
-def _cfg_key(cfg:dict)->dict: return json.loads(json.dumps(cfg, default=list))
-
-def _log(msg:str, quiet:bool=False):
-    if not quiet: print(msg, file=sys.stderr, flush=True)
-
-def _real_stats(dialogs, net, size):
-    from d2i_lit.metrics import image_features
-    from d2i_lit.datasets import load_image
-    return image_features([d.image_path for d in dialogs], net, keep_probs=False)[0]
-
-def run_experiment(out:str|Path, # run folder: data/, models/, stages/, results.json, report.md, *.png
-                   quick:bool=False, # the CI preset `QUICK` (else `DEFAULT`)
-                   seed:int=0, # seeds data, weights, data order, noise
-                   threads:int|None=2, # torch CPU threads
-                   progress:bool=True, # fastprogress bar over the stages
-                   quiet:bool=False, # no stage log on stderr
-                   **overrides, # any key of `DEFAULT` (step budgets, sizes, styles, learning rates)
-                  )->list[dict]:
-    "Run (or resume) the whole ShapesChat experiment into `out`; returns the rows of `results.json`."
-    from d2i_lit.shapeschat import write_shapeschat, load_shapeschat
-    from d2i_lit.datasets import DialogImageDataset, CaptionImageDataset, text_image_dls
-    from d2i_lit.backbones import Backbone
-    from d2i_lit.metrics import ClassifierFeatureNet
-    from d2i_lit.shapes_text import pretraining_records
+# %% ../nbs/09_experiment.ipynb #c77005d2
+def experiment_settings(quick:bool=False, # start from `QUICK` (else `DEFAULT`)
+                        **overrides, # any key of `DEFAULT`
+                       )->dict:
+    "The settings of a run: the preset with `overrides`, checked (one-line `D2IError` naming the bad setting); styles as tuples."
     bad = set(overrides) - set(DEFAULT)
     if bad: raise D2IError(f"unknown experiment setting(s) {', '.join(sorted(bad))}; choose from {', '.join(DEFAULT)}")
     cfg = {**(QUICK if quick else DEFAULT), **overrides}
@@ -158,9 +142,22 @@ def run_experiment(out:str|Path, # run folder: data/, models/, stages/, results.
         cfg[k] = tuple(cfg[k])
         wrong = [s for s in cfg[k] if s not in STYLES]
         if wrong: raise D2IError(f"{k}: unknown style {wrong[0]!r}; choose from {', '.join(STYLES)}")
-    out = Path(out)
+    return cfg
+
+# %% ../nbs/09_experiment.ipynb #fe68068d
+def experiment_stages(cfg:dict)->list[str]:
+    "The stage names of a run with settings `cfg`, in the order they run."
+    return ['data', 'pretrain'] + [f'zero_shot/{s}' for s in STYLES] + ['caption_oracle'] + \
+           [f'finetuned/{s}' for s in cfg['finetune_styles']] + [f'unfrozen/{s}' for s in cfg['unfrozen_styles'] if cfg['unfrozen_steps'] > 0]
+
+# %% ../nbs/09_experiment.ipynb #e11bd5f1
+def _cfg_key(cfg:dict)->dict: return json.loads(json.dumps(cfg, default=list))
+
+def _claim_run_folder(out:Path, # the run folder
+                      key:dict, # its settings with seed and preset, as JSON values
+                     ):
+    "Refuse a folder that holds another run or anything else; record the run's settings in `out/config.json`."
     if out.exists() and not out.is_dir(): raise D2IError(f"{out} exists and is not a folder")
-    key = dict(_cfg_key(cfg), seed=seed, quick=quick)
     cfg_file = out/'config.json'
     if cfg_file.exists():
         old = json.loads(cfg_file.read_text())
@@ -170,284 +167,160 @@ def run_experiment(out:str|Path, # run folder: data/, models/, stages/, results.
     elif out.exists() and any(p.name != '.lock' for p in out.iterdir()): # `run_lock`'s file is not a run
         raise D2IError(f"{out} is not empty and holds no experiment (no config.json): refusing to write into it")
     atomic_write_json(cfg_file, dict(settings=key, torch=torch.__version__, python=platform.python_version()))
+
+# %% ../nbs/09_experiment.ipynb #b542596e
+def _stage_file(out:Path, name:str)->Path: return out/'stages'/(name.replace('/', '--') + '.json')
+
+def _resumable(steps:int)->dict:
+    "Checkpoint a training stage four times (the newest kept) and resume it from there: a killed demo loses at most a quarter of a stage."
+    return dict(checkpoint_every=max(1, steps // 4), keep=1, resume='latest')
+
+# %% ../nbs/09_experiment.ipynb #e1c2cb48
+class ExperimentRun:
+    "One run while its stages run: folder, settings and seed, and the test data once a stage needs it."
+    def __init__(self, out:str|Path, # the run folder
+                 cfg:dict, # its settings (`experiment_settings`)
+                 seed:int=0, # seeds data, weights, data order, noise
+                ):
+        store_attr('cfg,seed'); self.out, self._loaded = Path(out), {}
+
+    def data(self)->dict:
+        "Train and test dialogs, the test ground truth, the classifier and the real test images' feature statistics (for FID)."
+        if 'test' not in self._loaded:
+            d = self._loaded
+            d['train'] = load_shapeschat(self.out/'data'/'train'); d['test'] = load_shapeschat(self.out/'data'/'test')
+            d['truths'] = [x.extra['shapes'] for x in d['test']]
+            d['net'] = ClassifierFeatureNet()
+            d['real_stats'] = image_features([x.image_path for x in d['test']], d['net'], keep_probs=False)[0]
+        return self._loaded
+
+    def pretrained(self)->Backbone:
+        "The caption-pre-trained model (the `pretrain` stage's EMA weights), loaded afresh."
+        return Backbone.from_pretrained(self.out/'train'/'pretrain'/'final')
+
+# %% ../nbs/09_experiment.ipynb #58a43a05
+@patch
+def stage_data(self:ExperimentRun):
+    "Write the run's train and test ShapesChat dialogs."
+    cfg = self.cfg
+    write_shapeschat(self.out/'data'/'train', cfg['n_train'], seed=1000*self.seed, size=cfg['size'], progress=False)
+    write_shapeschat(self.out/'data'/'test', cfg['n_test'], seed=1000*self.seed + 1, size=cfg['size'], progress=False)
+
+# %% ../nbs/09_experiment.ipynb #fc684f30
+@patch
+def stage_pretrain(self:ExperimentRun)->dict:
+    "Pre-train a fresh `experiment_backbone` on the training set's captions (text encoder + UNet); returns its steps and seconds."
+    cfg, seed = self.cfg, self.seed
+    bb = experiment_backbone(seed, cfg['size'], cfg['max_tokens'], text=cfg['text'], text_budget=cfg['text_budget'])
+    ds = CaptionImageDataset(pretraining_records(self.out/'data'/'train', cfg['pretrain_corpus'], seed), cfg['size'])
+    if cfg['text'] == 'clip': ds.texts = fit_newest(ds.texts, bb.tokenizer, cfg['text_budget'])
+    learn = finetune(bb, text_image_dls(ds, bs=cfg['bs'], seed=seed), cfg['pretrain_steps'], cfg['lr_pretrain'], out=self.out/'train'/'pretrain',
+                     ema=cfg['ema'], p_uncond=cfg['p_uncond'], seed=seed, warmup=cfg['warmup'], train_text_encoder=True,
+                     **_resumable(cfg['pretrain_steps']))
+    return dict(steps=learn.opt_step, seconds=round(learn.fit_time, 1))
+
+# %% ../nbs/09_experiment.ipynb #f66d733d
+@patch
+def evaluate(self:ExperimentRun, bb, # the model
+             items:list, # test dialogs, or prompt strings
+             style:str, model:str, stage:str, # the cell's name
+             extra:dict|None=None, # more keys of the row (training steps and seconds)
+            )->tuple:
+    "(row, per-image judgements, first 16 images) of one cell."
+    t0 = time.time(); d = self.data(); cfg = self.cfg
+    with torch.no_grad(): imgs = sample_cell(bb, items, style, self.seed, cfg['sample_steps'], cfg['guidance'])
+    ts = time.time() - t0
+    s, per = score_images(imgs, d['truths'], d['real_stats'], d['net'])
+    row = dict(model=model, style=style, stage=stage, fid=s['fid'], **{'is': s['is']}, attr_acc=s['attr_acc'],
+               coherence=s['coherence'], n=s['n'], seed=self.seed, is_std=s['is_std'], distractor_acc=s['distractor_acc'],
+               per_attribute=s['per_attribute'], by_pattern=s['by_pattern'], feature_net=s['feature_net'],
+               sample_steps=cfg['sample_steps'], guidance=cfg['guidance'], sample_seconds=round(ts, 1), **(extra or {}))
+    return row, per, imgs[:16]
+
+# %% ../nbs/09_experiment.ipynb #92e9c3a8
+@patch
+def stage_zero_shot(self:ExperimentRun, style:str)->tuple:
+    "Evaluate the pre-trained model on the test dialogs linearized in `style`."
+    d = self.data()
+    return self.evaluate(self.pretrained(), d['test'], style, MODEL, 'zero_shot')
+
+@patch
+def stage_caption_oracle(self:ExperimentRun)->tuple:
+    "Evaluate the pre-trained model on the sharer objects' own captions: the ceiling of a perfect dialog-to-caption step."
+    d = self.data()
+    return self.evaluate(self.pretrained(), [t['caption'] for t in d['truths']], 'caption', MODEL, 'caption_oracle')
+
+# %% ../nbs/09_experiment.ipynb #6901cdcf
+@patch
+def stage_finetuned(self:ExperimentRun, style:str, # the linearization style of the training and test dialogs
+                    frozen:bool=True, # freeze the text encoder (else: the unfrozen ablation)
+                   )->tuple:
+    "Fine-tune the pre-trained model on the training dialogs in `style`, then evaluate it on the test dialogs."
+    cfg, seed = self.cfg, self.seed
+    d = self.data(); bb = self.pretrained()
+    clip = cfg['text'] == 'clip' # the budget binds: drop the oldest turns, as the pipeline does when sampling
+    ds = DialogImageDataset(d['train'], style, cfg['size'], tokenizer=bb.tokenizer if clip else None,
+                            max_tokens=cfg['text_budget'] if clip else None)
+    steps = cfg['finetune_steps' if frozen else 'unfrozen_steps']
+    learn = finetune(bb, text_image_dls(ds, bs=cfg['bs'], seed=seed), steps, cfg['lr_finetune'],
+                     out=self.out/'train'/f"{'finetuned' if frozen else 'unfrozen'}-{style}",
+                     ema=cfg['ema'], p_uncond=cfg['p_uncond'], seed=seed, warmup=cfg['warmup'],
+                     cache=frozen, train_text_encoder=not frozen, **_resumable(steps))
+    extra = dict(train_steps=learn.opt_step, train_seconds=round(learn.fit_time, 1))
+    with ema_weights(learn): return self.evaluate(bb, d['test'], style, MODEL if frozen else UNFROZEN, 'finetuned', extra)
+
+# %% ../nbs/09_experiment.ipynb #220994fc
+@patch
+def run_stage(self:ExperimentRun, name:str)->dict:
+    "Run stage `name` (an `experiment_stages` name) from a fresh seed and return its record."
+    t0 = time.time(); set_seed(self.seed); rec = dict(stage=name, rows=[], per_image={})
+    kind, _, style = name.partition('/')
+    if kind == 'data': self.stage_data()
+    elif kind == 'pretrain': rec['train'] = self.stage_pretrain()
+    else:
+        if kind == 'zero_shot': row, per, grid = self.stage_zero_shot(style)
+        elif kind == 'caption_oracle': row, per, grid = self.stage_caption_oracle()
+        else: row, per, grid = self.stage_finetuned(style, frozen=kind == 'finetuned')
+        rec['rows'].append(row); rec['per_image'] = per
+        rec['grid'] = grid.mul(127.5).add(127.5).round().clamp(0, 255).to(torch.uint8).tolist()
+    rec['seconds'] = round(time.time() - t0, 1)
+    return rec
+
+def _stage_line(rec:dict)->str:
+    "The log line of a finished stage."
+    r = rec['rows'][0] if rec['rows'] else None
+    return (f"[{rec['stage']}] {rec['seconds']:.0f} s" + (f"; attr_acc {r['attr_acc']:.3f} coherence {r['coherence']:.3f}" if r else '')
+            + (f"; {rec['train']['steps']} steps" if 'train' in rec else ''))
+
+# %% ../nbs/09_experiment.ipynb #760ee63f
+def _log(msg:str, quiet:bool=False):
+    if not quiet: print(msg, file=sys.stderr, flush=True)
+
+def run_experiment(out:str|Path, # run folder: data/, train/, stages/, results.json, report.md, *.png
+                   quick:bool=False, # the CI preset `QUICK` (else `DEFAULT`)
+                   seed:int=0, # seeds data, weights, data order, noise
+                   threads:int|None=2, # torch CPU threads
+                   progress:bool=True, # fastprogress bar over the stages
+                   quiet:bool=False, # no stage log on stderr
+                   **overrides, # any key of `DEFAULT` (step budgets, sizes, styles, learning rates)
+                  )->list[dict]:
+    "Run (or resume) the whole ShapesChat experiment into `out`; returns the rows of `results.json`."
+    cfg = experiment_settings(quick, **overrides)
+    out = Path(out)
+    _claim_run_folder(out, dict(_cfg_key(cfg), seed=seed, quick=quick))
     nthreads = set_threads(threads)
-    from diffusers.utils import logging as dlog
-    from transformers.utils import logging as tlog
-    dlog.disable_progress_bar(); tlog.disable_progress_bar()  # one bar (the stages), not one per weight file
+    diffusers_logging.disable_progress_bar(); transformers_logging.disable_progress_bar()  # one bar (the stages), not one per weight file
     t_start = time.time()
-
-    stages = ['data', 'pretrain'] + [f'zero_shot/{s}' for s in STYLES] + ['caption_oracle'] + \
-             [f'finetuned/{s}' for s in cfg['finetune_styles']] + [f'unfrozen/{s}' for s in cfg['unfrozen_styles'] if cfg['unfrozen_steps'] > 0]
-    it = stages
-    if progress:
-        from fastprogress.fastprogress import progress_bar
-        it = progress_bar(stages)
-    ctx = {}
-    def data():
-        if 'test' not in ctx:
-            ctx['train'] = load_shapeschat(out/'data'/'train'); ctx['test'] = load_shapeschat(out/'data'/'test')
-            ctx['truths'] = [d.extra['shapes'] for d in ctx['test']]
-            ctx['net'] = ClassifierFeatureNet()
-            ctx['real_stats'] = _real_stats(ctx['test'], ctx['net'], cfg['size'])
-        return ctx
-    def pretrained(): return Backbone.from_pretrained(out/'train'/'pretrain'/'final')
-    def cell(bb, items, style, model, stage, extra):
-        t0 = time.time(); d = data()
-        with torch.no_grad(): imgs = sample_cell(bb, items, style, seed, cfg['sample_steps'], cfg['guidance'])
-        ts = time.time() - t0
-        s, per = score_images(imgs, d['truths'], d['real_stats'], d['net'])
-        row = dict(model=model, style=style, stage=stage, fid=s['fid'], **{'is': s['is']}, attr_acc=s['attr_acc'],
-                   coherence=s['coherence'], n=s['n'], seed=seed, is_std=s['is_std'], distractor_acc=s['distractor_acc'],
-                   per_attribute=s['per_attribute'], by_pattern=s['by_pattern'], feature_net=s['feature_net'],
-                   sample_steps=cfg['sample_steps'], guidance=cfg['guidance'], sample_seconds=round(ts, 1), **extra)
-        return row, per, imgs[:16]
-
-    for name in it:
+    run, names = ExperimentRun(out, cfg, seed), experiment_stages(cfg)
+    for name in progress_bar(names) if progress else names:
         f = _stage_file(out, name)
         if f.exists(): _log(f'[{name}] done before, skipped', quiet); continue
-        t0 = time.time(); set_seed(seed); rec = dict(stage=name, rows=[], per_image={})
-        if name == 'data':
-            write_shapeschat(out/'data'/'train', cfg['n_train'], seed=1000*seed, size=cfg['size'], progress=False)
-            write_shapeschat(out/'data'/'test', cfg['n_test'], seed=1000*seed + 1, size=cfg['size'], progress=False)
-        elif name == 'pretrain':
-            bb = shapes_model(seed, cfg['size'], cfg['max_tokens'], text=cfg['text'], text_budget=cfg['text_budget'])
-            ds = CaptionImageDataset(pretraining_records(out/'data'/'train', cfg['pretrain_corpus'], seed), cfg['size'])
-            if cfg['text'] == 'clip': ds.texts = fit_newest(ds.texts, bb.tokenizer, cfg['text_budget'])
-            learn = finetune(bb, text_image_dls(ds, bs=cfg['bs'], seed=seed), cfg['pretrain_steps'], cfg['lr_pretrain'], out=out/'train'/'pretrain',
-                             ema=cfg['ema'], p_uncond=cfg['p_uncond'], seed=seed, warmup=cfg['warmup'], train_text_encoder=True,
-                             **_resumable(cfg['pretrain_steps']))
-            rec['train'] = dict(steps=learn.opt_step, seconds=round(learn.fit_time, 1))
-        else:
-            kind, _, style = name.partition('/')
-            d = data(); extra = {}
-            if kind == 'zero_shot':
-                bb, items, model, stage = pretrained(), d['test'], MODEL, 'zero_shot'
-            elif kind == 'caption_oracle':
-                bb, items, model, stage, style = pretrained(), [t['caption'] for t in d['truths']], MODEL, 'caption_oracle', 'caption'
-            else:
-                bb = pretrained()
-                clip = cfg['text'] == 'clip' # the budget binds: drop the oldest turns, as the pipeline does when sampling
-                ds = DialogImageDataset(d['train'], style, cfg['size'], tokenizer=bb.tokenizer if clip else None,
-                                        max_tokens=cfg['text_budget'] if clip else None)
-                dls = text_image_dls(ds, bs=cfg['bs'], seed=seed)
-                tdir = out/'train'/name.replace('/', '-')
-                frozen = kind == 'finetuned' # the paper's setting; 'unfrozen' also trains the text encoder
-                learn = finetune(bb, dls, cfg['finetune_steps' if frozen else 'unfrozen_steps'], cfg['lr_finetune'], out=tdir,
-                                 ema=cfg['ema'], p_uncond=cfg['p_uncond'], seed=seed, warmup=cfg['warmup'],
-                                 cache=frozen, train_text_encoder=not frozen, **_resumable(cfg['finetune_steps' if frozen else 'unfrozen_steps']))
-                model = MODEL if frozen else UNFROZEN
-                items, stage = d['test'], 'finetuned'
-                extra = dict(train_steps=learn.opt_step, train_seconds=round(learn.fit_time, 1))
-                with ema_weights(learn):
-                    row, per, grid = cell(bb, items, style, model, stage, extra)
-                bb = None
-            if bb is not None: row, per, grid = cell(bb, items, style, model, stage, extra)
-            rec['rows'].append(row); rec['per_image'] = per
-            rec['grid'] = grid.mul(127.5).add(127.5).round().clamp(0, 255).to(torch.uint8).tolist()
-        rec['seconds'] = round(time.time() - t0, 1)
+        rec = run.run_stage(name)
         atomic_write_json(f, rec, indent=None)
-        r = rec['rows'][0] if rec['rows'] else None
-        _log(f"[{name}] {rec['seconds']:.0f} s" + (f"; attr_acc {r['attr_acc']:.3f} coherence {r['coherence']:.3f}" if r else '')
-             + (f"; {rec['train']['steps']} steps" if 'train' in rec else ''), quiet)
-    rows = write_outputs(out, time.time() - t_start, nthreads)
-    return rows
+        _log(_stage_line(rec), quiet)
+    return write_outputs(out, time.time() - t_start, nthreads)
 
-# %% ../nbs/09_experiment.ipynb #fd3b29cf
-ROW_KEYS = ('model', 'style', 'stage', 'fid', 'is', 'attr_acc', 'coherence', 'n', 'seed') # the required keys, in order
-
-def load_stages(out:str|Path)->list[dict]:
-    "The finished stage records of a run folder, in the order they were run."
-    fs = sorted((Path(out)/'stages').glob('*.json'), key=lambda p: p.stat().st_mtime)
-    return [json.loads(f.read_text()) for f in fs]
-
-def _savefig(fig, path:Path)->Path:
-    import matplotlib.pyplot as plt
-    buf = io.BytesIO(); fig.savefig(buf, format='png', dpi=80, bbox_inches='tight'); plt.close(fig)
-    return atomic_write(path, buf.getvalue())
-
-def _label(r:dict)->str:
-    return 'caption oracle' if r['stage'] == 'caption_oracle' else f"{r['stage']} ({r['model']})" if r['model'] != MODEL else r['stage']
-
-def _style_bars(ax, rows:list[dict], m:str, ci:bool=False):
-    "Bars of metric `m` per style, one per model x stage, and the caption oracle as a dashed line; `ci`: rows carry `m_lo`/`m_hi`."
-    ok = lambda v: v is not None and v == v  # pandas turns missing values into NaN
-    groups = list(dict.fromkeys(_label(r) for r in rows if r['stage'] != 'caption_oracle'))
-    oracle = next((r for r in rows if r['stage'] == 'caption_oracle'), None)
-    w = 0.8/max(1, len(groups))
-    for j, g in enumerate(groups):
-        pts = [(i + (j - (len(groups)-1)/2)*w, r) for i, s in enumerate(STYLES) for r in rows if _label(r) == g and r['style'] == s and ok(r.get(m))]
-        if not pts: continue
-        err = [[r[m] - r[m+'_lo'] for _,r in pts], [r[m+'_hi'] - r[m] for _,r in pts]] if ci else None
-        ax.bar([x for x,_ in pts], [r[m] for _,r in pts], w, yerr=err, capsize=2 if ci else 0, label=g)
-    if oracle is not None and ok(oracle.get(m)):
-        if ci: ax.axhspan(oracle[m+'_lo'], oracle[m+'_hi'], color='k', alpha=0.1)
-        ax.axhline(oracle[m], color='k', ls='--', lw=1, label='caption oracle')
-    ax.set_xticks(range(len(STYLES)), STYLES); ax.set_ylim(0, 1)
-
-def plot_metrics(rows:list[dict], path:str|Path)->Path:
-    "Bar charts of attr_acc, coherence and distractor agreement by style and stage."
-    import matplotlib; matplotlib.use('Agg')
-    import matplotlib.pyplot as plt
-    keys = [('attr_acc', 'attr_acc (sharer)'), ('coherence', 'coherence'), ('distractor_acc', 'distractor agreement')]
-    fig, axs = plt.subplots(1, 3, figsize=(12, 3.2))
-    for ax, (k, title) in zip(axs, keys): _style_bars(ax, rows, k); ax.set_title(title)
-    axs[0].legend(fontsize=7)
-    return _savefig(fig, Path(path))
-
-def plot_losses(out:str|Path, path:str|Path)->Path:
-    "Training loss curves (smoothed) of every trained stage."
-    import matplotlib; matplotlib.use('Agg')
-    import matplotlib.pyplot as plt
-    fig, ax = plt.subplots(figsize=(6, 3.2))
-    for f in sorted((Path(out)/'train').glob('*/log.csv')):
-        with open(f) as fh: rs = list(csv.DictReader(fh))
-        if not rs: continue
-        y = np.array([float(r['loss']) for r in rs]); k = max(1, len(y)//30)
-        ys = np.convolve(y, np.ones(k)/k, mode='valid')
-        ax.plot(np.arange(len(ys)) + k, ys, label=f.parent.name, lw=1)
-    ax.set_xlabel('optimizer step'); ax.set_ylabel('x0 MSE'); ax.set_yscale('log'); ax.legend(fontsize=7)
-    return _savefig(fig, Path(path))
-
-def stage_grid(out:str|Path, path:str|Path, n:int=12, scale:int=3)->Path:
-    "One row per evaluated stage (the real test images first) of the first `n` test images, upscaled `scale`x."
-    from PIL import Image, ImageDraw
-    from d2i_lit.shapeschat import load_shapeschat
-    from d2i_lit.datasets import load_image
-    recs = [r for r in load_stages(out) if r.get('grid')]
-    test = load_shapeschat(Path(out)/'data'/'test')[:n]
-    real = torch.stack([load_image(d.image_path, 16) for d in test]).mul(127.5).add(127.5).round().to(torch.uint8)
-    rows = [('real', real)] + [(r['stage'], torch.tensor(r['grid'][:n], dtype=torch.uint8)) for r in recs]
-    s = real.shape[-1]*scale; lw = 110
-    img = Image.new('RGB', (lw + n*(s+2), len(rows)*(s+2)), 'white'); dr = ImageDraw.Draw(img)
-    for i, (lab, x) in enumerate(rows):
-        dr.text((2, i*(s+2) + s//2 - 5), lab, fill='black')
-        for j in range(min(n, len(x))):
-            im = Image.fromarray(x[j].permute(1, 2, 0).numpy()).resize((s, s), Image.NEAREST)
-            img.paste(im, (lw + j*(s+2), i*(s+2)))
-    return atomic_save_image(img, path)
-
-def _fmt(v, p=3): return '—' if v is None else f'{v:.{p}f}' if isinstance(v, float) else str(v)
-
-def results_table(rows:list[dict])->str:
-    "A markdown table of the headline metrics, one line per model x style x stage."
-    h = '| model | style | stage | attr_acc | coherence | distractor | FID (clf, rel.) | IS (clf) | n | steps |\n|---|---|---|---|---|---|---|---|---|---|\n'
-    return h + ''.join(f"| {r['model']} | {r['style']} | {r['stage']} | {_fmt(r['attr_acc'])} | {_fmt(r['coherence'])} | "
-                       f"{_fmt(r.get('distractor_acc'))} | {_fmt(r['fid'], 2)} | {_fmt(r['is'], 2)} | {r['n']} | {r.get('train_steps', '—')} |\n"
-                       for r in rows)
-
-def pattern_table(rows:list[dict], key:str='attr_acc')->str:
-    "A markdown table of `key` per dialog pattern."
-    pats = sorted({p for r in rows for p in r.get('by_pattern', {})})
-    h = f"| model | style | stage | {' | '.join(pats)} |\n|---|---|---|{'---|'*len(pats)}\n"
-    return h + ''.join(f"| {r['model']} | {r['style']} | {r['stage']} | " + ' | '.join(_fmt(r['by_pattern'].get(p, {}).get(key)) for p in pats) + ' |\n'
-                       for r in rows)
-
-def write_outputs(out:str|Path, seconds:float|None=None, threads:int|None=None)->list[dict]:
-    "Write results.json, report.md and the PNGs of a run folder from its stage files; returns the rows."
-    out = Path(out); recs = load_stages(out)
-    rows = [r for rec in recs for r in rec['rows']]
-    for r in rows: assert all(k in r for k in ROW_KEYS)
-    atomic_write_json(out/'results.json', rows)
-    settings = json.loads((out/'config.json').read_text())['settings']
-    train = {rec['stage']: rec['train'] for rec in recs if 'train' in rec}
-    stage_s = {rec['stage']: rec['seconds'] for rec in recs}
-    if rows:
-        plot_metrics(rows, out/'metrics.png'); stage_grid(out, out/'grid.png')
-    plot_losses(out, out/'loss_curves.png')
-    load = os.getloadavg()[0] if hasattr(os, 'getloadavg') else float('nan')
-    md = [f"# ShapesChat experiment ({'quick' if settings['quick'] else 'default'} preset, seed {settings['seed']})", '',
-          f"Stages took {sum(stage_s.values()):.0f} s in all (summed over invocations, if the run was resumed); this invocation "
-          f"{_fmt(seconds, 0)} s wall on {threads} thread(s), load average at the end {load:.1f}. "
-          f"Stage seconds: {', '.join(f'{k} {v:.0f}' for k,v in stage_s.items())}.", '',
-          f"Pre-training: {train.get('pretrain', {}).get('steps', '?')} steps of batch {settings['bs']} in {train.get('pretrain', {}).get('seconds', '?')} s. "
-          f"Sampling: DDIM {settings['sample_steps']} steps, guidance {settings['guidance']}. FID and IS use the ShapesChat classifier's "
-          f"features ({rows[0]['feature_net'] if rows else '?'}): comparable only within this table.", '',
-          '## Headline metrics', '', results_table(rows), '',
-          '`attr_acc`: the image shows the sharer\'s object (shape and colour). `coherence`: a confident, clean picture of some object the '
-          'dialog mentions. `distractor`: the image shows the other speaker\'s object.', '',
-          '## Sharer accuracy (attr_acc) per dialog pattern', '', pattern_table(rows, 'attr_acc'), '',
-          '## Coherence per dialog pattern', '', pattern_table(rows, 'coherence'), '',
-          '![metrics by style and stage](metrics.png)', '', '![loss curves](loss_curves.png)', '',
-          '![first test images: real, then each stage](grid.png)', '']
-    atomic_write(out/'report.md', '\n'.join(md))
-    return rows
-
-# %% ../nbs/09_experiment.ipynb #c77005d2
-PER_IMAGE = {'attr_acc': 'joint', 'coherence': 'coherent', 'distractor_acc': 'distractor'} # metric -> per-image key in the stage files
-
-def _run_dir(run)->Path:
-    run = Path(run); run = run.parent if run.is_file() else run
-    if not (run/'results.json').exists(): raise D2IError(f"{run}: no results.json (not a finished experiment run)")
-    return run
-
-def _per_image(run)->dict:
-    "(model, style, stage) -> the stage's per-image lists, for one run folder."
-    return {(r['model'], r['style'], r['stage']): rec.get('per_image', {}) for rec in load_stages(_run_dir(run)) for r in rec['rows']}
-
-def _image_values(per:dict, metric:str)->np.ndarray:
-    "One cell's per-image values of `metric` (distractor agreement only over dialogs that have a distractor)."
-    v = np.asarray(per.get(PER_IMAGE[metric], []), float)
-    if metric == 'distractor_acc' and len(v): v = v[np.asarray([q != 'solo' for q in per['pattern']])]
-    return v
-
-def _two_level_bootstrap(arrs:list, n_boot:int, rng)->np.ndarray:
-    "Bootstrap means over runs: resample the runs, then the images within each resampled run."
-    return np.array([np.mean([arrs[i][rng.integers(len(arrs[i]), size=len(arrs[i]))].mean() for i in rng.integers(len(arrs), size=len(arrs))])
-                     for _ in range(n_boot)])
-
-def aggregate_runs(runs:list, # run folders (or their results.json files)
-                   n_boot:int=2000, # bootstrap resamples
-                   ci:float=0.95, # interval mass
-                   seed:int=0, # bootstrap generator seed
-                  ):
-    "A pandas DataFrame: per model x style x stage, the mean over runs of each metric with a bootstrap interval."
-    import pandas as pd
-    rng = np.random.default_rng(seed); lo_q, hi_q = (1 - ci)/2, 1 - (1 - ci)/2
-    cells = {}
-    for run in runs:
-        per = _per_image(run)
-        for r in json.loads((_run_dir(run)/'results.json').read_text()):
-            k = (r['model'], r['style'], r['stage'])
-            cells.setdefault(k, []).append((r, per.get(k, {})))
-    out = []
-    for (model, style, stage), rs in cells.items():
-        row = dict(model=model, style=style, stage=stage, seeds=len(rs), n=int(np.mean([r['n'] for r,_ in rs])))
-        for m in METRICS:
-            vals = [r.get(m) for r,_ in rs]
-            if any(v is None for v in vals): row[m] = row[m+'_lo'] = row[m+'_hi'] = None; continue
-            arrs = [_image_values(p, m) for _,p in rs] if m in PER_IMAGE else []
-            if arrs and all(len(a) for a in arrs): boots = _two_level_bootstrap(arrs, n_boot, rng)
-            else: boots = np.array([np.mean([vals[i] for i in rng.integers(len(rs), size=len(rs))]) for _ in range(n_boot)])
-            row[m] = float(np.mean(vals)); row[m+'_lo'], row[m+'_hi'] = (float(x) for x in np.quantile(boots, [lo_q, hi_q]))
-        out.append(row)
-    return pd.DataFrame(out)
-
-def ci_table(df, metrics=('attr_acc', 'coherence', 'distractor_acc', 'fid', 'is'))->str:
-    "A markdown table 'mean [lo, hi]' of `aggregate_runs`' output."
-    def f(r, m):
-        if r[m] is None or (isinstance(r[m], float) and math.isnan(r[m])): return '—'
-        p = 2 if m in ('fid', 'is') else 3
-        return f"{r[m]:.{p}f} [{r[m+'_lo']:.{p}f}, {r[m+'_hi']:.{p}f}]"
-    h = f"| model | style | stage | seeds | {' | '.join(metrics)} |\n|---|---|---|---|{'---|'*len(metrics)}\n"
-    return h + ''.join(f"| {r['model']} | {r['style']} | {r['stage']} | {r['seeds']} | " + ' | '.join(f(r, m) for m in metrics) + ' |\n'
-                       for _, r in df.iterrows())
-
-def plot_aggregate(df, # `aggregate_runs`' output
-                   path:str|Path, # PNG to write
-                   metrics=('attr_acc', 'coherence', 'distractor_acc'),
-                  )->Path:
-    "Bars of each metric's mean over seeds per style and stage, with the bootstrap interval as error bars."
-    import matplotlib; matplotlib.use('Agg')
-    import matplotlib.pyplot as plt
-    rows = df.to_dict('records')
-    fig, axs = plt.subplots(1, len(metrics), figsize=(4*len(metrics), 3.2), squeeze=False)
-    for ax, m in zip(axs[0], metrics):
-        _style_bars(ax, rows, m, ci=True)
-        ax.set_title(f"{m}: mean of {int(max(r['seeds'] for r in rows))} seed(s), 95% CI", fontsize=9)
-    axs[0][0].legend(fontsize=7)
-    return _savefig(fig, Path(path))
-
-# %% ../nbs/09_experiment.ipynb #6f09796f
+# %% ../nbs/09_experiment.ipynb #ee67f014
 def _demo_main(out:Param('run folder (resumed when it holds a run with the same settings)', str)='d2i-demo',
                quick:Param('the CI preset: under 3 minutes, hash fine-tune only, no ablation', store_true)=False,
                seeds:Param('seeds to run, one sub-folder each when several (e.g. --seeds 0 1 2)', int_in(0, 2**32 - 1), nargs='+')=None,
@@ -469,80 +342,11 @@ def _demo_main(out:Param('run folder (resumed when it holds a run with the same 
                                   n_train=n_train, n_test=n_test, finetune_styles=tuple(styles) if styles else None,
                                   text=text, text_budget=text_budget, pretrain_corpus=pretrain_corpus, lr_finetune=lr_finetune).items() if v is not None}
     seeds = list(seeds) if seeds else [0]
-    t0 = time.time(); runs = []
+    t0 = time.time(); runs = [Path(out) if len(seeds) == 1 else Path(out)/f'seed-{s}' for s in seeds]
     with run_lock(out): # one demo per folder: a second one would interleave its stages with this one's
-        for s in seeds:
-            o = Path(out) if len(seeds) == 1 else Path(out)/f'seed-{s}'
-            run_experiment(o, quick=quick, seed=s, threads=threads, progress=not no_progress, **over)
-            runs.append(o)
-        if len(seeds) > 1:
-            df = aggregate_runs(runs)
-            atomic_write(Path(out)/'summary.md', f'# ShapesChat experiment, seeds {seeds}\n\n' + ci_table(df) +
-                         '\n## Paired differences (b − a, same test images and noise)\n\n' + contrast_table(runs) +
-                         '\n## Sharer accuracy per dialog pattern (mean over seeds)\n\n' + pattern_summary(runs, 'attr_acc'))
-            atomic_write(Path(out)/'summary.csv', df.to_csv(index=False))
-            plot_aggregate(df, Path(out)/'summary.png')
-    rows = json.loads((runs[-1]/'results.json').read_text())
-    print(results_table(rows))
+        for s, o in zip(seeds, runs): run_experiment(o, quick=quick, seed=s, threads=threads, progress=not no_progress, **over)
+        if len(seeds) > 1: write_seed_summary(out, runs, seeds)
+    print(results_table(json.loads((runs[-1]/'results.json').read_text())))
     print(f"wrote {', '.join(str(r/'report.md') for r in runs)} in {time.time() - t0:.0f} s", file=sys.stderr)
 
 demo_cli = cli_command(_demo_main, 'd2i demo')
-
-# %% ../nbs/09_experiment.ipynb #d2369c98
-def compare_cells(runs:list, # run folders of the same settings (one per seed)
-                  a:tuple, # (model, style, stage) of the reference cell
-                  b:tuple, # (model, style, stage) of the cell compared with it
-                  metric:str='attr_acc', # 'attr_acc' | 'coherence' | 'distractor_acc'
-                  n_boot:int=2000, ci:float=0.95, seed:int=0,
-                 )->dict:
-    "Mean paired difference `b - a` of a per-image metric over runs, with a two-level (seeds, then images) bootstrap interval."
-    return _compare([(_run_dir(r), _per_image(r)) for r in runs], a, b, metric, n_boot, ci, seed)
-
-def _compare(loaded:list, a, b, metric, n_boot, ci, seed)->dict:
-    "`compare_cells` on runs already loaded as (folder, `_per_image` dict) pairs."
-    if metric not in PER_IMAGE: raise D2IError(f"metric {metric!r} has no per-image values; choose from {', '.join(PER_IMAGE)}")
-    diffs = []
-    for run, per in loaded:
-        for k in (a, b):
-            if k not in per or PER_IMAGE[metric] not in per[k]: raise D2IError(f"{run}: no per-image results for cell {k}")
-        diffs.append(_image_values(per[b], metric) - _image_values(per[a], metric))
-    boots = _two_level_bootstrap(diffs, n_boot, np.random.default_rng(seed))
-    lo, hi = np.quantile(boots, [(1 - ci)/2, 1 - (1 - ci)/2])
-    return dict(a=a, b=b, metric=metric, diff=float(np.mean([d.mean() for d in diffs])), lo=float(lo), hi=float(hi),
-                seeds=len(diffs), n=int(np.mean([len(d) for d in diffs])))
-
-def default_contrasts(rows:list[dict])->list[tuple]:
-    "The comparisons behind the paper's claims, among the cells present: fine-tuned vs zero-shot per style, each style vs `hash` after fine-tuning, unfrozen vs frozen text encoder."
-    have = {(r['model'], r['style'], r['stage']) for r in rows}
-    ft = lambda s, m=MODEL: (m, s, 'finetuned')
-    out = [((MODEL, s, 'zero_shot'), ft(s)) for s in STYLES]
-    out += [(ft('hash'), ft(s)) for s in STYLES if s != 'hash']
-    out += [(ft(s), ft(s, UNFROZEN)) for s in STYLES]
-    return [(a, b) for a, b in out if a in have and b in have]
-
-def contrast_table(runs:list, contrasts:list|None=None, metrics=('attr_acc', 'coherence'), n_boot:int=2000, ci:float=0.95, seed:int=0)->str:
-    "A markdown table of paired differences 'diff [lo, hi]' (`compare_cells`), one line per contrast."
-    loaded = [(_run_dir(r), _per_image(r)) for r in runs]
-    if contrasts is None: contrasts = default_contrasts(json.loads((_run_dir(runs[0])/'results.json').read_text()))
-    name = lambda k: f"unfrozen-TE {k[1]}" if k[0] == UNFROZEN else f"{ {'zero_shot': 'zero-shot', 'finetuned': 'fine-tuned'}.get(k[2], k[2])} {k[1]}"
-    h = f"| b − a | seeds | {' | '.join(metrics)} |\n|---|---|{'---|'*len(metrics)}\n"
-    lines = []
-    for a, b in contrasts:
-        cs = [_compare(loaded, a, b, m, n_boot, ci, seed) for m in metrics]
-        lines.append(f"| {name(b)} − {name(a)} | {cs[0]['seeds']} | " +
-                     ' | '.join(f"{c['diff']:+.3f} [{c['lo']:+.3f}, {c['hi']:+.3f}]" for c in cs) + ' |\n')
-    return h + ''.join(lines)
-
-def pattern_summary(runs:list, metric:str='attr_acc')->str:
-    "A markdown table of a per-image metric per dialog pattern, averaged over runs (one line per cell)."
-    if metric not in PER_IMAGE: raise D2IError(f"metric {metric!r} has no per-image values; choose from {', '.join(PER_IMAGE)}")
-    acc = {}
-    for run in runs:
-        for k, p in _per_image(run).items():
-            if PER_IMAGE[metric] not in p: continue
-            v, pats = np.asarray(p[PER_IMAGE[metric]], float), np.asarray(p['pattern'])
-            for q in sorted(set(pats)): acc.setdefault(k, {}).setdefault(q, []).append(v[pats == q].mean())
-    pats = sorted({q for d in acc.values() for q in d})
-    h = f"| model | style | stage | {' | '.join(pats)} |\n|---|---|---|{'---|'*len(pats)}\n"
-    return h + ''.join(f"| {k[0]} | {k[1]} | {k[2]} | " + ' | '.join(_fmt(float(np.mean(d[q]))) if q in d else '—' for q in pats) + ' |\n'
-                       for k, d in acc.items())
