@@ -4,20 +4,34 @@
 
 # %% ../nbs/10_roundtrip.ipynb #89572601
 from __future__ import annotations
-import contextlib, json, math, os, re, sys
+import contextlib, io, json, math, os, re, sys
 from dataclasses import dataclass, field
 from pathlib import Path
 import numpy as np
+import torch
+import matplotlib, matplotlib.pyplot as plt
 from PIL import Image
+from scipy.stats import rankdata, spearmanr
+from accelerate import PartialState
+from fastcore.basics import patch
 from fastcore.script import Param
-from .core import D2IError, set_seed, set_threads, atomic_write, atomic_write_json, cli_command, float_in, int_in, load_pretrained, open_image, pos_int, run_lock
-from .metrics import cider_scores, CLIP_MEAN, CLIP_STD, clip_image_embeddings, load_clip
+from fastprogress.fastprogress import progress_bar
+from tokenizers.pre_tokenizers import BertPreTokenizer
+from transformers import (AutoTokenizer, BertTokenizer, BlipConfig, BlipForConditionalGeneration, BlipImageProcessor,
+                          CLIPConfig, CLIPModel)
+from .core import (D2IError, set_seed, set_threads, atomic_dir, atomic_save_image, atomic_write, atomic_write_json,
+                          cli_command, float_in, int_in, load_pretrained, open_image, pos_int, run_lock)
+from .linearize import linearize
+from .shapeschat import ATTRIBUTES, CAPTIONS, object_words, render_object, shapes_vocab
+from .pipeline import DialogToImagePipeline, image_seed, _fname
+from .classifier import load_classifier, to_input
+from .metrics import cider_scores, CLIP_MEAN, CLIP_STD, clip_image_embeddings, list_images, load_clip
 
 # %% auto #0
 __all__ = ['CAPTION_SPECIALS', 'TINY_WORDS', 'DATA_FORMATS', 'PAPER_PROTOCOL', 'DTYPES', 'roundtrip_cli', 'caption_tokenizer',
            'blip_config', 'Captioner', 'tiny_captioner', 'shapes_captioner', 'load_captioner', 'caption_records',
            'train_captioner', 'PipelineGenerator', 'caption_attributes', 'ShapesOracle', 'load_generator',
-           'PixelEmbedder', 'ClipEmbedder', 'ClassifierEmbedder', 'tiny_clip', 'load_embedder', 'cider_matrix',
+           'PixelEmbedder', 'ClipEmbedder', 'tiny_clip', 'ClassifierEmbedder', 'load_embedder', 'cider_matrix',
            'RoundTrip', 'i2t2i', 't2i2t', 'rank_analysis', 'plot_rank_curve', 'shapes_references',
            'attribute_agreement', 'dialog_caption_agreement', 'roundtrip_items', 'run_roundtrip', 'write_roundtrip',
            'karpathy_items', 'coco_captions_items', 'folder_items', 'load_roundtrip_items', 'roundtrip_to_dir',
@@ -26,11 +40,10 @@ __all__ = ['CAPTION_SPECIALS', 'TINY_WORDS', 'DATA_FORMATS', 'PAPER_PROTOCOL', '
 # %% ../nbs/10_roundtrip.ipynb #869fb1f4
 CAPTION_SPECIALS = ('[PAD]', '[UNK]', '[CLS]', '[SEP]', '[MASK]', '[DEC]') # ids 0..5: pad, unk, cls, sep, mask, BLIP's decoder start
 
+# %% ../nbs/10_roundtrip.ipynb #e7240bfd
 def caption_tokenizer(words:list[str], # the words captions are made of (case-sensitive; split like BERT's basic tokenizer)
                      ):
     "A `BertTokenizer` over `CAPTION_SPECIALS` + `words`, built in memory (no vocabulary file, no download)."
-    from transformers import BertTokenizer
-    from tokenizers.pre_tokenizers import BertPreTokenizer
     pre = BertPreTokenizer() # BERT's split on whitespace and punctuation: the pieces the tokenizer will look up
     toks = list(CAPTION_SPECIALS)
     for w in words:
@@ -38,20 +51,19 @@ def caption_tokenizer(words:list[str], # the words captions are made of (case-se
             if t not in toks: toks.append(t)
     return BertTokenizer(vocab={t:i for i,t in enumerate(toks)}, do_lower_case=False, bos_token='[DEC]')
 
-# %% ../nbs/10_roundtrip.ipynb #5f88860b
+# %% ../nbs/10_roundtrip.ipynb #17b9c4c3
 def blip_config(vocab_size:int, # tokenizer size
                 image_size:int=16, patch_size:int=4, # vision input side and patch side
                 hidden:int=64, layers:int=2, heads:int=4, # width, depth and heads of both towers
                 max_len:int=32, # longest caption in tokens
                ):
     "A small `BlipConfig` whose special ids match `caption_tokenizer` (pad 0, sep 3, decoder start 5)."
-    from transformers import BlipConfig
     common = dict(hidden_size=hidden, intermediate_size=hidden*2, num_attention_heads=heads, num_hidden_layers=layers)
     return BlipConfig(text_config=dict(vocab_size=vocab_size, encoder_hidden_size=hidden, max_position_embeddings=max_len,
                                        pad_token_id=0, sep_token_id=3, eos_token_id=3, bos_token_id=5, **common),
                       vision_config=dict(image_size=image_size, patch_size=patch_size, **common), projection_dim=hidden)
 
-# %% ../nbs/10_roundtrip.ipynb #e7240bfd
+# %% ../nbs/10_roundtrip.ipynb #9cbe1318
 class Captioner:
     "A BLIP captioner: `caption(images, k)` samples `k` captions per image, in batches, seeded."
     def __init__(self, model, # a `BlipForConditionalGeneration`
@@ -65,65 +77,11 @@ class Captioner:
 
     def __repr__(self): return f'Captioner({self.name!r}, image {self.image_size}px, vocab {len(self.tokenizer)})'
 
-    def pixels(self, images:list, # PIL images or paths
-              ):
-        "BLIP preprocessing: bicubic resize to the square input size, scale to [0,1], normalise."
-        import torch
-        out, s = [], self.image_size
-        for im in images:
-            if not isinstance(im, Image.Image):
-                im = open_image(im)
-            out.append(np.asarray(im.convert('RGB').resize((s, s), resample=Image.BICUBIC), dtype=np.float32) / 255)
-        x = torch.from_numpy(np.stack(out)).permute(0, 3, 1, 2)
-        return (x - torch.tensor(self.image_mean)[:, None, None]) / torch.tensor(self.image_std)[:, None, None]
-
-    def caption(self, images:list, # PIL images or paths
-                k:int=1, # captions per image
-                seed:int=0, # sampling seed (the global torch RNG is left as it was)
-                sample:bool=True, # nucleus sampling; False: greedy (then k copies of one caption)
-                top_p:float=0.9, repetition_penalty:float=1.1, max_new_tokens:int=20,
-                batch_size:int=32, # images per `generate` call
-               )->list[list[str]]:
-        "`k` captions for each image: `[len(images)][k]` strings."
-        import torch
-        if k < 1: raise D2IError(f"k must be at least 1, got {k}")
-        dev = next(self.model.parameters()).device
-        kw = dict(do_sample=True, top_p=top_p, top_k=0, num_return_sequences=k) if sample else dict(do_sample=False, num_beams=1)
-        out = []
-        with torch.random.fork_rng(devices=[]), torch.no_grad():
-            torch.manual_seed(seed)
-            for i in range(0, len(images), batch_size):
-                px = self.pixels(images[i:i+batch_size]).to(dev, next(self.model.parameters()).dtype)
-                ids = self.model.generate(pixel_values=px, repetition_penalty=repetition_penalty, max_new_tokens=max_new_tokens, **kw)
-                texts = [' '.join(t.split()) for t in self.tokenizer.batch_decode(ids, skip_special_tokens=True)]
-                per = k if sample else 1
-                out += [texts[j*per:(j+1)*per] * (1 if sample else k) for j in range(len(texts) // per)]
-        return out
-
-    def loss(self, images:list, # PIL images
-             captions:list[str], # one caption per image
-            ):
-        "Mean cross-entropy of `captions` given `images` (decoder input starts with `[DEC]`; pads ignored)."
-        enc = self.tokenizer(list(captions), padding=True, truncation=True, max_length=self.model.config.text_config.max_position_embeddings, return_tensors='pt')
-        ids = enc.input_ids.clone(); ids[:, 0] = self.model.config.text_config.bos_token_id
-        labels = ids.masked_fill(enc.attention_mask == 0, -100)
-        dev = next(self.model.parameters()).device
-        return self.model(pixel_values=self.pixels(images).to(dev), input_ids=ids.to(dev), attention_mask=enc.attention_mask.to(dev), labels=labels.to(dev)).loss
-
-    def save_pretrained(self, path:str|Path):
-        "Model (safetensors) and tokenizer into one folder, replaced atomically; loads back with `load_captioner`."
-        from d2i_lit.core import atomic_dir
-        with atomic_dir(path) as tmp:
-            self.model.save_pretrained(tmp); self.tokenizer.save_pretrained(tmp)
-            atomic_write_json(Path(tmp)/'d2i_captioner.json', dict(name=self.name, image_mean=list(self.image_mean), image_std=list(self.image_std)))
-        return Path(path)
-
-# %% ../nbs/10_roundtrip.ipynb #17b9c4c3
+# %% ../nbs/10_roundtrip.ipynb #449abb6f
 TINY_WORDS = tuple('a an the of on in with and is two one man woman dog cat red blue green photo picture small large table street'.split())
 
+# %% ../nbs/10_roundtrip.ipynb #0469a48d
 def _blip(tokenizer, seed:int, **kw):
-    import torch
-    from transformers import BlipForConditionalGeneration
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         return BlipForConditionalGeneration(blip_config(len(tokenizer), **kw)).eval()
@@ -134,22 +92,80 @@ def tiny_captioner(seed:int=0, # weight seed
     tok = caption_tokenizer(list(TINY_WORDS))
     return Captioner(_blip(tok, seed, image_size=32, patch_size=8, hidden=32), tok, name='tiny')
 
+# %% ../nbs/10_roundtrip.ipynb #a122bca6
+@patch
+def pixels(self:Captioner, images:list, # PIL images or paths
+          ):
+    "BLIP preprocessing: bicubic resize to the square input size, scale to [0,1], normalise."
+    out, s = [], self.image_size
+    for im in images:
+        if not isinstance(im, Image.Image):
+            im = open_image(im)
+        out.append(np.asarray(im.convert('RGB').resize((s, s), resample=Image.BICUBIC), dtype=np.float32) / 255)
+    x = torch.from_numpy(np.stack(out)).permute(0, 3, 1, 2)
+    return (x - torch.tensor(self.image_mean)[:, None, None]) / torch.tensor(self.image_std)[:, None, None]
+
+# %% ../nbs/10_roundtrip.ipynb #ad9418e3
+@patch
+def caption(self:Captioner, images:list, # PIL images or paths
+            k:int=1, # captions per image
+            seed:int=0, # sampling seed (the global torch RNG is left as it was)
+            sample:bool=True, # nucleus sampling; False: greedy (then k copies of one caption)
+            top_p:float=0.9, repetition_penalty:float=1.1, max_new_tokens:int=20,
+            batch_size:int=32, # images per `generate` call
+           )->list[list[str]]:
+    "`k` captions for each image: `[len(images)][k]` strings."
+    if k < 1: raise D2IError(f"k must be at least 1, got {k}")
+    dev = next(self.model.parameters()).device
+    kw = dict(do_sample=True, top_p=top_p, top_k=0, num_return_sequences=k) if sample else dict(do_sample=False, num_beams=1)
+    out = []
+    with torch.random.fork_rng(devices=[]), torch.no_grad():
+        torch.manual_seed(seed)
+        for i in range(0, len(images), batch_size):
+            px = self.pixels(images[i:i+batch_size]).to(dev, next(self.model.parameters()).dtype)
+            ids = self.model.generate(pixel_values=px, repetition_penalty=repetition_penalty, max_new_tokens=max_new_tokens, **kw)
+            texts = [' '.join(t.split()) for t in self.tokenizer.batch_decode(ids, skip_special_tokens=True)]
+            per = k if sample else 1
+            out += [texts[j*per:(j+1)*per] * (1 if sample else k) for j in range(len(texts) // per)]
+    return out
+
+# %% ../nbs/10_roundtrip.ipynb #19da1139
+@patch
+def loss(self:Captioner, images:list, # PIL images
+         captions:list[str], # one caption per image
+        ):
+    "Mean cross-entropy of `captions` given `images` (decoder input starts with `[DEC]`; pads ignored)."
+    enc = self.tokenizer(list(captions), padding=True, truncation=True, max_length=self.model.config.text_config.max_position_embeddings, return_tensors='pt')
+    ids = enc.input_ids.clone(); ids[:, 0] = self.model.config.text_config.bos_token_id
+    labels = ids.masked_fill(enc.attention_mask == 0, -100)
+    dev = next(self.model.parameters()).device
+    return self.model(pixel_values=self.pixels(images).to(dev), input_ids=ids.to(dev), attention_mask=enc.attention_mask.to(dev), labels=labels.to(dev)).loss
+
+# %% ../nbs/10_roundtrip.ipynb #45f52a3b
+@patch
+def save_pretrained(self:Captioner, path:str|Path):
+    "Model (safetensors) and tokenizer into one folder, replaced atomically; loads back with `load_captioner`."
+    with atomic_dir(path) as tmp:
+        self.model.save_pretrained(tmp); self.tokenizer.save_pretrained(tmp)
+        atomic_write_json(Path(tmp)/'d2i_captioner.json', dict(name=self.name, image_mean=list(self.image_mean), image_std=list(self.image_std)))
+    return Path(path)
+
+# %% ../nbs/10_roundtrip.ipynb #49cd1fc6
 def shapes_captioner(size:int=16, # ShapesChat image side
                      seed:int=0, # weight seed
                      hidden:int=64, layers:int=2, # model width and depth
                     )->Captioner:
     "An untrained BLIP captioner for ShapesChat: 4-px patches, a word-level vocabulary from `shapes_vocab()`."
-    from d2i_lit.shapeschat import shapes_vocab
     tok = caption_tokenizer(shapes_vocab())
     return Captioner(_blip(tok, seed, image_size=size, patch_size=4, hidden=hidden, layers=layers), tok, name='shapes')
 
+# %% ../nbs/10_roundtrip.ipynb #b60237f9
 def load_captioner(name_or_path:str|Path, # 'tiny', 'shapes' (untrained), a folder, or a cached hub id
                   )->Captioner:
     "A captioner by name or from a local folder / cached hub id (`local_files_only`); a one-line error otherwise."
     name = str(name_or_path)
     if name == 'tiny': return tiny_captioner()
     if name == 'shapes': return shapes_captioner()
-    from transformers import AutoTokenizer, BlipForConditionalGeneration
     try:
         model = load_pretrained(BlipForConditionalGeneration, name, local_files_only=True)
         tok = load_pretrained(AutoTokenizer, name, local_files_only=True)
@@ -161,7 +177,6 @@ def load_captioner(name_or_path:str|Path, # 'tiny', 'shapes' (untrained), a fold
         m = json.loads(meta.read_text()); mean, std, name = tuple(m['image_mean']), tuple(m['image_std']), m.get('name', name)
     else:
         try:
-            from transformers import BlipImageProcessor
             p = load_pretrained(BlipImageProcessor, name, local_files_only=True); mean, std = tuple(p.image_mean), tuple(p.image_std)
         except Exception: pass # no preprocessor config: BLIP's defaults (CLIP statistics)
     return Captioner(model, tok, mean, std, name=name)
@@ -191,15 +206,13 @@ def caption_records(path:str|Path, # a `captions.jsonl` file, or a folder holdin
     if not out: raise D2IError(f"{p}: no caption records")
     return out
 
-# %% ../nbs/10_roundtrip.ipynb #43d0088c
+# %% ../nbs/10_roundtrip.ipynb #aa663f80
 def train_captioner(cap:Captioner, # the captioner to train (in place)
                     records:list[dict], # `{caption, image}` records (see `caption_records`)
                     steps:int=600, bs:int=64, lr:float=2e-3, wd:float=0.01,
                     seed:int=0, progress:bool=True,
                    )->list[float]:
     "Fit `cap` to the records' captions with AdamW and a one-cycle schedule; the loss of every step."
-    import torch
-    from PIL import Image
     if not records: raise D2IError("no caption records to train on")
     imgs = [r['image'] if isinstance(r['image'], Image.Image) else open_image(r['image']) for r in records]
     texts = [r['caption'] for r in records]
@@ -207,12 +220,8 @@ def train_captioner(cap:Captioner, # the captioner to train (in place)
     m = cap.model.train()
     opt = torch.optim.AdamW(m.parameters(), lr=lr, weight_decay=wd)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps)
-    it = range(steps)
-    if progress:
-        from fastprogress.fastprogress import progress_bar
-        it = progress_bar(it, leave=False)
     losses = []
-    for _ in it:
+    for _ in (progress_bar(range(steps), leave=False) if progress else range(steps)):
         idx = g.choice(len(records), size=min(bs, len(records)), replace=False)
         loss = cap.loss([imgs[i] for i in idx], [texts[i] for i in idx])
         opt.zero_grad(); loss.backward(); opt.step(); sched.step()
@@ -220,7 +229,7 @@ def train_captioner(cap:Captioner, # the captioner to train (in place)
     m.eval()
     return losses
 
-# %% ../nbs/10_roundtrip.ipynb #0469a48d
+# %% ../nbs/10_roundtrip.ipynb #4cff8dcb
 class PipelineGenerator:
     "Text-to-image through `DialogToImagePipeline`: `gen(texts, seed) -> list[PIL.Image]`, one seed per item."
     def __init__(self, pipe, # a `DialogToImagePipeline`
@@ -231,26 +240,23 @@ class PipelineGenerator:
                  seed:int=0, style:str='hash',
                  seeds:list[int]|None=None, # one seed per text (overrides `seed`): what sharded, resumable runs use
                 )->list:
-        import torch
-        from d2i_lit.pipeline import image_seed
         seeds = seeds if seeds is not None else [image_seed(seed, i) for i in range(len(texts))]
         gens = [torch.Generator().manual_seed(int(s)) for s in seeds] # batch-independent noise
         return self.pipe(list(texts), style=style, steps=self.steps, guidance=self.guidance, generator=gens, batch_size=self.batch_size)
 
+# %% ../nbs/10_roundtrip.ipynb #6b0327ec
 def caption_attributes(caption:str, # a caption
                       )->dict:
     "The ShapesChat attribute values a caption names: `{attr: value or None}` (the first word of each attribute)."
-    from d2i_lit.shapeschat import ATTRIBUTES
     words = re.findall(r"[a-z]+", caption.lower())
     return {a: next((w for w in words if w in vals), None) for a, vals in ATTRIBUTES.items()}
 
+# %% ../nbs/10_roundtrip.ipynb #bb2ea1e7
 class ShapesOracle:
     "Control generator: renders the ShapesChat object a caption names; black when it names none."
     name = 'shapes-oracle'
     def __init__(self, size:int=16): self.size = size
     def __call__(self, texts:list, seed:int=0, style:str='hash', seeds:list[int]|None=None)->list:
-        from d2i_lit.shapeschat import render_object
-        from d2i_lit.linearize import linearize
         out = []
         for i, t in enumerate(texts):
             a = caption_attributes(t if isinstance(t, str) else linearize(t, style))
@@ -258,6 +264,7 @@ class ShapesOracle:
             out.append(render_object(a, self.size, seed=rs) if all(a.values()) else Image.new('RGB', (self.size,)*2))
         return out
 
+# %% ../nbs/10_roundtrip.ipynb #0e62285f
 def load_generator(name_or_path:str|Path, # 'tiny' (= 'tiny-sd'), 'shapes-oracle', or anything `DialogToImagePipeline.from_pretrained` takes
                    steps:int=25, guidance:float=7.5, batch_size:int=8,
                    scheduler:str|None=None, # 'ddim' | 'dpm'; None: the saved choice
@@ -265,11 +272,10 @@ def load_generator(name_or_path:str|Path, # 'tiny' (= 'tiny-sd'), 'shapes-oracle
     "A generator `gen(texts, seed)` by name or folder."
     name = str(name_or_path)
     if name == 'shapes-oracle': return ShapesOracle()
-    from d2i_lit.pipeline import DialogToImagePipeline
     return PipelineGenerator(DialogToImagePipeline.from_pretrained('tiny-sd' if name == 'tiny' else name, scheduler=scheduler),
                              steps, guidance, batch_size, name=name)
 
-# %% ../nbs/10_roundtrip.ipynb #a122bca6
+# %% ../nbs/10_roundtrip.ipynb #0b6394d2
 class PixelEmbedder:
     "Centred, L2-normalised pixels at `size`x`size`: dot products are Pearson correlations of the images."
     def __init__(self, size:int=16): self.size, self.name = size, f'pixel correlation at {size}px'
@@ -279,33 +285,32 @@ class PixelEmbedder:
         x = x - x.mean(1, keepdims=True)
         return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
 
+# %% ../nbs/10_roundtrip.ipynb #a3a2a480
 class ClipEmbedder:
     "CLIP image embeddings (unit norm) of a transformers `CLIPModel`."
     def __init__(self, model, name:str='clip'): self.model, self.name = model, name
     def __call__(self, images:list)->np.ndarray: return clip_image_embeddings(self.model, list(images)).double().numpy()
 
-class ClassifierEmbedder:
-    "ShapesChat attribute classifier: per-attribute class probabilities, so a dot product is the mean chance that an attribute agrees."
-    def __init__(self, clf=None): # an `AttributeClassifier`; default the shipped one
-        from d2i_lit.classifier import load_classifier
-        self.clf, self.name = clf if clf is not None else load_classifier(), 'attribute agreement (ShapesChat classifier)'
-    def __call__(self, images:list)->np.ndarray:
-        import torch
-        from d2i_lit.classifier import to_input
-        x = to_input([im if isinstance(im, Image.Image) else open_image(im) for im in images])
-        with torch.no_grad(): out = self.clf.eval()(x)
-        ps = [out[a].double().softmax(-1).numpy() for a in self.clf.attributes]
-        return np.concatenate(ps, 1) / math.sqrt(len(ps))
-
+# %% ../nbs/10_roundtrip.ipynb #b27021fd
 def tiny_clip(seed:int=0):
     "A random tiny `CLIPModel` (30 px input) for tests."
-    import torch
-    from transformers import CLIPConfig, CLIPModel
     small = dict(hidden_size=32, intermediate_size=37, num_attention_heads=4, num_hidden_layers=2)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         return CLIPModel(CLIPConfig(text_config=dict(vocab_size=99, bos_token_id=0, eos_token_id=2, pad_token_id=1, **small), vision_config=dict(image_size=30, patch_size=2, **small), projection_dim=32)).eval()
 
+# %% ../nbs/10_roundtrip.ipynb #e56c0b81
+class ClassifierEmbedder:
+    "ShapesChat attribute classifier: per-attribute class probabilities, so a dot product is the mean chance that an attribute agrees."
+    def __init__(self, clf=None): # an `AttributeClassifier`; default the shipped one
+        self.clf, self.name = clf if clf is not None else load_classifier(), 'attribute agreement (ShapesChat classifier)'
+    def __call__(self, images:list)->np.ndarray:
+        x = to_input([im if isinstance(im, Image.Image) else open_image(im) for im in images])
+        with torch.no_grad(): out = self.clf.eval()(x)
+        ps = [out[a].double().softmax(-1).numpy() for a in self.clf.attributes]
+        return np.concatenate(ps, 1) / math.sqrt(len(ps))
+
+# %% ../nbs/10_roundtrip.ipynb #4e14cfcb
 def load_embedder(spec:str, # 'pixels', 'pixels:SIZE', 'classifier' (ShapesChat), 'tiny-clip', or a CLIP folder / cached hub id
                  ):
     "An image embedder by name."
@@ -317,7 +322,7 @@ def load_embedder(spec:str, # 'pixels', 'pixels:SIZE', 'classifier' (ShapesChat)
     if spec == 'classifier': return ClassifierEmbedder()
     return ClipEmbedder(load_clip(spec), spec)
 
-# %% ../nbs/10_roundtrip.ipynb #ad9418e3
+# %% ../nbs/10_roundtrip.ipynb #b6be094f
 def cider_matrix(captions:list[list[str]], # [N][k] candidate captions
                  references:list[list[str]], # [N] lists of reference captions
                 )->np.ndarray:
@@ -328,6 +333,7 @@ def cider_matrix(captions:list[list[str]], # [N][k] candidate captions
     cols = [cider_scores({i: captions[i][j] for i in range(n)}, refs) for j in range(k)]
     return np.array([[cols[j][i] for j in range(k)] for i in range(n)])
 
+# %% ../nbs/10_roundtrip.ipynb #6b7cb896
 @dataclass
 class RoundTrip:
     "Candidates and scores of one round trip over `N` items with `k` candidates each."
@@ -353,6 +359,7 @@ class RoundTrip:
                      **(dict(file=str(self.images[i][j])) if isinstance(self.images[i][j], (str, Path)) else {})) # saved runs: the PNG
                 for i in range(len(self.ids)) for j in range(self.k)]
 
+# %% ../nbs/10_roundtrip.ipynb #fdc1f8a6
 def _embed_sim(embedder, a:list, b:list, k:int)->np.ndarray:
     "Cosine of each of `b`'s `k` candidates with its item in `a`: `[len(a), k]`."
     ea, eb = embedder(a), embedder(b)
@@ -375,6 +382,7 @@ def i2t2i(images:list, # N PIL images or paths
                      caps, [gen[i*k:(i+1)*k] for i in range(len(imgs))], recon, f'image cosine ({embedder.name})',
                      q, '' if q is None else 'CIDEr-D of the caption', dict(k=k, seed=seed, generator=getattr(generator, 'name', ''), captioner=captioner.name))
 
+# %% ../nbs/10_roundtrip.ipynb #1525be3e
 def t2i2t(texts:list[str], # N input texts
           generator, captioner:Captioner,
           k:int=10, seed:int=0,
@@ -397,53 +405,53 @@ def t2i2t(texts:list[str], # N input texts
                      q, '' if q is None else f'image cosine with the real image ({embedder.name})',
                      dict(k=k, seed=seed, generator=getattr(generator, 'name', ''), captioner=captioner.name))
 
-# %% ../nbs/10_roundtrip.ipynb #39c250c4
+# %% ../nbs/10_roundtrip.ipynb #c024aa85
 def _spearman_rows(y:np.ndarray)->np.ndarray:
     "Spearman correlation of each row of `y` [B, k] with 0..k-1 (average ranks for ties; NaN for a constant row)."
-    from scipy.stats import rankdata
     r = rankdata(y, axis=1); x = np.arange(y.shape[1], dtype=np.float64)
     r = r - r.mean(1, keepdims=True); x = x - x.mean()
     den = np.sqrt((r**2).sum(1) * (x**2).sum())
     with np.errstate(invalid='ignore', divide='ignore'): return np.where(den > 0, (r @ x) / np.where(den > 0, den, 1), np.nan)
 
+def _pooled_spearman(q:np.ndarray)->float:
+    "Spearman correlation of rank (column) and quality over all candidates of `q` [N, k] by rank; NaN when constant."
+    if np.ptp(q) == 0: return np.nan
+    return spearmanr(np.tile(np.arange(q.shape[1]), len(q)), q.ravel()).statistic
+
+def _percentile_interval(v:np.ndarray, lo:float, hi:float)->list[float]:
+    "The `lo`-th and `hi`-th percentiles of the finite values of `v` (NaNs when there are none)."
+    v = v[np.isfinite(v)]
+    return [float(np.percentile(v, lo)), float(np.percentile(v, hi))] if len(v) else [math.nan, math.nan]
+
+# %% ../nbs/10_roundtrip.ipynb #a64e5fa9
 def rank_analysis(recon:np.ndarray, # [N, k] reconstruction scores (higher is closer)
                   quality:np.ndarray, # [N, k] quality of the same candidates
                   n_boot:int=1000, # bootstrap resamples of the items
                   ci:float=0.95, seed:int=0,
                  )->dict:
     "Rank curve of quality by reconstruction rank, Spearman correlations and their bootstrap intervals."
-    from scipy.stats import spearmanr
     recon, quality = np.asarray(recon, np.float64), np.asarray(quality, np.float64)
     if recon.shape != quality.shape or recon.ndim != 2: raise D2IError(f"recon {recon.shape} and quality {quality.shape} must both be [N, k]")
     n, k = recon.shape
     if k < 2: raise D2IError("a rank analysis needs k >= 2 candidates per item")
     q = np.take_along_axis(quality, np.argsort(-recon, axis=1, kind='stable'), 1) # [N, k] by rank
-    ranks = np.tile(np.arange(1, k + 1), n)
-    def pooled(qq): 
-        if np.ptp(qq) == 0: return np.nan
-        return spearmanr(np.tile(np.arange(k), len(qq)), qq.ravel()).statistic
     curve = q.mean(0)
-    rng = np.random.default_rng(seed)
-    idx = rng.integers(0, n, size=(n_boot, n))
+    idx = np.random.default_rng(seed).integers(0, n, size=(n_boot, n)) # resample items; an item's candidates stay together
     boot_curves = q[idx].mean(1) # [B, k]
     rho_b = _spearman_rows(boot_curves)
-    pool_b = np.array([pooled(q[i]) for i in idx])
+    pool_b = np.array([_pooled_spearman(q[i]) for i in idx])
     lo, hi = (1 - ci) / 2 * 100, (1 + ci) / 2 * 100
-    def interval(v):
-        v = v[np.isfinite(v)]
-        return [float(np.percentile(v, lo)), float(np.percentile(v, hi))] if len(v) else [math.nan, math.nan]
     return dict(n=n, k=k, curve=curve.tolist(), curve_ci=np.percentile(boot_curves, [lo, hi], axis=0).T.tolist(),
                 recon_curve=np.sort(recon, 1)[:, ::-1].mean(0).tolist(),
-                rho_curve=float(_spearman_rows(curve[None])[0]), rho_curve_ci=interval(rho_b),
-                rho_pooled=float(pooled(q)), rho_pooled_ci=interval(pool_b),
+                rho_curve=float(_spearman_rows(curve[None])[0]), rho_curve_ci=_percentile_interval(rho_b, lo, hi),
+                rho_pooled=float(_pooled_spearman(q)), rho_pooled_ci=_percentile_interval(pool_b, lo, hi),
                 n_boot=n_boot, n_boot_valid=int(np.isfinite(rho_b).sum()), ci=ci, seed=seed)
 
-# %% ../nbs/10_roundtrip.ipynb #996b8e6f
+# %% ../nbs/10_roundtrip.ipynb #113f8735
 def plot_rank_curve(analysis:dict, # from `rank_analysis`
                     ylabel:str, # what the quality is
                     title:str='', ax=None):
     "Quality of the rank-r candidates against r, with the bootstrap band and the Spearman correlation."
-    import matplotlib.pyplot as plt
     if ax is None: _, ax = plt.subplots(figsize=(4.2, 3))
     r = np.arange(1, analysis['k'] + 1); lo, hi = np.asarray(analysis['curve_ci']).T
     ax.fill_between(r, lo, hi, alpha=.25, label=f"{analysis['ci']:.0%} bootstrap")
@@ -454,17 +462,16 @@ def plot_rank_curve(analysis:dict, # from `rank_analysis`
     ax.legend(fontsize=7)
     return ax
 
-# %% ../nbs/10_roundtrip.ipynb #1cad327a
+# %% ../nbs/10_roundtrip.ipynb #cb5648f8
 def shapes_references(attrs:dict)->list[str]:
     "Every ShapesChat caption of an object (one per template): the references for CIDEr-D."
-    from d2i_lit.shapeschat import CAPTIONS, object_words
     return [t.format(object_words(attrs)) for t in CAPTIONS]
 
+# %% ../nbs/10_roundtrip.ipynb #84c23dce
 def attribute_agreement(captions:list[str], # one caption per item
                         truths:list[dict|None], # the attributes to match per item (None: item left out)
                        )->dict:
     "Per-attribute and joint accuracy of the attributes captions name, over items with a truth."
-    from d2i_lit.shapeschat import ATTRIBUTES
     pairs = [(caption_attributes(c), t) for c, t in zip(captions, truths) if t]
     if not pairs: return {}
     out = {a: float(np.mean([p.get(a) == t.get(a) for p, t in pairs])) for a in ATTRIBUTES}
@@ -472,6 +479,7 @@ def attribute_agreement(captions:list[str], # one caption per item
     out['n'] = len(pairs)
     return out
 
+# %% ../nbs/10_roundtrip.ipynb #35e45f82
 def dialog_caption_agreement(dialogs:list, # `Dialog`s (PhotoChat or ShapesChat)
                              generator, captioner:Captioner,
                              style:str='hash', seed:int=0,
@@ -493,7 +501,7 @@ def dialog_caption_agreement(dialogs:list, # `Dialog`s (PhotoChat or ShapesChat)
         if 'real_captions' in out: out['sharer_real'] = attribute_agreement(out['real_captions'], [s and s['sharer_object'] for s in shapes])
     return out
 
-# %% ../nbs/10_roundtrip.ipynb #ed2a37b4
+# %% ../nbs/10_roundtrip.ipynb #01658756
 def roundtrip_items(path:str|Path, # caption file or folder (see `caption_records`)
                     limit:int|None=None, # keep the first `limit` images
                    )->list[dict]:
@@ -511,6 +519,19 @@ def roundtrip_items(path:str|Path, # caption file or folder (see `caption_record
         it['references'] = refs
     return out
 
+# %% ../nbs/10_roundtrip.ipynb #16e30939
+def _quality_scores(rt:RoundTrip, n_boot:int, ci:float, seed:int)->dict:
+    "Quality of the best, mean and worst candidate by reconstruction, and the rank analysis (empty without a quality)."
+    if rt.quality is None: return {}
+    qb = rt.by_rank(rt.quality)
+    s = dict(quality_best_of_k=float(qb[:, 0].mean()), quality_mean=float(rt.quality.mean()), quality_worst_of_k=float(qb[:, -1].mean()))
+    if rt.k >= 2: s['rank_analysis'] = rank_analysis(rt.recon, rt.quality, n_boot=n_boot, ci=ci, seed=seed)
+    return s
+
+def _best_captions(rt:RoundTrip, n:int=20)->list[dict]:
+    "The best-of-k caption of the first `n` items."
+    return [dict(id=i, caption=rt.captions[m][b]) for m, (i, b) in enumerate(zip(rt.ids, rt.best()))][:n]
+
 def run_roundtrip(direction:str, captioner:Captioner, generator, embedder, items:list[dict],
                   k:int=10, seed:int=0, n_boot:int=1000)->tuple[RoundTrip, dict]:
     "One round trip over `items` and its scores (best-of-k, rank analysis)."
@@ -521,28 +542,19 @@ def run_roundtrip(direction:str, captioner:Captioner, generator, embedder, items
         rt = t2i2t([it['texts'][0] for it in items], generator, captioner, k=k, seed=seed, references=refs,
                    real_images=[it['image'] for it in items], embedder=embedder, ids=[it['id'] for it in items])
     else: raise D2IError(f"direction must be 'i2t2i' or 't2i2t', got {direction!r}")
-    best = rt.best()
     s = dict(rt.meta, direction=direction, n=len(items), k=k, seed=seed, recon=rt.recon_name, quality=rt.quality_name,
              recon_best=float(rt.recon.max(1).mean()), recon_mean=float(rt.recon.mean()))
-    if rt.quality is not None:
-        qb = rt.by_rank(rt.quality)
-        s.update(quality_best_of_k=float(qb[:, 0].mean()), quality_mean=float(rt.quality.mean()), quality_worst_of_k=float(qb[:, -1].mean()))
-        if k >= 2: s['rank_analysis'] = rank_analysis(rt.recon, rt.quality, n_boot=n_boot, seed=seed)
-    s['best'] = [dict(id=i, caption=rt.captions[n][b]) for n, (i, b) in enumerate(zip(rt.ids, best))][:20]
+    s.update(_quality_scores(rt, n_boot, 0.95, seed))
+    s['best'] = _best_captions(rt)
     return rt, s
 
-def write_roundtrip(rt:RoundTrip, scores:dict, out:str|Path, dpi:int=80)->Path:
-    "`candidates.jsonl`, `scores.json` and `rank.png` (when there is a rank analysis) into `out`, each atomically."
-    out = Path(out); out.mkdir(parents=True, exist_ok=True)
-    atomic_write(out/'candidates.jsonl', ''.join(json.dumps(r) + '\n' for r in rt.records()))
-    return _write_scores(scores, out, rt.quality_name, f"{rt.direction}: {rt.meta.get('captioner')} / {rt.meta.get('generator')}", dpi)
+# %% ../nbs/10_roundtrip.ipynb #b83dbb7b
+def _plot_title(rt:RoundTrip)->str: return f"{rt.direction}: {rt.meta.get('captioner')} / {rt.meta.get('generator')}"
 
 def _write_scores(scores:dict, out:Path, ylabel:str, title:str, dpi:int=80)->Path:
     "`scores.json`, and `rank.png` when there is a rank analysis, atomically."
-    import io
     atomic_write_json(out/'scores.json', scores)
     if 'rank_analysis' in scores:
-        import matplotlib; import matplotlib.pyplot as plt
         with matplotlib.rc_context({'backend': 'agg'}):
             fig, ax = plt.subplots(figsize=(4.2, 3))
             plot_rank_curve(scores['rank_analysis'], ylabel, title, ax=ax)
@@ -550,7 +562,13 @@ def _write_scores(scores:dict, out:Path, ylabel:str, title:str, dpi:int=80)->Pat
         atomic_write(out/'rank.png', buf.getvalue())
     return out
 
-# %% ../nbs/10_roundtrip.ipynb #28ac113a
+def write_roundtrip(rt:RoundTrip, scores:dict, out:str|Path, dpi:int=80)->Path:
+    "`candidates.jsonl`, `scores.json` and `rank.png` (when there is a rank analysis) into `out`, each atomically."
+    out = Path(out); out.mkdir(parents=True, exist_ok=True)
+    atomic_write(out/'candidates.jsonl', ''.join(json.dumps(r) + '\n' for r in rt.records()))
+    return _write_scores(scores, out, rt.quality_name, _plot_title(rt), dpi)
+
+# %% ../nbs/10_roundtrip.ipynb #4d2c6e6c
 def _json_file(path:Path)->object:
     try: return json.loads(Path(path).read_text())
     except json.JSONDecodeError as e: raise D2IError(f"{path}: not JSON ({e.msg} at line {e.lineno})") from None
@@ -558,16 +576,17 @@ def _json_file(path:Path)->object:
 
 def _image_root(images:str|Path|None, path:Path)->Path:
     root = Path(images) if images else path.parent
-    if not root.is_dir(): raise D2IError(f"--images {root}: no such folder")
+    if not root.is_dir(): raise D2IError(f"--images-dir {root}: no such folder")
     return root
 
 def _check_images(items:list[dict], path:Path, root:Path)->list[dict]:
     "Keep the items whose image exists; none at all is an error (the image folder is wrong), some missing are reported."
     ok = [it for it in items if Path(it['image']).is_file()]
-    if not ok: raise D2IError(f"{path}: none of its {len(items)} images is under {root} (e.g. {items[0]['image']}); give --images, the folder that holds them")
+    if not ok: raise D2IError(f"{path}: none of its {len(items)} images is under {root} (e.g. {items[0]['image']}); give --images-dir, the folder that holds them")
     if len(ok) < len(items): print(f"warning: {len(items) - len(ok)} of {len(items)} images of {path} not found under {root}; skipped", file=sys.stderr)
     return ok
 
+# %% ../nbs/10_roundtrip.ipynb #d17e75ef
 def karpathy_items(path:str|Path, # COCO Karpathy `dataset_coco.json`
                    images:str|Path|None=None, # folder holding each record's `filepath/filename` (default: the file's folder)
                    split:str|None='test', # keep this split ('test', 'val', 'train', 'restval'); None: all
@@ -592,6 +611,7 @@ def karpathy_items(path:str|Path, # COCO Karpathy `dataset_coco.json`
     if not out: raise D2IError(f"{path}: no images in split {split!r}" + (f" (splits there: {', '.join(sorted({str(r.get('split')) for r in recs if isinstance(r, dict)}))})" if recs else ''))
     return _check_images(out, path, root)
 
+# %% ../nbs/10_roundtrip.ipynb #e0af6393
 def coco_captions_items(path:str|Path, # a COCO captions format file, e.g. NoCaps `nocaps_val_4500_captions.json`
                         images:str|Path|None=None, # folder holding each image's `file_name` (default: the file's folder)
                         limit:int|None=None,
@@ -617,18 +637,19 @@ def coco_captions_items(path:str|Path, # a COCO captions format file, e.g. NoCap
     if not out: raise D2IError(f"{path}: no images")
     return _check_images(out, path, root)
 
+# %% ../nbs/10_roundtrip.ipynb #47c83a95
 def folder_items(folder:str|Path, # a folder of images (searched recursively)
                  limit:int|None=None,
                 )->list[dict]:
     "Round-trip items of a plain folder of images: no texts, no references (I2T2I only)."
-    from d2i_lit.metrics import list_images
     folder = Path(folder)
     paths = list_images(folder)[:limit or None]
     return [dict(id=str(p.relative_to(folder).with_suffix('')), image=p, texts=[], references=[]) for p in paths]
 
-# %% ../nbs/10_roundtrip.ipynb #83ed18b1
+# %% ../nbs/10_roundtrip.ipynb #44d3fa03
 DATA_FORMATS = ('auto', 'jsonl', 'karpathy', 'coco', 'folder')
 
+# %% ../nbs/10_roundtrip.ipynb #76a545fc
 def load_roundtrip_items(data:str|Path, # a file or folder
                          fmt:str='auto', # one of `DATA_FORMATS`; 'auto' tells them apart by their fields
                          images:str|Path|None=None, # image folder of a COCO Karpathy / NoCaps file
@@ -653,14 +674,13 @@ def load_roundtrip_items(data:str|Path, # a file or folder
     if p.is_dir(): raise D2IError(f"{p}: --format {fmt} needs the JSON file, not a folder")
     return karpathy_items(p, images, split, limit) if fmt == 'karpathy' else coco_captions_items(p, images, limit)
 
-# %% ../nbs/10_roundtrip.ipynb #4cff8dcb
+# %% ../nbs/10_roundtrip.ipynb #4e287e4b
 PAPER_PROTOCOL = dict(similarity='openai/clip-vit-base-patch32', # CLIP ViT-B/32 image embeddings, cosine
                       similarity_resize='bicubic resize of the short side to 224, centre crop 224x224, CLIP mean/std (CLIPImageProcessor)',
                       top_p=0.9, repetition_penalty=1.1, k=10, guidance=7.5)
 
-def _cand_seed(seed:int, id, j:int)->int:
-    from d2i_lit.pipeline import image_seed
-    return image_seed(seed, f'{id}#{j}')
+# %% ../nbs/10_roundtrip.ipynb #a378dcd3
+def _cand_seed(seed:int, id, j:int)->int: return image_seed(seed, f'{id}#{j}')
 
 def _read_jsonl(path:Path)->list[dict]:
     "Records of a JSON lines file; an unfinished last line (a killed writer) is ignored."
@@ -685,11 +705,9 @@ def _merge_parts(out:Path, name:str, order:dict, k:int|None=None)->list[dict]:
     for f in parts: f.unlink()
     return recs
 
-# %% ../nbs/10_roundtrip.ipynb #248f1db0
+# %% ../nbs/10_roundtrip.ipynb #a2617185
 def _process_items(direction, captioner, generator, embedder, chunk:list[dict], k:int, seed:int, caption_kw:dict, out:Path)->list[list[dict]]:
     "Run a chunk of items: captions, generated images (saved at once), image cosines; one list of k records per item."
-    from d2i_lit.pipeline import _fname
-    from d2i_lit.core import atomic_save_image
     seeds = [[_cand_seed(seed, it['id'], j) for j in range(k)] for it in chunk]
     if direction == 'i2t2i':
         imgs = [open_image(it['image']) for it in chunk]
@@ -713,6 +731,35 @@ def _process_items(direction, captioner, generator, embedder, chunk:list[dict], 
         rows.append(rr)
     return rows
 
+def _skip_record(it:dict, e:Exception)->str: return json.dumps(dict(id=it['id'], error=f'{type(e).__name__}: {e}'[:300])) + '\n'
+
+def _run_chunk(direction, captioner, generator, embedder, chunk:list[dict], k:int, seed:int, caption_kw:dict, out:Path, skipped)->list[list[dict]]:
+    "`_process_items` of a chunk; when it fails, item by item, each failing item written to the open file `skipped`."
+    try: return _process_items(direction, captioner, generator, embedder, chunk, k, seed, caption_kw, out)
+    except (OSError, D2IError) as e:
+        if len(chunk) > 1: # find the bad item: run the chunk's items one by one
+            rows = []
+            for it in chunk:
+                try: rows += _process_items(direction, captioner, generator, embedder, [it], k, seed, caption_kw, out)
+                except (OSError, D2IError) as e1: skipped.write(_skip_record(it, e1))
+        else: rows = []; skipped.write(_skip_record(chunk[0], e))
+        skipped.flush()
+        return rows
+
+def _stream_items(direction, captioner, generator, embedder, items:list[dict], out:Path, k:int, seed:int,
+                  items_per_batch:int, caption_kw:dict, progress:bool, state):
+    "This process's share of the items not done yet, chunk by chunk, each chunk's lines appended and synced to its part file."
+    done = {str(r['id']) for r in _read_jsonl(out/'candidates.jsonl')} | {str(r['id']) for r in _read_jsonl(out/'skipped.jsonl')}
+    mine = [it for it in items[state.process_index::state.num_processes] if str(it['id']) not in done]
+    chunks = [mine[i:i+items_per_batch] for i in range(0, len(mine), items_per_batch)]
+    part, bad = out/f'candidates.rank{state.process_index}.jsonl', out/f'skipped.rank{state.process_index}.jsonl'
+    with open(part, 'a') as f, open(bad, 'a') as fb:
+        for chunk in (progress_bar(chunks) if progress and state.is_main_process and chunks else chunks):
+            rows = _run_chunk(direction, captioner, generator, embedder, chunk, k, seed, caption_kw, out, fb)
+            f.writelines(json.dumps(r, ensure_ascii=False) + '\n' for rr in rows for r in rr); f.flush(); os.fsync(f.fileno())
+    if bad.stat().st_size == 0: bad.unlink()
+
+# %% ../nbs/10_roundtrip.ipynb #53923fbe
 def roundtrip_to_dir(direction:str, # 'i2t2i' or 't2i2t'
                      captioner:Captioner, generator, embedder,
                      items:list[dict], # from `load_roundtrip_items`
@@ -724,8 +771,6 @@ def roundtrip_to_dir(direction:str, # 'i2t2i' or 't2i2t'
                      progress:bool=True,
                     )->Path:
     "Run a round trip into `out`, streamed, sharded over `accelerate` processes and resumable; returns `candidates.jsonl`."
-    from accelerate import PartialState
-    from fastprogress.fastprogress import progress_bar
     if direction not in ('i2t2i', 't2i2t'): raise D2IError(f"direction must be 'i2t2i' or 't2i2t', got {direction!r}")
     if direction == 't2i2t' and any(not it['texts'] for it in items): raise D2IError("t2i2t needs a text per item; a folder of images has none (use i2t2i)")
     state, out = PartialState(), Path(out)
@@ -744,29 +789,13 @@ def roundtrip_to_dir(direction:str, # 'i2t2i' or 't2i2t'
                                                                    references=it['references']), ensure_ascii=False) + '\n' for it in items))
         _merge_parts(out, 'candidates', order, k); _merge_parts(out, 'skipped', order)
     state.wait_for_everyone()
-    done = {str(r['id']) for r in _read_jsonl(out/'candidates.jsonl')} | {str(r['id']) for r in _read_jsonl(out/'skipped.jsonl')}
-    mine = [it for it in items[state.process_index::state.num_processes] if str(it['id']) not in done]
-    chunks = [mine[i:i+items_per_batch] for i in range(0, len(mine), items_per_batch)]
-    part, bad = out/f'candidates.rank{state.process_index}.jsonl', out/f'skipped.rank{state.process_index}.jsonl'
-    with open(part, 'a') as f, open(bad, 'a') as fb:
-        for chunk in (progress_bar(chunks) if progress and state.is_main_process and chunks else chunks):
-            try: rows = _process_items(direction, captioner, generator, embedder, chunk, k, seed, caption_kw, out)
-            except (OSError, D2IError) as e:
-                if len(chunk) > 1: # find the bad item: run the chunk's items one by one
-                    rows = []
-                    for it in chunk:
-                        try: rows += _process_items(direction, captioner, generator, embedder, [it], k, seed, caption_kw, out)
-                        except (OSError, D2IError) as e1: fb.write(json.dumps(dict(id=it['id'], error=f'{type(e1).__name__}: {e1}'[:300])) + '\n')
-                else: rows = []; fb.write(json.dumps(dict(id=chunk[0]['id'], error=f'{type(e).__name__}: {e}'[:300])) + '\n')
-                fb.flush()
-            f.writelines(json.dumps(r, ensure_ascii=False) + '\n' for rr in rows for r in rr); f.flush(); os.fsync(f.fileno())
-    if bad.stat().st_size == 0: bad.unlink()
+    _stream_items(direction, captioner, generator, embedder, items, out, k, seed, items_per_batch, caption_kw, progress, state)
     state.wait_for_everyone()
     if state.is_main_process: _merge_parts(out, 'candidates', order, k); _merge_parts(out, 'skipped', order)
     state.wait_for_everyone()
     return out/'candidates.jsonl'
 
-# %% ../nbs/10_roundtrip.ipynb #6b0327ec
+# %% ../nbs/10_roundtrip.ipynb #cead43bd
 def load_roundtrip_dir(out:str|Path, # a `roundtrip_to_dir` folder
                       )->RoundTrip:
     "The `RoundTrip` of a saved run (image file paths in place of images), scored from its files alone."
@@ -793,44 +822,74 @@ def load_roundtrip_dir(out:str|Path, # a `roundtrip_to_dir` folder
     q = None if np.isnan(cos).any() else cos
     return RoundTrip(direction, ids, inputs, caps, files, cid, 'CIDEr-D of the caption', q, '' if q is None else f'image cosine with the real image ({emb})', run)
 
+# %% ../nbs/10_roundtrip.ipynb #4f8f8eb5
+def _write_ranked_candidates(out:Path, rt:RoundTrip):
+    "`candidates.jsonl` with each candidate's rank, reconstruction and quality; lines of incomplete items kept for a resume."
+    rank = np.argsort(rt.order(), axis=1); raw = {(str(r['id']), r['candidate']): r for r in _read_jsonl(out/'candidates.jsonl')}
+    recs = [{**raw[(i, j)], 'rank': int(rank[n, j]), 'recon': float(rt.recon[n, j]), **({} if rt.quality is None else {'quality': float(rt.quality[n, j])})}
+            for n, i in enumerate(rt.ids) for j in range(rt.k)]
+    recs += [r for key, r in raw.items() if key[0] not in set(rt.ids)] # incomplete items stay for a resume
+    atomic_write(out/'candidates.jsonl', ''.join(json.dumps(r, ensure_ascii=False) + '\n' for r in recs))
+
 def analyze_roundtrip(out:str|Path, # a `roundtrip_to_dir` folder
                       n_boot:int=1000, ci:float=0.95, seed:int=0,
                       write:bool=True, # write scores.json, rank.png and the ranked candidates.jsonl
                      )->dict:
     "Best-of-k scores and the rank analysis (mean quality per reconstruction rank with bootstrap intervals) of a saved run."
-    out = Path(out); rt = load_roundtrip_dir(out); k = rt.k
+    out = Path(out); rt = load_roundtrip_dir(out)
     s = dict(rt.meta, n=len(rt.ids), recon=rt.recon_name, quality=rt.quality_name,
              recon_best=float(rt.recon.max(1).mean()), recon_mean=float(rt.recon.mean()))
     skipped = _read_jsonl(out/'skipped.jsonl')
     if skipped: s['skipped'] = len(skipped)
-    if rt.quality is not None:
-        qb = rt.by_rank(rt.quality)
-        s.update(quality_best_of_k=float(qb[:, 0].mean()), quality_mean=float(rt.quality.mean()), quality_worst_of_k=float(qb[:, -1].mean()))
-        if k >= 2: s['rank_analysis'] = rank_analysis(rt.recon, rt.quality, n_boot=n_boot, ci=ci, seed=seed)
-    s['best'] = [dict(id=i, caption=rt.captions[n][b]) for n, (i, b) in enumerate(zip(rt.ids, rt.best()))][:20]
+    s.update(_quality_scores(rt, n_boot, ci, seed))
+    s['best'] = _best_captions(rt)
     if write:
-        rank = np.argsort(rt.order(), axis=1); raw = {(str(r['id']), r['candidate']): r for r in _read_jsonl(out/'candidates.jsonl')}
-        recs = [{**raw[(i, j)], 'rank': int(rank[n, j]), 'recon': float(rt.recon[n, j]), **({} if rt.quality is None else {'quality': float(rt.quality[n, j])})}
-                for n, i in enumerate(rt.ids) for j in range(k)]
-        recs += [r for key, r in raw.items() if key[0] not in set(rt.ids)] # incomplete items stay for a resume
-        atomic_write(out/'candidates.jsonl', ''.join(json.dumps(r, ensure_ascii=False) + '\n' for r in recs))
-        _write_scores(s, out, rt.quality_name, f"{rt.direction}: {rt.meta.get('captioner')} / {rt.meta.get('generator')}")
+        _write_ranked_candidates(out, rt)
+        _write_scores(s, out, rt.quality_name, _plot_title(rt))
     return s
 
-# %% ../nbs/10_roundtrip.ipynb #0e62285f
+# %% ../nbs/10_roundtrip.ipynb #e2afff8f
 DTYPES = ('fp32', 'fp16', 'bf16')
 
+# %% ../nbs/10_roundtrip.ipynb #2b42dc9a
 def _torch_dtype(dtype:str):
-    import torch
     if dtype not in DTYPES: raise D2IError(f"--dtype {dtype!r}: choose from {', '.join(DTYPES)}")
     return dict(fp32=torch.float32, fp16=torch.float16, bf16=torch.bfloat16)[dtype]
 
+# %% ../nbs/10_roundtrip.ipynb #a6268ad0
+def _require_options(**opts):
+    "A one-line error naming the first option that was not given."
+    for nm, v in opts.items():
+        if v is None: raise D2IError(f"--{nm} is required")
+
+def _load_roundtrip_models(captioner:str, generator:str, similarity:str, device:str|None, dtype:str, steps:int, guidance:float, batch_size:int):
+    "accelerate's state, and the captioner, generator and image embedder on its device (or `device`) in `dtype`."
+    state = PartialState(cpu=(device or '').startswith('cpu') or not torch.cuda.is_available())
+    dev, dt = state.device if device in (None, 'cuda') else torch.device(device), _torch_dtype(dtype) # 'cuda': each process its own GPU
+    cap = load_captioner(captioner); cap.model.to(dev, dt)
+    gen = load_generator(generator, steps=steps, guidance=guidance, batch_size=batch_size)
+    if isinstance(gen, PipelineGenerator): gen.pipe.backbone.to(dev, None if dtype == 'fp32' else dt)
+    emb = load_embedder(similarity)
+    if isinstance(emb, ClipEmbedder): emb.model.to(dev, dt)
+    return state, cap, gen, emb
+
+def _analysis_line(s:dict, out)->str:
+    ra = s.get('rank_analysis')
+    return f"{s['direction']}: {s['n']} items x {s['k']}; " + (f"quality by rank {' '.join(f'{v:.3f}' for v in ra['curve'])}" if ra else 'no rank analysis') + f" -> {out}/scores.json"
+
+def _run_line(s:dict, direction:str, k:int, out)->str:
+    ra = s.get('rank_analysis')
+    return (f"{direction}: {s['n']} items x {k} candidates; best-of-k {s['recon']} {s['recon_best']:.3f} (mean {s['recon_mean']:.3f})"
+            + (f"; Spearman(rank, quality) {ra['rho_curve']:+.2f} [{ra['rho_curve_ci'][0]:+.2f}, {ra['rho_curve_ci'][1]:+.2f}]" if ra else '')
+            + (f"; {s['skipped']} items skipped (skipped.jsonl)" if s.get('skipped') else '') + f" -> {out}")
+
+# %% ../nbs/10_roundtrip.ipynb #c0d9e0bd
 def _roundtrip_main(direction:Param("image->text->image or text->image->text", str, choices=['i2t2i', 't2i2t'])=None,
                     captioner:Param("'tiny', a captioner folder, or a cached BLIP hub id", str)=None,
                     generator:Param("'tiny', 'shapes-oracle', a backbone folder, or a cached hub id", str)=None,
                     data:Param("JSON lines {caption, image} (or a folder with captions.jsonl), COCO Karpathy dataset_coco.json, NoCaps/COCO captions JSON, or a folder of images", str)=None,
                     format:Param("format of --data", str, choices=DATA_FORMATS)='auto',
-                    images:Param("image folder of a COCO Karpathy / NoCaps file (default: the file's folder)", str)=None,
+                    images_dir:Param("image folder of a COCO Karpathy / NoCaps file (default: the file's folder; --images is an alias)", str)=None,
                     split:Param("COCO Karpathy split", str)='test',
                     out:Param("output folder: run.json, items.jsonl, images/, candidates.jsonl, scores.json, rank.png (a rerun resumes)", str)=None,
                     k:Param("candidates per item", int_in(1, 1000))=10,
@@ -840,32 +899,22 @@ def _roundtrip_main(direction:Param("image->text->image or text->image->text", s
                     guidance:Param("classifier-free guidance scale", float_in(0, 100))=7.5,
                     top_p:Param("nucleus sampling of captions", float_in(0, 1, lo_open=True))=0.9,
                     repetition_penalty:Param("repetition penalty of captions", float_in(0, 100, lo_open=True))=1.1,
-                    batch_size:Param("generator batch size (images per forward pass)", int_in(1, 1 << 16))=8,
+                    batch_size:Param("generator batch size (images per forward pass; --batch is an alias)", int_in(1, 1 << 16))=8,
                     boot:Param("bootstrap resamples", int_in(1, 10**6))=1000,
                     seed:Param("seed", int_in(0, 2**63 - 1))=0,
                     device:Param("torch device of all models (default: accelerate's, a GPU when there is one)", str)=None,
                     dtype:Param("weights' precision of captioner, generator and CLIP", str, choices=DTYPES)='fp32',
-                    threads:Param("torch CPU threads (0: D2I_THREADS or torch's default)", int_in(0, 1024))=0,
+                    threads:Param("torch CPU threads (default: D2I_THREADS, else torch's default; 0: the same)", int_in(0, 1024))=None,
                     analyze:Param("only (re)compute scores.json and rank.png of this finished round-trip folder", str)=None):
     "Run one round trip into a folder (streamed, sharded, resumable) and write candidates, scores and the rank plot."
     if analyze:
         s = analyze_roundtrip(analyze, n_boot=boot, seed=seed)
-        ra = s.get('rank_analysis')
-        print(f"{s['direction']}: {s['n']} items x {s['k']}; " + (f"quality by rank {' '.join(f'{v:.3f}' for v in ra['curve'])}" if ra else 'no rank analysis') + f" -> {analyze}/scores.json")
+        print(_analysis_line(s, analyze))
         return s
-    for nm, v in dict(direction=direction, captioner=captioner, generator=generator, data=data, out=out).items():
-        if v is None: raise D2IError(f"--{nm} is required")
-    import torch
-    from accelerate import PartialState
+    _require_options(direction=direction, captioner=captioner, generator=generator, data=data, out=out)
     set_threads(threads or None); set_seed(seed)
-    items = load_roundtrip_items(data, format, images, split, limit)
-    state = PartialState(cpu=(device or '').startswith('cpu') or not torch.cuda.is_available())
-    dev, dt = state.device if device in (None, 'cuda') else torch.device(device), _torch_dtype(dtype) # 'cuda': each process its own GPU
-    cap = load_captioner(captioner); cap.model.to(dev, dt)
-    gen = load_generator(generator, steps=steps, guidance=guidance, batch_size=batch_size)
-    if isinstance(gen, PipelineGenerator): gen.pipe.backbone.to(dev, None if dtype == 'fp32' else dt)
-    emb = load_embedder(similarity)
-    if isinstance(emb, ClipEmbedder): emb.model.to(dev, dt)
+    items = load_roundtrip_items(data, format, images_dir, split, limit)
+    state, cap, gen, emb = _load_roundtrip_models(captioner, generator, similarity, device, dtype, steps, guidance, batch_size)
     settings = dict(captioner=captioner, generator=generator, data=str(data), format=format, split=split, similarity=similarity,
                     similarity_name=emb.name, steps=steps, guidance=guidance, dtype=dtype, limit=limit)
     with (run_lock(out) if state.is_main_process else contextlib.nullcontext()): # one run per folder; its other ranks share it
@@ -873,10 +922,8 @@ def _roundtrip_main(direction:Param("image->text->image or text->image->text", s
                          caption_kw=dict(top_p=top_p, repetition_penalty=repetition_penalty))
     if not state.is_main_process: return
     s = analyze_roundtrip(out, n_boot=boot, seed=seed)
-    ra = s.get('rank_analysis')
-    print(f"{direction}: {s['n']} items x {k} candidates; best-of-k {s['recon']} {s['recon_best']:.3f} (mean {s['recon_mean']:.3f})"
-          + (f"; Spearman(rank, quality) {ra['rho_curve']:+.2f} [{ra['rho_curve_ci'][0]:+.2f}, {ra['rho_curve_ci'][1]:+.2f}]" if ra else '')
-          + (f"; {s['skipped']} items skipped (skipped.jsonl)" if s.get('skipped') else '') + f" -> {out}")
+    print(_run_line(s, direction, k, out))
     return s
 
-roundtrip_cli = cli_command(_roundtrip_main, 'd2i roundtrip', aliases={'--batch': '--batch-size'})
+# %% ../nbs/10_roundtrip.ipynb #14774830
+roundtrip_cli = cli_command(_roundtrip_main, 'd2i roundtrip', aliases={'--batch': '--batch-size', '--images': '--images-dir'})

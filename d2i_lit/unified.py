@@ -4,21 +4,29 @@
 
 # %% ../nbs/11_unified.ipynb #7b2010ac
 from __future__ import annotations
-import contextlib, json, math, os, sys
+import contextlib, json, math, os, sys, time
 from functools import partial
 from pathlib import Path
 import numpy as np
 import torch, torch.nn as nn, torch.nn.functional as F
+import matplotlib.pyplot as plt
 from fastai.learner import Learner
 from fastai.optimizer import OptimWrapper
 from fastai.callback.progress import ProgressCallback
-from fastcore.basics import noop
+from fastcore.basics import noop, patch
 from fastcore.script import Param
-from .core import D2IError, set_seed, set_threads, atomic_dir, atomic_write_json, cli_command, float_in, int_in, launcher_rank, nonneg_int, pos_int, run_lock
+from .core import D2IError, set_seed, set_threads, atomic_dir, atomic_write_json, cli_command, float_in, int_in, launcher_rank, nonneg_int, open_image, pos_int, run_lock
+from .shapeschat import ATTRIBUTES, write_shapeschat
+from .datasets import CaptionImageDataset, text_image_dls
+from .backbones import load_backbone, shapes_backbone
+from .pipeline import DialogToImagePipeline
 from .finetune import (_rank_world, DiffusionBatch, StepCounter, StopAfter, LRSchedule, GradAccum, GradClip, NonFiniteGuard,
                               MixedPrecision, ScaledStep, EMACallback, ema_weights, CSVLog, Checkpoint, DataParallel,
-                              trainable, list_checkpoints)
-from .roundtrip import Captioner, load_captioner, caption_records
+                              trainable, list_checkpoints, finetune)
+from .classifier import predict, to_input
+from .roundtrip import (Captioner, ClassifierEmbedder, caption_attributes, caption_records, cider_matrix, load_captioner,
+                               load_generator, roundtrip_items, run_roundtrip, shapes_captioner, shapes_references, train_captioner,
+                               _require_options)
 
 # %% auto #0
 __all__ = ['TRAINABLE', 'MODES', 'LOSSES', 'unified_cli', 'METRICS', 'select_trainable', 'VocabMap', 'text_layout', 'soft_text',
@@ -28,6 +36,8 @@ __all__ = ['TRAINABLE', 'MODES', 'LOSSES', 'unified_cli', 'METRICS', 'select_tra
 
 # %% ../nbs/11_unified.ipynb #8deae08c
 TRAINABLE = {'q': ('query',), 'kv': ('key', 'value'), 'qkv': ('query', 'key', 'value')} # --trainable -> projections
+
+# %% ../nbs/11_unified.ipynb #db7a5048
 _GEN_PROJ = {'query': 'to_q', 'key': 'to_k', 'value': 'to_v'} # diffusers' names of the same projections
 
 def select_trainable(unet:nn.Module, # the generator's noise predictor (diffusers `attn2` cross-attention)
@@ -78,7 +88,7 @@ class VocabMap:
         src = dist.index_select(-1, self.cap_ids.to(dist.device))
         return dist.new_zeros(*dist.shape[:-1], self.n_gen).index_add(-1, self.gen_ids.to(dist.device), src)
 
-# %% ../nbs/11_unified.ipynb #e130581b
+# %% ../nbs/11_unified.ipynb #c799b142
 def text_layout(tokenizer, # the generator's tokenizer
                 max_tokens:int, # its fixed padded length
                )->dict:
@@ -90,6 +100,7 @@ def text_layout(tokenizer, # the generator's tokenizer
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     return dict(prefix=full[:at], suffix=full[at+len(core):], pad=pad, max_tokens=max_tokens)
 
+# %% ../nbs/11_unified.ipynb #c68042e8
 def soft_text(dist:torch.Tensor, # [B, L, V] caption distributions over the generator vocabulary
               lengths:torch.LongTensor, # [B] caption tokens per item (positions past it are ignored)
               layout:dict, # from `text_layout`
@@ -107,6 +118,7 @@ def soft_text(dist:torch.Tensor, # [B, L, V] caption distributions over the gene
     body = dist.new_zeros(B, T, V); body[:, P:P+L] = dist[:, :L]
     return torch.where(content[..., None], body, F.one_hot(ids, V).to(dist.dtype))
 
+# %% ../nbs/11_unified.ipynb #6a9befae
 def encode_soft_text(text_encoder, # a transformers text encoder (CLIP) with `get_input_embeddings`
                      dist:torch.Tensor, # [B, T, V] from `soft_text`
                     )->torch.Tensor:
@@ -117,7 +129,7 @@ def encode_soft_text(text_encoder, # a transformers text encoder (CLIP) with `ge
     try: return text_encoder(dist.argmax(-1))[0]
     finally: hook.remove()
 
-# %% ../nbs/11_unified.ipynb #c68042e8
+# %% ../nbs/11_unified.ipynb #47e715ee
 def caption_inputs(cap:Captioner, # the captioner (tokenizer and config)
                    texts:list[str], # captions
                    prompt:str='', # BLIP's caption prompt, e.g. 'a picture of ' (not a target)
@@ -133,6 +145,7 @@ def caption_inputs(cap:Captioner, # the captioner (tokenizer and config)
     end = tok.sep_token_id if tok.sep_token_id is not None else tok.eos_token_id
     return dict(input_ids=ids, attention_mask=am, labels=labels, content=(labels != -100) & (ids != end), prompt_len=p)
 
+# %% ../nbs/11_unified.ipynb #7c010f90
 def lm_loss(logits:torch.Tensor, # [B, L, V] teacher-forced logits (position i predicts token i+1)
             labels:torch.LongTensor, # [B, L], -100 where ignored
             smoothing:float=0.1, # label smoothing (BLIP's)
@@ -143,10 +156,13 @@ def lm_loss(logits:torch.Tensor, # [B, L, V] teacher-forced logits (position i p
     m = (lb != -100).float()
     return (ce*m).sum(1) / m.sum(1).clamp(min=1)
 
-# %% ../nbs/11_unified.ipynb #ee36f65a
+# %% ../nbs/11_unified.ipynb #1ada2cbb
 MODES = ('t2i2t', 'i2t2i', 'separate') # a step's losses: L_IG + L_TR | λ·L_IR + L_TG | L_IG + L_TG (the baseline)
+
+# %% ../nbs/11_unified.ipynb #8ee2558f
 LOSSES = ('L_TG', 'L_IG', 'L_IR', 'L_TR')
 
+# %% ../nbs/11_unified.ipynb #112ada34
 def predicted_x0(scheduler, x_t, t, pred):
     "The clean sample the noise predictor's output implies at `(x_t, t)` (one scheduler step)."
     pt = scheduler.config.prediction_type
@@ -156,6 +172,7 @@ def predicted_x0(scheduler, x_t, t, pred):
     if pt == 'v_prediction': return ab.sqrt()*x_t - (1 - ab).sqrt()*pred
     raise D2IError(f"unknown prediction type {pt!r}")
 
+# %% ../nbs/11_unified.ipynb #abfc0f4c
 def captioner_pixels(images:torch.Tensor, # [B, 3, H, W] in [-1, 1]
                      cap:Captioner)->torch.Tensor:
     "Captioner input: resized (bilinear, antialiased) to its side and normalised with its statistics, differentiably."
@@ -165,6 +182,7 @@ def captioner_pixels(images:torch.Tensor, # [B, 3, H, W] in [-1, 1]
     mean, std = (torch.tensor(v, device=x.device)[:, None, None] for v in (cap.image_mean, cap.image_std))
     return (x - mean) / std
 
+# %% ../nbs/11_unified.ipynb #ef9cfa4a
 class UnifiedModel(nn.Module):
     "Generator and captioner as one module: `forward` returns the four losses of a step."
     def __init__(self, generator, # a `Backbone` (kinds 'sd' and 'shapes': CLIP text encoder, UNet)
@@ -182,47 +200,58 @@ class UnifiedModel(nn.Module):
         self.layout = text_layout(generator.tokenizer, generator.max_tokens)
         self.temperature, self.smoothing = temperature, smoothing
 
-    def decode(self, x0):
-        "Diffusion space -> images in [-1, 1] without clamping (gradients flow)."
-        if self.vae is None: return x0
-        return self.vae.decode(x0.to(self.vae.dtype) / self.vae.config.scaling_factor).sample
+# %% ../nbs/11_unified.ipynb #18a0fea7
+@patch
+def decode(self:UnifiedModel, x0):
+    "Diffusion space -> images in [-1, 1] without clamping (gradients flow)."
+    if self.vae is None: return x0
+    return self.vae.decode(x0.to(self.vae.dtype) / self.vae.config.scaling_factor).sample
 
-    def caption_logits(self, pixels, ids, mask):
-        return self.captioner(pixel_values=pixels.to(next(self.captioner.parameters()).dtype), input_ids=ids, attention_mask=mask).logits
+# %% ../nbs/11_unified.ipynb #ce0c43f1
+@patch
+def caption_logits(self:UnifiedModel, pixels, ids, mask):
+    return self.captioner(pixel_values=pixels.to(next(self.captioner.parameters()).dtype), input_ids=ids, attention_mask=mask).logits
 
-    def denoise(self, x0, noise, t, text_emb):
-        "Noise predictor output at `x_t`, its diffusion loss `[B]` and `x_t`."
-        sched = self.generator.noise_scheduler
-        x_t = sched.add_noise(x0, noise, t)
-        pt = sched.config.prediction_type
-        target = noise if pt == 'epsilon' else sched.get_velocity(x0, noise, t) if pt == 'v_prediction' else x0
-        pred = self.generator.predict(x_t, t, text_emb)
-        return pred, F.mse_loss(pred.float(), target.float(), reduction='none').flatten(1).mean(1), x_t
+# %% ../nbs/11_unified.ipynb #a8409fb8
+@patch
+def denoise(self:UnifiedModel, x0, noise, t, text_emb):
+    "Noise predictor output at `x_t`, its diffusion loss `[B]` and `x_t`."
+    sched = self.generator.noise_scheduler
+    x_t = sched.add_noise(x0, noise, t)
+    pt = sched.config.prediction_type
+    target = noise if pt == 'epsilon' else sched.get_velocity(x0, noise, t) if pt == 'v_prediction' else x0
+    pred = self.generator.predict(x_t, t, text_emb)
+    return pred, F.mse_loss(pred.float(), target.float(), reduction='none').flatten(1).mean(1), x_t
 
-    def soft_text_features(self, logits, content, prompt_len):
-        "Text bottleneck: content logits / T -> softmax -> generator vocabulary -> layout -> text encoder."
-        n = content.sum(1); L = int(n.max())
-        lg = logits[:, prompt_len - 1:prompt_len - 1 + L] # position i predicts token i+1
-        dist = self.vocab.map_dist(torch.softmax(lg.float() / self.temperature, -1))
-        return encode_soft_text(self.text_encoder, soft_text(dist, n, self.layout))
+# %% ../nbs/11_unified.ipynb #e8eedabb
+@patch
+def soft_text_features(self:UnifiedModel, logits, content, prompt_len):
+    "Text bottleneck: content logits / T -> softmax -> generator vocabulary -> layout -> text encoder."
+    n = content.sum(1); L = int(n.max())
+    lg = logits[:, prompt_len - 1:prompt_len - 1 + L] # position i predicts token i+1
+    dist = self.vocab.map_dist(torch.softmax(lg.float() / self.temperature, -1))
+    return encode_soft_text(self.text_encoder, soft_text(dist, n, self.layout))
 
-    def forward(self, mode, x0, noise, t, cap_pixels, ids, mask, labels, content, gen_ids, prompt_len):
-        mode, p = MODES[int(mode)], int(prompt_len)
-        zero = x0.new_zeros(()).float()
-        l_tg = l_ig = l_ir = l_tr = zero
-        if mode in ('t2i2t', 'separate'):
-            with torch.no_grad(): emb = self.text_encoder(gen_ids)[0]
-            pred, per, x_t = self.denoise(x0, noise, t, emb)
-            l_ig = per.mean()
-            if mode == 't2i2t':
-                img = self.decode(predicted_x0(self.generator.noise_scheduler, x_t, t, pred))
-                l_tr = lm_loss(self.caption_logits(captioner_pixels(img, self.cap), ids, mask), labels, self.smoothing).mean()
-        if mode in ('i2t2i', 'separate'):
-            logits = self.caption_logits(cap_pixels, ids, mask)
-            l_tg = lm_loss(logits, labels, self.smoothing).mean()
-            if mode == 'i2t2i': l_ir = self.denoise(x0, noise, t, self.soft_text_features(logits, content, p))[1].mean()
-        return torch.stack([l_tg, l_ig, l_ir, l_tr])
+# %% ../nbs/11_unified.ipynb #f5032f80
+@patch
+def forward(self:UnifiedModel, mode, x0, noise, t, cap_pixels, ids, mask, labels, content, gen_ids, prompt_len):
+    mode, p = MODES[int(mode)], int(prompt_len)
+    zero = x0.new_zeros(()).float()
+    l_tg = l_ig = l_ir = l_tr = zero
+    if mode in ('t2i2t', 'separate'):
+        with torch.no_grad(): emb = self.text_encoder(gen_ids)[0]
+        pred, per, x_t = self.denoise(x0, noise, t, emb)
+        l_ig = per.mean()
+        if mode == 't2i2t':
+            img = self.decode(predicted_x0(self.generator.noise_scheduler, x_t, t, pred))
+            l_tr = lm_loss(self.caption_logits(captioner_pixels(img, self.cap), ids, mask), labels, self.smoothing).mean()
+    if mode in ('i2t2i', 'separate'):
+        logits = self.caption_logits(cap_pixels, ids, mask)
+        l_tg = lm_loss(logits, labels, self.smoothing).mean()
+        if mode == 'i2t2i': l_ir = self.denoise(x0, noise, t, self.soft_text_features(logits, content, p))[1].mean()
+    return torch.stack([l_tg, l_ig, l_ir, l_tr])
 
+# %% ../nbs/11_unified.ipynb #dfa7baca
 def unified_loss(parts:torch.Tensor, # [4] losses from `UnifiedModel`
                  weights:torch.Tensor, # [4] their weights in this step
                 )->torch.Tensor:
@@ -294,13 +323,38 @@ def unified_learner(model:UnifiedModel, dls, lr:float=1e-4,
     return Learner(dls, model, loss_func=unified_loss, opt_func=partial(OptimWrapper, opt=torch.optim.AdamW), lr=lr,
                    wd=[wd, wd_captioner], cbs=cbs, splitter=groups)
 
-# %% ../nbs/11_unified.ipynb #1d388463
+# %% ../nbs/11_unified.ipynb #1dfb5b93
 def _start_epoch(ck:Checkpoint|None)->int:
     "The epoch a resumed run continues in (0 for a fresh run)."
     if ck is None or ck.resume is None: return 0
     cks = list_checkpoints(ck.dir) if str(ck.resume) == 'latest' else [Path(ck.resume)]
     return json.loads((cks[-1]/'state.json').read_text())['epoch'] if cks and (cks[-1]/'state.json').exists() else 0
 
+def _unified_callbacks(generator, captioner:Captioner, steps:int, lr:float, objective:str, lam:float, prompt:str, seed:int,
+                       warmup:int, schedule:str, data_parallel:bool|None, mixed_precision:str, grad_accum:int,
+                       max_grad_norm:float|None, ema:float|None, out:Path|None, checkpoint_every:int, keep:int, resume):
+    "The run's callbacks and its `Checkpoint` callback (None when it neither checkpoints nor resumes)."
+    if data_parallel is None: data_parallel = int(os.environ.get('WORLD_SIZE', 1)) > 1
+    cb = [StepCounter(), UnifiedBatch(generator, captioner, objective, lam, prompt, seed), NonFiniteGuard(),
+          LRSchedule(lr, steps, warmup, schedule), StopAfter(steps)]
+    if data_parallel: cb.append(DataParallel(cpu=not torch.cuda.is_available()))
+    if mixed_precision != 'no': mp = MixedPrecision(mixed_precision); cb += [mp, ScaledStep(mp)]
+    if grad_accum > 1: cb.append(GradAccum(grad_accum))
+    if max_grad_norm: cb.append(GradClip(max_grad_norm))
+    if ema: cb.append(EMACallback(ema))
+    ck = None
+    if out is not None:
+        cb.append(LossLog(out/'log.csv'))
+        if checkpoint_every or resume: ck = Checkpoint(out/'ckpts', checkpoint_every, keep, resume); cb.append(ck)
+    return cb, ck
+
+def _unified_config(settings:dict, # the run's options, in `config.json`'s order
+                    dls, generator, model:UnifiedModel, names:dict)->dict:
+    "What `config.json` records: the options, the global batch size, the backbone kind, the vocabulary map and what trains."
+    return dict(settings, batch_size=dls.train.bs, kind=generator.kind, vocab_mapped=len(model.vocab.cap_ids),
+                vocab_missing=len(model.vocab.missing), trainable_tensors={k: len(v) for k, v in names.items()})
+
+# %% ../nbs/11_unified.ipynb #3876c6cc
 def unified_finetune(generator, # a `Backbone` ('sd' or 'shapes'); trained in place
                      captioner:Captioner, # a BLIP captioner; trained in place
                      dls, # batches of (list[str] captions, images in [-1,1] at the generator's resolution); `bs` is global
@@ -325,33 +379,22 @@ def unified_finetune(generator, # a `Backbone` ('sd' or 'shapes'); trained in pl
     names = select_trainable(generator.noise_predictor, captioner.model, trainable_proj)
     # dropout off in both models: the frozen parts are pretrained, and the bottlenecks should be deterministic given the noise
     generator.noise_predictor.eval(); captioner.model.eval()
-    if data_parallel is None: data_parallel = int(os.environ.get('WORLD_SIZE', 1)) > 1
-    cb = [StepCounter(), UnifiedBatch(generator, captioner, objective, lam, prompt, seed), NonFiniteGuard(),
-          LRSchedule(lr, steps, warmup, schedule), StopAfter(steps)]
-    if data_parallel: cb.append(DataParallel(cpu=not torch.cuda.is_available()))
-    if mixed_precision != 'no': mp = MixedPrecision(mixed_precision); cb += [mp, ScaledStep(mp)]
-    if grad_accum > 1: cb.append(GradAccum(grad_accum))
-    if max_grad_norm: cb.append(GradClip(max_grad_norm))
-    if ema: cb.append(EMACallback(ema))
-    ck = None
-    if out is not None:
-        cb.append(LossLog(out/'log.csv'))
-        if checkpoint_every or resume: ck = Checkpoint(out/'ckpts', checkpoint_every, keep, resume); cb.append(ck)
+    cb, ck = _unified_callbacks(generator, captioner, steps, lr, objective, lam, prompt, seed, warmup, schedule, data_parallel,
+                                mixed_precision, grad_accum, max_grad_norm, ema, out, checkpoint_every, keep, resume)
     learn = unified_learner(model, dls, lr, wd, wd_captioner, cb + list(cbs or []))
     if not progress: learn.remove_cb(ProgressCallback); learn.logger = noop
     learn.generator, learn.captioner, learn.trainable_names = generator, captioner, names
     if out is not None and _rank_world()[0] == 0:
-        atomic_write_json(out/'config.json', dict(steps=steps, lr=lr, objective=objective, trainable=trainable_proj, temperature=temperature,
+        settings = dict(steps=steps, lr=lr, objective=objective, trainable=trainable_proj, temperature=temperature,
             lam=lam, prompt=prompt, ema=ema, mixed_precision=mixed_precision, grad_accum=grad_accum, max_grad_norm=max_grad_norm,
             warmup=warmup, schedule=schedule, wd=wd, wd_captioner=wd_captioner, checkpoint_every=checkpoint_every, keep=keep,
-            resume=None if resume is None else str(resume), seed=seed, batch_size=dls.train.bs, kind=generator.kind,
-            vocab_mapped=len(model.vocab.cap_ids), vocab_missing=len(model.vocab.missing),
-            trainable_tensors={k: len(v) for k, v in names.items()}))
-    n_epoch = math.ceil(steps*grad_accum/len(dls.train))
-    learn.fit(n_epoch, start_epoch=_start_epoch(ck))
+            resume=None if resume is None else str(resume), seed=seed)
+        atomic_write_json(out/'config.json', _unified_config(settings, dls, generator, model, names))
+    learn.fit(math.ceil(steps*grad_accum/len(dls.train)), start_epoch=_start_epoch(ck))
     if out is not None and _rank_world()[0] == 0: save_unified(learn, out/'final')
     return learn
 
+# %% ../nbs/11_unified.ipynb #46726fd5
 def save_unified(learn:Learner, path)->Path:
     "The generator in `path` (diffusers layout, as `d2i generate` loads it) and the captioner in `path/captioner` (EMA weights when on), atomically."
     path = Path(path)
@@ -360,7 +403,23 @@ def save_unified(learn:Learner, path)->Path:
         learn.captioner.save_pretrained(tmp/'captioner')
     return path
 
-# %% ../nbs/11_unified.ipynb #a4f64901
+# %% ../nbs/11_unified.ipynb #7ad5de52
+def _load_unified_inputs(captioner:str, generator:str, data:str, limit:int|None, batch_size:int, seed:int):
+    "Backbone, captioner and batches of the caption records, on the GPU when there is one."
+    recs = caption_records(data, limit)
+    bb = load_backbone('tiny-sd' if generator == 'tiny' else generator)
+    cap = load_captioner(captioner)
+    dev = 'cuda' if torch.cuda.is_available() else 'cpu'
+    dls = text_image_dls(CaptionImageDataset(recs, bb.resolution), bs=batch_size, seed=seed, device=dev)
+    if dev == 'cuda': bb.to(dev); cap.model.to(dev)
+    return bb, cap, dls
+
+def _unified_line(learn:Learner, objective:str, out)->str:
+    vm = learn.model.vocab if hasattr(learn.model, 'vocab') else learn.model.module.vocab
+    return (f"{objective} fine-tuning, {learn.opt_step} steps ({len(vm.missing)} captioner tokens without a generator counterpart): "
+            f"generator in {Path(out)/'final'}, captioner in {Path(out)/'final'/'captioner'}")
+
+# %% ../nbs/11_unified.ipynb #9461fe7d
 def _unified_main(captioner:Param("'tiny', 'shapes', a captioner folder, or a cached BLIP hub id", str)=None,
                   generator:Param("'tiny-sd', 'shapes', a backbone folder, or a cached Stable Diffusion hub id", str)=None,
                   data:Param("caption file (JSON lines {caption, image}) or a folder with captions.jsonl", str)=None,
@@ -384,32 +443,21 @@ def _unified_main(captioner:Param("'tiny', 'shapes', a captioner folder, or a ca
                   seed:Param("seed of data order and noise", int_in(0, 2**63 - 1))=0,
                   threads:Param("torch CPU threads (default: D2I_THREADS, else torch's default)", int_in(1, 1024))=None):
     "Fine-tune a captioner and a generator through each other."
-    from d2i_lit.backbones import load_backbone
-    from d2i_lit.datasets import CaptionImageDataset, text_image_dls
-    for k, v in dict(captioner=captioner, generator=generator, data=data, out=out).items():
-        if v is None: raise D2IError(f'--{k} is required')
+    _require_options(captioner=captioner, generator=generator, data=data, out=out)
     set_threads(threads); set_seed(seed)
-    recs = caption_records(data, limit)
-    bb = load_backbone('tiny-sd' if generator == 'tiny' else generator)
-    cap = load_captioner(captioner)
-    dev = 'cuda' if torch.cuda.is_available() else 'cpu'
-    dls = text_image_dls(CaptionImageDataset(recs, bb.resolution), bs=batch_size, seed=seed, device=dev)
-    if dev == 'cuda': bb.to(dev); cap.model.to(dev)
+    bb, cap, dls = _load_unified_inputs(captioner, generator, data, limit, batch_size, seed)
     with (run_lock(out) if launcher_rank() == 0 else contextlib.nullcontext()): # one run per folder; its other ranks share it
         learn = unified_finetune(bb, cap, dls, steps, lr, objective=objective, trainable_proj=trainable, temperature=temperature, lam=lam,
                                  prompt=prompt, out=out, ema=ema or None, mixed_precision=mixed_precision, grad_accum=grad_accum,
                                  warmup=warmup, checkpoint_every=checkpoint_every, keep=keep, resume=resume, seed=seed)
-    if _rank_world()[0] == 0:
-        vm = learn.model.vocab if hasattr(learn.model, 'vocab') else learn.model.module.vocab
-        print(f"{objective} fine-tuning, {learn.opt_step} steps ({len(vm.missing)} captioner tokens without a generator counterpart): "
-              f"generator in {Path(out)/'final'}, captioner in {Path(out)/'final'/'captioner'}")
+    if _rank_world()[0] == 0: print(_unified_line(learn, objective, out))
 
+# %% ../nbs/11_unified.ipynb #4157f6be
 unified_cli = cli_command(_unified_main, 'd2i unified')
 
-# %% ../nbs/11_unified.ipynb #ce0c43f1
+# %% ../nbs/11_unified.ipynb #ea2b5a02
 def _eval_captioner(cap:Captioner, items:list[dict])->dict:
     "Per-item CIDEr-D and attribute accuracy of greedy captions of `items`' images."
-    from d2i_lit.roundtrip import cider_matrix, shapes_references, caption_attributes
     caps = [c[0] for c in cap.caption([it['image'] for it in items], sample=False)]
     cider = cider_matrix([[c] for c in caps], [shapes_references(it['attrs']) for it in items])[:, 0]
     acc = [float(all(caption_attributes(c)[a] == it['attrs'][a] for a in ('shape', 'colour'))) for c, it in zip(caps, items)]
@@ -417,34 +465,17 @@ def _eval_captioner(cap:Captioner, items:list[dict])->dict:
 
 def _eval_generator(gen, items:list[dict])->dict:
     "Per-item attribute accuracy and classifier similarity of images generated from `items`' captions."
-    from PIL import Image
-    from d2i_lit.roundtrip import ClassifierEmbedder
-    from d2i_lit.classifier import predict, to_input
     judge = ClassifierEmbedder()
     imgs = gen([it['texts'][0] for it in items], seed=0)
     preds, _ = predict(judge.clf, to_input(imgs))
     acc = [float(all(p[a] == it['attrs'][a] for a in ('shape', 'colour'))) for p, it in zip(preds, items)]
-    real = [Image.open(it['image']).convert('RGB') for it in items]
+    real = [open_image(it['image']) for it in items]
     sim = (judge(imgs) * judge(real)).sum(1)
     return dict(t2i_acc=acc, t2i_sim=sim.tolist())
 
-def unified_experiment(work:str|Path, # work folder (cached stages)
-                       seeds=(0, 1, 2), steps:int=100, # fine-tuning steps per arm
-                       lr:float=1e-3, warmup:int=10, bs:int=32, trainable_proj:str='q',
-                       n_data:int=3000, n_train:int=2800, n_caption:int=200, n_t2i:int=96, n_rank:int=30, k:int=10,
-                       cap_steps:int=150, gen_steps:int=100, sampler_steps:int=20, log=print)->dict:
-    "The ShapesChat comparison: common start, unified and separate arms per seed, per-item scores of every model."
-    import time
-    from d2i_lit.shapeschat import write_shapeschat
-    from d2i_lit.roundtrip import shapes_captioner, train_captioner, roundtrip_items, load_generator, run_roundtrip, ClassifierEmbedder
-    from d2i_lit.backbones import shapes_backbone, load_backbone
-    from d2i_lit.datasets import CaptionImageDataset, text_image_dls
-    from d2i_lit.finetune import finetune
-    from d2i_lit.pipeline import DialogToImagePipeline
-    W = Path(work); W.mkdir(parents=True, exist_ok=True); t0 = time.time()
-    if not (W/'data'/'captions.jsonl').exists(): write_shapeschat(W/'data', n=n_data, seed=0, progress=False)
-    recs = caption_records(W/'data'); items = roundtrip_items(W/'data')
-    train, held = recs[:n_train], items[n_train:]
+# %% ../nbs/11_unified.ipynb #ce898a04
+def _base_models(W:Path, train:list[dict], cap_steps:int, gen_steps:int, t0:float, log)->Path:
+    "The common start in `W/base`: a ShapesChat captioner trained on the captions, and the shapes backbone pre-trained on them."
     base = W/'base'
     if not (base/'captioner').exists():
         cap = shapes_captioner(); set_seed(0)
@@ -454,6 +485,11 @@ def unified_experiment(work:str|Path, # work folder (cached stages)
         bb = shapes_backbone(); set_seed(0)
         finetune(bb, text_image_dls(CaptionImageDataset(train), bs=64, seed=0), steps=gen_steps, lr=1e-3, ema=None)
         DialogToImagePipeline(bb).save_pretrained(base/'generator'); log(f'generator pre-trained ({time.time()-t0:.0f} s)')
+    return base
+
+def _fine_tune_arms(W:Path, base:Path, train:list[dict], seeds, steps:int, lr:float, warmup:int, bs:int, trainable_proj:str,
+                    t0:float, log)->dict:
+    "Each arm fine-tuned from the common start per seed (resumable); the generator folder of every model, the start's first."
     runs = {'start': base/'generator'}
     for s in seeds:
         for arm in ('unified', 'separate'):
@@ -464,6 +500,11 @@ def unified_experiment(work:str|Path, # work folder (cached stages)
             unified_finetune(bb, cap, text_image_dls(CaptionImageDataset(train), bs=bs, seed=s), steps, lr, objective=arm if arm == 'separate' else 'unified',
                              trainable_proj=trainable_proj, warmup=warmup, seed=s, out=out, checkpoint_every=50, keep=1, resume='latest')
             log(f'{arm} seed {s} fine-tuned ({time.time()-t0:.0f} s)')
+    return runs
+
+def _evaluate_runs(W:Path, base:Path, runs:dict, held:list[dict], n_caption:int, n_t2i:int, n_rank:int, k:int, sampler_steps:int,
+                   t0:float, log)->dict:
+    "Per-item scores of every model, each cached in `W/eval/<name>.json`."
     res = {}
     for name, gdir in runs.items():
         f = W/'eval'/f'{name}.json'
@@ -477,9 +518,25 @@ def unified_experiment(work:str|Path, # work folder (cached stages)
         atomic_write_json(f, r); res[name] = r; log(f'{name} evaluated ({time.time()-t0:.0f} s)')
     return res
 
-# %% ../nbs/11_unified.ipynb #a8409fb8
+# %% ../nbs/11_unified.ipynb #50d47c44
+def unified_experiment(work:str|Path, # work folder (cached stages)
+                       seeds=(0, 1, 2), steps:int=100, # fine-tuning steps per arm
+                       lr:float=1e-3, warmup:int=10, bs:int=32, trainable_proj:str='q',
+                       n_data:int=3000, n_train:int=2800, n_caption:int=200, n_t2i:int=96, n_rank:int=30, k:int=10,
+                       cap_steps:int=150, gen_steps:int=100, sampler_steps:int=20, log=print)->dict:
+    "The ShapesChat comparison: common start, unified and separate arms per seed, per-item scores of every model."
+    W = Path(work); W.mkdir(parents=True, exist_ok=True); t0 = time.time()
+    if not (W/'data'/'captions.jsonl').exists(): write_shapeschat(W/'data', n=n_data, seed=0, progress=False)
+    recs = caption_records(W/'data'); items = roundtrip_items(W/'data')
+    train, held = recs[:n_train], items[n_train:]
+    base = _base_models(W, train, cap_steps, gen_steps, t0, log)
+    runs = _fine_tune_arms(W, base, train, seeds, steps, lr, warmup, bs, trainable_proj, t0, log)
+    return _evaluate_runs(W, base, runs, held, n_caption, n_t2i, n_rank, k, sampler_steps, t0, log)
+
+# %% ../nbs/11_unified.ipynb #9599e3d6
 METRICS = {'caption_cider': 'caption CIDEr-D', 'caption_acc': 'caption attribute acc.', 't2i_acc': 'T2I attribute acc.', 't2i_sim': 'T2I classifier sim.'}
 
+# %% ../nbs/11_unified.ipynb #b646e3f3
 def _boot(v:np.ndarray, n:int=1000, seed:int=0)->list:
     idx = np.random.default_rng(seed).integers(0, len(v), (n, len(v)))
     return np.percentile(v[idx].mean(1), [2.5, 97.5]).tolist()
@@ -493,9 +550,9 @@ def experiment_table(res:dict)->dict:
     tab['rank'] = {r: [res[r]['rank']['rho_curve'], res[r]['rank']['rho_curve_ci'], res[r]['rank']['rho_pooled']] for r in res}
     return tab
 
+# %% ../nbs/11_unified.ipynb #65a7fccf
 def plot_experiment(res:dict, tab:dict):
     "Bars with bootstrap CIs per metric, and the I2T2I Spearman correlation per run."
-    import matplotlib.pyplot as plt
     fig, axs = plt.subplots(1, len(METRICS) + 1, figsize=(13, 2.8), dpi=70)
     arms = ['start', 'unified', 'separate']
     for ax, (m, label) in zip(axs, METRICS.items()):
