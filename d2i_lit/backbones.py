@@ -4,39 +4,67 @@
 
 # %% ../nbs/05_backbones.ipynb #64fde52d
 from __future__ import annotations
-import json, os
+import json, os, tempfile, warnings
 from pathlib import Path
 import torch
 from torch import nn
-from typing import NamedTuple
+import diffusers, transformers
+from diffusers import AutoencoderKL, DDPMScheduler
+from transformers import (CLIPTextConfig, CLIPTextModel, CLIPVisionConfig, CLIPVisionModelWithProjection, CLIPImageProcessor,
+                          GPT2Tokenizer, PreTrainedTokenizerFast)
+from tokenizers import Tokenizer, models, pre_tokenizers
+from huggingface_hub import hf_hub_download
+from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError
 from fastcore.basics import patch
 from .core import D2IError, atomic_dir, atomic_write_json
+from .linearize import clip_tokenizer, _bytes_to_unicode
+from .shapeschat import shapes_vocab
 
 # %% auto #0
-__all__ = ['SHAPES_SPECIALS', 'TINY_NAMES', 'Backbone', 'tiny_backbone', 'word_tokenizer', 'shapes_backbone', 'load_backbone']
+__all__ = ['CLIP_MEAN', 'CLIP_STD', 'SHAPES_SPECIALS', 'TINY_NAMES', 'BackboneKind', 'register_kind', 'Backbone', 'tiny_backbone',
+           'SDKind', 'PixArtKind', 'UniDiffuserKind', 'word_tokenizer', 'shapes_backbone', 'ShapesKind',
+           'load_backbone']
 
-# %% ../nbs/05_backbones.ipynb #f0d06e84
-class _Kind(NamedTuple):
-    "What differs between backbone kinds on disk and in training: one row per kind, so no other code branches on it."
-    predictor:str # the noise predictor's subfolder (and pipeline component name)
-    tokenizer:str # the text tokenizer's subfolder
-    pipeline:str|None # the diffusers pipeline class whose folder layout `save_pretrained` writes (None: plain subfolders)
-    pipeline_kw:dict # constant extra arguments of that pipeline class
-    unused:tuple # prefixes of noise-predictor parameters no image-denoising loss reaches: frozen for training (DDP needs every trainable parameter used)
+# %% ../nbs/05_backbones.ipynb #c9e6f0b5
+class BackboneKind:
+    "What one kind of backbone does its own way; the defaults are a UNet over VAE latents conditioned on CLIP text (Stable Diffusion)."
+    name:str = '' # the kind's name (`Backbone.kind`, `d2i_backbone.json`)
+    predictor:str = 'unet' # the noise predictor's subfolder (and pipeline component name)
+    predictor_class:str = 'UNet2DConditionModel' # its diffusers class
+    tokenizer:str = 'tokenizer' # the text tokenizer's subfolder
+    tokenizer_class:str = 'AutoTokenizer' # the transformers class that loads it
+    has_vae:bool = True # False: the model works in pixel space
+    pipeline:str|None = None # the diffusers pipeline class whose folder layout `save_pretrained` writes (None: plain subfolders)
+    pipeline_kw:dict = {} # constant extra arguments of that pipeline class
+    unused:tuple = () # prefixes of noise-predictor parameters no image-denoising loss reaches: frozen for training (DDP needs every trainable parameter used)
 
-_KINDS = {'sd': _Kind('unet', 'tokenizer', 'StableDiffusionPipeline', dict(safety_checker=None, feature_extractor=None, requires_safety_checker=False), ()),
-          'pixart': _Kind('transformer', 'tokenizer', 'PixArtAlphaPipeline', {}, ()),
-          # UniDiffuser: the U-ViT's own `transformer.pos_embed` is never called (it embeds patches with `vae_img_in`), and `text_out`
-          # predicts text noise, which the text-to-image loss ignores
-          'unidiffuser': _Kind('unet', 'clip_tokenizer', 'UniDiffuserPipeline', {}, ('transformer.pos_embed.', 'text_out.')),
-          'shapes': _Kind('unet', 'tokenizer', None, {}, ())}
-_PREDICTOR = {k: v.predictor for k,v in _KINDS.items()}
-_TEXT_CLASSES = ('CLIPTextModel', 'CLIPTextModelWithProjection', 'T5EncoderModel')
+    def predict(self, bb, x_t, t, text_emb):
+        "Call `bb`'s noise predictor on noisy samples `x_t` at timesteps `t` (one per item) given text features."
+        return bb.noise_predictor(x_t, t, encoder_hidden_states=text_emb, return_dict=False)[0]
+    def text_features(self, bb, hidden): return hidden # the text encoder's last hidden states -> what the noise predictor attends to
+    def sample_shape(self, bb)->tuple: return bb.latent_shape # one item's shape in diffusion space
+    def to_sample(self, bb, latents, images): return latents # scaled VAE latents (and the images they encode) -> diffusion space
+    def to_latents(self, bb, x): return x # diffusion space -> scaled VAE latents
+    def default_max_tokens(self, pred, text, tok)->int: return min(tok.model_max_length, text.config.max_position_embeddings)
+    def load_extras(self, load, name)->dict: return {} # other `Backbone` arguments loaded from the folder (`load(cls, subfolder)`)
+    def pipeline_extras(self, bb)->dict: return {} # pipeline components a backbone lacks, made up to save a folder the pipeline loads
+    def before_save(self, bb)->None: pass # make the parts savable as safetensors
 
+# %% ../nbs/05_backbones.ipynb #9c983eaf
+_KINDS = {} # kind name -> its `BackboneKind`; filled by `register_kind`
+
+def register_kind(cls:type, # a `BackboneKind` subclass with a `name`
+                 )->type:
+    "Class decorator: add an instance of `cls` to the table of backbone kinds, under `cls.name`."
+    if not cls.name: raise D2IError(f"{cls.__name__}: a backbone kind needs a name")
+    _KINDS[cls.name] = cls()
+    return cls
+
+# %% ../nbs/05_backbones.ipynb #b8f508b1
 class Backbone:
     "A text-to-image diffusion model split into a trainable noise predictor and frozen encoders, one interface for every kind."
     def __init__(self,
-                 kind:str, # 'sd' | 'pixart' | 'unidiffuser' | 'shapes'
+                 kind:str, # a registered kind: 'sd' | 'pixart' | 'unidiffuser' | 'shapes'
                  noise_predictor:nn.Module, # the trainable part: UNet or transformer
                  text_encoder:nn.Module, # frozen during fine-tuning
                  tokenizer, # Hugging Face tokenizer of `text_encoder`
@@ -49,7 +77,7 @@ class Backbone:
                  text_budget:int|None=None, # tokens a linearized dialog may use, special tokens included (<= `max_tokens`); None: `max_tokens`
                  extras:dict|None=None, # other components of the kind's diffusers pipeline, kept to save a folder it loads (UniDiffuser: `text_tokenizer`, `clip_image_processor`)
                 ):
-        if kind not in _PREDICTOR: raise D2IError(f"unknown backbone kind {kind!r}; choose from {', '.join(_PREDICTOR)}")
+        if kind not in _KINDS: raise D2IError(f"unknown backbone kind {kind!r}; choose from {', '.join(_KINDS)}")
         self.kind,self.noise_predictor,self.text_encoder,self.tokenizer,self.vae = kind,noise_predictor,text_encoder,tokenizer,vae
         self.noise_scheduler,self.resolution,self.max_tokens = noise_scheduler,resolution,max_tokens
         self.text_decoder,self.image_encoder,self.extras = text_decoder,image_encoder,dict(extras or {})
@@ -60,6 +88,9 @@ class Backbone:
         n = sum(p.numel() for p in self.noise_predictor.parameters())
         return (f"Backbone(kind={self.kind!r}, {type(self.noise_predictor).__name__} {n/1e6:.2f}M params, "
                 f"resolution={self.resolution}, max_tokens={self.max_tokens}, prediction={self.prediction_type!r})")
+
+    @property
+    def spec(self)->BackboneKind: return _KINDS[self.kind] # what this kind does its own way
 
     @property
     def modules(self)->dict:
@@ -74,203 +105,302 @@ class Backbone:
     def dtype(self)->torch.dtype: return next(self.noise_predictor.parameters()).dtype
     @property
     def prediction_type(self)->str: return self.noise_scheduler.config.prediction_type
-    @property
-    def linearize_budget(self)->int:
-        "Text tokens a linearized dialog may use: `text_budget` less the tokenizer's special tokens (what `linearize` counts)."
-        return self.text_budget - self.tokenizer.num_special_tokens_to_add()
 
-    def to(self, device=None, dtype=None):
-        "Move (and cast) every part; returns `self`."
-        for m in self.modules.values(): m.to(device=device, **({} if dtype is None else dict(dtype=dtype))) # `dtype=None` makes diffusers print a warning
-        return self
+# %% ../nbs/05_backbones.ipynb #21ba5c48
+@patch
+def tokenize(self:Backbone, texts:list[str], # prompts
+            )->torch.LongTensor:
+    "Token ids `[B, max_tokens]`, padded to `max_tokens` and truncated."
+    if isinstance(texts, str): texts = [texts]
+    ids = self.tokenizer(list(texts), padding='max_length', max_length=self.max_tokens, truncation=True, return_tensors='pt').input_ids
+    be = getattr(self.tokenizer, 'backend_tokenizer', None)
+    if be is not None: be.no_padding(); be.no_truncation()  # transformers leaves them set on the shared Rust tokenizer; direct users of it would pad
+    return ids
 
-    @property
-    def vae_scale_factor(self)->int:
-        return 2 ** (len(self.vae.config.block_out_channels) - 1) if self.vae is not None else 1
-
-    @property
-    def latent_shape(self)->tuple:
-        "Shape of one image's VAE latent (or pixels in pixel space)."
-        s = self.resolution // self.vae_scale_factor
-        return ((self.vae.config.latent_channels if self.vae is not None else self.noise_predictor.config.in_channels), s, s)
-
-    @property
-    def sample_shape(self)->tuple:
-        "Shape of one item in diffusion space (what `encode_images` returns per image and what sampling starts from)."
-        if self.kind == 'unidiffuser':
-            c,h,w = self.latent_shape
-            return (c*h*w + self.noise_predictor.config.clip_img_dim,)
-        return self.latent_shape
-
-    def tokenize(self, texts:list[str], # prompts
-                )->torch.LongTensor:
-        "Token ids `[B, max_tokens]`, padded to `max_tokens` and truncated."
-        if isinstance(texts, str): texts = [texts]
-        ids = self.tokenizer(list(texts), padding='max_length', max_length=self.max_tokens, truncation=True, return_tensors='pt').input_ids
-        be = getattr(self.tokenizer, 'backend_tokenizer', None)
-        if be is not None: be.no_padding(); be.no_truncation()  # transformers leaves them set on the shared Rust tokenizer; direct users of it would pad
-        return ids
-
-    def encode_text(self, input_ids:torch.LongTensor, # from `tokenize`
-                   )->torch.Tensor:
-        "Text features `[B, L, D]` at every position, pads included (what the noise predictor attends to)."
-        emb = self.text_encoder(input_ids.to(self.text_encoder.device))[0]
-        if self.text_decoder is not None: emb = self.text_decoder.encode(emb.to(self.text_decoder.dtype))
-        return emb.to(self.dtype)
-
-    def encode_prompts(self, texts:list[str])->torch.Tensor:
-        "`encode_text(tokenize(texts))`."
-        return self.encode_text(self.tokenize(texts))
-
-    def _pack(self, vae_lat, clip_emb): return torch.cat([vae_lat.flatten(1), clip_emb.flatten(1)], 1)
-    def _unpack(self, x):
-        c,h,w = self.latent_shape
-        v,e = x.split([c*h*w, x.shape[1]-c*h*w], 1)
-        return v.reshape(-1,c,h,w), e[:,None]
-
-    def encode_images(self, images:torch.Tensor, # `[B,3,H,W]` in [-1,1]
-                      generator:torch.Generator|None=None, # for the VAE's latent sample
-                      noise:torch.Tensor|None=None, # the latent sample's standard normal draw `[B, *latent_shape]`, instead of drawing it
-                     )->torch.Tensor:
-        "Images in [-1,1] -> diffusion space: VAE latents times the scaling factor (UniDiffuser: plus the CLIP image embedding), or pixels."
-        if self.vae is None: return images.to(self.device, self.dtype)
-        x = images.to(self.vae.device, self.vae.dtype)
-        dist = self.vae.encode(x).latent_dist
-        lat = (dist.mean + dist.std*noise.to(dist.mean.device, dist.mean.dtype) if noise is not None else dist.sample(generator)) * self.vae.config.scaling_factor
-        if self.kind != 'unidiffuser': return lat.to(self.dtype)
-        enc = self.image_encoder
-        s = enc.config.image_size
-        pix = nn.functional.interpolate((x.float()+1)/2, size=(s,s), mode='bicubic', align_corners=False)
-        mean = torch.tensor([0.48145466, 0.4578275, 0.40821073], device=pix.device)[:,None,None]
-        std = torch.tensor([0.26862954, 0.26130258, 0.27577711], device=pix.device)[:,None,None]
-        emb = enc(pixel_values=((pix-mean)/std).to(enc.dtype)).image_embeds
-        return self._pack(lat, emb).to(self.dtype)
-
-    def decode(self, x:torch.Tensor, # diffusion-space tensor
-              )->torch.Tensor:
-        "Diffusion space -> images `[B,3,H,W]` in [-1,1]."
-        if self.kind == 'unidiffuser': x = self._unpack(x)[0]
-        if self.vae is None: return x.float().clamp(-1, 1)
-        img = self.vae.decode(x.to(self.vae.dtype) / self.vae.config.scaling_factor).sample
-        return img.float().clamp(-1, 1)
-
-    def predict(self, x_t:torch.Tensor, # noisy input in diffusion space
-                t:torch.Tensor|int, # timesteps, one per item or one for all
-                text_emb:torch.Tensor, # from `encode_text`
+@patch
+def encode_text(self:Backbone, input_ids:torch.LongTensor, # from `tokenize`
                )->torch.Tensor:
-        "The noise predictor's output in diffusion space (noise, velocity or clean sample, as `prediction_type` says)."
-        m, b = self.noise_predictor, x_t.shape[0]
-        t = torch.as_tensor(t, device=x_t.device)
-        if t.ndim == 0: t = t.expand(b)
-        if self.kind in ('sd', 'shapes'): return m(x_t, t, encoder_hidden_states=text_emb, return_dict=False)[0]
-        if self.kind == 'pixart':
-            cond = dict(resolution=None, aspect_ratio=None)
-            if m.use_additional_conditions:
-                cond = dict(resolution=torch.tensor([[self.resolution]*2], device=x_t.device, dtype=x_t.dtype).expand(b,2),
-                            aspect_ratio=torch.ones(b, 1, device=x_t.device, dtype=x_t.dtype))
-            out = m(x_t, encoder_hidden_states=text_emb, timestep=t, added_cond_kwargs=cond, return_dict=False)[0]
-            # PixArt learns the variance too: its first half of channels is the noise prediction
-            return out.chunk(2, 1)[0] if out.shape[1] == 2*x_t.shape[1] else out
-        v, e = self._unpack(x_t)
-        vo, eo, _ = m(v, e, text_emb, timestep_img=t, timestep_text=torch.zeros_like(t), data_type=1)
-        return self._pack(vo, eo)
+    "Text features `[B, L, D]` at every position, pads included (what the noise predictor attends to)."
+    hidden = self.text_encoder(input_ids.to(self.text_encoder.device))[0]
+    return self.spec.text_features(self, hidden).to(self.dtype)
 
-    def freeze_encoders(self)->None:
-        "Freeze (and put in eval mode) everything but the noise predictor."
-        for k,m in self.modules.items():
-            if k != 'noise_predictor': m.requires_grad_(False).eval()
+@patch
+def encode_prompts(self:Backbone, texts:list[str])->torch.Tensor:
+    "`encode_text(tokenize(texts))`."
+    return self.encode_text(self.tokenize(texts))
 
-    def freeze_unused(self)->list[str]:
-        "Freeze the noise predictor's parameters that no image-denoising loss reaches (the kind's `unused` prefixes); returns their names."
-        pre = _KINDS[self.kind].unused
-        names = [n for n,p in self.noise_predictor.named_parameters() if n.startswith(pre)] if pre else []
-        for n in names: self.noise_predictor.get_parameter(n).requires_grad_(False)
-        return names
+@patch(as_prop=True)
+def linearize_budget(self:Backbone)->int:
+    "Text tokens a linearized dialog may use: `text_budget` less the tokenizer's special tokens (what `linearize` counts)."
+    return self.text_budget - self.tokenizer.num_special_tokens_to_add()
 
-# %% ../nbs/05_backbones.ipynb #ca1850bd
+# %% ../nbs/05_backbones.ipynb #20bb2ee4
+@patch(as_prop=True)
+def vae_scale_factor(self:Backbone)->int:
+    "Image side over latent side (1 in pixel space)."
+    return 2 ** (len(self.vae.config.block_out_channels) - 1) if self.vae is not None else 1
+
+@patch(as_prop=True)
+def latent_shape(self:Backbone)->tuple:
+    "Shape of one image's VAE latent (or pixels in pixel space)."
+    s = self.resolution // self.vae_scale_factor
+    return ((self.vae.config.latent_channels if self.vae is not None else self.noise_predictor.config.in_channels), s, s)
+
+@patch(as_prop=True)
+def sample_shape(self:Backbone)->tuple:
+    "Shape of one item in diffusion space (what `encode_images` returns per image and what sampling starts from)."
+    return self.spec.sample_shape(self)
+
+@patch
+def encode_images(self:Backbone, images:torch.Tensor, # `[B,3,H,W]` in [-1,1]
+                  generator:torch.Generator|None=None, # for the VAE's latent sample
+                  noise:torch.Tensor|None=None, # the latent sample's standard normal draw `[B, *latent_shape]`, instead of drawing it
+                 )->torch.Tensor:
+    "Images in [-1,1] -> diffusion space: VAE latents times the scaling factor (UniDiffuser: plus the CLIP image embedding), or pixels."
+    if self.vae is None: return images.to(self.device, self.dtype)
+    x = images.to(self.vae.device, self.vae.dtype)
+    dist = self.vae.encode(x).latent_dist
+    lat = (dist.mean + dist.std*noise.to(dist.mean.device, dist.mean.dtype) if noise is not None else dist.sample(generator)) * self.vae.config.scaling_factor
+    return self.spec.to_sample(self, lat, x).to(self.dtype)
+
+@patch
+def decode(self:Backbone, x:torch.Tensor, # diffusion-space tensor
+          )->torch.Tensor:
+    "Diffusion space -> images `[B,3,H,W]` in [-1,1]."
+    x = self.spec.to_latents(self, x)
+    if self.vae is None: return x.float().clamp(-1, 1)
+    img = self.vae.decode(x.to(self.vae.dtype) / self.vae.config.scaling_factor).sample
+    return img.float().clamp(-1, 1)
+
+# %% ../nbs/05_backbones.ipynb #1225da4f
+@patch
+def predict(self:Backbone, x_t:torch.Tensor, # noisy input in diffusion space
+            t:torch.Tensor|int, # timesteps, one per item or one for all
+            text_emb:torch.Tensor, # from `encode_text`
+           )->torch.Tensor:
+    "The noise predictor's output in diffusion space (noise, velocity or clean sample, as `prediction_type` says)."
+    t = torch.as_tensor(t, device=x_t.device)
+    if t.ndim == 0: t = t.expand(x_t.shape[0])
+    return self.spec.predict(self, x_t, t, text_emb)
+
+# %% ../nbs/05_backbones.ipynb #f57c02e9
+@patch
+def to(self:Backbone, device=None, dtype=None):
+    "Move (and cast) every part; returns `self`."
+    for m in self.modules.values(): m.to(device=device, **({} if dtype is None else dict(dtype=dtype))) # `dtype=None` makes diffusers print a warning
+    return self
+
+@patch
+def freeze_encoders(self:Backbone)->None:
+    "Freeze (and put in eval mode) everything but the noise predictor."
+    for k,m in self.modules.items():
+        if k != 'noise_predictor': m.requires_grad_(False).eval()
+
+@patch
+def freeze_unused(self:Backbone)->list[str]:
+    "Freeze the noise predictor's parameters that no image-denoising loss reaches (the kind's `unused` prefixes); returns their names."
+    pre = self.spec.unused
+    names = [n for n,p in self.noise_predictor.named_parameters() if n.startswith(pre)] if pre else []
+    for n in names: self.noise_predictor.get_parameter(n).requires_grad_(False)
+    return names
+
+# %% ../nbs/05_backbones.ipynb #626e1bff
 def _tiny_clip_text(seed:int, hidden:int=32):
-    from transformers import CLIPTextConfig, CLIPTextModel
+    "A seeded two-layer CLIP text encoder over CLIP's 49,408 token ids."
     torch.manual_seed(seed)
     return CLIPTextModel(CLIPTextConfig(vocab_size=49408, hidden_size=hidden, intermediate_size=37, num_hidden_layers=2,
         num_attention_heads=4, max_position_embeddings=77, bos_token_id=49406, eos_token_id=49407, pad_token_id=49407)).eval()
 
 def _tiny_vae(seed:int):
-    from diffusers import AutoencoderKL
+    "A seeded two-block VAE: 4 latent channels at half the image side."
     torch.manual_seed(seed)
     return AutoencoderKL(block_out_channels=(32, 64), in_channels=3, out_channels=3, latent_channels=4,
         down_block_types=('DownEncoderBlock2D',)*2, up_block_types=('UpDecoderBlock2D',)*2).eval()
 
 def _sd_scheduler(**kw):
-    from diffusers import DDPMScheduler
+    "Stable Diffusion's training noise schedule."
     return DDPMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule='scaled_linear', clip_sample=False, steps_offset=1, **kw)
 
+@patch
+def tiny(self:BackboneKind, seed:int=0)->Backbone:
+    "A seeded tiny backbone of this kind: CLIP tokenizer and text encoder, the tiny VAE, and the kind's `tiny_parts`."
+    tok, text, vae = clip_tokenizer(), _tiny_clip_text(seed), _tiny_vae(seed)
+    torch.manual_seed(seed)
+    parts = self.tiny_parts(seed)
+    pred = parts.pop('noise_predictor')
+    bb = Backbone(self.name, pred, text, tok, vae, _sd_scheduler(), resolution=pred.config.sample_size * 2, max_tokens=77, **parts)
+    bb.extras = self.pipeline_extras(bb)
+    return bb
+
+def tiny_backbone(kind:str, # 'sd' | 'pixart' | 'unidiffuser' | 'shapes'
+                  seed:int=0, # seeds the random weights
+                 )->Backbone:
+    "A seeded random backbone of `kind` built from small configs, for CPU tests (no download)."
+    if kind not in _KINDS: raise D2IError(f"unknown backbone kind {kind!r}; choose from {', '.join(_KINDS)}")
+    return _KINDS[kind].tiny(seed)
+
+# %% ../nbs/05_backbones.ipynb #80a71823
+@register_kind
+class SDKind(BackboneKind):
+    "Stable Diffusion: a UNet over VAE latents, CLIP text, saved as a `StableDiffusionPipeline` folder."
+    name = 'sd'
+    pipeline = 'StableDiffusionPipeline'
+    pipeline_kw = dict(safety_checker=None, feature_extractor=None, requires_safety_checker=False)
+    def tiny_parts(self, seed:int)->dict:
+        "The tiny noise predictor (seeded by the caller): diffusers' test UNet, channels (32, 64)."
+        return dict(noise_predictor=diffusers.UNet2DConditionModel(block_out_channels=(32, 64), layers_per_block=2, sample_size=32,
+            in_channels=4, out_channels=4, down_block_types=('DownBlock2D', 'CrossAttnDownBlock2D'),
+            up_block_types=('CrossAttnUpBlock2D', 'UpBlock2D'), cross_attention_dim=32, attention_head_dim=(2, 4)))
+
+# %% ../nbs/05_backbones.ipynb #4ca41636
+@register_kind
+class PixArtKind(BackboneKind):
+    "PixArt-α: a DiT over VAE latents, T5 text (CLIP in the tiny tier)."
+    name = 'pixart'
+    predictor, predictor_class = 'transformer', 'PixArtTransformer2DModel'
+    pipeline = 'PixArtAlphaPipeline'
+    def predict(self, bb, x_t, t, text_emb):
+        "The transformer with its resolution/aspect-ratio conditions where it has them; the noise half of a learned-variance output."
+        m, b = bb.noise_predictor, x_t.shape[0]
+        cond = dict(resolution=None, aspect_ratio=None)
+        if m.use_additional_conditions:
+            cond = dict(resolution=torch.tensor([[bb.resolution]*2], device=x_t.device, dtype=x_t.dtype).expand(b,2),
+                        aspect_ratio=torch.ones(b, 1, device=x_t.device, dtype=x_t.dtype))
+        out = m(x_t, encoder_hidden_states=text_emb, timestep=t, added_cond_kwargs=cond, return_dict=False)[0]
+        return out.chunk(2, 1)[0] if out.shape[1] == 2*x_t.shape[1] else out
+    def default_max_tokens(self, pred, text, tok)->int:
+        return 120 if 'T5' in type(text).__name__ else super().default_max_tokens(pred, text, tok)
+    def tiny_parts(self, seed:int)->dict:
+        "The tiny noise predictor: a two-layer DiT on 16×16 latents, 8 output channels (noise and variance)."
+        return dict(noise_predictor=diffusers.PixArtTransformer2DModel(sample_size=16, num_layers=2, patch_size=2, attention_head_dim=8,
+            num_attention_heads=3, caption_channels=32, in_channels=4, cross_attention_dim=24, out_channels=8, attention_bias=True,
+            activation_fn='gelu-approximate', num_embeds_ada_norm=1000, norm_type='ada_norm_single', norm_elementwise_affine=False, norm_eps=1e-6))
+
+# %% ../nbs/05_backbones.ipynb #032065ca
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073) # OpenAI CLIP's per-channel pixel mean (RGB, in [0, 1])
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711) # and standard deviation
+
+# %% ../nbs/05_backbones.ipynb #56613563
+@register_kind
+class UniDiffuserKind(BackboneKind):
+    "UniDiffuser: a U-ViT over (VAE latent, CLIP image embedding) vectors, CLIP text reduced by the text decoder."
+    name = 'unidiffuser'
+    predictor_class, tokenizer = 'UniDiffuserModel', 'clip_tokenizer'
+    pipeline = 'UniDiffuserPipeline'
+    # the U-ViT's own `transformer.pos_embed` is never called (it embeds patches with `vae_img_in`), and `text_out`
+    # predicts text noise, which the text-to-image loss ignores
+    unused = ('transformer.pos_embed.', 'text_out.')
+
+    def pack(self, vae_lat, clip_emb): return torch.cat([vae_lat.flatten(1), clip_emb.flatten(1)], 1)
+    def unpack(self, bb, x):
+        "A diffusion-space batch -> (VAE latents `[B, *latent_shape]`, CLIP image embeddings `[B, 1, D]`)."
+        c,h,w = bb.latent_shape
+        v,e = x.split([c*h*w, x.shape[1]-c*h*w], 1)
+        return v.reshape(-1,c,h,w), e[:,None]
+    def sample_shape(self, bb)->tuple:
+        c,h,w = bb.latent_shape
+        return (c*h*w + bb.noise_predictor.config.clip_img_dim,)
+    def to_sample(self, bb, latents, images): return self.pack(latents, self.image_embedding(bb, images))
+    def to_latents(self, bb, x): return self.unpack(bb, x)[0]
+    def text_features(self, bb, hidden): return bb.text_decoder.encode(hidden.to(bb.text_decoder.dtype))
+    def predict(self, bb, x_t, t, text_emb):
+        v, e = self.unpack(bb, x_t)
+        vo, eo, _ = bb.noise_predictor(v, e, text_emb, timestep_img=t, timestep_text=torch.zeros_like(t), data_type=1)
+        return self.pack(vo, eo)
+
+    def image_embedding(self, bb, images):
+        "CLIP image embeddings of images in [-1, 1] (bicubic resize to the encoder's side, CLIP normalisation)."
+        enc = bb.image_encoder
+        s = enc.config.image_size
+        pix = nn.functional.interpolate((images.float()+1)/2, size=(s,s), mode='bicubic', align_corners=False)
+        mean = torch.tensor(CLIP_MEAN, device=pix.device)[:,None,None]
+        std = torch.tensor(CLIP_STD, device=pix.device)[:,None,None]
+        return enc(pixel_values=((pix-mean)/std).to(enc.dtype)).image_embeds
+
+# %% ../nbs/05_backbones.ipynb #22c24139
 def _byte_gpt2_tokenizer():
     "A GPT-2 tokenizer over the 256 byte symbols and `<|endoftext|>`, built offline (a stand-in for UniDiffuser's caption tokenizer in the tiny tier)."
-    import tempfile
-    from transformers import GPT2Tokenizer
-    from d2i_lit.linearize import _bytes_to_unicode
     vocab = {c:i for i,c in enumerate(_bytes_to_unicode().values())}
     vocab['<|endoftext|>'] = len(vocab)
     with tempfile.TemporaryDirectory() as d:
         (Path(d)/'vocab.json').write_text(json.dumps(vocab)); (Path(d)/'merges.txt').write_text('#version: 0.2\n')
         return GPT2Tokenizer(str(Path(d)/'vocab.json'), str(Path(d)/'merges.txt'))
 
-def _default_extras(bb)->dict:
-    "Pipeline components a backbone lacks, made up: UniDiffuser's pipeline also wants a caption tokenizer and a CLIP image processor."
-    if bb.image_encoder is None: return {}
-    from transformers import CLIPImageProcessor
+def _untie(dec):
+    "GPT-2 ties its output layer to the token embedding; safetensors refuses shared tensors, so give the (frozen) head its own copy."
+    lm = dec.transformer
+    if lm.lm_head.weight.data_ptr() == lm.transformer.wte.weight.data_ptr():
+        lm.lm_head.weight = nn.Parameter(lm.transformer.wte.weight.detach().clone(), requires_grad=lm.lm_head.weight.requires_grad)
+
+@patch
+def load_extras(self:UniDiffuserKind, load, name)->dict:
+    "The text decoder, the CLIP image encoder, and the pipeline's caption tokenizer and image processor where the folder has them."
+    dec = load(diffusers.UniDiffuserTextDecoder, 'text_decoder')
+    img = load(CLIPVisionModelWithProjection, 'image_encoder')
+    have, extras = _subfolders(name), {}
+    for k,cls in (('text_tokenizer', transformers.AutoTokenizer), ('clip_image_processor', CLIPImageProcessor)):
+        if have is None or k in have: extras[k] = load(cls, k)
+    return dict(text_decoder=dec, image_encoder=img, extras=extras)
+
+@patch
+def pipeline_extras(self:UniDiffuserKind, bb)->dict:
+    "A byte-level caption tokenizer and a CLIP image processor for the image encoder's side."
     s = bb.image_encoder.config.image_size
     return dict(text_tokenizer=_byte_gpt2_tokenizer(), clip_image_processor=CLIPImageProcessor(size={'shortest_edge': s}, crop_size={'height': s, 'width': s}))
 
-def tiny_backbone(kind:str, # 'sd' | 'pixart' | 'unidiffuser' | 'shapes'
-                  seed:int=0, # seeds the random weights
-                 )->Backbone:
-    "A seeded random backbone of `kind` built from small configs, for CPU tests (no download)."
-    import diffusers
-    if kind == 'shapes': return shapes_backbone(seed=seed)
-    if kind not in _PREDICTOR: raise D2IError(f"unknown backbone kind {kind!r}; choose from {', '.join(_PREDICTOR)}")
-    from d2i_lit.linearize import clip_tokenizer
-    tok, text, vae = clip_tokenizer(), _tiny_clip_text(seed), _tiny_vae(seed)
-    torch.manual_seed(seed)
-    dec = img = None
-    if kind == 'sd':
-        pred = diffusers.UNet2DConditionModel(block_out_channels=(32, 64), layers_per_block=2, sample_size=32, in_channels=4, out_channels=4,
-            down_block_types=('DownBlock2D', 'CrossAttnDownBlock2D'), up_block_types=('CrossAttnUpBlock2D', 'UpBlock2D'),
-            cross_attention_dim=32, attention_head_dim=(2, 4))
-    elif kind == 'pixart':
-        pred = diffusers.PixArtTransformer2DModel(sample_size=16, num_layers=2, patch_size=2, attention_head_dim=8, num_attention_heads=3,
-            caption_channels=32, in_channels=4, cross_attention_dim=24, out_channels=8, attention_bias=True, activation_fn='gelu-approximate',
-            num_embeds_ada_norm=1000, norm_type='ada_norm_single', norm_elementwise_affine=False, norm_eps=1e-6)
-    else:
-        from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
-        pred = diffusers.UniDiffuserModel(text_dim=16, clip_img_dim=16, num_text_tokens=77, num_attention_heads=2, attention_head_dim=8,
-            in_channels=4, out_channels=4, num_layers=2, sample_size=16, patch_size=2, activation_fn='gelu', norm_type='layer_norm',
-            block_type='unidiffuser', use_timestep_embedding=False, use_data_type_embedding=True, norm_num_groups=32)
-        torch.manual_seed(seed)
-        dec = diffusers.UniDiffuserTextDecoder(prefix_length=77, prefix_inner_dim=32, prefix_hidden_dim=16,
-                                               n_positions=128,
-                                               n_embd=16, n_layer=1, n_head=2).eval()
-        torch.manual_seed(seed)
-        img = CLIPVisionModelWithProjection(CLIPVisionConfig(hidden_size=32, projection_dim=16, num_hidden_layers=2, num_attention_heads=2,
-                                                             intermediate_size=37, image_size=32, patch_size=8)).eval()
-    res = pred.config.sample_size * 2
-    bb = Backbone(kind, pred, text, tok, vae, _sd_scheduler(), resolution=res, max_tokens=77, text_decoder=dec, image_encoder=img)
-    bb.extras = _default_extras(bb)
-    return bb
+@patch
+def before_save(self:UniDiffuserKind, bb)->None: _untie(bb.text_decoder)
 
-# %% ../nbs/05_backbones.ipynb #9f00612a
-SHAPES_SPECIALS = ('<pad>', '<unk>')
+@patch
+def default_max_tokens(self:UniDiffuserKind, pred, text, tok)->int: return pred.config.num_text_tokens
+
+# %% ../nbs/05_backbones.ipynb #1672ba83
+@patch
+def tiny_parts(self:UniDiffuserKind, seed:int)->dict:
+    "The tiny U-ViT (seeded by the caller), text decoder and CLIP vision encoder (each reseeded)."
+    pred = diffusers.UniDiffuserModel(text_dim=16, clip_img_dim=16, num_text_tokens=77, num_attention_heads=2, attention_head_dim=8,
+        in_channels=4, out_channels=4, num_layers=2, sample_size=16, patch_size=2, activation_fn='gelu', norm_type='layer_norm',
+        block_type='unidiffuser', use_timestep_embedding=False, use_data_type_embedding=True, norm_num_groups=32)
+    torch.manual_seed(seed)
+    dec = diffusers.UniDiffuserTextDecoder(prefix_length=77, prefix_inner_dim=32, prefix_hidden_dim=16, n_positions=128,
+                                           n_embd=16, n_layer=1, n_head=2).eval()
+    torch.manual_seed(seed)
+    img = CLIPVisionModelWithProjection(CLIPVisionConfig(hidden_size=32, projection_dim=16, num_hidden_layers=2, num_attention_heads=2,
+                                                         intermediate_size=37, image_size=32, patch_size=8)).eval()
+    return dict(noise_predictor=pred, text_decoder=dec, image_encoder=img)
+
+# %% ../nbs/05_backbones.ipynb #0490d7a2
+SHAPES_SPECIALS = ('<pad>', '<unk>') # the word tokenizer's special tokens, ids 0 and 1
 
 def word_tokenizer(vocab:list[str], # words (case-sensitive); duplicates ignored
                    max_tokens:int=64, # fixed padded length
                   ):
     "A case-sensitive word-level tokenizer (split on whitespace) over `vocab`, as a `PreTrainedTokenizerFast`."
-    from tokenizers import Tokenizer, models, pre_tokenizers
-    from transformers import PreTrainedTokenizerFast
     words = list(dict.fromkeys([*SHAPES_SPECIALS, *vocab]))
     tk = Tokenizer(models.WordLevel({w:i for i,w in enumerate(words)}, unk_token='<unk>'))
     tk.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
     return PreTrainedTokenizerFast(tokenizer_object=tk, pad_token='<pad>', unk_token='<unk>', model_max_length=max_tokens)
+
+# %% ../nbs/05_backbones.ipynb #4a51fac9
+def _shapes_text_encoder(tokenizer, seed:int, max_tokens:int, hidden:int, position_scale:float|None, token_scale:float|None):
+    "A seeded two-layer CLIP text model over `tokenizer`'s ids, its embeddings redrawn at the given scales (None: CLIP's init)."
+    torch.manual_seed(seed)
+    pad = tokenizer.pad_token_id
+    text = CLIPTextModel(CLIPTextConfig(vocab_size=len(tokenizer), hidden_size=hidden, intermediate_size=2*hidden, num_hidden_layers=2,
+        num_attention_heads=2, max_position_embeddings=max_tokens, pad_token_id=pad, bos_token_id=pad, eos_token_id=pad)).eval()
+    emb, g = getattr(text, 'text_model', text).embeddings, torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        if position_scale is not None: emb.position_embedding.weight.normal_(0, position_scale, generator=g)
+        if token_scale is not None: emb.token_embedding.weight.normal_(0, token_scale, generator=g)
+    return text
+
+def _shapes_unet(size:int, seed:int, hidden:int):
+    "A seeded pixel-space UNet, channels (32, 64, 64), cross-attention only."
+    torch.manual_seed(seed)
+    return diffusers.UNet2DConditionModel(sample_size=size, in_channels=3, out_channels=3, block_out_channels=(32, 64, 64), layers_per_block=1,
+        down_block_types=('DownBlock2D', 'CrossAttnDownBlock2D', 'CrossAttnDownBlock2D'),
+        up_block_types=('CrossAttnUpBlock2D', 'CrossAttnUpBlock2D', 'UpBlock2D'),
+        cross_attention_dim=hidden, attention_head_dim=2, only_cross_attention=True)
 
 def shapes_backbone(size:int=16, # image side in pixels
                     seed:int=0, # seeds the random weights
@@ -282,36 +412,28 @@ def shapes_backbone(size:int=16, # image side in pixels
                     token_scale:float|None=None, # std of the token embeddings; None: CLIP's init (0.02)
                    )->Backbone:
     "The pixel-space ShapesChat text-to-image model, randomly initialised (pre-train it on captions)."
-    import diffusers
-    from transformers import CLIPTextConfig, CLIPTextModel
-    if tokenizer is None:
-        if vocab is None:
-            from d2i_lit.shapeschat import shapes_vocab
-            vocab = shapes_vocab()
-        tokenizer = word_tokenizer(vocab, max_tokens)
-    torch.manual_seed(seed)
-    pad = tokenizer.pad_token_id
-    text = CLIPTextModel(CLIPTextConfig(vocab_size=len(tokenizer), hidden_size=hidden, intermediate_size=2*hidden, num_hidden_layers=2,
-        num_attention_heads=2, max_position_embeddings=max_tokens, pad_token_id=pad, bos_token_id=pad, eos_token_id=pad)).eval()
-    emb, g = getattr(text, 'text_model', text).embeddings, torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        # unit-scale positions keep word order in the outputs, which a frozen encoder needs so that fine-tuning can find
-        # who shares (CLIP's 0.02 init washed it out in 03_shapeschat's frozen-encoder proxy)
-        if position_scale is not None: emb.position_embedding.weight.normal_(0, position_scale, generator=g)
-        if token_scale is not None: emb.token_embedding.weight.normal_(0, token_scale, generator=g)
-    torch.manual_seed(seed)
-    unet = diffusers.UNet2DConditionModel(sample_size=size, in_channels=3, out_channels=3, block_out_channels=(32, 64, 64), layers_per_block=1,
-        down_block_types=('DownBlock2D', 'CrossAttnDownBlock2D', 'CrossAttnDownBlock2D'),
-        up_block_types=('CrossAttnUpBlock2D', 'CrossAttnUpBlock2D', 'UpBlock2D'),
-        cross_attention_dim=hidden, attention_head_dim=2, only_cross_attention=True)
-    sched = diffusers.DDPMScheduler(num_train_timesteps=1000, beta_schedule='squaredcos_cap_v2', prediction_type='sample', clip_sample=True)
+    if tokenizer is None: tokenizer = word_tokenizer(shapes_vocab() if vocab is None else vocab, max_tokens)
+    text = _shapes_text_encoder(tokenizer, seed, max_tokens, hidden, position_scale, token_scale)
+    unet = _shapes_unet(size, seed, hidden)
+    sched = DDPMScheduler(num_train_timesteps=1000, beta_schedule='squaredcos_cap_v2', prediction_type='sample', clip_sample=True)
     return Backbone('shapes', unet, text, tokenizer, None, sched, resolution=size, max_tokens=max_tokens)
 
-# %% ../nbs/05_backbones.ipynb #20bb2ee4
-_MODEL_INDEX = {v.pipeline: k for k,v in _KINDS.items() if v.pipeline}
-_TOKENIZER_DIR = {k: v.tokenizer for k,v in _KINDS.items()}
+# %% ../nbs/05_backbones.ipynb #665afd10
+@register_kind
+class ShapesKind(BackboneKind):
+    "The ShapesChat model: a UNet in pixel space, a word-level text encoder, saved as plain subfolders."
+    name = 'shapes'
+    tokenizer_class, has_vae = 'PreTrainedTokenizerFast', False
+    def tiny(self, seed:int=0)->Backbone: return shapes_backbone(seed=seed)
+
+# %% ../nbs/05_backbones.ipynb #48a962d0
+_TEXT_CLASSES = ('CLIPTextModel', 'CLIPTextModelWithProjection', 'T5EncoderModel')
 
 def _is_local(name)->bool: return Path(name).expanduser().is_dir()
+
+def _subfolders(name)->set|None:
+    "The top-level subfolders of a local folder (None for a hub id: not listed)."
+    return {p.name for p in Path(name).iterdir() if p.is_dir()} if _is_local(name) else None
 
 def _looks_like_path(name)->bool:
     "True for names that can only be paths (hub ids are `org/name`)."
@@ -328,19 +450,18 @@ def _load_json(name, fname)->dict|None:
     if _is_local(name):
         p = Path(name).expanduser()/fname
         return json.loads(p.read_text()) if p.exists() else None
-    from huggingface_hub import hf_hub_download
-    from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError
     try: return json.loads(Path(hf_hub_download(str(name), fname)).read_text())
     except LocalEntryNotFoundError as e: raise D2IError(_hub_hint(name)) from e  # offline and not cached
     except EntryNotFoundError: return None  # the hub answered: the repo has no such file
 
 def _text_encoder_class(name, sub='text_encoder'):
     "The transformers class of a saved text encoder, from a short allow-list."
-    import transformers
     cfg = transformers.AutoConfig.from_pretrained(str(name), subfolder=sub, trust_remote_code=False)
     arch = (cfg.architectures or ['CLIPTextModel'])[0]
     if arch not in _TEXT_CLASSES: raise D2IError(f"{name}/{sub}: text encoder {arch!r} is not supported; expected one of {', '.join(_TEXT_CLASSES)}")
     return getattr(transformers, arch)
+
+def _has_weights(cls)->bool: return issubclass(cls, nn.Module)
 
 def _pretrained(cls, name:str, subfolder:str):
     "`cls.from_pretrained` on a subfolder: no remote code (transformers), safetensors weights preferred."
@@ -350,44 +471,38 @@ def _pretrained(cls, name:str, subfolder:str):
     except (OSError, EnvironmentError) as e:
         if 'safetensors' not in str(e): raise
         # only pickled weights: diffusers and transformers read them with `torch.load(weights_only=True)`, which runs no code
-        import warnings
         warnings.warn(f"{name}/{subfolder}: no .safetensors weights; loading the pickled ones with torch.load(weights_only=True)")
         return cls.from_pretrained(name, subfolder=subfolder, use_safetensors=False, **kw)
 
-def _has_weights(cls)->bool: return issubclass(cls, nn.Module)
-
-def _subfolders(name)->set|None:
-    "The top-level subfolders of a local folder (None for a hub id: not listed)."
-    return {p.name for p in Path(name).iterdir() if p.is_dir()} if _is_local(name) else None
-
+# %% ../nbs/05_backbones.ipynb #b05708f5
 def _load_parts(name, kind:str, meta:dict)->Backbone:
-    import diffusers, transformers
-    from diffusers import AutoencoderKL, DDPMScheduler
+    "A backbone of `kind` from the subfolders of `name`, with the sizes `meta` (`d2i_backbone.json`) saved."
+    spec = _KINDS[kind]
     name = str(Path(name).expanduser()) if _is_local(name) else str(name)
-    sub = lambda cls, folder: _pretrained(cls, name, folder)
-    pred_cls = {'sd': diffusers.UNet2DConditionModel, 'shapes': diffusers.UNet2DConditionModel,
-                'pixart': diffusers.PixArtTransformer2DModel, 'unidiffuser': diffusers.UniDiffuserModel}[kind]
-    pred = sub(pred_cls, _PREDICTOR[kind])
-    text = sub(_text_encoder_class(name), 'text_encoder')
-    tok = sub(transformers.PreTrainedTokenizerFast if kind == 'shapes' else transformers.AutoTokenizer, _TOKENIZER_DIR[kind])
-    vae = None if kind == 'shapes' else sub(AutoencoderKL, 'vae')
-    sched = sub(DDPMScheduler, 'scheduler')
-    dec = img = None
-    extras = {}
-    if kind == 'unidiffuser':
-        dec = sub(diffusers.UniDiffuserTextDecoder, 'text_decoder')
-        img = sub(transformers.CLIPVisionModelWithProjection, 'image_encoder')
-        have = _subfolders(name)
-        for k,cls in (('text_tokenizer', transformers.AutoTokenizer), ('clip_image_processor', transformers.CLIPImageProcessor)):
-            if have is None or k in have: extras[k] = sub(cls, k)
+    load = lambda cls, folder: _pretrained(cls, name, folder)
+    pred = load(getattr(diffusers, spec.predictor_class), spec.predictor)
+    text = load(_text_encoder_class(name), 'text_encoder')
+    tok = load(getattr(transformers, spec.tokenizer_class), spec.tokenizer)
+    vae = load(AutoencoderKL, 'vae') if spec.has_vae else None
+    sched = load(DDPMScheduler, 'scheduler')
+    more = spec.load_extras(load, name)
     f = 1 if vae is None else 2 ** (len(vae.config.block_out_channels) - 1)
     res = meta.get('resolution') or pred.config.sample_size * f
-    mt = meta.get('max_tokens') or (pred.config.num_text_tokens if kind == 'unidiffuser' else 120 if kind == 'pixart' and 'T5' in type(text).__name__
-                                    else min(tok.model_max_length, text.config.max_position_embeddings))
-    bb = Backbone(kind, pred, text, tok, vae, sched, resolution=res, max_tokens=mt, text_decoder=dec, image_encoder=img,
-                  text_budget=meta.get('text_budget'), extras=extras)
-    bb.extras = {**_default_extras(bb), **extras}
+    mt = meta.get('max_tokens') or spec.default_max_tokens(pred, text, tok)
+    bb = Backbone(kind, pred, text, tok, vae, sched, resolution=res, max_tokens=mt, text_budget=meta.get('text_budget'), **more)
+    bb.extras = {**spec.pipeline_extras(bb), **bb.extras}
     return bb
+
+def _kind_of_folder(name, meta:dict)->str:
+    "The backbone kind of a folder or hub repo: from its `d2i_backbone.json` (`meta`), else from the pipeline class in `model_index.json`."
+    kind = meta.get('kind')
+    if kind is not None: return kind
+    idx = _load_json(name, 'model_index.json')
+    if idx is None: raise D2IError(f"{name}: neither d2i_backbone.json nor model_index.json found; not a diffusers model folder")
+    by_pipeline = {s.pipeline: k for k,s in _KINDS.items() if s.pipeline}
+    kind = by_pipeline.get(idx.get('_class_name'))
+    if kind is None: raise D2IError(f"{name}: pipeline {idx.get('_class_name')!r} is not supported; expected one of {', '.join(by_pipeline)}")
+    return kind
 
 @patch(cls_method=True)
 def from_pretrained(cls:Backbone, name_or_path:str|Path, # a folder written by `save_pretrained`, a real model's folder, or a hub id
@@ -400,44 +515,31 @@ def from_pretrained(cls:Backbone, name_or_path:str|Path, # a folder written by `
         raise D2IError(f"backbone folder {str(name)!r} does not exist")
     try:
         meta = _load_json(name, 'd2i_backbone.json') or {}
-        kind = meta.get('kind')
-        if kind is None:
-            idx = _load_json(name, 'model_index.json')
-            if idx is None: raise D2IError(f"{name}: neither d2i_backbone.json nor model_index.json found; not a diffusers model folder")
-            kind = _MODEL_INDEX.get(idx.get('_class_name'))
-            if kind is None: raise D2IError(f"{name}: pipeline {idx.get('_class_name')!r} is not supported; expected one of {', '.join(_MODEL_INDEX)}")
-        bb = _load_parts(name, kind, meta)
+        bb = _load_parts(name, _kind_of_folder(name, meta), meta)
     except D2IError: raise
     except Exception as e:
         if _is_local(name): raise D2IError(f"could not load backbone folder {str(name)!r}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from e
         raise D2IError(_hub_hint(name)) from e
     return bb.to(device=device, dtype=dtype) if device is not None or dtype is not None else bb
 
-def _untie(dec):
-    "GPT-2 ties its output layer to the token embedding; safetensors refuses shared tensors, so give the (frozen) head its own copy."
-    lm = dec.transformer
-    if lm.lm_head.weight.data_ptr() == lm.transformer.wte.weight.data_ptr():
-        lm.lm_head.weight = nn.Parameter(lm.transformer.wte.weight.detach().clone(), requires_grad=lm.lm_head.weight.requires_grad)
-
 @patch
 def save_pretrained(self:Backbone, path:str|Path, # destination folder, replaced atomically
                     )->Path:
     "Save in the diffusers/transformers layout (safetensors); `sd`, `pixart` and `unidiffuser` folders also load with diffusers' own pipelines."
-    import diffusers
-    path, spec = Path(path), _KINDS[self.kind]
-    if self.text_decoder is not None: _untie(self.text_decoder)
+    path, spec = Path(path), self.spec
+    spec.before_save(self)
     parts = {spec.predictor: self.noise_predictor, 'text_encoder': self.text_encoder, 'vae': self.vae, 'scheduler': self.noise_scheduler,
              spec.tokenizer: self.tokenizer, 'text_decoder': self.text_decoder, 'image_encoder': self.image_encoder}
     parts = {k:m for k,m in parts.items() if m is not None}
     with atomic_dir(path) as tmp:
-        if spec.pipeline: getattr(diffusers, spec.pipeline)(**parts, **{**_default_extras(self), **self.extras}, **spec.pipeline_kw).save_pretrained(tmp)
+        if spec.pipeline: getattr(diffusers, spec.pipeline)(**parts, **{**spec.pipeline_extras(self), **self.extras}, **spec.pipeline_kw).save_pretrained(tmp)
         else:
             for k,m in parts.items(): m.save_pretrained(tmp/k)
         atomic_write_json(tmp/'d2i_backbone.json', dict(kind=self.kind, resolution=self.resolution, max_tokens=self.max_tokens, text_budget=self.text_budget))
     return path
 
-# %% ../nbs/05_backbones.ipynb #21c0f89c
-TINY_NAMES = {'tiny-sd': 'sd', 'tiny-pixart': 'pixart', 'tiny-unidiffuser': 'unidiffuser'}
+# %% ../nbs/05_backbones.ipynb #0a342a21
+TINY_NAMES = {'tiny-sd': 'sd', 'tiny-pixart': 'pixart', 'tiny-unidiffuser': 'unidiffuser'} # name -> kind of the tiny-tier backbones `load_backbone` knows
 
 def load_backbone(name_or_path:str|Path, # hub id or folder (real tier), 'tiny-sd' | 'tiny-pixart' | 'tiny-unidiffuser', or 'shapes'
                   **kw, # `seed` for the tiny tier; `shapes_backbone` options; `device`/`dtype` for folders and hub ids
