@@ -925,7 +925,7 @@ def evaluate_dirs(generated:str|Path, # folder of generated images (with `manife
     if ref is not None: res['reference'] = ref
     gen_topics = [photo_topic(d.photo_description) for d in inp.ds] if inp.ds is not None else None
     groups = {} # topic -> per-metric values
-    def add(part):
+    def add(part): # a step's records join the result, its per-topic values join that topic's row
         out, topics = part; res.update(out)
         for t, v in topics.items(): groups.setdefault(t, {}).update(v)
     if {'fid', 'kid', 'is'} & set(metrics):
