@@ -10,12 +10,16 @@ import numpy as np
 import torch
 from torch import nn
 import torch.nn.functional as F
+from PIL import Image
+from fastprogress.fastprogress import progress_bar
+from safetensors import safe_open
+from safetensors.torch import load_file, save
 from .core import D2IError, asset_path, atomic_write, set_seed, ASSETS
 from .shapeschat import ATTRIBUTES, render_object
 
 # %% auto #0
 __all__ = ['CLASSIFIER_FILE', 'AttributeClassifier', 'to_input', 'render_set', 'accuracy', 'train_classifier',
-           'world_fingerprint', 'save_classifier', 'load_classifier', 'predict']
+           'world_fingerprint', 'cache_dir', 'save_classifier', 'load_classifier', 'predict']
 
 # %% ../nbs/08_classifier.ipynb #70470d25
 class AttributeClassifier(nn.Module):
@@ -56,10 +60,10 @@ def to_input(images:list, # PIL images
              size:int=16, # classifier input side; other sizes are resized with PIL bicubic
             )->torch.Tensor:
     "Float tensor [B, 3, size, size] in [-1, 1] from PIL images."
-    from PIL import Image
     arr = np.stack([np.asarray((im if im.size == (size, size) else im.convert('RGB').resize((size, size), Image.BICUBIC)).convert('RGB'), dtype=np.float32) for im in images])
     return torch.from_numpy(arr).permute(0, 3, 1, 2) / 127.5 - 1
 
+# %% ../nbs/08_classifier.ipynb #388c378a
 def render_set(n:int, # number of images
                seed:int=0, # seed for attributes and jitter
                size:int=16,
@@ -73,7 +77,7 @@ def render_set(n:int, # number of images
     imgs = [render_object({k: attributes[k][labels[k][i]] for k in attributes}, size=size, seed=int(jitter[i])) for i in range(n)]
     return to_input(imgs, size), {k: torch.from_numpy(v) for k, v in labels.items()}
 
-# %% ../nbs/08_classifier.ipynb #cf758254
+# %% ../nbs/08_classifier.ipynb #e0c59ab3
 def accuracy(clf:AttributeClassifier, x:torch.Tensor, y:dict, batch_size:int=512)->dict:
     "Per-attribute accuracy of `clf` on inputs `x` with labels `y`, plus `joint` (all attributes right)."
     clf.eval(); right = {k: [] for k in y}
@@ -86,6 +90,19 @@ def accuracy(clf:AttributeClassifier, x:torch.Tensor, y:dict, batch_size:int=512
     res['joint'] = float(torch.stack(list(right.values())).all(0).float().mean())
     return res
 
+# %% ../nbs/08_classifier.ipynb #db7ea9f5
+def _train_epoch(clf:AttributeClassifier, x:torch.Tensor, y:dict, opt, sched, g:torch.Generator, batch_size:int, noise:float):
+    "One pass over `x` in a random order, each image with Gaussian noise of std uniform in [0, `noise`]."
+    n = len(x)
+    clf.train(); perm = torch.randperm(n, generator=g)
+    for i in range(0, n, batch_size):
+        idx = perm[i:i+batch_size]
+        xb = x[idx] + torch.randn(x[idx].shape, generator=g) * torch.rand(len(idx), 1, 1, 1, generator=g) * noise
+        out = clf(xb)
+        loss = sum(F.cross_entropy(out[k], y[k][idx]) for k in y)
+        opt.zero_grad(); loss.backward(); opt.step(); sched.step()
+
+# %% ../nbs/08_classifier.ipynb #1409c754
 def train_classifier(n:int=6000, # training images
                      epochs:int=6,
                      seed:int=0,
@@ -101,27 +118,16 @@ def train_classifier(n:int=6000, # training images
         set_seed(seed); g = torch.Generator().manual_seed(seed)
         clf = AttributeClassifier(size=size)
         opt = torch.optim.AdamW(clf.parameters(), lr=lr, weight_decay=1e-4)
-        steps = epochs * math.ceil(n / batch_size)
-        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps)
-        ep = range(epochs)
-        if progress:
-            from fastprogress.fastprogress import progress_bar
-            ep = progress_bar(ep)
-        for _ in ep:
-            clf.train(); perm = torch.randperm(n, generator=g)
-            for i in range(0, n, batch_size):
-                idx = perm[i:i+batch_size]
-                xb = x[idx] + torch.randn(x[idx].shape, generator=g) * torch.rand(len(idx), 1, 1, 1, generator=g) * noise
-                out = clf(xb)
-                loss = sum(F.cross_entropy(out[k], y[k][idx]) for k in y)
-                opt.zero_grad(); loss.backward(); opt.step(); sched.step()
+        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=epochs * math.ceil(n / batch_size))
+        for _ in (progress_bar(range(epochs)) if progress else range(epochs)): _train_epoch(clf, x, y, opt, sched, g, batch_size, noise)
         clf.meta = dict(n=n, epochs=epochs, seed=seed, size=size, batch_size=batch_size, lr=lr, noise=noise)
         return clf.eval()
     finally: torch.set_num_threads(threads)
 
-# %% ../nbs/08_classifier.ipynb #e0c59ab3
+# %% ../nbs/08_classifier.ipynb #9466ff1e
 CLASSIFIER_FILE = 'shapes_classifier.safetensors'
 
+# %% ../nbs/08_classifier.ipynb #8ed58976
 def world_fingerprint(size:int=16, attributes:dict|None=None)->str:
     "Hash of the attribute lists and of `render_object`'s pixels for every attribute combination (seeded jitter)."
     attributes = attributes or ATTRIBUTES
@@ -130,21 +136,25 @@ def world_fingerprint(size:int=16, attributes:dict|None=None)->str:
         h.update(np.asarray(render_object(dict(zip(attributes, combo)), size=size, seed=i)).tobytes())
     return h.hexdigest()[:16]
 
+# %% ../nbs/08_classifier.ipynb #6ce5651c
+def cache_dir(path:str|Path|None=None)->Path:
+    "Where cached statistics live: `path`, else `$D2I_CACHE`, else `~/.cache/d2i_lit`."
+    return Path(path or os.environ.get('D2I_CACHE') or Path.home()/'.cache'/'d2i_lit')
+
+# %% ../nbs/08_classifier.ipynb #e1ded44b
 def save_classifier(clf:AttributeClassifier, path:str|Path)->Path:
     "Save weights and metadata (attributes, training settings, world fingerprint) as safetensors, atomically."
-    from safetensors.torch import save
     meta = dict(attributes=json.dumps(clf.attributes), size=str(clf.size), width=str(clf.width), feat_dim=str(clf.feat_dim),
                 train=json.dumps(getattr(clf, 'meta', {})), fingerprint=world_fingerprint(clf.size, clf.attributes))
     return atomic_write(path, save({k: v.contiguous() for k, v in clf.state_dict().items()}, metadata=meta))
 
 def _read(path:Path)->tuple[AttributeClassifier, dict]:
-    from safetensors import safe_open
-    from safetensors.torch import load_file
     with safe_open(str(path), 'pt') as f: meta = f.metadata()
     clf = AttributeClassifier(json.loads(meta['attributes']), int(meta['size']), int(meta['width']), int(meta['feat_dim']))
     clf.load_state_dict(load_file(str(path))); clf.meta = json.loads(meta.get('train', '{}'))
     return clf.eval(), meta
 
+# %% ../nbs/08_classifier.ipynb #3f22be48
 def load_classifier(path:str|Path|None=None, # a saved classifier; default the shipped one
                     size:int=16,
                     cache:str|Path|None=None, # where an on-demand retrain is cached (default `$D2I_CACHE` or ~/.cache/d2i_lit)
@@ -160,7 +170,7 @@ def load_classifier(path:str|Path|None=None, # a saved classifier; default the s
     if p.exists() and size == 16:
         clf, meta = _read(p)
         if meta.get('fingerprint') == fp: return clf
-    c = Path(cache or os.environ.get('D2I_CACHE') or Path.home()/'.cache'/'d2i_lit')/'classifier'/f'{fp}.safetensors'
+    c = cache_dir(cache)/'classifier'/f'{fp}.safetensors'
     if c.exists(): return _read(c)[0]
     warnings.warn(f"the shipped ShapesChat classifier does not match this ShapesChat world; training one deterministically (cached at {c})")
     clf = train_classifier(size=size); save_classifier(clf, c)

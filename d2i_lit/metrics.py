@@ -4,24 +4,37 @@
 
 # %% ../nbs/08a_metrics.ipynb #2d80587e
 from __future__ import annotations
-import hashlib, json, math, os, re, sys, time, warnings
+import contextlib, hashlib, io, json, math, os, re, sys, time, warnings
 from collections import Counter, defaultdict
+from dataclasses import dataclass
 from pathlib import Path
 import numpy as np
-from .core import D2IError, atomic_write, atomic_write_json, error_line, open_image
-from .classifier import AttributeClassifier, load_classifier, predict
-from .linearize import photo_topic
+import torch
+import matplotlib.pyplot as plt
+from PIL import Image
+from fastcore.script import Param
+from fastprogress.fastprogress import progress_bar
+from torchmetrics.image.kid import KernelInceptionDistance
+from torchmetrics.image.fid import NoTrainInceptionV3
+from torchmetrics.utilities.imports import _TORCH_FIDELITY_AVAILABLE
+from transformers import AutoTokenizer, CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor
+from .core import D2IError, atomic_dir, atomic_write, atomic_write_json, cli_command, error_line, float_in, int_in, open_image, unit_float
+from .data import load_photochat
+from .linearize import clip_tokenizer, linearize, linearize_tokens, photo_topic
 from .datasets import check_images
+from .pipeline import read_manifest
+from .classifier import AttributeClassifier, cache_dir, load_classifier, predict
 
 # %% auto #0
 __all__ = ['RESIZE', 'IMG_EXTS', 'INCEPTION_URL', 'INCEPTION_SHA256_PREFIX', 'CLIP_MEAN', 'CLIP_STD', 'MANIFEST', 'EVAL_METRICS',
            'evaluate_cli', 'FeatureStats', 'frechet_distance', 'fid_from_features', 'inception_score_from_probs',
            'ptb_tokenize', 'cider_scores', 'cider', 'list_images', 'resize_float', 'image_batches', 'FeatureNet',
-           'InceptionFeatureNet', 'write_random_inception_weights', 'image_features', 'cache_dir', 'real_statistics',
-           'feature_matrix', 'real_features', 'load_clip', 'clip_pixels', 'clip_image_embeddings',
-           'clip_image_similarity', 'load_clip_tokenizer', 'clip_text_inputs', 'clip_text_embeddings', 'clip_scores',
-           'write_tiny_clip', 'ClassifierFeatureNet', 'attribute_metrics', 'kid_from_features', 'evaluate_images',
-           'summary', 'load_manifest', 'evaluate_dirs', 'plot_by_topic']
+           'InceptionFeatureNet', 'write_random_inception_weights', 'image_features', 'real_statistics',
+           'feature_matrix', 'real_features', 'clip_pixels', 'load_clip', 'clip_image_embeddings',
+           'clip_image_similarity', 'write_tiny_clip', 'load_clip_tokenizer', 'clip_text_inputs',
+           'clip_text_embeddings', 'clip_scores', 'ClassifierFeatureNet', 'attribute_judgements', 'attribute_metrics',
+           'kid_from_features', 'evaluate_images', 'summary', 'load_manifest', 'evaluate_dirs', 'plot_by_topic',
+           'cache_dir']
 
 # %% ../nbs/08a_metrics.ipynb #f76eba10
 class FeatureStats:
@@ -55,7 +68,6 @@ class FeatureStats:
 
     def save(self, path:str|Path, **meta)->Path:
         "Write the statistics (and `meta`, stored as JSON) to an `.npz` file atomically."
-        import io
         buf = io.BytesIO()
         np.savez(buf, n=self.n, mean=self._mean, m2=self._m2, meta=json.dumps(meta))
         return atomic_write(path, buf.getvalue())
@@ -67,7 +79,7 @@ class FeatureStats:
             s.meta = json.loads(str(z['meta']))
         return s
 
-# %% ../nbs/08a_metrics.ipynb #26676400
+# %% ../nbs/08a_metrics.ipynb #99c6e802
 def frechet_distance(mu1, sigma1, mu2, sigma2)->float:
     "Fréchet distance between N(mu1, sigma1) and N(mu2, sigma2), via the symmetric form sqrt(S1) S2 sqrt(S1)."
     mu1, mu2, s1, s2 = (np.asarray(a, dtype=np.float64) for a in (mu1, mu2, sigma1, sigma2))
@@ -77,6 +89,7 @@ def frechet_distance(mu1, sigma1, mu2, sigma2)->float:
     tr_sqrt = np.sqrt(np.clip(np.linalg.eigvalsh((m + m.T) / 2), 0, None)).sum()
     return float(((mu1 - mu2) ** 2).sum() + np.trace(s1) + np.trace(s2) - 2 * tr_sqrt)
 
+# %% ../nbs/08a_metrics.ipynb #cca75ccf
 def fid_from_features(real, # [N, D] features of real images
                       fake, # [M, D] features of generated images
                      )->float:
@@ -101,7 +114,7 @@ def inception_score_from_probs(probs, # [N, C] class probabilities, rows summing
         scores.append(math.exp(kl.mean()))
     return float(np.mean(scores)), float(np.std(scores))
 
-# %% ../nbs/08a_metrics.ipynb #fc8e1897
+# %% ../nbs/08a_metrics.ipynb #452a3d5c
 _PTB_DROP = {"''", "'", "``", "`", ".", "?", "!", ",", ":", "-", "--", "...", ";"}
 _ABBREV = {'mr', 'mrs', 'ms', 'dr', 'st', 'jr', 'sr', 'vs', 'etc', 'inc', 'ltd', 'co', 'prof', 'mt', 'gen', 'sen', 'rep', 'corp', 'ave', 'blvd', 'rd'}
 _BRACKETS = {'(': ' -lrb- ', ')': ' -rrb- ', '[': ' -lsb- ', ']': ' -rsb- ', '{': ' -lcb- ', '}': ' -rcb- '}
@@ -119,6 +132,7 @@ def _ptb_word(w:str)->list[str]:
     if len(w) > 1 and w.endswith('.') and not (re.fullmatch(r'([a-z]\.)+', w) or w[:-1] in _ABBREV): out_r.insert(0, '.'); w = w[:-1]
     return out_l + [w] + out_r
 
+# %% ../nbs/08a_metrics.ipynb #9ad101ba
 def ptb_tokenize(s:str, # a caption
                 )->str:
     "Lower-cased tokens of `s` joined by spaces, as pycocoevalcap's PTBTokenizer (with its punctuation filter) gives them."
@@ -134,12 +148,43 @@ def ptb_tokenize(s:str, # a caption
     toks = [t for w in s.split() for t in (['-'] if re.fullmatch(r'-+', w) else _ptb_word(w))]
     return ' '.join(t for t in toks if t not in _PTB_DROP)
 
-# %% ../nbs/08a_metrics.ipynb #bfd970ed
+# %% ../nbs/08a_metrics.ipynb #131fdf5a
 def _ngrams(words:list[str], n:int=4)->Counter:
     return Counter(tuple(words[i:i+k]) for k in range(1, n+1) for i in range(len(words) - k + 1))
 
 def _as_list(v)->list[str]: return [v] if isinstance(v, str) else list(v)
 
+def _cider_counts(candidates:dict, references:dict, tok, n:int)->tuple[dict, dict]:
+    "n-gram counts of each candidate and of each of its references; one candidate and at least one reference per id."
+    cands, refs = {}, {}
+    for i in references:
+        c = _as_list(candidates[i])
+        if len(c) != 1: raise D2IError(f"candidate {i!r}: expected one caption, got {len(c)}")
+        r = _as_list(references[i])
+        if not r: raise D2IError(f"references {i!r}: no reference captions")
+        cands[i] = _ngrams(tok(c[0]).split(), n); refs[i] = [_ngrams(tok(x).split(), n) for x in r]
+    return cands, refs
+
+def _tfidf(cnt:Counter, df:Counter, log_n:float, n:int)->tuple:
+    "tf-idf vectors of one caption's n-grams (one per n), their norms, and the caption's length (pycocoevalcap's: the bigram count)."
+    v = [dict() for _ in range(n)]; norm = [0.0] * n
+    for g, tf in cnt.items():
+        k = len(g) - 1; v[k][g] = w = tf * (log_n - math.log(max(1.0, df[g]))); norm[k] += w * w
+    length = sum(tf for g, tf in cnt.items() if len(g) == 2)
+    return v, [math.sqrt(x) for x in norm], length
+
+def _cider_d(cand:Counter, refs:list, df:Counter, log_n:float, n:int, sigma:float)->float:
+    "CIDEr-D of one candidate: clipped tf-idf cosine with each reference per n, times a Gaussian length penalty, averaged, x10."
+    vh, nh, lh = _tfidf(cand, df, log_n, n); total = np.zeros(n)
+    for r in refs:
+        vr, nr, lr = _tfidf(r, df, log_n, n); pen = math.exp(-((lh - lr) ** 2) / (2 * sigma ** 2))
+        for k in range(n):
+            val = sum(min(w, vr[k].get(g, 0.0)) * vr[k].get(g, 0.0) for g, w in vh[k].items())
+            if nh[k] != 0 and nr[k] != 0: val /= nh[k] * nr[k]
+            total[k] += val * pen
+    return float(total.mean() / len(refs) * 10.0)
+
+# %% ../nbs/08a_metrics.ipynb #f184b8b5
 def cider_scores(candidates:dict, # id -> candidate caption (a string, or a list holding one)
                  references:dict, # id -> list of reference captions
                  tokenize:bool=True, # apply `ptb_tokenize` (False: texts are already tokenized, space-separated)
@@ -148,35 +193,12 @@ def cider_scores(candidates:dict, # id -> candidate caption (a string, or a list
     "Per-item CIDEr-D (pycocoevalcap's scale, x10); document frequencies come from the whole reference corpus."
     if set(candidates) != set(references): raise D2IError("candidates and references must have the same ids")
     if not candidates: raise D2IError("CIDEr needs at least one candidate")
-    tok = ptb_tokenize if tokenize else (lambda s: s)
-    ids = list(references)
-    cands, refs = {}, {}
-    for i in ids:
-        c = _as_list(candidates[i])
-        if len(c) != 1: raise D2IError(f"candidate {i!r}: expected one caption, got {len(c)}")
-        r = _as_list(references[i])
-        if not r: raise D2IError(f"references {i!r}: no reference captions")
-        cands[i] = _ngrams(tok(c[0]).split(), n); refs[i] = [_ngrams(tok(x).split(), n) for x in r]
-    df = Counter(g for i in ids for g in {g for r in refs[i] for g in r})
-    log_n = math.log(len(ids))
-    def vec(cnt):
-        v = [dict() for _ in range(n)]; norm = [0.0] * n
-        for g, tf in cnt.items():
-            k = len(g) - 1; v[k][g] = w = tf * (log_n - math.log(max(1.0, df[g]))); norm[k] += w * w
-        length = sum(tf for g, tf in cnt.items() if len(g) == 2) # pycocoevalcap's length: the bigram count
-        return v, [math.sqrt(x) for x in norm], length
-    out = {}
-    for i in ids:
-        vh, nh, lh = vec(cands[i]); total = np.zeros(n)
-        for r in refs[i]:
-            vr, nr, lr = vec(r); pen = math.exp(-((lh - lr) ** 2) / (2 * sigma ** 2))
-            for k in range(n):
-                val = sum(min(w, vr[k].get(g, 0.0)) * vr[k].get(g, 0.0) for g, w in vh[k].items())
-                if nh[k] != 0 and nr[k] != 0: val /= nh[k] * nr[k]
-                total[k] += val * pen
-        out[i] = float(total.mean() / len(refs[i]) * 10.0)
-    return out
+    cands, refs = _cider_counts(candidates, references, ptb_tokenize if tokenize else (lambda s: s), n)
+    df = Counter(g for i in refs for g in {g for r in refs[i] for g in r})
+    log_n = math.log(len(refs))
+    return {i: _cider_d(cands[i], refs[i], df, log_n, n, sigma) for i in refs}
 
+# %% ../nbs/08a_metrics.ipynb #0a4e2b80
 def cider(candidates:dict, # id -> candidate caption
           references:dict, # id -> list of reference captions
           tokenize:bool=True, # apply `ptb_tokenize`
@@ -184,7 +206,7 @@ def cider(candidates:dict, # id -> candidate caption
     "Corpus CIDEr-D, the mean of `cider_scores`, on pycocoevalcap's scale (about 1.1 for what papers print as 110)."
     return float(np.mean(list(cider_scores(candidates, references, tokenize).values())))
 
-# %% ../nbs/08a_metrics.ipynb #8efe80e8
+# %% ../nbs/08a_metrics.ipynb #4b26da73
 RESIZE = 'PIL bicubic on float32 per channel (clean-fid)'
 IMG_EXTS = ('.png', '.jpg', '.jpeg', '.webp', '.bmp')
 
@@ -197,18 +219,18 @@ def list_images(folder:str|Path, # a folder of images (searched recursively)
     if not paths: raise D2IError(f"{folder}: no images ({', '.join(IMG_EXTS)}) found")
     return paths
 
+# %% ../nbs/08a_metrics.ipynb #aecdfa62
 def resize_float(img, # a PIL image, or an [H, W, 3] array in [0, 255]
                  size:int, # output side
                 )->np.ndarray:
     "[size, size, 3] float32 in [0, 255]: PIL bicubic on each float channel, as clean-fid."
-    from PIL import Image
     a = np.asarray(img.convert('RGB') if isinstance(img, Image.Image) else img, dtype=np.float32)
     if a.shape[:2] == (size, size): return a
     chans = [np.asarray(Image.fromarray(a[..., c], mode='F').resize((size, size), resample=Image.BICUBIC)) for c in range(3)]
     return np.clip(np.stack(chans, -1), 0, 255)
 
-def _open(item, src:str='')->'Image.Image':
-    from PIL import Image
+# %% ../nbs/08a_metrics.ipynb #e468d903
+def _open(item, src:str='')->Image.Image:
     if isinstance(item, Image.Image): return item
     return open_image(item) # the one opener: every mode to 8-bit RGB, one-line ImageError for a bad file
 
@@ -217,18 +239,17 @@ def image_batches(items, # PIL images or image paths
                   batch_size:int=64,
                  ):
     "Yield float tensors [B, 3, size, size] in [0, 255], resized by `resize_float`."
-    import torch
     for i in range(0, len(items), batch_size):
         arr = np.stack([resize_float(_open(x), size) for x in items[i:i+batch_size]])
         yield torch.from_numpy(arr).permute(0, 3, 1, 2).contiguous()
 
-# %% ../nbs/08a_metrics.ipynb #9863e17f
+# %% ../nbs/08a_metrics.ipynb #72ffc066
 INCEPTION_URL = 'https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/weights-inception-2015-12-05-6726825d.pth'
 INCEPTION_SHA256_PREFIX = '6726825d' # the file name's suffix: the start of its SHA-256
 
+# %% ../nbs/08a_metrics.ipynb #8ab8a043
 def _device_dtype(device=None, dtype=None)->tuple:
     "A torch device (default: CUDA when there is one) and dtype from names ('fp32', 'fp16', 'bf16') or torch objects."
-    import torch
     dev = torch.device(device) if device else torch.device('cuda' if torch.cuda.is_available() else 'cpu')
     names = dict(fp32=torch.float32, fp16=torch.float16, bf16=torch.bfloat16)
     if isinstance(dtype, str) and dtype not in names: raise D2IError(f"dtype {dtype!r}: choose from {', '.join(names)}")
@@ -236,16 +257,29 @@ def _device_dtype(device=None, dtype=None)->tuple:
 
 def _autocast(dev, dtype):
     "Mixed precision on `dev` when `dtype` is not float32 (a no-op context otherwise)."
-    import torch, contextlib
     return torch.autocast(dev.type, dtype=dtype) if dtype != torch.float32 else contextlib.nullcontext()
 
 def _precision(dtype)->str: return '' if str(dtype) == 'torch.float32' else f'; autocast {str(dtype).replace("torch.", "")}'
 
+# %% ../nbs/08a_metrics.ipynb #e3bbbca3
 class FeatureNet:
     "Base of the feature networks for FID/IS: `__call__(x [B,3,R,R] in [0,255]) -> (features, probs)`, on `device` at `dtype`."
     name:str = 'feature-net'; resolution:int = 0; relative_only:bool = True
     def __call__(self, x): raise NotImplementedError
 
+# %% ../nbs/08a_metrics.ipynb #c4368c72
+def _load_inception(p:Path)->tuple[NoTrainInceptionV3, str]:
+    "torchmetrics' `NoTrainInceptionV3` from a weights file (checked to hold only tensors), and the file's SHA-256."
+    data = p.read_bytes(); sha256 = hashlib.sha256(data).hexdigest()
+    try:
+        sd = torch.load(io.BytesIO(data), map_location='cpu', weights_only=True)
+        if not isinstance(sd, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in sd.items()):
+            raise ValueError('not a state dict of tensors')
+        buf = io.BytesIO(); torch.save(dict(sd), buf); buf.seek(0); del sd, data
+        return NoTrainInceptionV3('inception-v3-compat', ['2048', 'logits_unbiased'], buf), sha256
+    except Exception as e: raise D2IError(f"{p}: cannot load Inception weights ({type(e).__name__}: {(str(e).strip().splitlines() or [''])[0][:120]})") from None
+
+# %% ../nbs/08a_metrics.ipynb #855bf0da
 class InceptionFeatureNet(FeatureNet):
     "torch-fidelity's FID InceptionV3 (through torchmetrics' `NoTrainInceptionV3`) from a local weights file."
     resolution = 299
@@ -256,18 +290,8 @@ class InceptionFeatureNet(FeatureNet):
         p = Path(weights_path)
         self.device, self.dtype = _device_dtype(device or 'cpu', dtype)
         if not p.is_file(): raise D2IError(f"Inception weights file {p} not found (torch-fidelity's pt_inception-2015-12-05-6726825d.pth, from {INCEPTION_URL}; weights are not downloaded)")
-        from torchmetrics.utilities.imports import _TORCH_FIDELITY_AVAILABLE
         if not _TORCH_FIDELITY_AVAILABLE: raise D2IError("--inception-weights needs the torch-fidelity package (pip install torch-fidelity)")
-        import io, torch
-        from torchmetrics.image.fid import NoTrainInceptionV3
-        data = p.read_bytes(); self.sha256 = hashlib.sha256(data).hexdigest()
-        try:
-            sd = torch.load(io.BytesIO(data), map_location='cpu', weights_only=True)
-            if not isinstance(sd, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in sd.items()):
-                raise ValueError('not a state dict of tensors')
-            buf = io.BytesIO(); torch.save(dict(sd), buf); buf.seek(0); del sd, data
-            self.net = NoTrainInceptionV3('inception-v3-compat', ['2048', 'logits_unbiased'], buf)
-        except Exception as e: raise D2IError(f"{p}: cannot load Inception weights ({type(e).__name__}: {(str(e).strip().splitlines() or [''])[0][:120]})") from None
+        self.net, self.sha256 = _load_inception(p)
         self.standard = self.sha256.startswith(INCEPTION_SHA256_PREFIX)
         self.relative_only = not self.standard
         kind = 'standard TF FID weights' if self.standard else 'non-standard weights, relative-only'
@@ -275,17 +299,16 @@ class InceptionFeatureNet(FeatureNet):
         self.net.to(self.device)
 
     def __call__(self, x):
-        import torch
         with torch.no_grad(), _autocast(self.device, self.dtype):
             feats, logits = self.net._torch_fidelity_forward(x.round().clamp(0, 255).to(self.device, torch.uint8))
         return feats.double().reshape(len(x), -1).cpu().numpy(), torch.softmax(logits.double(), -1).cpu().numpy()
 
+# %% ../nbs/08a_metrics.ipynb #1656f974
 def write_random_inception_weights(path:str|Path, # destination `.pth` file
                                    seed:int=0, # torch seed of the initialisation
                                   )->Path:
     "A randomly initialised torch-fidelity InceptionV3 state dict in the real file's format (offline tests only; not a real network)."
-    import io, torch
-    from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
+    from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3 # local: only the Inception path needs torch-fidelity
     class _Skeleton(FeatureExtractorInceptionV3): # the architecture, with the weight loading skipped
         def load_state_dict(self, state_dict, strict=True): return None
     empty = io.BytesIO(); torch.save({}, empty); empty.seek(0)
@@ -297,7 +320,12 @@ def write_random_inception_weights(path:str|Path, # destination `.pth` file
     buf = io.BytesIO(); torch.save(net.state_dict(), buf)
     return atomic_write(path, buf.getvalue())
 
-# %% ../nbs/08a_metrics.ipynb #4b26da73
+# %% ../nbs/08a_metrics.ipynb #a6c4beff
+def _net_batches(items:list, net:FeatureNet, batch_size:int, progress:bool):
+    "`image_batches` at the network's resolution, under a fastprogress bar when `progress`."
+    batches = image_batches(items, net.resolution, batch_size)
+    return progress_bar(batches, total=math.ceil(len(items) / batch_size), leave=False) if progress else batches
+
 def image_features(items, # PIL images or paths
                    net:FeatureNet, # the feature network
                    batch_size:int=64,
@@ -308,19 +336,14 @@ def image_features(items, # PIL images or paths
     items = list(items)
     if not items: raise D2IError("no images to compute features of")
     stats, probs = FeatureStats(), []
-    batches = image_batches(items, net.resolution, batch_size)
-    if progress:
-        from fastprogress.fastprogress import progress_bar
-        batches = progress_bar(batches, total=math.ceil(len(items) / batch_size), leave=False)
-    for x in batches:
+    for x in _net_batches(items, net, batch_size, progress):
         f, p = net(x)
         stats.update(f)
         if keep_probs and p is not None: probs.append(p)
     return stats, (np.concatenate(probs) if probs else None)
 
-def cache_dir(path:str|Path|None=None)->Path:
-    "Where cached statistics live: `path`, else `$D2I_CACHE`, else `~/.cache/d2i_lit`."
-    return Path(path or os.environ.get('D2I_CACHE') or Path.home()/'.cache'/'d2i_lit')
+# %% ../nbs/08a_metrics.ipynb #f1ed1e05
+_all_ = ['cache_dir'] # defined in `classifier` (which caches its retrains there too); part of this module's API as before
 
 def _files_key(paths:list[Path], net:FeatureNet)->str:
     files = [(str(Path(p).resolve()), (st := Path(p).stat()).st_size, st.st_mtime_ns) for p in paths]
@@ -337,6 +360,7 @@ def _read_cache(f:Path, read, n:int):
     warnings.warn(f'{f}: cached statistics unusable ({why}); computing them again')
     return None
 
+# %% ../nbs/08a_metrics.ipynb #c49e72c8
 def real_statistics(paths:list, # real image files
                     net:FeatureNet, # the feature network
                     cache:str|Path|None=None, # cache folder (see `cache_dir`); False disables the cache
@@ -353,7 +377,7 @@ def real_statistics(paths:list, # real image files
     s.save(f, feature_net=net.name, resolution=net.resolution, resize=RESIZE, n=s.n); s.cached = False
     return s
 
-# %% ../nbs/08a_metrics.ipynb #f05aef59
+# %% ../nbs/08a_metrics.ipynb #6ffc7198
 def feature_matrix(items, # PIL images or paths
                    net:FeatureNet, # the feature network
                    batch_size:int=64, # images per batch (the only pixels held in memory)
@@ -365,17 +389,14 @@ def feature_matrix(items, # PIL images or paths
     if not items: raise D2IError("no images to compute features of")
     if batch_size < 1: raise D2IError(f"batch size must be at least 1, got {batch_size}")
     feats, probs = [], []
-    batches = image_batches(items, net.resolution, batch_size)
-    if progress:
-        from fastprogress.fastprogress import progress_bar
-        batches = progress_bar(batches, total=math.ceil(len(items) / batch_size), leave=False)
-    for x in batches:
+    for x in _net_batches(items, net, batch_size, progress):
         f, p = net(x)
         if not np.isfinite(f).all(): raise D2IError(f"{net.name}: non-finite features (try --dtype fp32)")
         feats.append(np.asarray(f, np.float32))
         if keep_probs and p is not None: probs.append(np.asarray(p, np.float64))
     return np.concatenate(feats), (np.concatenate(probs) if probs else None)
 
+# %% ../nbs/08a_metrics.ipynb #581060e0
 def real_features(paths:list, # real image files
                   net:FeatureNet, cache:str|Path|None=None, # cache folder (see `cache_dir`); False disables it
                   batch_size:int=64, progress:bool=False,
@@ -387,30 +408,17 @@ def real_features(paths:list, # real image files
         with np.load(f, allow_pickle=False) as z: return z['feats']
     if (x := _read_cache(f, read, len(paths))) is not None: return x, True
     x = feature_matrix(paths, net, batch_size, keep_probs=False, progress=progress)[0]
-    import io
     buf = io.BytesIO(); np.savez(buf, feats=x, meta=json.dumps(dict(feature_net=net.name, resolution=net.resolution, resize=RESIZE, n=len(x))))
     atomic_write(f, buf.getvalue())
     return x, False
 
-# %% ../nbs/08a_metrics.ipynb #11987239
+# %% ../nbs/08a_metrics.ipynb #7ad9c72a
 CLIP_MEAN, CLIP_STD = (0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711)
-
-def load_clip(name_or_path:str, # local folder or hub id already in the local cache
-              device=None, # torch device (default CPU)
-              dtype=None, # weights' precision: 'fp32' (default), 'fp16', 'bf16'
-             ):
-    "A `CLIPModel` loaded offline; a one-line error when it is not available locally."
-    from transformers import CLIPModel
-    dev, dt = _device_dtype(device or 'cpu', dtype)
-    try: return CLIPModel.from_pretrained(name_or_path, local_files_only=True, trust_remote_code=False).eval().to(dev, dt)
-    except Exception as e: raise D2IError(f"CLIP model {name_or_path!r} not found locally ({type(e).__name__}); pass a folder saved with save_pretrained") from None
 
 def clip_pixels(images:list, # PIL images or paths
                 size:int, # the vision tower's image size
-               ):
+               )->torch.Tensor:
     "CLIP preprocessing: bicubic resize of the short side to `size`, centre crop, normalise."
-    import torch
-    from PIL import Image
     out = []
     for im in images:
         im = _open(im); w, h = im.size; s = size / min(w, h)
@@ -420,12 +428,22 @@ def clip_pixels(images:list, # PIL images or paths
     x = torch.from_numpy(np.stack(out)).permute(0, 3, 1, 2)
     return (x - torch.tensor(CLIP_MEAN)[:, None, None]) / torch.tensor(CLIP_STD)[:, None, None]
 
+# %% ../nbs/08a_metrics.ipynb #37315cab
+def load_clip(name_or_path:str, # local folder or hub id already in the local cache
+              device=None, # torch device (default CPU)
+              dtype=None, # weights' precision: 'fp32' (default), 'fp16', 'bf16'
+             ):
+    "A `CLIPModel` loaded offline; a one-line error when it is not available locally."
+    dev, dt = _device_dtype(device or 'cpu', dtype)
+    try: return CLIPModel.from_pretrained(name_or_path, local_files_only=True, trust_remote_code=False).eval().to(dev, dt)
+    except Exception as e: raise D2IError(f"CLIP model {name_or_path!r} not found locally ({type(e).__name__}); pass a folder saved with save_pretrained") from None
+
+# %% ../nbs/08a_metrics.ipynb #38d25c75
 def clip_image_embeddings(model, # a transformers `CLIPModel`
                           images:list, # PIL images or paths
                           batch_size:int=32,
-                         ):
+                         )->torch.Tensor:
     "L2-normalised CLIP image embeddings [N, D] (handles transformers 4's tensor and 5's output object)."
-    import torch
     size, embs = model.config.vision_config.image_size, []
     w = next(model.parameters())
     with torch.no_grad():
@@ -435,6 +453,7 @@ def clip_image_embeddings(model, # a transformers `CLIPModel`
             embs.append(torch.nn.functional.normalize(e.float(), dim=-1).cpu())
     return torch.cat(embs)
 
+# %% ../nbs/08a_metrics.ipynb #75e1f195
 def clip_image_similarity(model, # a transformers `CLIPModel`
                           images_a:list, images_b:list, # paired images (PIL or paths)
                          )->np.ndarray:
@@ -442,63 +461,11 @@ def clip_image_similarity(model, # a transformers `CLIPModel`
     if len(images_a) != len(images_b): raise D2IError(f"{len(images_a)} images cannot be paired with {len(images_b)}")
     return (clip_image_embeddings(model, images_a) * clip_image_embeddings(model, images_b)).sum(-1).numpy()
 
-# %% ../nbs/08a_metrics.ipynb #72ffc066
-def load_clip_tokenizer(name_or_path:str, # the CLIP folder or cached hub id (its tokenizer files)
-                       ):
-    "The tokenizer saved with a CLIP model (`from_pretrained`, offline); a one-line error when the folder has none."
-    from transformers import AutoTokenizer
-    try: return AutoTokenizer.from_pretrained(name_or_path, local_files_only=True, trust_remote_code=False)
-    except Exception as e: raise D2IError(f"CLIP model {name_or_path!r} has no tokenizer locally ({type(e).__name__}); save the CLIPProcessor or CLIPTokenizer into its folder") from None
-
-def clip_text_inputs(tokenizer, # the CLIP tokenizer
-                     texts:list, # strings, or `Dialog`s (linearized within the budget, oldest turns dropped)
-                     max_positions:int=77, # the text tower's positions (BOS and EOS included)
-                     style:str='hash', # linearization style of dialogs
-                    )->tuple[dict, int]:
-    "Padded token ids and attention mask of `texts` cut to CLIP's budget with EOS kept, and how many texts were cut."
-    from d2i_lit.linearize import linearize_tokens, linearize
-    texts, cut = list(texts), 0
-    dl = [i for i, t in enumerate(texts) if not isinstance(t, str)]
-    if dl:
-        lin, _ = linearize_tokens([texts[i] for i in dl], style, tokenizer, max_positions - 2)
-        for i, l in zip(dl, lin): cut += l.text != linearize(texts[i], style); texts[i] = l.text
-    plain = [t for i, t in enumerate(texts) if i not in set(dl)]
-    if plain: cut += sum(len(ids) > max_positions for ids in tokenizer(plain)['input_ids'])
-    enc = tokenizer(texts, padding=True, truncation=True, max_length=max_positions, return_tensors='pt')
-    return dict(input_ids=enc['input_ids'], attention_mask=enc['attention_mask']), int(cut)
-
-def clip_text_embeddings(model, # a transformers `CLIPModel`
-                         tokenizer, # its tokenizer
-                         texts:list, # strings or `Dialog`s (see `clip_text_inputs`)
-                         batch_size:int=64, style:str='hash',
-                        ):
-    "L2-normalised CLIP text embeddings [N, D] (CPU, float32), texts cut to the budget with EOS kept; and the number cut."
-    import torch
-    w, embs, cut = next(model.parameters()), [], 0
-    mp = model.config.text_config.max_position_embeddings
-    with torch.no_grad():
-        for i in range(0, len(texts), batch_size):
-            enc, c = clip_text_inputs(tokenizer, texts[i:i+batch_size], mp, style); cut += c
-            out = model.get_text_features(input_ids=enc['input_ids'].to(w.device), attention_mask=enc['attention_mask'].to(w.device))
-            e = out if isinstance(out, torch.Tensor) else out.pooler_output
-            embs.append(torch.nn.functional.normalize(e.float(), dim=-1).cpu())
-    return torch.cat(embs), cut
-
-def clip_scores(image_emb, # [N, D] unit image embeddings
-                text_emb, # [N, D] unit text embeddings (pairs by row)
-               )->np.ndarray:
-    "Per-pair CLIPScore, torchmetrics' definition: 100 * max(cos, 0)."
-    return (100 * (np.asarray(image_emb, np.float64) * np.asarray(text_emb, np.float64)).sum(-1)).clip(0, None)
-
-# %% ../nbs/08a_metrics.ipynb #1ba796d5
+# %% ../nbs/08a_metrics.ipynb #0faccb2c
 def write_tiny_clip(path:str|Path, # destination folder, replaced atomically
                     seed:int=0, # weight seed
                    )->Path:
     "A random tiny `CLIPModel` with a `CLIPProcessor` (the real CLIP tokenizer) saved to `path` (offline tests only)."
-    import torch
-    from transformers import CLIPConfig, CLIPModel, CLIPImageProcessor, CLIPProcessor
-    from d2i_lit.linearize import clip_tokenizer
-    from d2i_lit.core import atomic_dir
     tok = clip_tokenizer()
     small = dict(hidden_size=32, intermediate_size=37, num_attention_heads=4, num_hidden_layers=2)
     with torch.random.fork_rng(devices=[]):
@@ -510,55 +477,116 @@ def write_tiny_clip(path:str|Path, # destination folder, replaced atomically
     with atomic_dir(path) as tmp: model.save_pretrained(tmp); proc.save_pretrained(tmp)
     return Path(path)
 
-# %% ../nbs/08a_metrics.ipynb #855bf0da
+# %% ../nbs/08a_metrics.ipynb #50eeb1f2
+def load_clip_tokenizer(name_or_path:str, # the CLIP folder or cached hub id (its tokenizer files)
+                       ):
+    "The tokenizer saved with a CLIP model (`from_pretrained`, offline); a one-line error when the folder has none."
+    try: return AutoTokenizer.from_pretrained(name_or_path, local_files_only=True, trust_remote_code=False)
+    except Exception as e: raise D2IError(f"CLIP model {name_or_path!r} has no tokenizer locally ({type(e).__name__}); save the CLIPProcessor or CLIPTokenizer into its folder") from None
+
+# %% ../nbs/08a_metrics.ipynb #7826f52b
+def clip_text_inputs(tokenizer, # the CLIP tokenizer
+                     texts:list, # strings, or `Dialog`s (linearized within the budget, oldest turns dropped)
+                     max_positions:int=77, # the text tower's positions (BOS and EOS included)
+                     style:str='hash', # linearization style of dialogs
+                    )->tuple[dict, int]:
+    "Padded token ids and attention mask of `texts` cut to CLIP's budget with EOS kept, and how many texts were cut."
+    texts, cut = list(texts), 0
+    dl = [i for i, t in enumerate(texts) if not isinstance(t, str)]
+    if dl:
+        lin, _ = linearize_tokens([texts[i] for i in dl], style, tokenizer, max_positions - 2)
+        for i, l in zip(dl, lin): cut += l.text != linearize(texts[i], style); texts[i] = l.text
+    plain = [t for i, t in enumerate(texts) if i not in set(dl)]
+    if plain: cut += sum(len(ids) > max_positions for ids in tokenizer(plain)['input_ids'])
+    enc = tokenizer(texts, padding=True, truncation=True, max_length=max_positions, return_tensors='pt')
+    return dict(input_ids=enc['input_ids'], attention_mask=enc['attention_mask']), int(cut)
+
+# %% ../nbs/08a_metrics.ipynb #ab6177d0
+def clip_text_embeddings(model, # a transformers `CLIPModel`
+                         tokenizer, # its tokenizer
+                         texts:list, # strings or `Dialog`s (see `clip_text_inputs`)
+                         batch_size:int=64, style:str='hash',
+                        )->tuple[torch.Tensor, int]:
+    "L2-normalised CLIP text embeddings [N, D] (CPU, float32), texts cut to the budget with EOS kept; and the number cut."
+    w, embs, cut = next(model.parameters()), [], 0
+    mp = model.config.text_config.max_position_embeddings
+    with torch.no_grad():
+        for i in range(0, len(texts), batch_size):
+            enc, c = clip_text_inputs(tokenizer, texts[i:i+batch_size], mp, style); cut += c
+            out = model.get_text_features(input_ids=enc['input_ids'].to(w.device), attention_mask=enc['attention_mask'].to(w.device))
+            e = out if isinstance(out, torch.Tensor) else out.pooler_output
+            embs.append(torch.nn.functional.normalize(e.float(), dim=-1).cpu())
+    return torch.cat(embs), cut
+
+# %% ../nbs/08a_metrics.ipynb #8d74a7f8
+def clip_scores(image_emb, # [N, D] unit image embeddings
+                text_emb, # [N, D] unit text embeddings (pairs by row)
+               )->np.ndarray:
+    "Per-pair CLIPScore, torchmetrics' definition: 100 * max(cos, 0)."
+    return (100 * (np.asarray(image_emb, np.float64) * np.asarray(text_emb, np.float64)).sum(-1)).clip(0, None)
+
+# %% ../nbs/08a_metrics.ipynb #039d32a7
 class ClassifierFeatureNet(FeatureNet):
     "The ShapesChat attribute classifier as FID/IS feature network (relative-only numbers)."
     def __init__(self, clf:AttributeClassifier|None=None, # default: `load_classifier()`
                  device=None, # torch device (default CPU)
                  dtype=None, # autocast precision: 'fp32' (default), 'fp16', 'bf16'
                 ):
-        import torch
         self.device, self.dtype = _device_dtype(device or 'cpu', dtype)
         self.clf = (clf or load_classifier()).eval().to(self.device); self.resolution = self.clf.size
         n = math.prod(len(v) for v in self.clf.attributes.values())
         self.name = f'shapeschat-attribute-classifier (penultimate {self.clf.feat_dim}-d; {n} joint classes{_precision(self.dtype)})'
 
     def __call__(self, x):
-        import torch
         with torch.no_grad(), _autocast(self.device, self.dtype):
             f = self.clf.features(x.to(self.device) / 127.5 - 1)
             p = self.clf.joint_probs({k: h(f) for k, h in self.clf.heads.items()})
         return f.double().cpu().numpy(), p.double().cpu().numpy()
 
-# %% ../nbs/08a_metrics.ipynb #2aba7191
+# %% ../nbs/08a_metrics.ipynb #8f49ea2d
+def attribute_judgements(preds:list[dict], # per image: {attribute: predicted value}
+                         confs:list[dict], # per image: {attribute: probability of that value}
+                         truths:list[dict], # per image: ShapesChat ground truth {'sharer_object', 'distractor_object', 'pattern'}
+                         threshold:float=0.9, # minimum per-attribute confidence for `coherent`
+                        )->dict:
+    "Per-image judgements of generated ShapesChat images: lists `joint`, `coherent`, `distractor`, `pattern`, `confident`, `has_distractor`, and `per_attribute`."
+    if not (len(preds) == len(confs) == len(truths)) or not preds: raise D2IError(f"need as many predictions as ground truths (got {len(preds)}, {len(confs)}, {len(truths)})")
+    attrs = list(preds[0])
+    out = dict(joint=[], coherent=[], distractor=[], pattern=[], confident=[], has_distractor=[], per_attribute={a: [] for a in attrs})
+    for i, (p, c, t) in enumerate(zip(preds, confs, truths)):
+        s, dis = t.get('sharer_object'), t.get('distractor_object')
+        if not isinstance(s, dict) or any(a not in s for a in attrs): raise D2IError(f"ground truth {i}: field 'sharer_object' must give {', '.join(attrs)}")
+        hit = {a: p[a] == s[a] for a in attrs}
+        joint, joint_d = all(hit.values()), dis is not None and all(p[a] == dis.get(a) for a in attrs)
+        confident = min(c[a] for a in attrs) >= threshold
+        out['joint'].append(int(joint)); out['coherent'].append(int(confident and (joint or joint_d))); out['distractor'].append(int(joint_d))
+        out['pattern'].append(t.get('pattern', '')); out['confident'].append(int(confident)); out['has_distractor'].append(int(dis is not None))
+        for a in attrs: out['per_attribute'][a].append(int(hit[a]))
+    return out
+
+# %% ../nbs/08a_metrics.ipynb #4606fb72
+def _alignment_rates(j:dict, # from `attribute_judgements`
+                     ix:list[int], # the images to summarise
+                    )->dict:
+    "The rates of one group of judged images."
+    mean = lambda key, rows: float(np.mean([j[key][i] for i in rows]))
+    wd = [i for i in ix if j['has_distractor'][i]]
+    return dict(n=len(ix), attr_acc=mean('joint', ix), per_attribute={a: float(np.mean([h[i] for i in ix])) for a, h in j['per_attribute'].items()},
+                distractor_acc=mean('distractor', wd) if wd else None, n_with_distractor=len(wd),
+                coherence=mean('coherent', ix), confident=mean('confident', ix))
+
 def attribute_metrics(preds:list[dict], # per image: {attribute: predicted value}
                       confs:list[dict], # per image: {attribute: probability of that value}
                       truths:list[dict], # per image: ShapesChat ground truth {'sharer_object', 'distractor_object', 'pattern'}
                       threshold:float=0.9, # minimum per-attribute confidence for `coherence`
                      )->dict:
     "Alignment of generated images with their dialogs: per-attribute and joint accuracy, distractor agreement, coherence, per pattern."
-    if not (len(preds) == len(confs) == len(truths)) or not preds: raise D2IError(f"need as many predictions as ground truths (got {len(preds)}, {len(confs)}, {len(truths)})")
-    attrs = list(preds[0])
-    rows = []
-    for i, (p, c, t) in enumerate(zip(preds, confs, truths)):
-        s, dis = t.get('sharer_object'), t.get('distractor_object')
-        if not isinstance(s, dict) or any(a not in s for a in attrs): raise D2IError(f"ground truth {i}: field 'sharer_object' must give {', '.join(attrs)}")
-        hit = {a: p[a] == s[a] for a in attrs}
-        joint_d = dis is not None and all(p[a] == dis.get(a) for a in attrs)
-        confident = min(c[a] for a in attrs) >= threshold
-        rows.append(dict(pattern=t.get('pattern', ''), hit=hit, joint=all(hit.values()), has_d=dis is not None, joint_d=joint_d,
-                         coherent=confident and (all(hit.values()) or joint_d), confident=confident))
-    def summarize(rs):
-        wd = [r for r in rs if r['has_d']]
-        return dict(n=len(rs), attr_acc=float(np.mean([r['joint'] for r in rs])),
-                    per_attribute={a: float(np.mean([r['hit'][a] for r in rs])) for a in attrs},
-                    distractor_acc=float(np.mean([r['joint_d'] for r in wd])) if wd else None, n_with_distractor=len(wd),
-                    coherence=float(np.mean([r['coherent'] for r in rs])), confident=float(np.mean([r['confident'] for r in rs])))
-    res = summarize(rows); res['threshold'] = threshold
-    res['by_pattern'] = {k: summarize([r for r in rows if r['pattern'] == k]) for k in sorted({r['pattern'] for r in rows})}
+    j = attribute_judgements(preds, confs, truths, threshold)
+    res = _alignment_rates(j, range(len(preds))); res['threshold'] = threshold
+    res['by_pattern'] = {k: _alignment_rates(j, [i for i, p in enumerate(j['pattern']) if p == k]) for k in sorted(set(j['pattern']))}
     return res
 
-# %% ../nbs/08a_metrics.ipynb #bc43aa26
+# %% ../nbs/08a_metrics.ipynb #7b23fb72
 def kid_from_features(real, # [N, D] features of the reference images
                       fake, # [M, D] features of the generated images
                       subsets:int=100, # random subsets averaged over
@@ -566,11 +594,8 @@ def kid_from_features(real, # [N, D] features of the reference images
                       seed:int=0, # subset sampling (the global torch RNG is left alone)
                      )->tuple[float, float, int]:
     "KID (mean, std over subsets) between two feature sets by torchmetrics' `KernelInceptionDistance`, and the subset size used."
-    import torch
-    from torchmetrics.image.kid import KernelInceptionDistance
     m = min(subset_size, len(real), len(fake))
     if m < 2: raise D2IError(f"KID needs at least 2 images on each side, got {len(real)} and {len(fake)}")
-    import warnings
     with warnings.catch_warnings(): # its note that all features are kept: they are, by design (8 KB per image)
         warnings.filterwarnings('ignore', message='.*will save all extracted features')
         kid = KernelInceptionDistance(feature=torch.nn.Identity(), subsets=subsets, subset_size=m)
@@ -581,7 +606,34 @@ def kid_from_features(real, # [N, D] features of the reference images
         mean, std = kid.compute()
     return float(mean), float(std), m
 
-# %% ../nbs/08a_metrics.ipynb #441200bd
+# %% ../nbs/08a_metrics.ipynb #3b5b19dd
+def _quality_metrics(generated:list, real:list|None, metrics:list, net:FeatureNet, real_stats:FeatureStats|None,
+                     splits:int, batch_size:int, progress:bool)->dict:
+    "The 'fid' and 'is' results of `generated` under `net` (FID against `real_stats`, else the statistics of `real`)."
+    res, t0 = {}, time.time()
+    gstats, probs = image_features(generated, net, batch_size, keep_probs='is' in metrics, progress=progress)
+    common = dict(resolution=net.resolution, resize=RESIZE, feature_net=net.name, relative_only=net.relative_only)
+    if 'fid' in metrics:
+        if real_stats is None:
+            if not real: raise D2IError("FID needs real images")
+            real_stats = image_features(list(real), net, batch_size, keep_probs=False, progress=progress)[0]
+        res['fid'] = dict(value=frechet_distance(real_stats.mean, real_stats.cov, gstats.mean, gstats.cov),
+                          n_generated=gstats.n, n_real=real_stats.n, **common, seconds=round(time.time() - t0, 3))
+    if 'is' in metrics:
+        if probs is None: raise D2IError(f"feature network {net.name} gives no class probabilities for IS")
+        k = min(splits, len(probs)); mean, std = inception_score_from_probs(probs, k)
+        res['is'] = dict(mean=mean, std=std, splits=k, n=len(probs), classes=probs.shape[1], **common)
+    return res
+
+def _alignment_metrics(generated:list, truths:list[dict]|None, net:FeatureNet|None, threshold:float)->dict:
+    "The 'attr' result: the ShapesChat classifier's reading of each image judged against its dialog's ground truth."
+    if truths is None or len(truths) != len(generated): raise D2IError("'attr' needs one ShapesChat ground truth per generated image")
+    clf = net.clf if isinstance(net, ClassifierFeatureNet) else load_classifier()
+    x = torch.from_numpy(np.stack([resize_float(_open(g), clf.size) for g in generated])).permute(0, 3, 1, 2) / 127.5 - 1
+    preds, confs = predict(clf, x.to(next(clf.parameters()).device))
+    return dict(**attribute_metrics(preds, confs, truths, threshold), resolution=clf.size, resize=RESIZE, classifier=ClassifierFeatureNet(clf).name)
+
+# %% ../nbs/08a_metrics.ipynb #d018199a
 def evaluate_images(generated:list, # generated images (PIL or paths)
                     real:list|None=None, # real images (PIL or paths), for FID
                     metrics:tuple|list|str=('fid', 'is'), # any of 'fid', 'is', 'attr' ('clip': see `clip_image_similarity`)
@@ -601,29 +653,11 @@ def evaluate_images(generated:list, # generated images (PIL or paths)
     if not generated: raise D2IError("no generated images to evaluate")
     if {'fid', 'is'} & set(metrics):
         net = net or ClassifierFeatureNet()
-        t0 = time.time()
-        gstats, probs = image_features(generated, net, batch_size, keep_probs='is' in metrics, progress=progress)
-        common = dict(resolution=net.resolution, resize=RESIZE, feature_net=net.name, relative_only=net.relative_only)
-        if 'fid' in metrics:
-            if real_stats is None:
-                if not real: raise D2IError("FID needs real images")
-                real_stats = image_features(list(real), net, batch_size, keep_probs=False, progress=progress)[0]
-            res['fid'] = dict(value=frechet_distance(real_stats.mean, real_stats.cov, gstats.mean, gstats.cov),
-                              n_generated=gstats.n, n_real=real_stats.n, **common, seconds=round(time.time() - t0, 3))
-        if 'is' in metrics:
-            if probs is None: raise D2IError(f"feature network {net.name} gives no class probabilities for IS")
-            k = min(splits, len(probs)); mean, std = inception_score_from_probs(probs, k)
-            res['is'] = dict(mean=mean, std=std, splits=k, n=len(probs), classes=probs.shape[1], **common)
-    if 'attr' in metrics:
-        if truths is None or len(truths) != len(generated): raise D2IError("'attr' needs one ShapesChat ground truth per generated image")
-        clf = net.clf if isinstance(net, ClassifierFeatureNet) else load_classifier()
-        import torch
-        x = torch.from_numpy(np.stack([resize_float(_open(g), clf.size) for g in generated])).permute(0, 3, 1, 2) / 127.5 - 1
-        preds, confs = predict(clf, x.to(next(clf.parameters()).device))
-        res['attr'] = dict(**attribute_metrics(preds, confs, truths, threshold), resolution=clf.size, resize=RESIZE,
-                           classifier=ClassifierFeatureNet(clf).name)
+        res.update(_quality_metrics(generated, real, metrics, net, real_stats, splits, batch_size, progress))
+    if 'attr' in metrics: res['attr'] = _alignment_metrics(generated, truths, net, threshold)
     return res
 
+# %% ../nbs/08a_metrics.ipynb #c978c69d
 def summary(result:dict)->dict:
     "The headline scalars of an `evaluate_images`/`evaluate_dirs` result: fid, is, is_std, attr_acc, coherence, distractor_acc, clip, n."
     out = {}
@@ -637,24 +671,32 @@ def summary(result:dict)->dict:
         if isinstance(v, dict): out[f'clip_t_{key}'] = v['mean']
     return out
 
-# %% ../nbs/08a_metrics.ipynb #15764917
+# %% ../nbs/08a_metrics.ipynb #32edba1d
 MANIFEST = 'manifest.jsonl'
 
+def _json_error(line:str)->str|None:
+    "Why `line` is not JSON, or None when it is."
+    try: json.loads(line)
+    except json.JSONDecodeError as e: return e.msg
+
 def load_manifest(path:str|Path)->list[dict]:
-    "Validated rows of a generation manifest, each with its image `path`, for evaluation; a one-line error naming the line and field (`pipeline.read_manifest` is the lenient reader that resume uses)."
-    path = Path(path); rows = []
-    for i, line in enumerate(path.read_text().splitlines(), 1):
-        if not line.strip(): continue
-        try: r = json.loads(line)
-        except json.JSONDecodeError as e: raise D2IError(f"{path}:{i}: not JSON ({e.msg})") from None
+    "The manifest's rows (read by `pipeline.read_manifest`), each with its image `path`, checked for evaluation; a one-line error naming the line and field."
+    path = Path(path); rows = read_manifest(path)
+    lines = [(i, l) for i, l in enumerate(path.read_text().splitlines(), 1) if l.strip()]
+    if len(rows) != len(lines): # read_manifest skipped a line that is not JSON: name the first
+        i, why = next((i, w) for i, l in lines if (w := _json_error(l)))
+        raise D2IError(f"{path}:{i}: not JSON ({why})")
+    out = []
+    for (i, _), r in zip(lines, rows):
         for k in ('id', 'file'):
-            if k not in r: raise D2IError(f"{path}:{i}: missing field {k!r}")
+            if not isinstance(r, dict) or k not in r: raise D2IError(f"{path}:{i}: missing field {k!r}")
         f = Path(r['file']); f = f if f.is_absolute() else path.parent/f
         if not f.is_file(): raise D2IError(f"{path}:{i}: field 'file': {f} does not exist")
-        rows.append({**r, 'path': f})
-    if not rows: raise D2IError(f"{path}: empty manifest")
-    return rows
+        out.append({**r, 'path': f})
+    if not out: raise D2IError(f"{path}: empty manifest")
+    return out
 
+# %% ../nbs/08a_metrics.ipynb #9e03cfe5
 EVAL_METRICS = ('fid', 'kid', 'is', 'clip', 'clip_t', 'attr')
 
 def _metric_list(metrics)->list[str]:
@@ -663,10 +705,14 @@ def _metric_list(metrics)->list[str]:
     if bad or not ms: raise D2IError(f"unknown metric(s) {', '.join(sorted(bad)) or '(none)'}; choose from {', '.join(EVAL_METRICS)}")
     return ms
 
+def _wanted(key:str, metrics:list)->bool:
+    "Whether a per-topic value belongs to the metrics asked for (KID comes with FID)."
+    base = key.split('_')[0]
+    return base in metrics or (base == 'kid' and 'fid' in metrics)
+
+# %% ../nbs/08a_metrics.ipynb #9c2acd90
 def _load_eval_dialogs(dialogs, real:Path, real_root:Path):
     "The dialogs of an evaluation: `dialogs` (PhotoChat JSON file or folder), else REAL/dialogs.json, else None; photos paired under `real_root`."
-    import warnings
-    from d2i_lit.data import load_photochat
     src = Path(dialogs) if dialogs else (real/'dialogs.json' if (real/'dialogs.json').is_file() else None)
     if src is None: return None, None
     if not src.exists(): raise D2IError(f"--dialogs {src}: no such file or folder")
@@ -675,11 +721,70 @@ def _load_eval_dialogs(dialogs, real:Path, real_root:Path):
         ds = load_photochat(src, images_dir=real_root)
     return {str(d.dialogue_id): d for d in ds}, src
 
-def _wanted(key:str, metrics:list)->bool:
-    "Whether a per-topic value belongs to the metrics asked for (KID comes with FID)."
-    base = key.split('_')[0]
-    return base in metrics or (base == 'kid' and 'fid' in metrics)
+@dataclass
+class _EvalInputs:
+    "What an evaluation reads, checked and paired."
+    gen_files:list   # the generated images, in manifest order
+    rows:list|None   # the manifest's rows (None: no manifest)
+    mf:Path|None     # the manifest file
+    real_root:Path   # the folder of the real photos
+    dsrc:Path|None   # the dialogs' file or folder
+    ds:list|None     # the dialog of each generated image (None: not paired)
+    is_shapes:bool   # the dialogs are ShapesChat's
 
+def _eval_inputs(generated:Path, real:Path, metrics:list, manifest, dialogs)->_EvalInputs:
+    "The generated images, their manifest rows and their dialogs; one-line errors for what is missing or does not pair."
+    for name, p in (('generated', generated), ('real', real)):
+        if not p.is_dir(): raise D2IError(f"--{name} {p}: no such folder")
+    mf = Path(manifest) if manifest else (generated/MANIFEST if (generated/MANIFEST).exists() else None)
+    if manifest and not mf.is_file(): raise D2IError(f"manifest {mf} not found")
+    rows = load_manifest(mf) if mf else None
+    gen_files = [r['path'] for r in rows] if rows else list_images(generated)
+    real_root = real/'images' if (real/'images').is_dir() else real
+    dl, dsrc = _load_eval_dialogs(dialogs, real, real_root)
+    if {'attr', 'clip', 'clip_t'} & set(metrics):
+        if rows is None: raise D2IError(f"{generated}: 'attr', 'clip' and 'clip_t' need a manifest ({MANIFEST}) giving each image's dialogue id")
+        if dl is None: raise D2IError(f"{real}: 'attr', 'clip' and 'clip_t' need the dialogs: a ShapesChat/PhotoChat folder with dialogs.json, or --dialogs FILE")
+    ds = None
+    if rows is not None and dl is not None:
+        missing = [r['id'] for r in rows if str(r['id']) not in dl]
+        if missing: raise D2IError(f"{mf}: id {missing[0]!r} is not a dialogue_id of {dsrc} ({len(missing)} such rows)")
+        ds = [dl[str(r['id'])] for r in rows]
+    is_shapes = bool(ds) and all('shapes' in d.extra for d in ds) or (ds is None and dl is not None and all('shapes' in d.extra for d in dl.values()))
+    return _EvalInputs(gen_files, rows, mf, real_root, dsrc, ds, is_shapes)
+
+# %% ../nbs/08a_metrics.ipynb #6eaa3171
+def _usable_photos(uniq:list, # the evaluated dialogs, once each
+                   real_root:Path)->tuple[list, list]:
+    "The dialogs whose photo exists and opens, and a record of each one left out (one warning on stderr)."
+    have = [d for d in uniq if d.image_path is not None]
+    why = dict(zip((str(d.dialogue_id) for d in have), check_images([d.image_path for d in have], 16)))
+    skipped = [dict(dialogue_id=d.dialogue_id, photo_id=d.photo_id, photo=None if d.image_path is None else str(d.image_path),
+                    reason='no photo' if d.image_path is None else why[str(d.dialogue_id)])
+               for d in uniq if d.image_path is None or isinstance(why[str(d.dialogue_id)], str)]
+    if len(skipped) == len(uniq):
+        raise D2IError(f"{real_root}: no usable photo for any of the {len(uniq)} dialogs evaluated, e.g. dialogue_id {uniq[0].dialogue_id!r} (photo_id {uniq[0].photo_id!r}: expected {real_root}/<photo_id>.jpg)")
+    if skipped:
+        s0 = skipped[0]
+        print(f"warning: {len(skipped)} of the {len(uniq)} dialogs evaluated have no usable photo under {real_root} and are left out of the reference set "
+              f"(first: dialogue_id {s0['dialogue_id']!r}: {s0['reason']}); listed in reference.skipped", file=sys.stderr)
+    bad = {str(x['dialogue_id']) for x in skipped}
+    return [d for d in uniq if str(d.dialogue_id) not in bad], skipped
+
+def _reference_set(inp:_EvalInputs, metrics:list)->tuple:
+    "The reference images, their topics (None when unpaired), the usable dialogs, and the result's `reference` record (None: no reference needed)."
+    if inp.ds is not None:
+        uniq, skipped = list({str(d.dialogue_id): d for d in inp.ds}.values()), []
+        if {'fid', 'kid', 'clip'} & set(metrics): uniq, skipped = _usable_photos(uniq, inp.real_root)
+        ref = dict(set=f'the photos of the {len(uniq)} dialogs evaluated (ids from {inp.mf}, photos under {inp.real_root})', n=len(uniq), dialogs=str(inp.dsrc),
+                   skipped=skipped)
+        return [d.image_path for d in uniq], [photo_topic(d.photo_description) for d in uniq], uniq, ref
+    if {'fid', 'kid'} & set(metrics):
+        real_files = list_images(inp.real_root)
+        return real_files, None, None, dict(set=f'every image under {inp.real_root} (no manifest/dialogs: not paired with the generated images)', n=len(real_files))
+    return None, None, None, None
+
+# %% ../nbs/08a_metrics.ipynb #d9601bd2
 def _group_report(feats_g, feats_r, probs, splits:int, kid_subsets:int, kid_subset_size:int, seed:int)->dict:
     "FID, KID and IS of one set of generated features against one set of reference features (None where N is too small)."
     out = {}
@@ -693,6 +798,107 @@ def _group_report(feats_g, feats_r, probs, splits:int, kid_subsets:int, kid_subs
         out['is'], out['is_std'] = inception_score_from_probs(probs, min(splits, len(probs)))
     return out
 
+def _feature_net(feature_net:str, inception_weights, is_shapes:bool, dev, dt)->FeatureNet:
+    "The FID/IS network asked for; 'auto' is Inception, or the ShapesChat classifier for ShapesChat without Inception weights."
+    kind = feature_net if feature_net != 'auto' else ('inception' if inception_weights or not is_shapes else 'classifier')
+    if kind not in ('inception', 'classifier'): raise D2IError(f"--feature-net {feature_net!r}: choose from auto, inception, classifier")
+    if kind == 'inception' and not inception_weights:
+        raise D2IError(f"FID/KID/IS on real photos need torch-fidelity's InceptionV3 weights: download pt_inception-2015-12-05-6726825d.pth from {INCEPTION_URL} and pass --inception-weights PATH (no other network is substituted)")
+    return InceptionFeatureNet(inception_weights, dev, dt) if kind == 'inception' else ClassifierFeatureNet(device=dev, dtype=dt)
+
+# %% ../nbs/08a_metrics.ipynb #76c6e8ef
+def _fid_kid_is(over:dict, n_gen:int, n_real:int|None, probs, metrics:list, common:dict, cached:bool, t0:float, splits:int, kid_subsets:int)->dict:
+    "The 'fid', 'kid' and 'is' records of the whole set, from its `_group_report`."
+    res = {}
+    if {'fid', 'kid'} & set(metrics):
+        warn = None
+        if min(n_gen, n_real) < 2048:
+            warn = f"FID on {min(n_gen, n_real)} < 2048 images is biased (upwards, more so the fewer images): compare FIDs only at equal N; KID is unbiased"
+            print(f"warning: {warn}", file=sys.stderr)
+        if 'fid' in metrics:
+            res['fid'] = dict(value=over['fid'], n_generated=n_gen, n_real=n_real, **common, real_stats_cached=cached, seconds=round(time.time() - t0, 3),
+                              **({'warning': warn} if warn else {}))
+        if over.get('kid') is not None:
+            res['kid'] = dict(mean=over['kid'], std=over['kid_std'], subsets=kid_subsets, subset_size=over['kid_subset_size'],
+                              n_generated=n_gen, n_real=n_real, **common, definition="torchmetrics KernelInceptionDistance (polynomial kernel, degree 3) on the FID features")
+    if 'is' in metrics:
+        if probs is None: raise D2IError(f"feature network {common['feature_net']} gives no class probabilities for IS")
+        res['is'] = dict(mean=over['is'], std=over['is_std'], splits=min(splits, len(probs)), n=len(probs), classes=probs.shape[1], **common)
+    return res
+
+def _feature_metrics(net:FeatureNet, inp:_EvalInputs, real_files, real_topics, gen_topics, metrics:list, cache, batch_size:int, progress:bool,
+                     splits:int, kid_subsets:int, kid_subset_size:int, seed:int)->tuple[dict, dict]:
+    "The preprocessing, 'fid', 'kid' and 'is' records, and per topic the values asked for."
+    pre = f'{RESIZE} to {net.resolution}x{net.resolution}, the same for generated and reference images'
+    t0 = time.time()
+    fg, probs = feature_matrix(inp.gen_files, net, batch_size, keep_probs='is' in metrics, progress=progress)
+    fr, cached = real_features(real_files, net, cache, batch_size, progress) if {'fid', 'kid'} & set(metrics) else (None, False)
+    common = dict(resolution=net.resolution, resize=RESIZE, preprocessing=pre, feature_net=net.name, relative_only=net.relative_only)
+    opts = dict(splits=splits, kid_subsets=kid_subsets, kid_subset_size=kid_subset_size, seed=seed)
+    over = _group_report(fg, fr, probs if 'is' in metrics else None, **opts)
+    res = dict(preprocessing=pre, **_fid_kid_is(over, len(fg), None if fr is None else len(fr), probs, metrics, common, cached, t0, splits, kid_subsets))
+    topics = {}
+    for t in sorted(set(gen_topics or [])):
+        gi = [i for i, g in enumerate(gen_topics) if g == t]
+        ri = [i for i, g in enumerate(real_topics) if g == t] if fr is not None else None
+        topics[t] = dict(n=len(gi), **({} if ri is None else dict(n_real=len(ri))),
+                         **{k: v for k, v in _group_report(fg[gi], None if ri is None else fr[ri], None if probs is None else probs[gi], **opts).items() if _wanted(k, metrics)})
+    return res, topics
+
+# %% ../nbs/08a_metrics.ipynb #4c37c4f9
+def _topic_means(per:dict, # metric -> [N] per-image values (NaN: none)
+                 gen_topics:list|None, # the topic of each image
+                )->dict:
+    "Per topic: its N and the mean of each per-image value (None where no image of the topic has one)."
+    topics = {}
+    for t in sorted(set(gen_topics or [])):
+        gi = [i for i, g in enumerate(gen_topics) if g == t]
+        topics[t] = dict(n=len(gi), **{k: (float(np.nanmean(v[gi])) if np.isfinite(v[gi]).any() else None) for k, v in per.items()})
+    return topics
+
+def _clip_metrics(clip_model, inp:_EvalInputs, usable:list, gen_topics, metrics:list, dev, dt, batch_size:int, style:str)->tuple[dict, dict]:
+    "The 'clip' and 'clip_t' records, and per topic the mean of each per-image value."
+    if not clip_model: raise D2IError("'clip' and 'clip_t' need --clip-model (a CLIPModel folder)")
+    model, ds, res, per = load_clip(clip_model, dev, dt), inp.ds, {}, {}
+    ge = clip_image_embeddings(model, inp.gen_files, batch_size).double().numpy()
+    cdesc = dict(model=str(clip_model), resolution=model.config.vision_config.image_size, resize='CLIP preprocessing (bicubic short side, centre crop)')
+    if 'clip' in metrics:
+        ok_ids = {str(d.dialogue_id) for d in usable}
+        ok = [i for i, d in enumerate(ds) if str(d.dialogue_id) in ok_ids] # images whose dialog has a usable photo
+        per['clip'] = np.full(len(ge), np.nan)
+        per['clip'][ok] = (ge[ok] * clip_image_embeddings(model, [ds[i].image_path for i in ok], batch_size).double().numpy()).sum(-1)
+        res['clip'] = dict(mean=float(np.nanmean(per['clip'])), std=float(np.nanstd(per['clip'])), n=len(ok), **cdesc,
+                           definition='CLIP-I: cosine of the CLIP image embeddings of each generated image and its dialog photo')
+    if 'clip_t' in metrics:
+        tok = load_clip_tokenizer(clip_model)
+        res['clip_t'] = dict(definition='torchmetrics CLIPScore: 100 * max(cos(image, text), 0); texts cut to the text tower budget keeping EOS (dialogs: oldest turns dropped)',
+                             max_positions=model.config.text_config.max_position_embeddings, style=style, **cdesc)
+        for key, texts in (('description', [d.photo_description for d in ds]), ('dialog', ds)):
+            te, cut = clip_text_embeddings(model, tok, texts, batch_size, style)
+            per[f'clip_t_{key}'] = v = clip_scores(ge, te.double().numpy())
+            res['clip_t'][key] = dict(mean=float(v.mean()), std=float(v.std()), n=len(v), n_cut=cut)
+    return res, _topic_means(per, gen_topics)
+
+# %% ../nbs/08a_metrics.ipynb #fd08f0aa
+def _attr_metrics(inp:_EvalInputs, threshold:float, batch_size:int)->dict:
+    "The 'attr' record: each image judged against its ShapesChat dialog, overall and per linearization style."
+    truths = []
+    for r, d in zip(inp.rows, inp.ds):
+        t = d.extra.get('shapes')
+        if not t: raise D2IError(f"{inp.dsrc}: dialogue_id {r['id']!r}: no 'shapes' ground truth (not a ShapesChat record)")
+        truths.append(t)
+    res = evaluate_images(inp.gen_files, metrics=['attr'], truths=truths, threshold=threshold, batch_size=batch_size)['attr']
+    if inp.rows and any('style' in r for r in inp.rows):
+        by_style = defaultdict(list)
+        for i, r in enumerate(inp.rows): by_style[r.get('style', '')].append(i)
+        if len(by_style) > 1:
+            clf = load_classifier()
+            res['by_style'] = {s: {k: v for k, v in evaluate_images([inp.gen_files[i] for i in ix], metrics=['attr'], truths=[truths[i] for i in ix],
+                                                                    net=ClassifierFeatureNet(clf), threshold=threshold)['attr'].items() if k != 'by_pattern'}
+                               for s, ix in sorted(by_style.items())}
+    return res
+
+# %% ../nbs/08a_metrics.ipynb #59ee09db
 def evaluate_dirs(generated:str|Path, # folder of generated images (with `manifest.jsonl` for attr/clip/per-topic)
                   real:str|Path, # real images: a ShapesChat/PhotoChat folder (images/ + dialogs.json) or a folder of photos
                   metrics:str|list='fid,is', # comma-separated, from `EVAL_METRICS` (fid also gives kid)
@@ -712,137 +918,27 @@ def evaluate_dirs(generated:str|Path, # folder of generated images (with `manife
     "Evaluate a folder of generated images against the photos of their dialogs; every number states N, preprocessing and network, overall and per topic."
     metrics = _metric_list(metrics)
     generated, real = Path(generated), Path(real)
-    for name, p in (('generated', generated), ('real', real)):
-        if not p.is_dir(): raise D2IError(f"--{name} {p}: no such folder")
-    mf = Path(manifest) if manifest else (generated/MANIFEST if (generated/MANIFEST).exists() else None)
-    if manifest and not mf.is_file(): raise D2IError(f"manifest {mf} not found")
-    rows = load_manifest(mf) if mf else None
-    gen_files = [r['path'] for r in rows] if rows else list_images(generated)
-    real_root = real/'images' if (real/'images').is_dir() else real
-    dl, dsrc = _load_eval_dialogs(dialogs, real, real_root)
-    feat_ms = {'fid', 'kid', 'is'} & set(metrics)
-    if {'attr', 'clip', 'clip_t'} & set(metrics):
-        if rows is None: raise D2IError(f"{generated}: 'attr', 'clip' and 'clip_t' need a manifest ({MANIFEST}) giving each image's dialogue id")
-        if dl is None: raise D2IError(f"{real}: 'attr', 'clip' and 'clip_t' need the dialogs: a ShapesChat/PhotoChat folder with dialogs.json, or --dialogs FILE")
-    ds = None
-    if rows is not None and dl is not None:
-        missing = [r['id'] for r in rows if str(r['id']) not in dl]
-        if missing: raise D2IError(f"{mf}: id {missing[0]!r} is not a dialogue_id of {dsrc} ({len(missing)} such rows)")
-        ds = [dl[str(r['id'])] for r in rows]
-    is_shapes = bool(ds) and all('shapes' in d.extra for d in ds) or (ds is None and dl is not None and all('shapes' in d.extra for d in dl.values()))
+    inp = _eval_inputs(generated, real, metrics, manifest, dialogs)
     dev, dt = _device_dtype(device, dtype)
-    res = dict(generated=str(generated), real=str(real), n_generated=len(gen_files), metrics=metrics, device=str(dev), dtype=dtype, batch_size=batch_size)
-    # the reference set: the photos of the evaluated dialogs when they are known, else every image under REAL
-    if ds is not None:
-        uniq = list({str(d.dialogue_id): d for d in ds}.values())
-        skipped = []
-        if {'fid', 'kid', 'clip'} & set(metrics): # a photo missing or unreadable costs its dialog, not the evaluation
-            have = [d for d in uniq if d.image_path is not None]
-            why = dict(zip((str(d.dialogue_id) for d in have), check_images([d.image_path for d in have], 16)))
-            skipped = [dict(dialogue_id=d.dialogue_id, photo_id=d.photo_id, photo=None if d.image_path is None else str(d.image_path),
-                            reason='no photo' if d.image_path is None else why[str(d.dialogue_id)])
-                       for d in uniq if d.image_path is None or isinstance(why[str(d.dialogue_id)], str)]
-            if len(skipped) == len(uniq):
-                raise D2IError(f"{real_root}: no usable photo for any of the {len(uniq)} dialogs evaluated, e.g. dialogue_id {uniq[0].dialogue_id!r} (photo_id {uniq[0].photo_id!r}: expected {real_root}/<photo_id>.jpg)")
-            if skipped:
-                s0 = skipped[0]
-                print(f"warning: {len(skipped)} of the {len(uniq)} dialogs evaluated have no usable photo under {real_root} and are left out of the reference set "
-                      f"(first: dialogue_id {s0['dialogue_id']!r}: {s0['reason']}); listed in reference.skipped", file=sys.stderr)
-            bad = {str(x['dialogue_id']) for x in skipped}
-            uniq = [d for d in uniq if str(d.dialogue_id) not in bad]
-        real_files = [d.image_path for d in uniq]
-        real_topics = [photo_topic(d.photo_description) for d in uniq]
-        res['reference'] = dict(set=f'the photos of the {len(uniq)} dialogs evaluated (ids from {mf}, photos under {real_root})', n=len(uniq), dialogs=str(dsrc),
-                                skipped=skipped)
-    elif {'fid', 'kid'} & set(metrics):
-        real_files, real_topics = list_images(real_root), None
-        res['reference'] = dict(set=f'every image under {real_root} (no manifest/dialogs: not paired with the generated images)', n=len(real_files))
-    gen_topics = [photo_topic(d.photo_description) for d in ds] if ds is not None else None
-    groups = {} # topic -> per-metric values, filled below
-    if feat_ms:
-        kind = feature_net if feature_net != 'auto' else ('inception' if inception_weights or not is_shapes else 'classifier')
-        if kind not in ('inception', 'classifier'): raise D2IError(f"--feature-net {feature_net!r}: choose from auto, inception, classifier")
-        if kind == 'inception' and not inception_weights:
-            raise D2IError(f"FID/KID/IS on real photos need torch-fidelity's InceptionV3 weights: download pt_inception-2015-12-05-6726825d.pth from {INCEPTION_URL} and pass --inception-weights PATH (no other network is substituted)")
-        net = InceptionFeatureNet(inception_weights, dev, dt) if kind == 'inception' else ClassifierFeatureNet(device=dev, dtype=dt)
-        pre = f'{RESIZE} to {net.resolution}x{net.resolution}, the same for generated and reference images'
-        res['preprocessing'] = pre
-        t0 = time.time()
-        fg, probs = feature_matrix(gen_files, net, batch_size, keep_probs='is' in metrics, progress=progress)
-        fr, cached = real_features(real_files, net, cache, batch_size, progress) if {'fid', 'kid'} & set(metrics) else (None, False)
-        common = dict(resolution=net.resolution, resize=RESIZE, preprocessing=pre, feature_net=net.name, relative_only=net.relative_only)
-        over = _group_report(fg, fr, probs if 'is' in metrics else None, splits, kid_subsets, kid_subset_size, seed)
-        if {'fid', 'kid'} & set(metrics):
-            warn = None
-            if min(len(fg), len(fr)) < 2048:
-                warn = f"FID on {min(len(fg), len(fr))} < 2048 images is biased (upwards, more so the fewer images): compare FIDs only at equal N; KID is unbiased"
-                print(f"warning: {warn}", file=sys.stderr)
-            if 'fid' in metrics:
-                res['fid'] = dict(value=over['fid'], n_generated=len(fg), n_real=len(fr), **common, real_stats_cached=cached, seconds=round(time.time() - t0, 3),
-                                  **({'warning': warn} if warn else {}))
-            if over.get('kid') is not None:
-                res['kid'] = dict(mean=over['kid'], std=over['kid_std'], subsets=kid_subsets, subset_size=over['kid_subset_size'],
-                                  n_generated=len(fg), n_real=len(fr), **common, definition="torchmetrics KernelInceptionDistance (polynomial kernel, degree 3) on the FID features")
-        if 'is' in metrics:
-            if probs is None: raise D2IError(f"feature network {net.name} gives no class probabilities for IS")
-            res['is'] = dict(mean=over['is'], std=over['is_std'], splits=min(splits, len(probs)), n=len(probs), classes=probs.shape[1], **common)
-        if gen_topics is not None:
-            for t in sorted(set(gen_topics)):
-                gi = [i for i, g in enumerate(gen_topics) if g == t]
-                ri = [i for i, g in enumerate(real_topics) if g == t] if fr is not None else None
-                groups[t] = dict(n=len(gi), **({} if ri is None else dict(n_real=len(ri))),
-                                 **{k: v for k, v in _group_report(fg[gi], None if ri is None else fr[ri], None if probs is None else probs[gi],
-                                                                    splits, kid_subsets, kid_subset_size, seed).items() if _wanted(k, metrics)})
-    if {'clip', 'clip_t'} & set(metrics):
-        if not clip_model: raise D2IError("'clip' and 'clip_t' need --clip-model (a CLIPModel folder)")
-        model = load_clip(clip_model, dev, dt)
-        ge = clip_image_embeddings(model, gen_files, batch_size).double().numpy()
-        per = {}
-        cdesc = dict(model=str(clip_model), resolution=model.config.vision_config.image_size, resize='CLIP preprocessing (bicubic short side, centre crop)')
-        if 'clip' in metrics:
-            usable = {str(d.dialogue_id) for d in uniq}
-            ok = [i for i, d in enumerate(ds) if str(d.dialogue_id) in usable] # images whose dialog has a usable photo
-            per['clip'] = np.full(len(ge), np.nan)
-            per['clip'][ok] = (ge[ok] * clip_image_embeddings(model, [ds[i].image_path for i in ok], batch_size).double().numpy()).sum(-1)
-            res['clip'] = dict(mean=float(np.nanmean(per['clip'])), std=float(np.nanstd(per['clip'])), n=len(ok), **cdesc,
-                               definition='CLIP-I: cosine of the CLIP image embeddings of each generated image and its dialog photo')
-        if 'clip_t' in metrics:
-            tok = load_clip_tokenizer(clip_model)
-            res['clip_t'] = dict(definition='torchmetrics CLIPScore: 100 * max(cos(image, text), 0); texts cut to the text tower budget keeping EOS (dialogs: oldest turns dropped)',
-                                 max_positions=model.config.text_config.max_position_embeddings, style=style, **cdesc)
-            for key, texts in (('description', [d.photo_description for d in ds]), ('dialog', ds)):
-                te, cut = clip_text_embeddings(model, tok, texts, batch_size, style)
-                per[f'clip_t_{key}'] = v = clip_scores(ge, te.double().numpy())
-                res['clip_t'][key] = dict(mean=float(v.mean()), std=float(v.std()), n=len(v), n_cut=cut)
-        if gen_topics is not None:
-            for t in sorted(set(gen_topics)):
-                gi = [i for i, g in enumerate(gen_topics) if g == t]
-                groups.setdefault(t, dict(n=len(gi))).update({k: (float(np.nanmean(v[gi])) if np.isfinite(v[gi]).any() else None) for k, v in per.items()})
-    truths = None
-    if 'attr' in metrics:
-        truths = []
-        for r, d in zip(rows, ds):
-            t = d.extra.get('shapes')
-            if not t: raise D2IError(f"{dsrc}: dialogue_id {r['id']!r}: no 'shapes' ground truth (not a ShapesChat record)")
-            truths.append(t)
-        res.update(evaluate_images(gen_files, metrics=['attr'], truths=truths, threshold=threshold, batch_size=batch_size))
-        if rows and any('style' in r for r in rows):
-            by_style = defaultdict(list)
-            for i, r in enumerate(rows): by_style[r.get('style', '')].append(i)
-            if len(by_style) > 1:
-                clf = load_classifier()
-                res['attr']['by_style'] = {s: {k: v for k, v in evaluate_images([gen_files[i] for i in ix], metrics=['attr'], truths=[truths[i] for i in ix],
-                                                                                  net=ClassifierFeatureNet(clf), threshold=threshold)['attr'].items() if k != 'by_pattern'}
-                                           for s, ix in sorted(by_style.items())}
+    res = dict(generated=str(generated), real=str(real), n_generated=len(inp.gen_files), metrics=metrics, device=str(dev), dtype=dtype, batch_size=batch_size)
+    real_files, real_topics, usable, ref = _reference_set(inp, metrics)
+    if ref is not None: res['reference'] = ref
+    gen_topics = [photo_topic(d.photo_description) for d in inp.ds] if inp.ds is not None else None
+    groups = {} # topic -> per-metric values
+    def add(part): # a step's records join the result, its per-topic values join that topic's row
+        out, topics = part; res.update(out)
+        for t, v in topics.items(): groups.setdefault(t, {}).update(v)
+    if {'fid', 'kid', 'is'} & set(metrics):
+        net = _feature_net(feature_net, inception_weights, inp.is_shapes, dev, dt)
+        add(_feature_metrics(net, inp, real_files, real_topics, gen_topics, metrics, cache, batch_size, progress, splits, kid_subsets, kid_subset_size, seed))
+    if {'clip', 'clip_t'} & set(metrics): add(_clip_metrics(clip_model, inp, usable, gen_topics, metrics, dev, dt, batch_size, style))
+    if 'attr' in metrics: res['attr'] = _attr_metrics(inp, threshold, batch_size)
     if groups:
         res['by_topic'] = {t: groups[t] for t in sorted(groups, key=lambda t: (-groups[t]['n'], t))}
         res['topics'] = 'linearize.photo_topic of each dialog photo_description; per-topic FID/KID against the reference photos of that topic'
     return res
 
-# %% ../nbs/08a_metrics.ipynb #7ad9c72a
-from fastcore.script import Param
-from .core import cli_command, float_in, int_in, unit_float
-
+# %% ../nbs/08a_metrics.ipynb #a37c1a89
 def _evaluate_main(generated:Param('folder of generated images (with manifest.jsonl for per-dialog reference, clip, clip_t, attr, per-topic)', str)=None,
                    real:Param('real photos: a folder of images, or a ShapesChat/PhotoChat folder (images/ + dialogs.json)', str)=None,
                    dialogs:Param('PhotoChat JSON file or folder of the evaluated dialogs (default REAL/dialogs.json); photos are paired under REAL', str)=None,
@@ -873,13 +969,12 @@ def _evaluate_main(generated:Param('folder of generated images (with manifest.js
 
 evaluate_cli = cli_command(_evaluate_main, 'd2i evaluate', aliases={'--batch': '--batch-size'})
 
-# %% ../nbs/08a_metrics.ipynb #ce7d2a1a
+# %% ../nbs/08a_metrics.ipynb #53d87b40
 def plot_by_topic(result:dict, # from `evaluate_dirs` (with `by_topic`)
                   keys:tuple=('clip_t_dialog', 'clip_t_description', 'clip', 'fid', 'kid', 'is'), # metrics to draw, where present
                   figsize_per:tuple=(3.0, 2.4), # inches per panel
                  ):
     "One bar panel per metric: its value per photo topic, the topic's N under each bar, the overall value as a line."
-    import matplotlib.pyplot as plt
     bt = result.get('by_topic')
     if not bt: raise D2IError("the result has no per-topic breakdown (it needs a manifest and the dialogs)")
     keys = [k for k in keys if any(v.get(k) is not None for v in bt.values())]
