@@ -21,7 +21,7 @@ from .backbones import Backbone, shapes_backbone
 from .pipeline import DialogToImagePipeline, image_seed, to_pil
 from .finetune import ema_weights, finetune
 from .classifier import predict
-from .metrics import ClassifierFeatureNet, evaluate_images, attribute_metrics, image_features
+from .metrics import ClassifierFeatureNet, evaluate_images, attribute_metrics, attribute_judgements, image_features
 from .report import (MODEL, UNFROZEN, METRICS, ROW_KEYS, PER_IMAGE, load_stages, plot_metrics, plot_losses, stage_grid,
                             results_table, pattern_table, write_outputs, aggregate_runs, ci_table, plot_aggregate, compare_cells,
                             default_contrasts, contrast_table, pattern_summary, write_seed_summary)
@@ -99,17 +99,13 @@ def score_images(images:torch.Tensor, # [N,3,H,W] in [-1,1]
     res = evaluate_images(pils, metrics=('fid', 'is') if real_stats is not None else ('is',), net=net, real_stats=real_stats)
     preds, confs = predict(net.clf, images.float())
     a = attribute_metrics(preds, confs, truths, threshold)
-    attrs = list(preds[0])
-    joint = [all(p[k] == t['sharer_object'][k] for k in attrs) for p,t in zip(preds, truths)]
-    dis = [t.get('distractor_object') is not None and all(p[k] == t['distractor_object'][k] for k in attrs) for p,t in zip(preds, truths)]
-    coh = [min(c.values()) >= threshold and (j or d) for c,j,d in zip(confs, joint, dis)]
+    j = attribute_judgements(preds, confs, truths, threshold) # the per-image judgements `attribute_metrics` summarises
     out = dict(fid=res['fid']['value'] if 'fid' in res else None, **{'is': res['is']['mean'], 'is_std': res['is']['std']},
                attr_acc=a['attr_acc'], coherence=a['coherence'], distractor_acc=a['distractor_acc'], n=a['n'],
                per_attribute=a['per_attribute'], feature_net=net.name,
                by_pattern={k: dict(n=v['n'], attr_acc=v['attr_acc'], coherence=v['coherence'], distractor_acc=v['distractor_acc'])
                            for k,v in a['by_pattern'].items()})
-    per = dict(joint=[int(x) for x in joint], coherent=[int(x) for x in coh], distractor=[int(x) for x in dis],
-               pattern=[t.get('pattern', '') for t in truths])
+    per = {k: [int(x) for x in j[k]] for k in PER_IMAGE.values()} | dict(pattern=list(j['pattern'])) # the stage files' lists
     return out, per
 
 # %% ../nbs/09_experiment.ipynb #bcd77535

@@ -22,19 +22,19 @@ from .core import D2IError, atomic_dir, atomic_write, atomic_write_json, cli_com
 from .data import load_photochat
 from .linearize import clip_tokenizer, linearize, linearize_tokens, photo_topic
 from .datasets import check_images
+from .backbones import CLIP_MEAN, CLIP_STD # CLIP's pixel statistics have their home with the backbones
 from .pipeline import read_manifest
 from .classifier import AttributeClassifier, cache_dir, load_classifier, predict
 
 # %% auto #0
-__all__ = ['RESIZE', 'IMG_EXTS', 'INCEPTION_URL', 'INCEPTION_SHA256_PREFIX', 'CLIP_MEAN', 'CLIP_STD', 'MANIFEST', 'EVAL_METRICS',
-           'evaluate_cli', 'FeatureStats', 'frechet_distance', 'fid_from_features', 'inception_score_from_probs',
-           'ptb_tokenize', 'cider_scores', 'cider', 'list_images', 'resize_float', 'image_batches', 'FeatureNet',
-           'InceptionFeatureNet', 'write_random_inception_weights', 'image_features', 'real_statistics',
-           'feature_matrix', 'real_features', 'clip_pixels', 'load_clip', 'clip_image_embeddings',
-           'clip_image_similarity', 'write_tiny_clip', 'load_clip_tokenizer', 'clip_text_inputs',
-           'clip_text_embeddings', 'clip_scores', 'ClassifierFeatureNet', 'attribute_judgements', 'attribute_metrics',
-           'kid_from_features', 'evaluate_images', 'summary', 'load_manifest', 'evaluate_dirs', 'plot_by_topic',
-           'cache_dir']
+__all__ = ['RESIZE', 'IMG_EXTS', 'INCEPTION_URL', 'INCEPTION_SHA256_PREFIX', 'MANIFEST', 'EVAL_METRICS', 'evaluate_cli',
+           'FeatureStats', 'frechet_distance', 'fid_from_features', 'inception_score_from_probs', 'ptb_tokenize',
+           'cider_scores', 'cider', 'list_images', 'resize_float', 'image_batches', 'FeatureNet', 'InceptionFeatureNet',
+           'write_random_inception_weights', 'image_features', 'real_statistics', 'feature_matrix', 'real_features',
+           'clip_pixels', 'load_clip', 'clip_image_embeddings', 'clip_image_similarity', 'write_tiny_clip',
+           'load_clip_tokenizer', 'clip_text_inputs', 'clip_text_embeddings', 'clip_scores', 'ClassifierFeatureNet',
+           'attribute_judgements', 'attribute_metrics', 'kid_from_features', 'evaluate_images', 'summary',
+           'load_manifest', 'evaluate_dirs', 'plot_by_topic', 'cache_dir']
 
 # %% ../nbs/08a_metrics.ipynb #f76eba10
 class FeatureStats:
@@ -413,8 +413,6 @@ def real_features(paths:list, # real image files
     return x, False
 
 # %% ../nbs/08a_metrics.ipynb #7ad9c72a
-CLIP_MEAN, CLIP_STD = (0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711)
-
 def clip_pixels(images:list, # PIL images or paths
                 size:int, # the vision tower's image size
                )->torch.Tensor:

@@ -25,7 +25,8 @@ from .linearize import linearize
 from .shapeschat import ATTRIBUTES, CAPTIONS, object_words, render_object, shapes_vocab
 from .pipeline import DialogToImagePipeline, image_seed, _fname
 from .classifier import load_classifier, to_input
-from .metrics import cider_scores, CLIP_MEAN, CLIP_STD, clip_image_embeddings, list_images, load_clip
+from .backbones import CLIP_MEAN, CLIP_STD
+from .metrics import cider_scores, clip_image_embeddings, list_images, load_clip
 
 # %% auto #0
 __all__ = ['CAPTION_SPECIALS', 'TINY_WORDS', 'DATA_FORMATS', 'PAPER_PROTOCOL', 'DTYPES', 'roundtrip_cli', 'caption_tokenizer',

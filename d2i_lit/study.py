@@ -23,11 +23,12 @@ from .backbones import Backbone
 from .metrics import ClassifierFeatureNet
 from .finetune import finetune, ema_weights
 from .experiment import DEFAULT, sample_cell, score_images, fit_newest
+from .report import PER_IMAGE, load_stages
 
 # %% auto #0
-__all__ = ['PER_IMAGE_KEYS', 'mentions', 'context_survival', 'survival_summary', 'paired_loss_contrast', 'shapes_survival',
-           'stage_cells', 'paired_ci', 'study_cells', 'condition_table', 'pooled_contrasts', 'factor_effect',
-           'plot_conditions', 'EvalEvery', 'curve_dataset', 'learning_curve', 'curve_frame', 'plot_curves']
+__all__ = ['mentions', 'context_survival', 'survival_summary', 'paired_loss_contrast', 'shapes_survival', 'stage_cells',
+           'paired_ci', 'study_cells', 'condition_table', 'pooled_contrasts', 'factor_effect', 'plot_conditions',
+           'EvalEvery', 'curve_dataset', 'learning_curve', 'curve_frame', 'plot_curves']
 
 # %% ../nbs/09c_study.ipynb #08ffa838
 def mentions(label:str, # an object label, lower case ('tin can')
@@ -131,8 +132,6 @@ def paired_ci(d:np.ndarray, # per-image differences
     return float(d.mean()), *(float(x) for x in np.percentile(b, [2.5, 97.5]))
 
 # %% ../nbs/09c_study.ipynb #35ec5080
-PER_IMAGE_KEYS = ('joint', 'coherent', 'distractor', 'pattern')
-
 def study_cells(runs:dict, # {name: `d2i demo` run folder}
                )->list[dict]:
     "One record per finished evaluation cell of `runs`: run name, seed, budget, corpus, model, style, stage and per-image lists."
@@ -141,7 +140,7 @@ def study_cells(runs:dict, # {name: `d2i demo` run folder}
         s = json.loads((Path(run)/'config.json').read_text())['settings']
         for (model, style, stage), per in stage_cells(run).items():
             out.append(dict(run=name, seed=s['seed'], budget=s['text_budget'] if s['text'] == 'clip' else None,
-                            corpus=s['pretrain_corpus'], model=model, style=style, stage=stage, **{k: per[k] for k in PER_IMAGE_KEYS}))
+                            corpus=s['pretrain_corpus'], model=model, style=style, stage=stage, **{k: per[k] for k in (*PER_IMAGE.values(), 'pattern')}))
     return out
 
 # %% ../nbs/09c_study.ipynb #4d084c3d
