@@ -4,11 +4,17 @@
 
 # %% ../nbs/06_pipeline.ipynb #2c82a90f
 from __future__ import annotations
-import contextlib, hashlib, json, os, re, sys
+import contextlib, hashlib, json, os, re, sys, warnings
 from pathlib import Path
 import numpy as np, torch
 from PIL import Image
+from accelerate import PartialState
+from diffusers import DDIMScheduler, DPMSolverMultistepScheduler
+from diffusers.utils.torch_utils import randn_tensor
+from fastcore.basics import patch
 from fastcore.script import Param
+from fastprogress.fastprogress import progress_bar
+from torchvision.utils import make_grid
 from .core import D2IError, atomic_write, atomic_write_json, atomic_save_image, set_threads
 from .data import Dialog, Turn, load_photochat, load_sample
 from .core import cli_command, float_in, int_in, pos_int, run_lock
@@ -17,7 +23,7 @@ from .backbones import Backbone, load_backbone
 
 # %% auto #0
 __all__ = ['REFERENCES', 'SCHEDULERS', 'generate_cli', 'dialog_prompts', 'make_scheduler', 'to_pil', 'DialogToImagePipeline',
-           'image_seed', 'read_manifest', 'generate_to_dir']
+           'sample_texts', 'image_grid', 'image_seed', 'read_manifest', 'generate_to_dir']
 
 # %% ../nbs/06_pipeline.ipynb #2ed3600b
 REFERENCES = ('caption', 'last')
@@ -44,14 +50,13 @@ def dialog_prompts(dialogs:list, # `Dialog`s, lists of `Turn`s or (speaker, text
         for i,r in zip(todo, linearize_many([dialogs[i] for i in todo], style, tokenizer, budget)): out[i] = r.text
     return out
 
-# %% ../nbs/06_pipeline.ipynb #b350c636
+# %% ../nbs/06_pipeline.ipynb #6a466658
 SCHEDULERS = ('ddim', 'dpm')
 
 def make_scheduler(name:str, # 'ddim' or 'dpm'
                    config, # a training scheduler's config (`backbone.noise_scheduler.config`)
                   ):
     "A diffusers sampling scheduler configured from the backbone's training schedule."
-    from diffusers import DDIMScheduler, DPMSolverMultistepScheduler
     # every setting explicit: diffusers would otherwise let the sampler's own defaults replace values the training
     # config only holds by default, and a config read back from disk (all explicit) would then sample differently
     config = {k:v for k,v in dict(config).items() if not k.startswith('_')}
@@ -59,13 +64,14 @@ def make_scheduler(name:str, # 'ddim' or 'dpm'
     if name == 'dpm': return DPMSolverMultistepScheduler.from_config(config, algorithm_type='dpmsolver++', solver_order=2)
     raise D2IError(f"unknown scheduler {name!r}; choose from {', '.join(SCHEDULERS)}")
 
+# %% ../nbs/06_pipeline.ipynb #1880dfb1
 def to_pil(x:torch.Tensor, # images `[B,3,H,W]` in [-1,1]
           )->list[Image.Image]:
     "Images in [-1,1] -> PIL, rounded as diffusers rounds."
     a = (x.float() / 2 + 0.5).clamp(0, 1).cpu().permute(0, 2, 3, 1).numpy()
     return [Image.fromarray(i) for i in (a * 255).round().astype('uint8')]
 
-# %% ../nbs/06_pipeline.ipynb #a73fb6e8
+# %% ../nbs/06_pipeline.ipynb #fbe9a19e
 class DialogToImagePipeline:
     "Generate the photo a dialog is about: linearize within the token budget, then sample with classifier-free guidance."
     def __init__(self, backbone:Backbone, # the text-to-image model
@@ -83,76 +89,101 @@ class DialogToImagePipeline:
         if isinstance(dialogs, (str, Dialog)): dialogs = [dialogs]
         return dialog_prompts(list(dialogs), style, self.backbone.tokenizer, self.backbone.text_budget)
 
-    @torch.no_grad()
-    def sample(self, prompts:list[str], # one text per image
-               steps:int=25, # sampler steps
-               guidance:float=7.5, # classifier-free guidance scale; <= 1 turns it off
-               generator:torch.Generator|list[torch.Generator]|None=None, # seeds the initial noise (a list: one per image)
-               latents:torch.Tensor|None=None, # initial noise, instead of drawing it
-              )->torch.Tensor:
-        "Images `[B,3,H,W]` in [-1,1] for `prompts` (one batch)."
-        from diffusers.utils.torch_utils import randn_tensor
-        bb, sched, n = self.backbone, self.scheduler, len(prompts)
-        cfg = guidance > 1
-        emb = bb.encode_prompts(list(prompts))
-        if cfg: emb = torch.cat([bb.encode_prompts(['']).expand(n, -1, -1), emb])
-        x = latents.to(bb.device, bb.dtype) if latents is not None else randn_tensor((n, *bb.sample_shape), generator=generator, device=bb.device, dtype=bb.dtype)
-        sched.set_timesteps(steps, device=bb.device)
-        x = x * sched.init_noise_sigma
-        for t in sched.timesteps:
-            xin = sched.scale_model_input(torch.cat([x, x]) if cfg else x, t)
-            out = bb.predict(xin, t, emb)
-            if cfg:
-                u, c = out.chunk(2)
-                out = u + guidance * (c - u)
-            x = sched.step(out, t, x, return_dict=False)[0]
-        return bb.decode(x)
+# %% ../nbs/06_pipeline.ipynb #87f18d83
+@patch
+@torch.no_grad()
+def sample(self:DialogToImagePipeline, prompts:list[str], # one text per image
+           steps:int=25, # sampler steps
+           guidance:float=7.5, # classifier-free guidance scale; <= 1 turns it off
+           generator:torch.Generator|list[torch.Generator]|None=None, # seeds the initial noise (a list: one per image)
+           latents:torch.Tensor|None=None, # initial noise, instead of drawing it
+          )->torch.Tensor:
+    "Images `[B,3,H,W]` in [-1,1] for `prompts` (one batch)."
+    bb, sched, n = self.backbone, self.scheduler, len(prompts)
+    cfg = guidance > 1
+    emb = bb.encode_prompts(list(prompts))
+    if cfg: emb = torch.cat([bb.encode_prompts(['']).expand(n, -1, -1), emb])
+    x = latents.to(bb.device, bb.dtype) if latents is not None else randn_tensor((n, *bb.sample_shape), generator=generator, device=bb.device, dtype=bb.dtype)
+    sched.set_timesteps(steps, device=bb.device)
+    x = x * sched.init_noise_sigma
+    for t in sched.timesteps:
+        xin = sched.scale_model_input(torch.cat([x, x]) if cfg else x, t)
+        out = bb.predict(xin, t, emb)
+        if cfg:
+            u, c = out.chunk(2)
+            out = u + guidance * (c - u)
+        x = sched.step(out, t, x, return_dict=False)[0]
+    return bb.decode(x)
 
-    def __call__(self, dialogs:list, # `Dialog`s, lists of (speaker, text) turns, or prompt strings
-                 style:str='hash', # a linearization style or a reference ('caption', 'last')
-                 steps:int=25, # sampler steps
-                 guidance:float=7.5, # classifier-free guidance scale
-                 generator:torch.Generator|list[torch.Generator]|None=None, # seeds the noise; a list gives one generator per item
-                 batch_size:int=8, # images per forward pass
-                 output_type:str='pil', # 'pil' or 'pt' (a tensor in [-1,1])
-                )->list[Image.Image]|torch.Tensor:
-        "Generate one image per item, in batches."
-        ps = self.prompts(dialogs, style)
-        if isinstance(generator, list) and len(generator) != len(ps): raise D2IError(f"{len(generator)} generators for {len(ps)} items")
-        mods = [m for m in self.backbone.modules.values() if m.training]
-        for m in mods: m.eval()  # sampling during fine-tuning: no dropout; restored below
-        try:
-            outs = [self.sample(ps[i:i+batch_size], steps, guidance, generator[i:i+batch_size] if isinstance(generator, list) else generator)
-                    for i in range(0, len(ps), batch_size)]
-        finally:
-            for m in mods: m.train()
-        x = torch.cat(outs) if outs else torch.zeros(0, 3, self.backbone.resolution, self.backbone.resolution)
-        return x if output_type == 'pt' else to_pil(x)
+# %% ../nbs/06_pipeline.ipynb #b693b31b
+@patch
+def __call__(self:DialogToImagePipeline, dialogs:list, # `Dialog`s, lists of (speaker, text) turns, or prompt strings
+             style:str='hash', # a linearization style or a reference ('caption', 'last')
+             steps:int=25, # sampler steps
+             guidance:float=7.5, # classifier-free guidance scale
+             generator:torch.Generator|list[torch.Generator]|None=None, # seeds the noise; a list gives one generator per item
+             batch_size:int=8, # images per forward pass
+             output_type:str='pil', # 'pil' or 'pt' (a tensor in [-1,1])
+            )->list[Image.Image]|torch.Tensor:
+    "Generate one image per item, in batches."
+    ps = self.prompts(dialogs, style)
+    if isinstance(generator, list) and len(generator) != len(ps): raise D2IError(f"{len(generator)} generators for {len(ps)} items")
+    mods = [m for m in self.backbone.modules.values() if m.training]
+    for m in mods: m.eval()  # sampling during fine-tuning: no dropout; restored below
+    try:
+        outs = [self.sample(ps[i:i+batch_size], steps, guidance, generator[i:i+batch_size] if isinstance(generator, list) else generator)
+                for i in range(0, len(ps), batch_size)]
+    finally:
+        for m in mods: m.train()
+    x = torch.cat(outs) if outs else torch.zeros(0, 3, self.backbone.resolution, self.backbone.resolution)
+    return x if output_type == 'pt' else to_pil(x)
 
-    def save_pretrained(self, path:str|Path, # folder, replaced atomically
-                       )->Path:
-        "Save the backbone (diffusers layout) and the sampler choice."
-        path = self.backbone.save_pretrained(path)
-        atomic_write_json(Path(path)/'d2i_pipeline.json', dict(scheduler=self.scheduler_name))
-        return path
+# %% ../nbs/06_pipeline.ipynb #f1596c5b
+@patch
+def save_pretrained(self:DialogToImagePipeline, path:str|Path, # folder, replaced atomically
+                   )->Path:
+    "Save the backbone (diffusers layout) and the sampler choice."
+    path = self.backbone.save_pretrained(path)
+    atomic_write_json(Path(path)/'d2i_pipeline.json', dict(scheduler=self.scheduler_name))
+    return path
 
-    @classmethod
-    def from_pretrained(cls, name_or_path:str|Path, # a saved pipeline or backbone folder, a hub id, or a `load_backbone` name
-                        scheduler:str|None=None, # override the saved sampler
-                        **kw, # passed to `load_backbone` (device, dtype, seed, ...)
-                       ):
-        "Load a pipeline from a folder written by `save_pretrained`, a real model, or a tiny/shapes name."
-        p = Path(str(name_or_path)).expanduser()/'d2i_pipeline.json'
-        saved = json.loads(p.read_text()).get('scheduler') if p.exists() else None
-        return cls(load_backbone(name_or_path, **kw), scheduler or saved or 'dpm')
+@patch(cls_method=True)
+def from_pretrained(cls:DialogToImagePipeline, name_or_path:str|Path, # a saved pipeline or backbone folder, a hub id, or a `load_backbone` name
+                    scheduler:str|None=None, # override the saved sampler
+                    **kw, # passed to `load_backbone` (device, dtype, seed, ...)
+                   ):
+    "Load a pipeline from a folder written by `save_pretrained`, a real model, or a tiny/shapes name."
+    p = Path(str(name_or_path)).expanduser()/'d2i_pipeline.json'
+    saved = json.loads(p.read_text()).get('scheduler') if p.exists() else None
+    return cls(load_backbone(name_or_path, **kw), scheduler or saved or 'dpm')
 
-# %% ../nbs/06_pipeline.ipynb #43ff15b8
+# %% ../nbs/06_pipeline.ipynb #19c2cb37
+@torch.no_grad()
+def sample_texts(backbone, texts:list[str], seeds:list[int], steps:int=10, # DDIM steps
+                 guidance:float=3.0, # classifier-free guidance scale; "" is the unconditional text
+                )->torch.Tensor:
+    "Images in [-1,1] for `texts`, one seed each: the pipeline's DDIM sampler with classifier-free guidance."
+    gens = [torch.Generator(backbone.device).manual_seed(s) for s in seeds]
+    imgs = DialogToImagePipeline(backbone, 'ddim')(list(texts), steps=steps, guidance=guidance, generator=gens,
+                                                   batch_size=len(texts), output_type='pt')
+    return imgs.float().clamp(-1, 1)
+
+# %% ../nbs/06_pipeline.ipynb #44de36d8
+def image_grid(images:torch.Tensor, # `[B,3,H,W]` in [-1,1]
+               nrow:int=8, # images per row
+              )->Image.Image:
+    "A PIL grid of images in [-1,1]."
+    g = make_grid(((images.float().cpu() + 1)/2).clamp(0, 1), nrow=nrow, padding=1)
+    return Image.fromarray((g.permute(1, 2, 0).numpy()*255).round().astype(np.uint8))
+
+# %% ../nbs/06_pipeline.ipynb #5775910e
 def image_seed(seed:int, # the run's seed
                id, # the item's id
               )->int:
     "A per-image seed from (run seed, item id): stable across processes, batches and resumes."
     return int.from_bytes(hashlib.sha256(f'{seed}:{id}'.encode()).digest()[:8], 'little') >> 1
 
+# %% ../nbs/06_pipeline.ipynb #f902453c
 def _items(dialogs)->list[tuple]:
     "(id, item) pairs: a dict's keys, a `Dialog`'s `dialogue_id`, else the position."
     pairs = list(dialogs.items()) if isinstance(dialogs, dict) else [(d.dialogue_id if isinstance(d, Dialog) else i, d) for i,d in enumerate(dialogs)]
@@ -189,7 +220,32 @@ def _consolidate(out:Path, order:dict)->list[dict]:
     for f in parts: f.unlink()
     return recs
 
-# %% ../nbs/06_pipeline.ipynb #bdf2aa03
+# %% ../nbs/06_pipeline.ipynb #5ff63794
+def _generate_share(pipe:DialogToImagePipeline, items:list[tuple], prompts:list[str], out:Path, part:Path, style:str, seed:int,
+                    steps:int, guidance:float, batch_size:int, progress:bool):
+    "Generate this process's `(id, item)`s into `out/images/`, appending each batch's manifest lines to `part` after its images."
+    batches = range(0, len(items), batch_size)
+    with open(part, 'a') as f:
+        for i in (progress_bar(batches) if progress and len(batches) else batches):
+            ks, ps = [k for k,_ in items[i:i+batch_size]], prompts[i:i+batch_size]
+            seeds = [image_seed(seed, k) for k in ks]
+            x = pipe(ps, style, steps, guidance, [torch.Generator().manual_seed(s) for s in seeds], batch_size=len(ps), output_type='pt')
+            ok = torch.isfinite(x.float()).flatten(1).all(1).tolist() # NaN/inf decoder output (broken weights, fp16 overflow): no image
+            lines = []
+            for k,p,s,img,good in zip(ks, ps, seeds, to_pil(torch.nan_to_num(x)), ok):
+                if not good: continue
+                atomic_save_image(img, out/'images'/_fname(k))
+                lines.append(json.dumps(dict(id=k, style=style, seed=s, prompt=p, file=f'images/{_fname(k)}'), ensure_ascii=False) + '\n')
+            f.writelines(lines); f.flush(); os.fsync(f.fileno())
+
+def _report_unfinished(n_items:int, recs:list[dict], out:Path):
+    "After every process has finished, an item without a record had no finite image: warn on stderr, or fail when none had."
+    if len(recs) >= n_items: return
+    bad = n_items - len(recs)
+    if not recs: raise D2IError(f"all {bad} images are not finite (NaN or infinite decoder output: broken weights, or fp16 overflow?); nothing written to {out/'manifest.jsonl'}")
+    print(f"warning: {bad} of {n_items} images are not finite (NaN or infinite decoder output) and are left out of {out/'manifest.jsonl'}", file=sys.stderr)
+
+# %% ../nbs/06_pipeline.ipynb #7baea3c1
 def generate_to_dir(pipe:DialogToImagePipeline, # the pipeline to sample with
                     dialogs, # `Dialog`s, turn lists, prompt strings, or a dict {id: item}
                     out:str|Path, # output folder: images/, manifest.jsonl, run.json
@@ -202,8 +258,6 @@ def generate_to_dir(pipe:DialogToImagePipeline, # the pipeline to sample with
                     progress:bool=True, # show a progress bar (process 0)
                    )->Path:
     "Generate one image per item into `out`, resumably, sharded over `accelerate` processes; images that are not finite are left out and counted; returns the manifest's path."
-    from accelerate import PartialState
-    from fastprogress.fastprogress import progress_bar
     state, out = PartialState(), Path(out)
     items = _items(dialogs)
     order = {str(k):i for i,(k,_) in enumerate(items)}
@@ -219,34 +273,17 @@ def generate_to_dir(pipe:DialogToImagePipeline, # the pipeline to sample with
     state.wait_for_everyone()
     done = {str(r['id']) for r in read_manifest(out)}
     mine = [(k,d) for k,d in items[state.process_index::state.num_processes] if str(k) not in done]
-    prompts = pipe.prompts([d for _,d in mine], style)
-    batches = range(0, len(mine), batch_size)
-    part = out/f'manifest.rank{state.process_index}.jsonl'
-    with open(part, 'a') as f:
-        for i in (progress_bar(batches) if progress and state.is_main_process and len(batches) else batches):
-            ks, ps = [k for k,_ in mine[i:i+batch_size]], prompts[i:i+batch_size]
-            seeds = [image_seed(seed, k) for k in ks]
-            x = pipe(ps, style, steps, guidance, [torch.Generator().manual_seed(s) for s in seeds], batch_size=len(ps), output_type='pt')
-            ok = torch.isfinite(x.float()).flatten(1).all(1).tolist() # NaN/inf decoder output (broken weights, fp16 overflow): no image
-            lines = []
-            for k,p,s,img,good in zip(ks, ps, seeds, to_pil(torch.nan_to_num(x)), ok):
-                if not good: continue
-                atomic_save_image(img, out/'images'/_fname(k))
-                lines.append(json.dumps(dict(id=k, style=style, seed=s, prompt=p, file=f'images/{_fname(k)}'), ensure_ascii=False) + '\n')
-            f.writelines(lines); f.flush(); os.fsync(f.fileno())
+    _generate_share(pipe, mine, pipe.prompts([d for _,d in mine], style), out, out/f'manifest.rank{state.process_index}.jsonl',
+                    style, seed, steps, guidance, batch_size, progress and state.is_main_process)
     state.wait_for_everyone()
     recs = _consolidate(out, order) if state.is_main_process else None
     state.wait_for_everyone()
-    if state.is_main_process and len(recs) < len(items): # every process has finished: an item without a record had no finite image
-        bad = len(items) - len(recs)
-        if not recs: raise D2IError(f"all {bad} images are not finite (NaN or infinite decoder output: broken weights, or fp16 overflow?); nothing written to {out/'manifest.jsonl'}")
-        print(f"warning: {bad} of {len(items)} images are not finite (NaN or infinite decoder output) and are left out of {out/'manifest.jsonl'}", file=sys.stderr)
+    if state.is_main_process: _report_unfinished(len(items), recs, out)
     return out/'manifest.jsonl'
 
-# %% ../nbs/06_pipeline.ipynb #a1fa67ba
+# %% ../nbs/06_pipeline.ipynb #e5423fb3
 def _load_dialogs(path:str|None)->list:
     "Dialogs from a PhotoChat/ShapesChat file or folder (a ShapesChat folder: its dialogs.json), or the bundled sample."
-    import warnings
     if path is None: return load_sample()
     p = Path(path)
     if not p.exists(): raise D2IError(f"dialogs file {path!r} does not exist")
@@ -257,6 +294,11 @@ def _load_dialogs(path:str|None)->list:
         warnings.simplefilter('ignore')
         return load_photochat(p)
 
+def _load_pipe(model:str, scheduler:str, device, dtype:str)->DialogToImagePipeline:
+    "The pipeline of `--model` with `--scheduler`, on `device`, its weights in `dtype` ('fp32', 'fp16' or 'bf16')."
+    pipe = DialogToImagePipeline.from_pretrained(model, scheduler=scheduler)
+    pipe.backbone.to(device, dict(fp32=None, fp16=torch.float16, bf16=torch.bfloat16)[dtype])
+    return pipe
 
 def _generate_main(model:Param("backbone: a saved folder, a hub id, 'tiny-sd', 'tiny-pixart', 'tiny-unidiffuser' or 'shapes'", str)='tiny-sd',
                    dialogs:Param('PhotoChat JSON file or folder, or a ShapesChat folder (default: the bundled 207-dialog sample)', str)=None,
@@ -272,16 +314,13 @@ def _generate_main(model:Param("backbone: a saved folder, a hub id, 'tiny-sd', '
                    dtype:Param("weights' precision on a GPU", str, choices=('fp32', 'fp16', 'bf16'))='fp32',
                   ):
     "Generate one image per dialog with a text-to-image backbone."
-    from accelerate import PartialState
     if out is None: raise D2IError('--out is required: the folder to write images and manifest.jsonl to')
     set_threads(threads)
     ds = _load_dialogs(dialogs)
     if limit is not None: ds = ds[:limit]
     state = PartialState(cpu=not torch.cuda.is_available()) # cpu: under torchrun without GPUs, gloo ranks (else every process thinks it is alone)
     with (run_lock(out) if state.is_main_process else contextlib.nullcontext()): # one run per folder; its other processes share it
-        dt = dict(fp32=None, fp16=torch.float16, bf16=torch.bfloat16)[dtype]
-        pipe = DialogToImagePipeline.from_pretrained(model, scheduler=scheduler)
-        pipe.backbone.to(state.device, dt)
+        pipe = _load_pipe(model, scheduler, state.device, dtype)
         m = generate_to_dir(pipe, ds, out, style=style, seed=seed, steps=steps, guidance=guidance, batch_size=batch_size, model=model)
     if state.is_main_process: print(f'{len(read_manifest(m))} images, manifest {m}')
 
