@@ -26,14 +26,14 @@ __all__ = ['RUN_FILES', 'finetune_cli', 'align_texts', 'dialog_dataset', 'finetu
 
 # %% ../nbs/07c_finetune.ipynb #2ea37081
 from .pipeline import sample_texts, image_grid
-from .learner import (NoisePredictor, freeze_frozen_parts, snr_weights, diffusion_loss, DiffusionBatch, EncodedDataset,
-                             text_learner, _rank_world, _is_main)
-from .callbacks import (StepCounter, StopAfter, LRSchedule, GradAccum, GradClip, NonFiniteLoss, NonFiniteGuard, MixedPrecision,
-                               ScaledStep, GradCheckpointing, EMA, trainable, EMACallback, ema_weights, CSVLog, ValidationGrid,
-                               DataParallel, _net)
-from .checkpoint import (list_checkpoints, Checkpoint, LORA_TARGETS, add_lora, save_lora, load_lora, merge_lora, save_result,
-                                _resume_epoch, _read_checkpoint, _state, _CKPT, _to_list, _to_tuple, _np_state, _np_from,
-                                _save_diffusers_lora)
+from .learner import (
+    NoisePredictor, freeze_frozen_parts, snr_weights, diffusion_loss, DiffusionBatch, EncodedDataset, text_learner, _rank_world, _is_main)
+from .callbacks import (
+    StepCounter, StopAfter, LRSchedule, GradAccum, GradClip, NonFiniteLoss, NonFiniteGuard, MixedPrecision, ScaledStep,
+    GradCheckpointing, EMA, trainable, EMACallback, ema_weights, CSVLog, ValidationGrid, DataParallel, _net)
+from .checkpoint import (
+    list_checkpoints, Checkpoint, LORA_TARGETS, add_lora, save_lora, load_lora, merge_lora, save_result,
+    _resume_epoch, _read_checkpoint, _state, _CKPT, _to_list, _to_tuple, _np_state, _np_from, _save_diffusers_lora)
 
 # %% ../nbs/07c_finetune.ipynb #116a85c2
 def align_texts(dls:DataLoaders, # loaders whose datasets may be `DialogImageDataset`s
