@@ -45,7 +45,7 @@ def data(tmp_path_factory):
     (tmp/'train.py').write_text(SCRIPT)
     return tmp
 
-@pytest.mark.parametrize('ema', ['ema'])  # without EMA: the in-notebook resume test (07_finetune)
+@pytest.mark.parametrize('ema', ['ema'])  # without EMA: the in-notebook resume tests (07b_checkpoint, 07c_finetune)
 def test_sigkill_resume_matches_uninterrupted(data, ema):
     tmp = data
     ref = _run(tmp, tmp/'sc', tmp/f'ref-{ema}', 'fresh', ema)
