@@ -15,6 +15,7 @@ from fastai.callback.core import Callback
 from d2i_lit.core import set_seed, set_threads
 from d2i_lit.backbones import shapes_backbone
 from d2i_lit.finetune import finetune, freeze_frozen_parts, diffusion_loss
+from d2i_lit.learner import fused_adamw
 
 def batches(bb, n, bs):
     g = torch.Generator().manual_seed(0)
@@ -23,7 +24,7 @@ def batches(bb, n, bs):
 def plain(bb, data, steps, lr=1e-4):
     "The reference loop: what the fastai loop does per step, with nothing around it."
     net, sched = bb.noise_predictor, bb.noise_scheduler
-    opt = torch.optim.AdamW([p for p in net.parameters() if p.requires_grad], lr=lr)
+    opt = fused_adamw([p for p in net.parameters() if p.requires_grad], lr=lr) # the optimizer `finetune` uses
     g = torch.Generator().manual_seed(0)
     t0 = time.perf_counter(); stamps = []
     for i in range(steps):

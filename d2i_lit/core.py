@@ -14,8 +14,8 @@ import d2i_lit
 __all__ = ['ASSETS', 'pos_int', 'nonneg_int', 'pos_float', 'nonneg_float', 'unit_float', 'MAX_IMAGE_PIXELS', 'asset_path',
            'D2IError', 'error_line', 'dashes_to_underscores', 'int_in', 'float_in', 'cli_parser', 'run_cli',
            'cli_command', 'set_seed', 'available_cores', 'set_threads', 'atomic_write', 'atomic_write_json',
-           'atomic_save_image', 'atomic_dir', 'make_out_dir', 'launcher_rank', 'run_lock', 'load_pretrained',
-           'ImageError', 'open_image']
+           'atomic_save_image', 'atomic_dir', 'make_out_dir', 'launcher_rank', 'run_lock', 'claim_run_folder',
+           'load_pretrained', 'ImageError', 'open_image']
 
 # %% ../nbs/00_core.ipynb #39d2a5c8
 ASSETS = Path(d2i_lit.__file__).parent/'assets' # the installed package's folder, also from a notebook
@@ -238,6 +238,19 @@ def run_lock(folder:str|Path, # the run folder to hold
         raise D2IError(f"{folder} is in use by another d2i process: wait for it to finish, or choose another --out") from None
     try: yield folder
     finally: os.close(fd) # closing releases the lock
+
+# %% ../nbs/00_core.ipynb #e70497d4
+def claim_run_folder(folder:str|Path, # the run folder (exists)
+                     settings:dict, # what decides the run's outputs (JSON-serialisable)
+                     file:str='run.json', # where they are recorded
+                    )->dict:
+    "Record `settings` in `folder/file`, or check that the run recorded there has the same; one-line `D2IError` naming the differences."
+    f, settings = Path(folder)/file, json.loads(json.dumps(settings))
+    if not f.exists(): atomic_write_json(f, settings); return settings
+    old = json.loads(f.read_text())
+    diff = {k: (old.get(k), v) for k, v in settings.items() if old.get(k) != v}
+    if diff: raise D2IError(f"{folder} holds a run with other settings ({', '.join(f'{k}: {a!r} there, {b!r} now' for k, (a, b) in diff.items())}); use another --out")
+    return settings
 
 # %% ../nbs/00_core.ipynb #9d24ca38
 def load_pretrained(cls, # a transformers or diffusers class (or Auto class) with `from_pretrained`

@@ -66,13 +66,13 @@ def check_images(paths:list, # image files (None: no file)
 # %% ../nbs/04_datasets.ipynb #f29a3be5
 class _SkippingDataset(Dataset):
     "Shared part of the pair datasets: up-front image check, `skip`/`error` for unusable images, cache, report."
-    def _setup_images(self, paths:list, what:list, size:int, cache, on_bad_image:str, check:bool, threads):
+    def _setup_images(self, paths:list, what:list, size:int, cache, on_bad_image:str, check:bool, threads, progress=None):
         "Check the images of `paths` (items described by `what`), drop or refuse unusable ones; return the kept indices."
         if on_bad_image not in BAD_IMAGE_MODES:
             raise D2IError(f"on_bad_image must be one of {', '.join(BAD_IMAGE_MODES)}, got {on_bad_image!r}")
         self.size, self.on_bad_image, self.skipped = size, on_bad_image, []
         self.cache = {} if (size <= 64 if cache is None else cache) else None
-        res = (check_images(paths, size, threads, keep=self.cache is not None) if check
+        res = (check_images(paths, size, threads, progress=progress, keep=self.cache is not None) if check
                else ['no paired image' if p is None else None for p in paths])
         keep = []
         for i,(p,r) in enumerate(zip(paths, res)):
@@ -136,11 +136,12 @@ class DialogImageDataset(_SkippingDataset):
                  on_bad_image:str='skip', # 'skip': leave out dialogs whose image is missing or unreadable; 'error': raise on the first
                  check:bool=True, # decode every image once now (threads), so a bad photo is found before training, not hours in
                  threads:int|None=None, # threads for the check; None: min(8, CPU count)
+                 progress:bool|None=None, # a bar over the check; None: for more than 1000 images
                 ):
         if style not in STYLES: raise D2IError(f"unknown style {style!r}; choose from {', '.join(STYLES)}")
         dialogs = list(dialogs)
         keep = self._setup_images([getattr(d, 'image_path', None) for d in dialogs], [_describe(d) for d in dialogs],
-                                  size, cache, on_bad_image, check, threads)
+                                  size, cache, on_bad_image, check, threads, progress)
         self.dialogs, self.style = [dialogs[i] for i in keep], style
         if max_tokens is None: self.texts = [linearize(d, style) for d in self.dialogs]
         else: self.texts = [r.text for r in linearize_many(self.dialogs, style, tokenizer, max_tokens)]
@@ -159,11 +160,12 @@ class CaptionImageDataset(_SkippingDataset):
                  on_bad_image:str='skip', # 'skip': leave out records whose image is unreadable; 'error': raise on the first
                  check:bool=True, # decode every image once now (threads)
                  threads:int|None=None, # threads for the check; None: min(8, CPU count)
+                 progress:bool|None=None, # a bar over the check; None: for more than 1000 images
                 ):
         src = str(source) if isinstance(source, (str, Path)) else '<records>'
         recs = read_captions(source) if isinstance(source, (str, Path)) else list(source)
         keep = self._setup_images([r['image'] for r in recs], [f'{src}: record {i}' for i in range(len(recs))],
-                                  size, cache, on_bad_image, check, threads)
+                                  size, cache, on_bad_image, check, threads, progress)
         self.records = [recs[i] for i in keep]
         self.texts = [r['caption'] for r in self.records]
         self._src = src

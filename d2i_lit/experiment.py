@@ -208,7 +208,7 @@ def stage_pretrain(self:ExperimentRun)->dict:
     "Pre-train a fresh `experiment_backbone` on the training set's captions (text encoder + UNet); returns its steps and seconds."
     cfg, seed = self.cfg, self.seed
     bb = experiment_backbone(seed, cfg['size'], cfg['max_tokens'], text=cfg['text'], text_budget=cfg['text_budget'])
-    ds = CaptionImageDataset(pretraining_records(self.out/'data'/'train', cfg['pretrain_corpus'], seed), cfg['size'])
+    ds = CaptionImageDataset(pretraining_records(self.out/'data'/'train', cfg['pretrain_corpus'], seed), cfg['size'], progress=False) # one bar: the stages'
     if cfg['text'] == 'clip': ds.texts = fit_newest(ds.texts, bb.tokenizer, cfg['text_budget'])
     learn = finetune(bb, text_image_dls(ds, bs=cfg['bs'], seed=seed), cfg['pretrain_steps'], cfg['lr_pretrain'], out=self.out/'train'/'pretrain',
                      ema=cfg['ema'], p_uncond=cfg['p_uncond'], seed=seed, warmup=cfg['warmup'], train_text_encoder=True,
@@ -256,7 +256,7 @@ def stage_finetuned(self:ExperimentRun, style:str, # the linearization style of 
     d = self.data(); bb = self.pretrained()
     clip = cfg['text'] == 'clip' # the budget binds: drop the oldest turns, as the pipeline does when sampling
     ds = DialogImageDataset(d['train'], style, cfg['size'], tokenizer=bb.tokenizer if clip else None,
-                            max_tokens=cfg['text_budget'] if clip else None)
+                            max_tokens=cfg['text_budget'] if clip else None, progress=False)
     steps = cfg['finetune_steps' if frozen else 'unfrozen_steps']
     learn = finetune(bb, text_image_dls(ds, bs=cfg['bs'], seed=seed), steps, cfg['lr_finetune'],
                      out=self.out/'train'/f"{'finetuned' if frozen else 'unfrozen'}-{style}",

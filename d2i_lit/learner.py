@@ -15,8 +15,8 @@ from fastai.optimizer import OptimWrapper
 from .core import D2IError, set_threads
 
 # %% auto #0
-__all__ = ['NoisePredictor', 'freeze_frozen_parts', 'snr_weights', 'diffusion_loss', 'DiffusionBatch', 'text_learner',
-           'EncodedDataset']
+__all__ = ['NoisePredictor', 'freeze_frozen_parts', 'snr_weights', 'diffusion_loss', 'DiffusionBatch', 'fused_adamw',
+           'text_learner', 'EncodedDataset']
 
 # %% ../nbs/07_learner.ipynb #7be7501a
 class NoisePredictor(nn.Module):
@@ -119,10 +119,19 @@ class DiffusionBatch(Callback):
         self.learn.xb, self.learn.yb = (x_t, t, emb), (target, snr_weights(sched, t, self.snr_gamma))
 
 # %% ../nbs/07_learner.ipynb #4809df43
+def fused_adamw(params, # parameters or parameter groups
+                **kwargs, # AdamW's hyper-parameters (lr, betas, weight_decay, ...)
+               )->torch.optim.AdamW:
+    "AdamW with the fused kernel where the parameters' device has one (CPU, CUDA), else the multi-tensor (`foreach`) update."
+    params = list(params)
+    try: return torch.optim.AdamW(params, fused=True, **kwargs)
+    except (RuntimeError, ValueError): return torch.optim.AdamW(params, foreach=True, **kwargs)
+
+# %% ../nbs/07_learner.ipynb #4d070e39
 def text_learner(backbone, dls:DataLoaders, lr:float=1e-4, wd:float=1e-2, cbs=None, train_text_encoder:bool=False)->Learner:
-    "A `Learner` over `NoisePredictor(backbone)` with AdamW on trainable parameters and `diffusion_loss`."
+    "A `Learner` over `NoisePredictor(backbone)` with `fused_adamw` on trainable parameters and `diffusion_loss`."
     model = NoisePredictor(backbone, train_text_encoder)
-    opt = partial(OptimWrapper, opt=torch.optim.AdamW)
+    opt = partial(OptimWrapper, opt=fused_adamw)
     return Learner(dls, model, loss_func=diffusion_loss, opt_func=opt, lr=lr, wd=wd, cbs=cbs,
                    splitter=lambda m: [p for p in m.parameters() if p.requires_grad])
 

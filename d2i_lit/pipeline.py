@@ -17,7 +17,7 @@ from fastprogress.fastprogress import progress_bar
 from torchvision.utils import make_grid
 from .core import D2IError, atomic_write, atomic_write_json, atomic_save_image, set_threads
 from .data import Dialog, Turn, load_photochat, load_sample
-from .core import cli_command, float_in, int_in, pos_int, run_lock
+from .core import cli_command, float_in, int_in, pos_int, run_lock, claim_run_folder
 from .linearize import STYLES, dialog_turns, linearize_many
 from .backbones import Backbone, load_backbone
 
@@ -264,11 +264,7 @@ def generate_to_dir(pipe:DialogToImagePipeline, # the pipeline to sample with
     run = dict(model=model, style=style, seed=seed, steps=steps, guidance=guidance, scheduler=pipe.scheduler_name)
     if state.is_main_process:
         (out/'images').mkdir(parents=True, exist_ok=True)
-        if (out/'run.json').exists():
-            old = json.loads((out/'run.json').read_text())
-            diff = {k:(old.get(k), v) for k,v in run.items() if old.get(k) != v}
-            if diff: raise D2IError(f"{out} holds a run with other settings ({', '.join(f'{k}: {a!r} there, {b!r} now' for k,(a,b) in diff.items())}); use another --out")
-        else: atomic_write_json(out/'run.json', run)
+        claim_run_folder(out, run)
         _consolidate(out, order)
     state.wait_for_everyone()
     done = {str(r['id']) for r in read_manifest(out)}

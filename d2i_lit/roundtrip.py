@@ -19,7 +19,7 @@ from fastprogress.fastprogress import progress_bar
 from tokenizers.pre_tokenizers import BertPreTokenizer
 from transformers import (AutoTokenizer, BertTokenizer, BlipConfig, BlipForConditionalGeneration, BlipImageProcessor,
                           CLIPConfig, CLIPModel)
-from .core import (D2IError, set_seed, set_threads, atomic_dir, atomic_save_image, atomic_write, atomic_write_json,
+from .core import (D2IError, claim_run_folder, set_seed, set_threads, atomic_dir, atomic_save_image, atomic_write, atomic_write_json,
                           cli_command, float_in, int_in, load_pretrained, open_image, pos_int, run_lock)
 from .linearize import linearize
 from .shapeschat import ATTRIBUTES, CAPTIONS, object_words, render_object, shapes_vocab
@@ -781,11 +781,7 @@ def roundtrip_to_dir(direction:str, # 'i2t2i' or 't2i2t'
     run = dict(direction=direction, k=k, seed=seed, caption_kw=caption_kw, **(settings or {}))
     if state.is_main_process:
         (out/'images').mkdir(parents=True, exist_ok=True)
-        if (out/'run.json').exists():
-            old = json.loads((out/'run.json').read_text())
-            diff = {key: (old.get(key), v) for key, v in run.items() if old.get(key) != v}
-            if diff: raise D2IError(f"{out} holds a run with other settings ({', '.join(f'{a}: {b!r} there, {c!r} now' for a, (b, c) in diff.items())}); use another --out")
-        else: atomic_write_json(out/'run.json', run)
+        claim_run_folder(out, run)
         atomic_write(out/'items.jsonl', ''.join(json.dumps(dict(id=it['id'], image=str(it['image']), input=it['texts'][0] if direction == 't2i2t' else str(it['image']),
                                                                    references=it['references']), ensure_ascii=False) + '\n' for it in items))
         _merge_parts(out, 'candidates', order, k); _merge_parts(out, 'skipped', order)

@@ -257,10 +257,10 @@ def curve_dataset(run:Path, # a `d2i demo` run folder with data/ and a pre-train
     "The fine-tuning set of `d2i demo` for `style`, with a share `caption_mix` of pre-training (caption, image) pairs mixed in."
     clip = cfg['text'] == 'clip'
     ds = DialogImageDataset(load_shapeschat(run/'data'/'train'), style, cfg['size'], tokenizer=bb.tokenizer if clip else None,
-                            max_tokens=cfg['text_budget'] if clip else None)
+                            max_tokens=cfg['text_budget'] if clip else None, progress=False)
     if not caption_mix: return ds
     if not 0 < caption_mix < 1: raise D2IError(f"caption_mix must be in [0, 1), got {caption_mix}")
-    caps = CaptionImageDataset(pretraining_records(run/'data'/'train', cfg['pretrain_corpus'], seed), cfg['size'])
+    caps = CaptionImageDataset(pretraining_records(run/'data'/'train', cfg['pretrain_corpus'], seed), cfg['size'], progress=False)
     if clip: caps.texts = fit_newest(caps.texts, bb.tokenizer, cfg['text_budget'])
     n = min(len(caps), round(len(ds) * caption_mix / (1 - caption_mix)))
     return ConcatDataset([ds, Subset(caps, np.random.default_rng(seed).permutation(len(caps))[:n].tolist())])

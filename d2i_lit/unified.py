@@ -20,6 +20,7 @@ from .shapeschat import ATTRIBUTES, write_shapeschat
 from .datasets import CaptionImageDataset, text_image_dls
 from .backbones import load_backbone, shapes_backbone
 from .pipeline import DialogToImagePipeline
+from .learner import fused_adamw
 from .finetune import (_rank_world, DiffusionBatch, StepCounter, StopAfter, LRSchedule, GradAccum, GradClip, NonFiniteGuard,
                               MixedPrecision, ScaledStep, EMACallback, ema_weights, CSVLog, Checkpoint, DataParallel,
                               trainable, list_checkpoints, finetune)
@@ -316,11 +317,11 @@ def unified_learner(model:UnifiedModel, dls, lr:float=1e-4,
                     wd:float=1e-2, # generator weight decay
                     wd_captioner:float=0., # captioner weight decay
                     cbs=None)->Learner:
-    "A `Learner` over `model` with AdamW on two groups (generator, captioner trainable weights) and `unified_loss`."
+    "A `Learner` over `model` with `fused_adamw` on two groups (generator, captioner trainable weights) and `unified_loss`."
     def groups(m):
         m = getattr(m, 'module', m)
         return [[p for p in m.unet.parameters() if p.requires_grad], [p for p in m.captioner.parameters() if p.requires_grad]]
-    return Learner(dls, model, loss_func=unified_loss, opt_func=partial(OptimWrapper, opt=torch.optim.AdamW), lr=lr,
+    return Learner(dls, model, loss_func=unified_loss, opt_func=partial(OptimWrapper, opt=fused_adamw), lr=lr,
                    wd=[wd, wd_captioner], cbs=cbs, splitter=groups)
 
 # %% ../nbs/11_unified.ipynb #1dfb5b93
