@@ -239,7 +239,7 @@ def run_lock(folder:str|Path, # the run folder to hold
     try: yield folder
     finally: os.close(fd) # closing releases the lock
 
-# %% ../nbs/00_core.ipynb #e70497d4
+# %% ../nbs/00_core.ipynb #8f144bc6
 def claim_run_folder(folder:str|Path, # the run folder (exists)
                      settings:dict, # what decides the run's outputs (JSON-serialisable)
                      file:str='run.json', # where they are recorded

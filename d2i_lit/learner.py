@@ -127,7 +127,7 @@ def fused_adamw(params, # parameters or parameter groups
     try: return torch.optim.AdamW(params, fused=True, **kwargs)
     except (RuntimeError, ValueError): return torch.optim.AdamW(params, foreach=True, **kwargs)
 
-# %% ../nbs/07_learner.ipynb #4d070e39
+# %% ../nbs/07_learner.ipynb #1931880d
 def text_learner(backbone, dls:DataLoaders, lr:float=1e-4, wd:float=1e-2, cbs=None, train_text_encoder:bool=False)->Learner:
     "A `Learner` over `NoisePredictor(backbone)` with `fused_adamw` on trainable parameters and `diffusion_loss`."
     model = NoisePredictor(backbone, train_text_encoder)
