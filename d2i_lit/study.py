@@ -17,7 +17,7 @@ from fastai.callback.core import Callback
 from torch.utils.data import ConcatDataset, Subset
 from .core import D2IError, atomic_write_json, set_seed, set_threads
 from .shapeschat import load_shapeschat
-from .shapes_text import pretraining_records
+from .shapes_text import pretraining_records, compact_clip_tokenizer, pretraining_words, SHAPES_TEXT_BUDGET
 from .datasets import DialogImageDataset, CaptionImageDataset, text_image_dls
 from .backbones import Backbone
 from .metrics import ClassifierFeatureNet
@@ -103,7 +103,6 @@ def shapes_survival(n:int=2000, # ShapesChat records
                     budget:int|None=None, # default `SHAPES_TEXT_BUDGET`
                    )->pd.DataFrame:
     "One row per record and style: pattern, truncated, whether the sharer's and the distractor's objects survive in the kept text."
-    from d2i_lit.shapes_text import compact_clip_tokenizer, pretraining_words, SHAPES_TEXT_BUDGET
     tok = tokenizer or compact_clip_tokenizer(pretraining_words())
     budget = SHAPES_TEXT_BUDGET if budget is None else budget
     recs = [make_record(seed, i, width=max(6, len(str(n - 1)))) for i in range(n)]
@@ -266,6 +265,14 @@ def curve_dataset(run:Path, # a `d2i demo` run folder with data/ and a pre-train
     return ConcatDataset([ds, Subset(caps, np.random.default_rng(seed).permutation(len(caps))[:n].tolist())])
 
 # %% ../nbs/09c_study.ipynb #a9c416e0
+def _curve_point(bb, test:list, cfg:dict, style:str, net, step:int)->dict:
+    "One point of a learning curve: `bb`'s images for the `style` test dialogs, scored; per-image lists kept for intervals."
+    t0 = time.time()
+    imgs = sample_cell(bb, test, style, cfg['seed'], cfg['sample_steps'], cfg['guidance'])
+    s, per = score_images(imgs, [d.extra['shapes'] for d in test], None, net)
+    return dict(step=step, attr_acc=s['attr_acc'], coherence=s['coherence'], distractor_acc=s['distractor_acc'],
+                **{p: v['attr_acc'] for p, v in sorted(s['by_pattern'].items())}, seconds=round(time.time() - t0, 1), per_image=per)
+
 def learning_curve(run, # a `d2i demo` run folder whose pre-training stage has finished
                    style:str='hash', # linearization style fine-tuned on
                    steps:int=400, # optimizer steps
@@ -280,29 +287,20 @@ def learning_curve(run, # a `d2i demo` run folder whose pre-training stage has f
     "Sharer accuracy per dialog pattern and coherence against fine-tuning steps (text encoder frozen), one row per evaluation."
     run = Path(run); cfg = _run_settings(run); seed = cfg['seed']
     set_threads(threads); set_seed(seed)
-    bb = Backbone.from_pretrained(run/'train'/'pretrain'/'final')
+    bb, net = Backbone.from_pretrained(run/'train'/'pretrain'/'final'), ClassifierFeatureNet()
     test = load_shapeschat(run/'data'/'test')[:n_test]
-    truths, net = [d.extra['shapes'] for d in test], ClassifierFeatureNet()
     lr, bs = lr or cfg['lr_finetune'], bs or cfg['bs']
-    meta = dict(run=str(run), style=style, steps=steps, every=every, lr=lr, bs=bs, caption_mix=caption_mix, n_test=len(test),
-                seed=seed, settings=cfg)
-    def evaluate(step):
-        t0 = time.time()
-        imgs = sample_cell(bb, test, style, seed, cfg['sample_steps'], cfg['guidance'])
-        s, per = score_images(imgs, truths, None, net)
-        row = dict(step=step, attr_acc=s['attr_acc'], coherence=s['coherence'], distractor_acc=s['distractor_acc'],
-                   **{p: v['attr_acc'] for p, v in sorted(s['by_pattern'].items())}, seconds=round(time.time() - t0, 1), per_image=per)
-        rows.append(row)
+    meta, rows = dict(run=str(run), style=style, steps=steps, every=every, lr=lr, bs=bs, caption_mix=caption_mix, n_test=len(test), seed=seed, settings=cfg), []
+    def point(step):
+        rows.append(_curve_point(bb, test, cfg, style, net, step))
         if out is not None: atomic_write_json(Path(out), dict(meta, rows=rows), indent=None)
-        if not quiet: print(f"[{style} step {step}] attr_acc {row['attr_acc']:.3f} coherence {row['coherence']:.3f}", file=sys.stderr, flush=True)
-        return row
-    rows = []
+        if not quiet: print(f"[{style} step {step}] attr_acc {rows[-1]['attr_acc']:.3f} coherence {rows[-1]['coherence']:.3f}", file=sys.stderr, flush=True)
     bb.noise_predictor.eval()
-    with torch.no_grad(): evaluate(0)
+    with torch.no_grad(): point(0)
     set_seed(seed)
     dls = text_image_dls(curve_dataset(run, cfg, bb, style, caption_mix, seed), bs=bs, seed=seed)
     finetune(bb, dls, steps, lr, ema=cfg['ema'], p_uncond=cfg['p_uncond'], seed=seed, warmup=cfg['warmup'], cache=True,
-             cbs=[EvalEvery(every, evaluate)])
+             cbs=[EvalEvery(every, point)])
     return curve_frame(rows)
 
 def curve_frame(rows:list[dict])->pd.DataFrame:
