@@ -25,9 +25,14 @@ def test_demo_quick(tmp_path):
     for s in STYLES: assert ('shapes-16', s, 'zero_shot') in cells
     assert ('shapes-16', 'caption', 'caption_oracle') in cells
     zs, ft = cells[('shapes-16', 'hash', 'zero_shot')], cells[('shapes-16', 'hash', 'finetuned')]
+    oracle = cells[('shapes-16', 'caption', 'caption_oracle')]
     print(f"quick run {took:.0f} s; hash coherence {zs['coherence']:.3f} -> {ft['coherence']:.3f}, "
-          f"attr_acc {zs['attr_acc']:.3f} -> {ft['attr_acc']:.3f}")
-    assert ft['coherence'] > zs['coherence']
+          f"attr_acc {zs['attr_acc']:.3f} -> {ft['attr_acc']:.3f}; caption oracle {oracle['attr_acc']:.3f}")
+    # pre-training taught captions, not dialogs: the sharer's caption beats every linearized dialog zero-shot
+    assert all(oracle['attr_acc'] > cells[('shapes-16', s, 'zero_shot')]['attr_acc'] for s in STYLES)
+    # the 18-token budget binds: `[PER1]` costs the most tokens, so it drops the oldest turn (often the other speaker's
+    # object) most often, and a caption-pre-trained model that reads the first mention gains from that (09c_study)
+    assert cells[('shapes-16', 'per', 'zero_shot')]['attr_acc'] > zs['attr_acc']
     report = (out/'report.md').read_text()
     assert '| shapes-16 | hash | finetuned |' in report
     for f in ('metrics.png', 'loss_curves.png', 'grid.png'):
