@@ -51,7 +51,7 @@ def fastai_loop(bb, data, steps, lr=1e-4):
     dl = DataLoader(items, bs=bs, shuffle=False, create_batch=collate_text_image)
     stamps = []
     class Stamp(Callback):
-        order = 100 # after every other callback's `after_step`
+        order = 85 # after the other callbacks' `after_step`, before `StopAfter` (90) ends the fit
         def after_step(self): stamps.append(time.perf_counter())
     t0 = time.perf_counter()
     finetune(bb, DataLoaders(dl, DataLoader([], bs=bs, create_batch=collate_text_image)), steps=steps, lr=lr, ema=None, cbs=[Stamp()])

@@ -52,7 +52,7 @@ DEFAULT = dict(n_train=6000, # training dialogs (their captions are the pre-trai
                text='clip', # 'clip': CLIP's BPE (03a), the budget binding as in the real tier; 'words': case-sensitive word tokens, each marker one token, `max_tokens` never binding
                text_budget=SHAPES_TEXT_BUDGET, # with text='clip': text tokens kept (BOS/EOS aside), oldest turns dropped first
                pretrain_corpus='web') # pre-training text, one of `shapes_text.PRETRAIN_CORPORA`: 'web' (alt-text-like: object words at every position), 'web_tags' (with hashtags), 'captions'
-QUICK = {**DEFAULT, **dict(n_train=3000, n_test=192, pretrain_steps=130, finetune_steps=90, unfrozen_steps=0,
+QUICK = {**DEFAULT, **dict(n_train=3000, n_test=192, pretrain_steps=130, finetune_steps=60, unfrozen_steps=0,
                            finetune_styles=('hash',), unfrozen_styles=())}
 
 # %% ../nbs/09_experiment.ipynb #53ebd4b0
