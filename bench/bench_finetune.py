@@ -67,9 +67,10 @@ if __name__ == '__main__':
     data = batches(bb, a.steps, a.bs)
     plain(bb, data, 2); fastai_loop(bb, data, 2)  # warm-up both
     tp, tf = [], [] # (per fit, steady per step) of each round
-    tracemalloc.start()
     for r in range(a.rounds):  # alternate, so machine load hits both alike
         tp.append(plain(bb, data, a.steps)); tf.append(fastai_loop(bb, data, a.steps))
+    # memory in a separate, untimed round: tracemalloc slows every Python allocation, the Learner's more than the plain loop's
+    tracemalloc.start(); plain(bb, data, a.steps); fastai_loop(bb, data, a.steps)
     peak_py = tracemalloc.get_traced_memory()[1]; tracemalloc.stop()
     med = lambda xs, k: statistics.median(x[k] for x in xs)
     print(f'shapes tier, batch {a.bs}, {a.threads} thread(s), {a.rounds} rounds x {a.steps} steps (median)')
