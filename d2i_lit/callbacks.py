@@ -10,7 +10,7 @@ import torch
 from accelerate import Accelerator
 from fastai.learner import Learner
 from fastai.callback.core import Callback, CancelBatchException, CancelFitException, CancelStepException
-from .core import D2IError, atomic_write, atomic_save_image
+from .core import D2IError, atomic_write, atomic_save_image, torch_dtype
 from .pipeline import sample_texts, image_grid
 from .learner import _rank_world, _is_main
 
@@ -92,8 +92,7 @@ class MixedPrecision(Callback):
     "Autocast the forward pass in bf16 (CPU or GPU) or fp16 (GPU, with a gradient scaler)."
     order = 10
     def __init__(self, dtype:str='bf16'):
-        if dtype not in ('bf16', 'fp16'): raise D2IError(f"mixed precision {dtype!r}: choose 'no', 'bf16' or 'fp16'")
-        self.dtype = torch.bfloat16 if dtype == 'bf16' else torch.float16
+        self.dtype = torch_dtype(dtype, ('bf16', 'fp16'), 'mixed precision') # 'no' adds no callback
     def before_fit(self):
         self.dev = next(self.learn.model.parameters()).device.type
         if self.dtype == torch.float16 and self.dev != 'cuda': raise D2IError("fp16 mixed precision needs a GPU; use bf16 on CPU")

@@ -11,11 +11,11 @@ from PIL import Image, ImageOps
 import d2i_lit
 
 # %% auto #0
-__all__ = ['ASSETS', 'pos_int', 'nonneg_int', 'pos_float', 'nonneg_float', 'unit_float', 'MAX_IMAGE_PIXELS', 'asset_path',
-           'D2IError', 'error_line', 'dashes_to_underscores', 'int_in', 'float_in', 'cli_parser', 'run_cli',
-           'cli_command', 'set_seed', 'available_cores', 'set_threads', 'atomic_write', 'atomic_write_json',
-           'atomic_save_image', 'atomic_dir', 'make_out_dir', 'launcher_rank', 'run_lock', 'claim_run_folder',
-           'load_pretrained', 'ImageError', 'open_image']
+__all__ = ['ASSETS', 'pos_int', 'nonneg_int', 'pos_float', 'nonneg_float', 'unit_float', 'DTYPES', 'MIXED_PRECISION',
+           'MAX_IMAGE_PIXELS', 'asset_path', 'D2IError', 'error_line', 'dashes_to_underscores', 'int_in', 'float_in',
+           'cli_parser', 'run_cli', 'cli_command', 'set_seed', 'available_cores', 'set_threads', 'torch_dtype',
+           'atomic_write', 'atomic_write_json', 'atomic_save_image', 'atomic_dir', 'make_out_dir', 'launcher_rank',
+           'run_lock', 'claim_run_folder', 'load_pretrained', 'ImageError', 'open_image']
 
 # %% ../nbs/00_core.ipynb #39d2a5c8
 ASSETS = Path(d2i_lit.__file__).parent/'assets' # the installed package's folder, also from a notebook
@@ -154,6 +154,21 @@ def set_threads(n:int|None=None, # intra-op threads; `None` reads `D2I_THREADS`,
     n = n or int(os.environ.get('D2I_THREADS', 0) or 0) or available_cores()
     torch.set_num_threads(n)
     return torch.get_num_threads()
+
+# %% ../nbs/00_core.ipynb #cb556067
+DTYPES = ('fp32', 'fp16', 'bf16') # precisions by name: weights' dtype, or the autocast of the evaluation networks
+MIXED_PRECISION = ('no', 'bf16', 'fp16') # autocast of training, in accelerate's names ('no': float32 throughout)
+
+def torch_dtype(name, # a name among `choices`, a torch dtype (passed through), or None (float32)
+                choices=DTYPES, # the names this option takes
+                what:str='dtype', # the option, for the error message
+               ):
+    "The torch dtype a precision name stands for; any other name is a one-line error listing `choices`."
+    import torch # local: as in `set_seed`
+    if name is None: return torch.float32
+    if isinstance(name, torch.dtype): return name
+    if name not in choices: raise D2IError(f"{what} {name!r}: choose from {', '.join(choices)}")
+    return dict(fp32=torch.float32, no=torch.float32, fp16=torch.float16, bf16=torch.bfloat16)[name]
 
 # %% ../nbs/00_core.ipynb #237318a9
 def _umask()->int:

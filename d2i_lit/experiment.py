@@ -21,7 +21,7 @@ from .backbones import Backbone, shapes_backbone
 from .pipeline import DialogToImagePipeline, image_seed, to_pil
 from .finetune import ema_weights, finetune
 from .classifier import predict
-from .metrics import ClassifierFeatureNet, evaluate_images, attribute_metrics, attribute_judgements, image_features
+from .metrics import ClassifierFeatureNet, evaluate_images, alignment_summary, attribute_judgements, image_features
 from .report import (MODEL, UNFROZEN, METRICS, ROW_KEYS, PER_IMAGE, load_stages, plot_metrics, plot_losses, stage_grid,
                             results_table, pattern_table, write_outputs, aggregate_runs, ci_table, plot_aggregate, compare_cells,
                             default_contrasts, contrast_table, pattern_summary, write_seed_summary)
@@ -98,8 +98,8 @@ def score_images(images:torch.Tensor, # [N,3,H,W] in [-1,1]
     pils = to_pil(images)
     res = evaluate_images(pils, metrics=('fid', 'is') if real_stats is not None else ('is',), net=net, real_stats=real_stats)
     preds, confs = predict(net.clf, images.float())
-    a = attribute_metrics(preds, confs, truths, threshold)
-    j = attribute_judgements(preds, confs, truths, threshold) # the per-image judgements `attribute_metrics` summarises
+    j = attribute_judgements(preds, confs, truths, threshold) # kept per image below, and summarised as `attribute_metrics` does
+    a = alignment_summary(j, threshold)
     out = dict(fid=res['fid']['value'] if 'fid' in res else None, **{'is': res['is']['mean'], 'is_std': res['is']['std']},
                attr_acc=a['attr_acc'], coherence=a['coherence'], distractor_acc=a['distractor_acc'], n=a['n'],
                per_attribute=a['per_attribute'], feature_net=net.name,
@@ -194,6 +194,19 @@ class ExperimentRun:
         "The caption-pre-trained model (the `pretrain` stage's EMA weights), loaded afresh."
         return Backbone.from_pretrained(self.out/'train'/'pretrain'/'final')
 
+    def caption_dataset(self, bb)->CaptionImageDataset:
+        "The pre-training (text, image) pairs of `pretrain_corpus`; on the CLIP text side each text cut to the budget by `bb`'s tokenizer."
+        cfg = self.cfg
+        ds = CaptionImageDataset(pretraining_records(self.out/'data'/'train', cfg['pretrain_corpus'], self.seed), cfg['size'], progress=False) # one bar: the stages'
+        if cfg['text'] == 'clip': ds.texts = fit_newest(ds.texts, bb.tokenizer, cfg['text_budget'])
+        return ds
+
+    def dialog_dataset(self, bb, style:str)->DialogImageDataset:
+        "The training dialogs linearized in `style`; on the CLIP text side the oldest turns beyond the budget dropped, as the pipeline does when sampling."
+        cfg, clip = self.cfg, self.cfg['text'] == 'clip'
+        return DialogImageDataset(self.data()['train'], style, cfg['size'], tokenizer=bb.tokenizer if clip else None,
+                                  max_tokens=cfg['text_budget'] if clip else None, progress=False)
+
 # %% ../nbs/09_experiment.ipynb #58a43a05
 @patch
 def stage_data(self:ExperimentRun):
@@ -208,9 +221,7 @@ def stage_pretrain(self:ExperimentRun)->dict:
     "Pre-train a fresh `experiment_backbone` on the training set's captions (text encoder + UNet); returns its steps and seconds."
     cfg, seed = self.cfg, self.seed
     bb = experiment_backbone(seed, cfg['size'], cfg['max_tokens'], text=cfg['text'], text_budget=cfg['text_budget'])
-    ds = CaptionImageDataset(pretraining_records(self.out/'data'/'train', cfg['pretrain_corpus'], seed), cfg['size'], progress=False) # one bar: the stages'
-    if cfg['text'] == 'clip': ds.texts = fit_newest(ds.texts, bb.tokenizer, cfg['text_budget'])
-    learn = finetune(bb, text_image_dls(ds, bs=cfg['bs'], seed=seed), cfg['pretrain_steps'], cfg['lr_pretrain'], out=self.out/'train'/'pretrain',
+    learn = finetune(bb, text_image_dls(self.caption_dataset(bb), bs=cfg['bs'], seed=seed), cfg['pretrain_steps'], cfg['lr_pretrain'], out=self.out/'train'/'pretrain',
                      ema=cfg['ema'], p_uncond=cfg['p_uncond'], seed=seed, warmup=cfg['warmup'], train_text_encoder=True,
                      **_resumable(cfg['pretrain_steps']))
     return dict(steps=learn.opt_step, seconds=round(learn.fit_time, 1))
@@ -254,11 +265,8 @@ def stage_finetuned(self:ExperimentRun, style:str, # the linearization style of 
     "Fine-tune the pre-trained model on the training dialogs in `style`, then evaluate it on the test dialogs."
     cfg, seed = self.cfg, self.seed
     d = self.data(); bb = self.pretrained()
-    clip = cfg['text'] == 'clip' # the budget binds: drop the oldest turns, as the pipeline does when sampling
-    ds = DialogImageDataset(d['train'], style, cfg['size'], tokenizer=bb.tokenizer if clip else None,
-                            max_tokens=cfg['text_budget'] if clip else None, progress=False)
     steps = cfg['finetune_steps' if frozen else 'unfrozen_steps']
-    learn = finetune(bb, text_image_dls(ds, bs=cfg['bs'], seed=seed), steps, cfg['lr_finetune'],
+    learn = finetune(bb, text_image_dls(self.dialog_dataset(bb, style), bs=cfg['bs'], seed=seed), steps, cfg['lr_finetune'],
                      out=self.out/'train'/f"{'finetuned' if frozen else 'unfrozen'}-{style}",
                      ema=cfg['ema'], p_uncond=cfg['p_uncond'], seed=seed, warmup=cfg['warmup'],
                      cache=frozen, train_text_encoder=not frozen, **_resumable(steps))

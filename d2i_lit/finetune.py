@@ -13,7 +13,7 @@ from fastai.data.core import DataLoaders
 from fastai.callback.progress import ProgressCallback
 from fastcore.basics import noop
 from fastcore.script import Param, store_true
-from .core import D2IError, set_seed, set_threads, atomic_write, atomic_write_json
+from .core import D2IError, MIXED_PRECISION, set_seed, set_threads, atomic_write, atomic_write_json, torch_dtype
 from .core import cli_command, float_in, int_in, launcher_rank, nonneg_int, pos_int, run_lock, unit_float
 from .data import load_photochat
 from .shapeschat import load_shapeschat, _is_shapeschat_dir
@@ -63,7 +63,7 @@ def _check_options(steps, time_budget, grad_accum, mixed_precision, checkpoint_e
     if steps is None and time_budget is None: raise D2IError("give steps or a time budget")
     if steps is not None and steps < 1: raise D2IError(f"steps={steps}: must be >= 1")
     if grad_accum < 1: raise D2IError(f"grad_accum={grad_accum}: must be >= 1 (batches per optimizer step)")
-    if mixed_precision not in ('no', 'bf16', 'fp16'): raise D2IError(f"mixed precision {mixed_precision!r}: choose 'no', 'bf16' or 'fp16'")
+    torch_dtype(mixed_precision, MIXED_PRECISION, 'mixed precision') # a clear error before any work
     if (checkpoint_every or resume) and out is None: raise D2IError("checkpoints and resume need an output folder (out)")
 
 # %% ../nbs/07c_finetune.ipynb #052a7755
@@ -162,7 +162,7 @@ def finetune(backbone, # a `Backbone`; its noise predictor is trained in place
     "Fine-tune `backbone`'s noise predictor on `dls` with frozen encoders; returns the `Learner`."
     _check_options(steps, time_budget, grad_accum, mixed_precision, checkpoint_every, resume, out)
     out = Path(out) if out is not None else None
-    _prepare_backbone(backbone, {'no': torch.float32, 'bf16': torch.bfloat16, 'fp16': torch.float16}[mixed_precision], train_text_encoder, cache, lora_rank)
+    _prepare_backbone(backbone, torch_dtype(mixed_precision, MIXED_PRECISION), train_text_encoder, cache, lora_rank)
     align_texts(dls, backbone)
     if data_parallel is None: data_parallel = int(os.environ.get('WORLD_SIZE', 1)) > 1
     if data_parallel: _to_process_device(backbone, dls)
@@ -245,7 +245,7 @@ def _finetune_main(model:Param("backbone: a saved folder, a hub id, 'tiny-sd', '
                    grad_accum:Param('batches per optimizer step', int_in(1, 4096))=1,
                    ema:Param('EMA decay; 0 turns EMA off', float_in(0, 0.999999))=0.995,
                    lora_rank:Param('train LoRA adapters of this rank only (0: full fine-tuning)', int_in(0, 4096))=0,
-                   mixed_precision:Param('autocast dtype', str, choices=('no', 'bf16', 'fp16'))='no',
+                   mixed_precision:Param('autocast dtype', str, choices=MIXED_PRECISION)='no',
                    checkpoint_every:Param('steps between checkpoints (0: none)', nonneg_int)=0,
                    keep:Param('checkpoints kept', int_in(1, 10**6))=3,
                    resume:Param("'latest' (a damaged newest checkpoint falls back to the one before) or a checkpoint folder", str)=None,

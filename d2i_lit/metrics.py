@@ -18,7 +18,7 @@ from torchmetrics.image.kid import KernelInceptionDistance
 from torchmetrics.image.fid import NoTrainInceptionV3
 from torchmetrics.utilities.imports import _TORCH_FIDELITY_AVAILABLE
 from transformers import AutoTokenizer, CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor
-from .core import D2IError, atomic_dir, atomic_write, atomic_write_json, cli_command, error_line, float_in, int_in, open_image, unit_float
+from .core import D2IError, DTYPES, torch_dtype, atomic_dir, atomic_write, atomic_write_json, cli_command, error_line, float_in, int_in, open_image, unit_float
 from .data import load_photochat
 from .linearize import clip_tokenizer, linearize, linearize_tokens, photo_topic
 from .datasets import check_images
@@ -33,8 +33,8 @@ __all__ = ['RESIZE', 'IMG_EXTS', 'INCEPTION_URL', 'INCEPTION_SHA256_PREFIX', 'MA
            'write_random_inception_weights', 'image_features', 'real_statistics', 'feature_matrix', 'real_features',
            'clip_pixels', 'load_clip', 'clip_image_embeddings', 'clip_image_similarity', 'write_tiny_clip',
            'load_clip_tokenizer', 'clip_text_inputs', 'clip_text_embeddings', 'clip_scores', 'ClassifierFeatureNet',
-           'attribute_judgements', 'attribute_metrics', 'kid_from_features', 'evaluate_images', 'summary',
-           'load_manifest', 'evaluate_dirs', 'plot_by_topic', 'cache_dir']
+           'attribute_judgements', 'attribute_metrics', 'alignment_summary', 'kid_from_features', 'evaluate_images',
+           'summary', 'load_manifest', 'evaluate_dirs', 'plot_by_topic', 'cache_dir']
 
 # %% ../nbs/08a_metrics.ipynb #f76eba10
 class FeatureStats:
@@ -251,9 +251,7 @@ INCEPTION_SHA256_PREFIX = '6726825d' # the file name's suffix: the start of its 
 def _device_dtype(device=None, dtype=None)->tuple:
     "A torch device (default: CUDA when there is one) and dtype from names ('fp32', 'fp16', 'bf16') or torch objects."
     dev = torch.device(device) if device else torch.device('cuda' if torch.cuda.is_available() else 'cpu')
-    names = dict(fp32=torch.float32, fp16=torch.float16, bf16=torch.bfloat16)
-    if isinstance(dtype, str) and dtype not in names: raise D2IError(f"dtype {dtype!r}: choose from {', '.join(names)}")
-    return dev, (names.get(dtype, dtype) if dtype is not None else torch.float32)
+    return dev, torch_dtype(dtype)
 
 def _autocast(dev, dtype):
     "Mixed precision on `dev` when `dtype` is not float32 (a no-op context otherwise)."
@@ -579,8 +577,13 @@ def attribute_metrics(preds:list[dict], # per image: {attribute: predicted value
                       threshold:float=0.9, # minimum per-attribute confidence for `coherence`
                      )->dict:
     "Alignment of generated images with their dialogs: per-attribute and joint accuracy, distractor agreement, coherence, per pattern."
-    j = attribute_judgements(preds, confs, truths, threshold)
-    res = _alignment_rates(j, range(len(preds))); res['threshold'] = threshold
+    return alignment_summary(attribute_judgements(preds, confs, truths, threshold), threshold)
+
+def alignment_summary(j:dict, # from `attribute_judgements`
+                      threshold:float=0.9, # the confidence `j` was judged with, recorded in the summary
+                     )->dict:
+    "The rates of `attribute_metrics` from per-image judgements, for callers that keep the judgements too: overall and per pattern."
+    res = _alignment_rates(j, range(len(j['joint']))); res['threshold'] = threshold
     res['by_pattern'] = {k: _alignment_rates(j, [i for i, p in enumerate(j['pattern']) if p == k]) for k in sorted(set(j['pattern']))}
     return res
 
@@ -951,7 +954,7 @@ def _evaluate_main(generated:Param('folder of generated images (with manifest.js
                    threshold:Param('confidence threshold of coherence', unit_float)=0.9,
                    batch_size:Param('images per feature batch (every feature network)', int_in(1, 1 << 16))=64,
                    device:Param('torch device of the feature networks (default: CUDA when there is one)', str)=None,
-                   dtype:Param('precision of the feature networks', str, choices=('fp32', 'fp16', 'bf16'))='fp32',
+                   dtype:Param('precision of the feature networks', str, choices=DTYPES)='fp32',
                    kid_subsets:Param('KID subsets', int_in(1, 10**6))=100,
                    kid_subset_size:Param('KID subset size (capped at N)', int_in(2, 10**7))=1000,
                   ):

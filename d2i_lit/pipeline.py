@@ -15,7 +15,7 @@ from fastcore.basics import patch
 from fastcore.script import Param
 from fastprogress.fastprogress import progress_bar
 from torchvision.utils import make_grid
-from .core import D2IError, atomic_write, atomic_write_json, atomic_save_image, set_threads
+from .core import D2IError, DTYPES, torch_dtype, atomic_write, atomic_write_json, atomic_save_image, set_threads
 from .data import Dialog, Turn, load_photochat, load_sample
 from .core import cli_command, float_in, int_in, pos_int, run_lock, claim_run_folder
 from .linearize import STYLES, dialog_turns, linearize_many
@@ -293,7 +293,7 @@ def _load_dialogs(path:str|None)->list:
 def _load_pipe(model:str, scheduler:str, device, dtype:str)->DialogToImagePipeline:
     "The pipeline of `--model` with `--scheduler`, on `device`, its weights in `dtype` ('fp32', 'fp16' or 'bf16')."
     pipe = DialogToImagePipeline.from_pretrained(model, scheduler=scheduler)
-    pipe.backbone.to(device, dict(fp32=None, fp16=torch.float16, bf16=torch.bfloat16)[dtype])
+    pipe.backbone.to(device, torch_dtype(dtype, what='--dtype'))
     return pipe
 
 def _generate_main(model:Param("backbone: a saved folder, a hub id, 'tiny-sd', 'tiny-pixart', 'tiny-unidiffuser' or 'shapes'", str)='tiny-sd',
@@ -307,7 +307,7 @@ def _generate_main(model:Param("backbone: a saved folder, a hub id, 'tiny-sd', '
                    scheduler:Param('sampler', str, choices=SCHEDULERS)='dpm',
                    limit:Param('only the first N dialogs', pos_int)=None,
                    threads:Param('torch CPU threads (default: D2I_THREADS, else torch default)', int_in(1, 1024))=None,
-                   dtype:Param("weights' precision on a GPU", str, choices=('fp32', 'fp16', 'bf16'))='fp32',
+                   dtype:Param("weights' precision on a GPU", str, choices=DTYPES)='fp32',
                   ):
     "Generate one image per dialog with a text-to-image backbone."
     if out is None: raise D2IError('--out is required: the folder to write images and manifest.jsonl to')

@@ -19,7 +19,7 @@ from fastprogress.fastprogress import progress_bar
 from tokenizers.pre_tokenizers import BertPreTokenizer
 from transformers import (AutoTokenizer, BertTokenizer, BlipConfig, BlipForConditionalGeneration, BlipImageProcessor,
                           CLIPConfig, CLIPModel)
-from .core import (D2IError, claim_run_folder, set_seed, set_threads, atomic_dir, atomic_save_image, atomic_write, atomic_write_json,
+from .core import (D2IError, DTYPES, torch_dtype, claim_run_folder, set_seed, set_threads, atomic_dir, atomic_save_image, atomic_write, atomic_write_json,
                           cli_command, float_in, int_in, load_pretrained, open_image, pos_int, run_lock)
 from .linearize import linearize
 from .shapeschat import ATTRIBUTES, CAPTIONS, object_words, render_object, shapes_vocab
@@ -29,7 +29,7 @@ from .backbones import CLIP_MEAN, CLIP_STD
 from .metrics import cider_scores, clip_image_embeddings, list_images, load_clip
 
 # %% auto #0
-__all__ = ['CAPTION_SPECIALS', 'TINY_WORDS', 'DATA_FORMATS', 'PAPER_PROTOCOL', 'DTYPES', 'roundtrip_cli', 'caption_tokenizer',
+__all__ = ['CAPTION_SPECIALS', 'TINY_WORDS', 'DATA_FORMATS', 'PAPER_PROTOCOL', 'roundtrip_cli', 'caption_tokenizer',
            'blip_config', 'Captioner', 'tiny_captioner', 'shapes_captioner', 'load_captioner', 'caption_records',
            'train_captioner', 'PipelineGenerator', 'caption_attributes', 'ShapesOracle', 'load_generator',
            'PixelEmbedder', 'ClipEmbedder', 'tiny_clip', 'ClassifierEmbedder', 'load_embedder', 'cider_matrix',
@@ -845,15 +845,7 @@ def analyze_roundtrip(out:str|Path, # a `roundtrip_to_dir` folder
         _write_scores(s, out, rt.quality_name, _plot_title(rt))
     return s
 
-# %% ../nbs/10_roundtrip.ipynb #e2afff8f
-DTYPES = ('fp32', 'fp16', 'bf16')
-
 # %% ../nbs/10_roundtrip.ipynb #2b42dc9a
-def _torch_dtype(dtype:str):
-    if dtype not in DTYPES: raise D2IError(f"--dtype {dtype!r}: choose from {', '.join(DTYPES)}")
-    return dict(fp32=torch.float32, fp16=torch.float16, bf16=torch.bfloat16)[dtype]
-
-# %% ../nbs/10_roundtrip.ipynb #a6268ad0
 def _require_options(**opts):
     "A one-line error naming the first option that was not given."
     for nm, v in opts.items():
@@ -862,7 +854,7 @@ def _require_options(**opts):
 def _load_roundtrip_models(captioner:str, generator:str, similarity:str, device:str|None, dtype:str, steps:int, guidance:float, batch_size:int):
     "accelerate's state, and the captioner, generator and image embedder on its device (or `device`) in `dtype`."
     state = PartialState(cpu=(device or '').startswith('cpu') or not torch.cuda.is_available())
-    dev, dt = state.device if device in (None, 'cuda') else torch.device(device), _torch_dtype(dtype) # 'cuda': each process its own GPU
+    dev, dt = state.device if device in (None, 'cuda') else torch.device(device), torch_dtype(dtype, what='--dtype') # 'cuda': each process its own GPU
     cap = load_captioner(captioner); cap.model.to(dev, dt)
     gen = load_generator(generator, steps=steps, guidance=guidance, batch_size=batch_size)
     if isinstance(gen, PipelineGenerator): gen.pipe.backbone.to(dev, None if dtype == 'fp32' else dt)

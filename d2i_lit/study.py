@@ -16,13 +16,10 @@ import torch
 from fastai.callback.core import Callback
 from torch.utils.data import ConcatDataset, Subset
 from .core import D2IError, atomic_write_json, set_seed, set_threads
-from .shapeschat import load_shapeschat
-from .shapes_text import pretraining_records, compact_clip_tokenizer, pretraining_words, SHAPES_TEXT_BUDGET
-from .datasets import DialogImageDataset, CaptionImageDataset, text_image_dls
-from .backbones import Backbone
-from .metrics import ClassifierFeatureNet
+from .shapes_text import compact_clip_tokenizer, pretraining_words, SHAPES_TEXT_BUDGET
+from .datasets import text_image_dls
 from .finetune import finetune, ema_weights
-from .experiment import DEFAULT, sample_cell, score_images, fit_newest
+from .experiment import DEFAULT, ExperimentRun, sample_cell, score_images
 from .report import PER_IMAGE, load_stages
 
 # %% auto #0
@@ -245,24 +242,21 @@ class EvalEvery(Callback):
 def _run_settings(run:Path)->dict:
     f = run/'config.json'
     if not f.exists(): raise D2IError(f"{run} is not a `d2i demo` run folder (no config.json)")
-    return {**DEFAULT, **json.loads(f.read_text())['settings']}
+    # settings a run predating them did not record had their old meaning then: word tokens, caption pre-training
+    return {**DEFAULT, 'text': 'words', 'pretrain_corpus': 'captions', **json.loads(f.read_text())['settings']}
 
-def curve_dataset(run:Path, # a `d2i demo` run folder with data/ and a pre-trained model
-                  cfg:dict, # its settings
+def curve_dataset(run:ExperimentRun, # the `d2i demo` run (its folder, settings and seed)
                   bb, # the pre-trained backbone (its tokenizer applies the budget)
                   style:str, # linearization style of the dialogs
                   caption_mix:float=0.0, # share of pre-training texts mixed into the fine-tuning data (replay)
-                  seed:int=0):
-    "The fine-tuning set of `d2i demo` for `style`, with a share `caption_mix` of pre-training (caption, image) pairs mixed in."
-    clip = cfg['text'] == 'clip'
-    ds = DialogImageDataset(load_shapeschat(run/'data'/'train'), style, cfg['size'], tokenizer=bb.tokenizer if clip else None,
-                            max_tokens=cfg['text_budget'] if clip else None, progress=False)
+                 ):
+    "The fine-tuning set of `d2i demo` for `style`, with a share `caption_mix` of its pre-training (caption, image) pairs mixed in."
+    ds = run.dialog_dataset(bb, style)
     if not caption_mix: return ds
     if not 0 < caption_mix < 1: raise D2IError(f"caption_mix must be in [0, 1), got {caption_mix}")
-    caps = CaptionImageDataset(pretraining_records(run/'data'/'train', cfg['pretrain_corpus'], seed), cfg['size'], progress=False)
-    if clip: caps.texts = fit_newest(caps.texts, bb.tokenizer, cfg['text_budget'])
+    caps = run.caption_dataset(bb)
     n = min(len(caps), round(len(ds) * caption_mix / (1 - caption_mix)))
-    return ConcatDataset([ds, Subset(caps, np.random.default_rng(seed).permutation(len(caps))[:n].tolist())])
+    return ConcatDataset([ds, Subset(caps, np.random.default_rng(run.seed).permutation(len(caps))[:n].tolist())])
 
 # %% ../nbs/09c_study.ipynb #a9c416e0
 def _curve_point(bb, test:list, cfg:dict, style:str, net, step:int)->dict:
@@ -287,8 +281,8 @@ def learning_curve(run, # a `d2i demo` run folder whose pre-training stage has f
     "Sharer accuracy per dialog pattern and coherence against fine-tuning steps (text encoder frozen), one row per evaluation."
     run = Path(run); cfg = _run_settings(run); seed = cfg['seed']
     set_threads(threads); set_seed(seed)
-    bb, net = Backbone.from_pretrained(run/'train'/'pretrain'/'final'), ClassifierFeatureNet()
-    test = load_shapeschat(run/'data'/'test')[:n_test]
+    er = ExperimentRun(run, cfg, seed)
+    bb, net, test = er.pretrained(), er.data()['net'], er.data()['test'][:n_test]
     lr, bs = lr or cfg['lr_finetune'], bs or cfg['bs']
     meta, rows = dict(run=str(run), style=style, steps=steps, every=every, lr=lr, bs=bs, caption_mix=caption_mix, n_test=len(test), seed=seed, settings=cfg), []
     def point(step):
@@ -298,7 +292,7 @@ def learning_curve(run, # a `d2i demo` run folder whose pre-training stage has f
     bb.noise_predictor.eval()
     with torch.no_grad(): point(0)
     set_seed(seed)
-    dls = text_image_dls(curve_dataset(run, cfg, bb, style, caption_mix, seed), bs=bs, seed=seed)
+    dls = text_image_dls(curve_dataset(er, bb, style, caption_mix), bs=bs, seed=seed)
     finetune(bb, dls, steps, lr, ema=cfg['ema'], p_uncond=cfg['p_uncond'], seed=seed, warmup=cfg['warmup'], cache=True,
              cbs=[EvalEvery(every, point)])
     return curve_frame(rows)

@@ -15,7 +15,7 @@ from fastai.optimizer import OptimWrapper
 from fastai.callback.progress import ProgressCallback
 from fastcore.basics import noop, patch
 from fastcore.script import Param
-from .core import D2IError, set_seed, set_threads, atomic_dir, atomic_write_json, cli_command, float_in, int_in, launcher_rank, nonneg_int, open_image, pos_int, run_lock
+from .core import D2IError, MIXED_PRECISION, torch_dtype, set_seed, set_threads, atomic_dir, atomic_write_json, cli_command, float_in, int_in, launcher_rank, nonneg_int, open_image, pos_int, run_lock
 from .shapeschat import ATTRIBUTES, write_shapeschat
 from .datasets import CaptionImageDataset, text_image_dls
 from .backbones import load_backbone, shapes_backbone
@@ -373,7 +373,7 @@ def unified_finetune(generator, # a `Backbone` ('sd' or 'shapes'); trained in pl
                      seed:int=0, data_parallel:bool|None=None, cbs=None, progress:bool=False,
                     )->Learner:
     "Fine-tune captioner and generator through each other (or separately); returns the `Learner`."
-    if mixed_precision not in ('no', 'bf16', 'fp16'): raise D2IError(f"mixed precision {mixed_precision!r}: choose 'no', 'bf16' or 'fp16'")
+    torch_dtype(mixed_precision, MIXED_PRECISION, 'mixed precision') # a clear error before any work
     if (checkpoint_every or resume) and out is None: raise D2IError("checkpoints and resume need an output folder (out)")
     out = Path(out) if out is not None else None
     model = UnifiedModel(generator, captioner, temperature)
@@ -436,7 +436,7 @@ def _unified_main(captioner:Param("'tiny', 'shapes', a captioner folder, or a ca
                   lam:Param("weight of L_IR", float_in(0, 1000))=1.0,
                   prompt:Param("captioner prompt, e.g. 'a picture of ' for BLIP", str)='',
                   ema:Param("EMA decay; 0 turns EMA off", float_in(0, 0.999999))=0.,
-                  mixed_precision:Param("autocast dtype", str, choices=['no', 'bf16', 'fp16'])='no',
+                  mixed_precision:Param("autocast dtype", str, choices=MIXED_PRECISION)='no',
                   checkpoint_every:Param("steps between checkpoints (0: none)", nonneg_int)=0,
                   keep:Param("checkpoints kept", int_in(1, 10**6))=3,
                   resume:Param("'latest' or a checkpoint folder", str)=None,
