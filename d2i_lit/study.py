@@ -130,13 +130,13 @@ def paired_ci(d:np.ndarray, # per-image differences
 # %% ../nbs/09c_study.ipynb #35ec5080
 def study_cells(runs:dict, # {name: `d2i demo` run folder}
                )->list[dict]:
-    "One record per finished evaluation cell of `runs`: run name, seed, budget, corpus, model, style, stage and per-image lists."
+    "One record per finished evaluation cell of `runs`: run name, seed, budget, corpus, fine-tuning setting, model, style, stage and per-image lists."
     out = []
     for name, run in runs.items():
         s = json.loads((Path(run)/'config.json').read_text())['settings']
         for (model, style, stage), per in stage_cells(run).items():
             out.append(dict(run=name, seed=s['seed'], budget=s['text_budget'] if s['text'] == 'clip' else None,
-                            corpus=s['pretrain_corpus'], model=model, style=style, stage=stage, **{k: per[k] for k in (*PER_IMAGE.values(), 'pattern')}))
+                            corpus=s['pretrain_corpus'], finetune=f"lr {s['lr_finetune']:g}, {s['finetune_steps']} steps", model=model, style=style, stage=stage, **{k: per[k] for k in (*PER_IMAGE.values(), 'pattern')}))
     return out
 
 # %% ../nbs/09c_study.ipynb #4d084c3d
