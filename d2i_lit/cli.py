@@ -13,14 +13,16 @@ __all__ = ['SUBCOMMANDS', 'DATA_CORPORA', 'main', 'data_cli']
 
 # %% ../nbs/90_cli.ipynb #4927ee0d
 SUBCOMMANDS = {
-    'data':      ('d2i_lit.cli',        'data_cli',      'get a dataset: `d2i data shapeschat --n N --seed S --out DIR`, `d2i data photochat FILE|DIR --out DIR`'),
-    'linearize': ('d2i_lit.linearize',  'linearize_cli', 'linearize PhotoChat dialogs into prompts (JSON lines)'),
-    'generate':  ('d2i_lit.pipeline',   'generate_cli',  'generate one image per dialog with a text-to-image backbone'),
-    'finetune':  ('d2i_lit.finetune',   'finetune_cli',  'fine-tune a backbone on dialog-image pairs'),
-    'evaluate':  ('d2i_lit.metrics',    'evaluate_cli',  'FID, IS, CLIP similarity and attribute accuracy of generated images'),
-    'roundtrip': ('d2i_lit.roundtrip',  'roundtrip_cli', 'captioner/generator round trips (image->text->image, text->image->text)'),
-    'unified':   ('d2i_lit.unified',    'unified_cli',   'fine-tune a captioner and a generator through each other (Li et al. 2023)'),
-    'demo':      ('d2i_lit.experiment', 'demo_cli',      'the whole ShapesChat experiment: data, pre-train, zero-shot, fine-tune, evaluate, report'),
+    'data':      ('d2i_lit.cli',     'data_cli',      'get a dataset: `d2i data shapeschat --n N --seed S --out DIR`, '
+                                                      '`d2i data photochat FILE|DIR --out DIR`'),
+    'linearize': ('d2i_lit.options', 'linearize_cli', 'linearize PhotoChat dialogs into prompts (JSON lines)'),
+    'generate':  ('d2i_lit.options', 'generate_cli',  'generate one image per dialog with a text-to-image model'),
+    'finetune':  ('d2i_lit.options', 'finetune_cli',  'fine-tune a model on dialog-image pairs'),
+    'evaluate':  ('d2i_lit.options', 'evaluate_cli',  'FID, IS, CLIP similarity and attribute accuracy of generated images'),
+    'roundtrip': ('d2i_lit.options', 'roundtrip_cli', 'captioner/generator round trips (image->text->image, text->image->text)'),
+    'unified':   ('d2i_lit.options', 'unified_cli',   'fine-tune a captioner and a generator through each other (Li et al. 2023)'),
+    'demo':      ('d2i_lit.options', 'demo_cli',      'the whole ShapesChat experiment: data, pre-train, zero-shot, fine-tune, '
+                                                      'evaluate, report'),
 }
 
 def _usage()->str:
@@ -31,7 +33,7 @@ def _usage()->str:
     return '\n'.join(lines)
 
 def _resolve(name:str):
-    "The `call_parse` function behind subcommand `name`."
+    "The command behind subcommand `name`."
     if name not in SUBCOMMANDS: raise D2IError(f"unknown subcommand {name!r}; choose from {', '.join(SUBCOMMANDS)}")
     mod, attr, _ = SUBCOMMANDS[name]
     try: return getattr(importlib.import_module(mod), attr)
@@ -48,9 +50,7 @@ def main(argv:list[str]|None=None, # arguments after `d2i`; `None` reads `sys.ar
         print(_usage()); return 0
     name = argv[0]
     try:
-        fn = _resolve(name)
-        sys.argv = [f'd2i {name}'] + argv[1:] # each subcommand parses through core.run_cli, which accepts both spellings
-        fn()
+        _resolve(name)(argv[1:])
     except (D2IError, OSError) as e: # the user's input or machine (a missing file, a full disk): status 2
         print(f'd2i {name}: error: {error_line(e)}', file=sys.stderr)
         return 2
@@ -62,19 +62,20 @@ def main(argv:list[str]|None=None, # arguments after `d2i`; `None` reads `sys.ar
         return 141
     except Exception as e: # a bug of d2i_lit's: still one line, with the way to the traceback
         if os.environ.get('D2I_DEBUG'): raise
-        print(f'd2i {name}: internal error: {type(e).__name__}: {error_line(e)} (set D2I_DEBUG=1 for the traceback, and please report it)', file=sys.stderr)
+        print(f'd2i {name}: internal error: {type(e).__name__}: {error_line(e)} '
+              '(set D2I_DEBUG=1 for the traceback, and please report it)', file=sys.stderr)
         return 1
     return 0
 
 # %% ../nbs/90_cli.ipynb #8f623494
 DATA_CORPORA = {
     'shapeschat': ('d2i_lit.shapeschat', 'data_cli', 'generate ShapesChat: `d2i data shapeschat --n N --seed S --size 16 --out DIR`'),
-    'photochat':  ('d2i_lit.photos',     'data_cli', "fetch the photos of PhotoChat records: `d2i data photochat FILE|DIR --out DIR [--base-url URL]`"),
+    'photochat':  ('d2i_lit.options', 'photochat_data_cli', "fetch the photos of PhotoChat records: "
+                                                            "`d2i data photochat FILE|DIR --out DIR [--base-url URL]`"),
 }
 
-def data_cli():
+def data_cli(args:list[str]): # the arguments after `d2i data`
     "`d2i data CORPUS [options]`: run the corpus' own command (see `DATA_CORPORA`)."
-    args = sys.argv[1:]
     if args and args[0] in ('-h', '--help'):
         w = max(map(len, DATA_CORPORA))
         print('\n'.join(['usage: d2i data CORPUS [options]', '', 'corpora:'] + [f'  {k:<{w}}  {v[2]}' for k,v in DATA_CORPORA.items()]

@@ -10,14 +10,12 @@ from http.client import HTTPException, IncompleteRead
 from pathlib import Path
 from urllib.parse import urlsplit
 from PIL import Image
-from fastcore.script import Param, store_true
 import d2i_lit
-from .core import D2IError, ImageError, open_image, atomic_write, atomic_write_json, _umask, cli_command, float_in, int_in, pos_float
+from .core import D2IError, ImageError, open_image, atomic_write, atomic_write_json, _umask
 from .data import load_photochat, photo_stem, IMAGE_EXTS
 
 # %% auto #0
-__all__ = ['STATUSES', 'FINAL', 'data_cli', 'photo_url_for', 'photo_jobs', 'present_photo', 'fetch_photo', 'fetch_photos',
-           'summary_line']
+__all__ = ['STATUSES', 'FINAL', 'photo_url_for', 'photo_jobs', 'present_photo', 'fetch_photo', 'fetch_photos', 'summary_line']
 
 # %% ../nbs/01a_photos.ipynb #ca8d3830
 STATUSES = ('ok', 'not_found', 'not_an_image', 'timed_out', 'failed') # the outcome of one photo, as counted in report.json
@@ -228,22 +226,10 @@ def summary_line(report:dict, out)->str:
             + ', '.join(f"{k.replace('_', ' ')} {v}" for k,v in c.items() if k != 'ok') + f"; report in {Path(out)/'report.json'}")
 
 # %% ../nbs/01a_photos.ipynb #b3676f59
-def _photochat_main(data:Param('a PhotoChat JSON file or a folder of them (train_NN.json, ...)', str),
-                    out:Param('photos folder: {photo id}.jpg or .png, and report.json', str)=None,
-                    base_url:Param("fetch from an Open Images mirror: '{base_url}/{photo_id}.jpg', or a template with {photo_id} or {id}", str)=None,
-                    workers:Param('parallel downloads', int_in(1, 256))=16,
-                    timeout:Param('seconds for each request', pos_float)=30,
-                    retries:Param('further tries after a timeout, dropped connection, truncated body or 5xx', int_in(0, 100))=3,
-                    backoff:Param('seconds before the first retry, doubled each time', float_in(0, 3600))=1.0,
-                    max_side:Param('downscale photos whose longer side is larger', int_in(1, 65535))=None,
-                    max_mb:Param('refuse photos larger than this many MiB', float_in(0, 1 << 20, lo_open=True))=64,
-                    retry_failed:Param('also ask again for photos an earlier run found missing (404) or not an image', store_true)=False,
-                    no_progress:Param('no progress bar', store_true)=False,
+def _photochat_main(o, # an `options.PhotoChatDataOptions`
                    ):
     "Fetch the photos of PhotoChat records: `d2i data photochat FILE|DIR --out DIR`."
-    if out is None: raise D2IError('--out DIR is required')
-    rep = fetch_photos(data, out, base_url, workers, timeout, retries, backoff, max_side, int(max_mb*(1 << 20)), not no_progress, retry_failed)
-    print(summary_line(rep, out), file=sys.stderr)
+    rep = fetch_photos(o.data, o.out, o.base_url, o.workers, o.timeout, o.retries, o.backoff, o.max_side,
+                       int(o.max_mb*(1 << 20)), o.progress, o.retry_failed)
+    print(summary_line(rep, o.out), file=sys.stderr)
     return rep
-
-data_cli = cli_command(_photochat_main, 'd2i data photochat')
