@@ -16,14 +16,14 @@ from tokenizers import Tokenizer, models, pre_tokenizers
 from huggingface_hub import hf_hub_download
 from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError
 from fastcore.basics import patch
-from .core import D2IError, atomic_dir, atomic_write_json
-from .linearize import clip_tokenizer, _bytes_to_unicode
+from .core import D2IError, atomic_dir, atomic_write_json, int_in
+from .linearize import TextFormat, clip_tokenizer, text_capacity, tokenizer_name, _bytes_to_unicode
 from .shapeschat import shapes_vocab
 
 # %% auto #0
-__all__ = ['CLIP_MEAN', 'CLIP_STD', 'SHAPES_SPECIALS', 'TINY_NAMES', 'BackboneKind', 'register_kind', 'Backbone', 'tiny_backbone',
-           'SDKind', 'PixArtKind', 'UniDiffuserKind', 'word_tokenizer', 'shapes_backbone', 'ShapesKind',
-           'load_backbone']
+__all__ = ['CLIP_MEAN', 'CLIP_STD', 'SHAPES_SPECIALS', 'TINY_NAMES', 'FULL_NAMES', 'BackboneKind', 'register_kind', 'Backbone',
+           'tiny_backbone', 'SDKind', 'PixArtKind', 'UniDiffuserKind', 'word_tokenizer', 'shapes_backbone',
+           'ShapesKind', 'load_backbone']
 
 # %% ../nbs/05_backbones.ipynb #c9e6f0b5
 class BackboneKind:
@@ -45,7 +45,7 @@ class BackboneKind:
     def sample_shape(self, bb)->tuple: return bb.latent_shape # one item's shape in diffusion space
     def to_sample(self, bb, latents, images): return latents # scaled VAE latents (and the images they encode) -> diffusion space
     def to_latents(self, bb, x): return x # diffusion space -> scaled VAE latents
-    def default_max_tokens(self, pred, text, tok)->int: return min(tok.model_max_length, text.config.max_position_embeddings)
+    def default_positions(self, pred, text, tok)->int: return min(tok.model_max_length, text.config.max_position_embeddings)
     def load_extras(self, load, name)->dict: return {} # other `Backbone` arguments loaded from the folder (`load(cls, subfolder)`)
     def pipeline_extras(self, bb)->dict: return {} # pipeline components a backbone lacks, made up to save a folder the pipeline loads
     def before_save(self, bb)->None: pass # make the parts savable as safetensors
@@ -71,23 +71,25 @@ class Backbone:
                  vae:nn.Module|None, # image autoencoder; `None` in pixel space
                  noise_scheduler, # diffusers training scheduler (its config seeds the sampling schedulers)
                  resolution:int, # image side in pixels
-                 max_tokens:int, # the text encoder's token budget, special tokens included
-                 text_decoder:nn.Module|None=None, # UniDiffuser: its prefix projection reduces CLIP text features
-                 image_encoder:nn.Module|None=None, # UniDiffuser: CLIP vision model for the image-embedding half of the diffusion space
-                 text_budget:int|None=None, # tokens a linearized dialog may use, special tokens included (<= `max_tokens`); None: `max_tokens`
+                 positions:int, # the text encoder's positions, special tokens included (77 for CLIP)
+                 text_format:TextFormat|None=None, # how prompts are made from dialogs (saved with the model); None: `TextFormat()`
+                 parts:dict|None=None, # more parts: UniDiffuser's `text_decoder` (its prefix projection reduces CLIP text features) and `image_encoder` (CLIP vision model)
                  extras:dict|None=None, # other components of the kind's diffusers pipeline, kept to save a folder it loads (UniDiffuser: `text_tokenizer`, `clip_image_processor`)
                 ):
         if kind not in _KINDS: raise D2IError(f"unknown backbone kind {kind!r}; choose from {', '.join(_KINDS)}")
         self.kind,self.noise_predictor,self.text_encoder,self.tokenizer,self.vae = kind,noise_predictor,text_encoder,tokenizer,vae
-        self.noise_scheduler,self.resolution,self.max_tokens = noise_scheduler,resolution,max_tokens
-        self.text_decoder,self.image_encoder,self.extras = text_decoder,image_encoder,dict(extras or {})
-        self.text_budget = max_tokens if text_budget is None else text_budget
-        if not 0 < self.text_budget <= max_tokens: raise D2IError(f"text budget {self.text_budget} must be between 1 and the text encoder's {max_tokens} positions")
+        self.noise_scheduler,self.resolution,self.positions = noise_scheduler,resolution,positions
+        parts = dict(parts or {})
+        self.text_decoder,self.image_encoder,self.extras = parts.get('text_decoder'),parts.get('image_encoder'),dict(extras or {})
+        self.text_format = text_format or TextFormat()
+        self.random_weights = False # True for the tiny, shapes and full-size names: their images are noise until trained
+        self.format_recorded = False # True when the text format was read from a model folder (the one it was trained with)
+        if tokenizer is not None: self.budget # checks the format's budget against the encoder's positions
 
     def __repr__(self):
         n = sum(p.numel() for p in self.noise_predictor.parameters())
         return (f"Backbone(kind={self.kind!r}, {type(self.noise_predictor).__name__} {n/1e6:.2f}M params, "
-                f"resolution={self.resolution}, max_tokens={self.max_tokens}, prediction={self.prediction_type!r})")
+                f"resolution={self.resolution}, positions={self.positions}, prediction={self.prediction_type!r})")
 
     @property
     def spec(self)->BackboneKind: return _KINDS[self.kind] # what this kind does its own way
@@ -110,9 +112,9 @@ class Backbone:
 @patch
 def tokenize(self:Backbone, texts:list[str], # prompts
             )->torch.LongTensor:
-    "Token ids `[B, max_tokens]`, padded to `max_tokens` and truncated."
+    "Token ids `[B, positions]`, padded to `positions` and truncated."
     if isinstance(texts, str): texts = [texts]
-    ids = self.tokenizer(list(texts), padding='max_length', max_length=self.max_tokens, truncation=True, return_tensors='pt').input_ids
+    ids = self.tokenizer(list(texts), padding='max_length', max_length=self.positions, truncation=True, return_tensors='pt').input_ids
     be = getattr(self.tokenizer, 'backend_tokenizer', None)
     if be is not None: be.no_padding(); be.no_truncation()  # transformers leaves them set on the shared Rust tokenizer; direct users of it would pad
     return ids
@@ -130,9 +132,16 @@ def encode_prompts(self:Backbone, texts:list[str])->torch.Tensor:
     return self.encode_text(self.tokenize(texts))
 
 @patch(as_prop=True)
-def linearize_budget(self:Backbone)->int:
-    "Text tokens a linearized dialog may use: `text_budget` less the tokenizer's special tokens (what `linearize` counts)."
-    return self.text_budget - self.tokenizer.num_special_tokens_to_add()
+def budget(self:Backbone)->int:
+    "The text budget: text tokens a linearized dialog may use, BOS/EOS not counted (its `text_format`'s, within `positions`)."
+    return self.text_format.budget(self.tokenizer, self.positions)
+
+@patch
+def prompts(self:Backbone, dialogs:list, # `Dialog`s or lists of turns
+            text_format:TextFormat|None=None, # default: the model's `text_format`
+           )->list[str]:
+    "The model's prompts for `dialogs`: each linearized in its text format."
+    return [r.text for r in (text_format or self.text_format).linearize(dialogs, self.tokenizer, self.positions)]
 
 # %% ../nbs/05_backbones.ipynb #20bb2ee4
 @patch(as_prop=True)
@@ -228,8 +237,8 @@ def tiny(self:BackboneKind, seed:int=0)->Backbone:
     torch.manual_seed(seed)
     parts = self.tiny_parts(seed)
     pred = parts.pop('noise_predictor')
-    bb = Backbone(self.name, pred, text, tok, vae, _sd_scheduler(), resolution=pred.config.sample_size * 2, max_tokens=77, **parts)
-    bb.extras = self.pipeline_extras(bb)
+    bb = Backbone(self.name, pred, text, tok, vae, _sd_scheduler(), resolution=pred.config.sample_size * 2, positions=77, parts=parts)
+    bb.extras, bb.random_weights = self.pipeline_extras(bb), True
     return bb
 
 def tiny_backbone(kind:str, # 'sd' | 'pixart' | 'unidiffuser' | 'shapes'
@@ -268,8 +277,8 @@ class PixArtKind(BackboneKind):
                         aspect_ratio=torch.ones(b, 1, device=x_t.device, dtype=x_t.dtype))
         out = m(x_t, encoder_hidden_states=text_emb, timestep=t, added_cond_kwargs=cond, return_dict=False)[0]
         return out.chunk(2, 1)[0] if out.shape[1] == 2*x_t.shape[1] else out
-    def default_max_tokens(self, pred, text, tok)->int:
-        return 120 if 'T5' in type(text).__name__ else super().default_max_tokens(pred, text, tok)
+    def default_positions(self, pred, text, tok)->int:
+        return 120 if 'T5' in type(text).__name__ else super().default_positions(pred, text, tok)
     def tiny_parts(self, seed:int)->dict:
         "The tiny noise predictor: a two-layer DiT on 16×16 latents, 8 output channels (noise and variance)."
         return dict(noise_predictor=diffusers.PixArtTransformer2DModel(sample_size=16, num_layers=2, patch_size=2, attention_head_dim=8,
@@ -352,7 +361,7 @@ def pipeline_extras(self:UniDiffuserKind, bb)->dict:
 def before_save(self:UniDiffuserKind, bb)->None: _untie(bb.text_decoder)
 
 @patch
-def default_max_tokens(self:UniDiffuserKind, pred, text, tok)->int: return pred.config.num_text_tokens
+def default_positions(self:UniDiffuserKind, pred, text, tok)->int: return pred.config.num_text_tokens
 
 # %% ../nbs/05_backbones.ipynb #1672ba83
 @patch
@@ -373,21 +382,21 @@ def tiny_parts(self:UniDiffuserKind, seed:int)->dict:
 SHAPES_SPECIALS = ('<pad>', '<unk>') # the word tokenizer's special tokens, ids 0 and 1
 
 def word_tokenizer(vocab:list[str], # words (case-sensitive); duplicates ignored
-                   max_tokens:int=64, # fixed padded length
+                   positions:int=64, # fixed padded length
                   ):
     "A case-sensitive word-level tokenizer (split on whitespace) over `vocab`, as a `PreTrainedTokenizerFast`."
     words = list(dict.fromkeys([*SHAPES_SPECIALS, *vocab]))
     tk = Tokenizer(models.WordLevel({w:i for i,w in enumerate(words)}, unk_token='<unk>'))
     tk.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    return PreTrainedTokenizerFast(tokenizer_object=tk, pad_token='<pad>', unk_token='<unk>', model_max_length=max_tokens)
+    return PreTrainedTokenizerFast(tokenizer_object=tk, pad_token='<pad>', unk_token='<unk>', model_max_length=positions)
 
 # %% ../nbs/05_backbones.ipynb #4a51fac9
-def _shapes_text_encoder(tokenizer, seed:int, max_tokens:int, hidden:int, position_scale:float|None, token_scale:float|None):
+def _shapes_text_encoder(tokenizer, seed:int, positions:int, hidden:int, position_scale:float|None, token_scale:float|None):
     "A seeded two-layer CLIP text model over `tokenizer`'s ids, its embeddings redrawn at the given scales (None: CLIP's init)."
     torch.manual_seed(seed)
     pad = tokenizer.pad_token_id
     text = CLIPTextModel(CLIPTextConfig(vocab_size=len(tokenizer), hidden_size=hidden, intermediate_size=2*hidden, num_hidden_layers=2,
-        num_attention_heads=2, max_position_embeddings=max_tokens, pad_token_id=pad, bos_token_id=pad, eos_token_id=pad)).eval()
+        num_attention_heads=2, max_position_embeddings=positions, pad_token_id=pad, bos_token_id=pad, eos_token_id=pad)).eval()
     emb, g = getattr(text, 'text_model', text).embeddings, torch.Generator().manual_seed(seed)
     with torch.no_grad():
         if position_scale is not None: emb.position_embedding.weight.normal_(0, position_scale, generator=g)
@@ -406,17 +415,19 @@ def shapes_backbone(size:int=16, # image side in pixels
                     seed:int=0, # seeds the random weights
                     tokenizer=None, # a tokenizer to use; default: `word_tokenizer(vocab or shapes_vocab())`
                     vocab:list[str]|None=None, # words for the default tokenizer; default `d2i_lit.shapeschat.shapes_vocab()`
-                    max_tokens:int=64, # every text is padded to this length
+                    positions:int=64, # every text is padded to this length
                     hidden:int=64, # text encoder width (= the UNet's cross-attention dimension)
                     position_scale:float|None=1.0, # std of the position embeddings; None: CLIP's init (0.02)
                     token_scale:float|None=None, # std of the token embeddings; None: CLIP's init (0.02)
                    )->Backbone:
     "The pixel-space ShapesChat text-to-image model, randomly initialised (pre-train it on captions)."
-    if tokenizer is None: tokenizer = word_tokenizer(shapes_vocab() if vocab is None else vocab, max_tokens)
-    text = _shapes_text_encoder(tokenizer, seed, max_tokens, hidden, position_scale, token_scale)
+    if tokenizer is None: tokenizer = word_tokenizer(shapes_vocab() if vocab is None else vocab, positions)
+    text = _shapes_text_encoder(tokenizer, seed, positions, hidden, position_scale, token_scale)
     unet = _shapes_unet(size, seed, hidden)
     sched = DDPMScheduler(num_train_timesteps=1000, beta_schedule='squaredcos_cap_v2', prediction_type='sample', clip_sample=True)
-    return Backbone('shapes', unet, text, tokenizer, None, sched, resolution=size, max_tokens=max_tokens)
+    bb = Backbone('shapes', unet, text, tokenizer, None, sched, resolution=size, positions=positions)
+    bb.random_weights = True
+    return bb
 
 # %% ../nbs/05_backbones.ipynb #665afd10
 @register_kind
@@ -475,8 +486,26 @@ def _pretrained(cls, name:str, subfolder:str):
         return cls.from_pretrained(name, subfolder=subfolder, use_safetensors=False, **kw)
 
 # %% ../nbs/05_backbones.ipynb #b05708f5
+def _meta_int(meta:dict, key:str, lo:int, hi:int, name)->int|None:
+    "`meta[key]` checked to be an integer in [lo, hi] (None when absent); a one-line error naming the file and field."
+    v = meta.get(key)
+    if v is None: return None
+    if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
+        raise D2IError(f"{name}/d2i_backbone.json: field {key!r}: must be an integer in [{lo}, {hi}], got {v!r}")
+    return v
+
+def _text_format_of(meta:dict, tok, positions:int, name)->TextFormat:
+    "The text format a folder records; a folder from before the record: its budget in positions, the rest as before."
+    if 'text_format' in meta:
+        d = meta['text_format']
+        if not isinstance(d, dict): raise D2IError(f"{name}/d2i_backbone.json: field 'text_format': must be an object")
+        try: return TextFormat(**d)
+        except (TypeError, D2IError) as e: raise D2IError(f"{name}/d2i_backbone.json: field 'text_format': {e}") from None
+    old = _meta_int(meta, 'text_budget', 1, positions, name) # positions, special tokens included
+    return TextFormat(max_tokens=None if old in (None, positions) else old - tok.num_special_tokens_to_add())
+
 def _load_parts(name, kind:str, meta:dict)->Backbone:
-    "A backbone of `kind` from the subfolders of `name`, with the sizes `meta` (`d2i_backbone.json`) saved."
+    "A backbone of `kind` from the subfolders of `name`, with the sizes and text format `meta` (`d2i_backbone.json`) saved."
     spec = _KINDS[kind]
     name = str(Path(name).expanduser()) if _is_local(name) else str(name)
     load = lambda cls, folder: _pretrained(cls, name, folder)
@@ -484,13 +513,15 @@ def _load_parts(name, kind:str, meta:dict)->Backbone:
     text = load(_text_encoder_class(name), 'text_encoder')
     tok = load(getattr(transformers, spec.tokenizer_class), spec.tokenizer)
     vae = load(AutoencoderKL, 'vae') if spec.has_vae else None
-    sched = load(DDPMScheduler, 'scheduler')
     more = spec.load_extras(load, name)
     f = 1 if vae is None else 2 ** (len(vae.config.block_out_channels) - 1)
-    res = meta.get('resolution') or pred.config.sample_size * f
-    mt = meta.get('max_tokens') or spec.default_max_tokens(pred, text, tok)
-    bb = Backbone(kind, pred, text, tok, vae, sched, resolution=res, max_tokens=mt, text_budget=meta.get('text_budget'), **more)
-    bb.extras = {**spec.pipeline_extras(bb), **bb.extras}
+    res = _meta_int(meta, 'resolution', 8, 4096, name) or pred.config.sample_size * f
+    pos = (_meta_int(meta, 'positions', 1, text.config.max_position_embeddings, name)
+           or _meta_int(meta, 'max_tokens', 1, text.config.max_position_embeddings, name) # the name before `positions`
+           or spec.default_positions(pred, text, tok))
+    bb = Backbone(kind, pred, text, tok, vae, load(DDPMScheduler, 'scheduler'), resolution=res, positions=pos,
+                  text_format=_text_format_of(meta, tok, pos, name), parts=more, extras=more.get('extras'))
+    bb.extras, bb.format_recorded = {**spec.pipeline_extras(bb), **bb.extras}, 'text_format' in meta
     return bb
 
 def _kind_of_folder(name, meta:dict)->str:
@@ -535,17 +566,28 @@ def save_pretrained(self:Backbone, path:str|Path, # destination folder, replaced
         if spec.pipeline: getattr(diffusers, spec.pipeline)(**parts, **{**spec.pipeline_extras(self), **self.extras}, **spec.pipeline_kw).save_pretrained(tmp)
         else:
             for k,m in parts.items(): m.save_pretrained(tmp/k)
-        atomic_write_json(tmp/'d2i_backbone.json', dict(kind=self.kind, resolution=self.resolution, max_tokens=self.max_tokens, text_budget=self.text_budget))
+        atomic_write_json(tmp/'d2i_backbone.json', self.record())
     return path
 
-# %% ../nbs/05_backbones.ipynb #0a342a21
-TINY_NAMES = {'tiny-sd': 'sd', 'tiny-pixart': 'pixart', 'tiny-unidiffuser': 'unidiffuser'} # name -> kind of the tiny-tier backbones `load_backbone` knows
+@patch
+def record(self:Backbone)->dict:
+    "What `d2i_backbone.json` holds: the kind, the sizes, and the text format (with the tokenizer that counts)."
+    fmt = self.text_format.replace(tokenizer=tokenizer_name(self.tokenizer))
+    return dict(kind=self.kind, resolution=self.resolution, positions=self.positions, text_format=fmt.record())
 
-def load_backbone(name_or_path:str|Path, # hub id or folder (real tier), 'tiny-sd' | 'tiny-pixart' | 'tiny-unidiffuser', or 'shapes'
+# %% ../nbs/05_backbones.ipynb #fcb7750e
+TINY_NAMES = {'tiny-sd': 'sd', 'tiny-pixart': 'pixart', 'tiny-unidiffuser': 'unidiffuser'} # name -> kind of the tiny-tier backbones `load_backbone` knows
+FULL_NAMES = {'full-sd': 'sd', 'full-pixart': 'pixart', 'full-unidiffuser': 'unidiffuser'} # name -> kind of the published architectures at full size, random weights
+
+def load_backbone(name_or_path:str|Path, # hub id or folder (real tier), a `TINY_NAMES` or `FULL_NAMES` name, or 'shapes'
                   **kw, # `seed` for the tiny tier; `shapes_backbone` options; `device`/`dtype` for folders and hub ids
                  )->Backbone:
     "Load a backbone by name: the tiny tier, a fresh shapes model, or `Backbone.from_pretrained` on a folder or hub id."
     s = str(name_or_path)
     if s in TINY_NAMES: return tiny_backbone(TINY_NAMES[s], **kw)
     if s == 'shapes': return shapes_backbone(**kw)
+    if s in FULL_NAMES:
+        from d2i_lit.full_size import full_backbone # local: the full-size configurations load only when asked for
+        bb = full_backbone(FULL_NAMES[s], **kw); bb.random_weights = True
+        return bb
     return Backbone.from_pretrained(name_or_path, **kw)

@@ -13,11 +13,11 @@ import d2i_lit
 
 # %% auto #0
 __all__ = ['ASSETS', 'pos_int', 'nonneg_int', 'pos_float', 'nonneg_float', 'unit_float', 'DTYPES', 'MIXED_PRECISION',
-           'MAX_IMAGE_PIXELS', 'asset_path', 'D2IError', 'error_line', 'Opt', 'int_in', 'float_in', 'settings_parser',
-           'check_settings', 'Settings', 'Command', 'cli_command', 'set_seed', 'available_cores', 'set_threads',
-           'torch_dtype', 'atomic_write', 'atomic_write_json', 'atomic_save_image', 'atomic_dir', 'make_out_dir',
-           'launcher_rank', 'run_lock', 'open_append', 'jsonl', 'read_jsonl', 'safe_name', 'unique_ids',
-           'claim_run_folder', 'weights_fingerprint', 'load_pretrained', 'ImageError', 'open_image']
+           'MAX_IMAGE_PIXELS', 'asset_path', 'D2IError', 'DiskFull', 'error_line', 'Opt', 'int_in', 'float_in',
+           'settings_parser', 'check_settings', 'Settings', 'Command', 'cli_command', 'set_seed', 'available_cores',
+           'set_threads', 'torch_dtype', 'atomic_write', 'atomic_write_json', 'atomic_save_image', 'atomic_dir',
+           'make_out_dir', 'launcher_rank', 'run_lock', 'open_append', 'jsonl', 'read_jsonl', 'safe_name', 'unique_ids',
+           'claim_run_folder', 'weights_fingerprint', 'write_items', 'load_pretrained', 'ImageError', 'open_image']
 
 # %% ../nbs/00_core.ipynb #39d2a5c8
 ASSETS = Path(d2i_lit.__file__).parent/'assets' # the installed package's folder, also from a notebook
@@ -32,6 +32,8 @@ def asset_path(name:str, # file name inside `d2i_lit/assets`
 # %% ../nbs/00_core.ipynb #6677b91f
 class D2IError(Exception):
     "An error in the user's input or setup, reported as one line by the CLI."
+
+class DiskFull(D2IError): "The device filled up: the run stops (what it finished is kept)."
 
 # %% ../nbs/00_core.ipynb #4ddf3a4d
 _FASTAI_PREFIX = re.compile(r"^Exception occured in `[^`]*` when calling event `[^`]*`:\s*", re.S)
@@ -214,7 +216,7 @@ def cli_command(settings:type, # the settings dataclass the options fill
     if run is None: return _legacy_command(settings, prog, aliases)
     return Command(settings, prog, run, aliases, retired)
 
-# %% ../nbs/00_core.ipynb #523414cb
+# %% ../nbs/00_core.ipynb #ece8db53
 def _legacy_command(main, prog:str, aliases:dict|None=None):
     "A subcommand from a function with fastcore `Param` annotations (the form before settings records), until it is converted."
     from fastcore.script import anno_parser # local: as in `settings_parser`
@@ -291,7 +293,7 @@ def _disk_full(e:BaseException, path)->bool:
 
 def _raise_if_disk_full(e:BaseException, path)->None:
     if not isinstance(e, D2IError) and _disk_full(e, path):
-        raise D2IError(f"no space left on the device while writing {path}: free some space and run again") from None
+        raise DiskFull(f"no space left on the device while writing {path}: free some space and run again") from None
 
 def atomic_write(path:str|Path, # destination file
                  data:bytes|str, # contents
@@ -353,7 +355,7 @@ def _umask_modes(folder:Path)->None:
         for n in dirs: os.chmod(os.path.join(root, n), 0o777 & ~m)
         for n in files: os.chmod(os.path.join(root, n), 0o666 & ~m)
 
-# %% ../nbs/00_core.ipynb #f855055a
+# %% ../nbs/00_core.ipynb #bf16c812
 def make_out_dir(path:str|Path, # an output folder, created if missing
                 )->Path:
     "Create the output folder `path`, or raise a one-line `D2IError` saying why it cannot be one."
@@ -365,7 +367,7 @@ def make_out_dir(path:str|Path, # an output folder, created if missing
         raise D2IError(f"cannot write into the output folder {path}: permission denied")
     return path
 
-# %% ../nbs/00_core.ipynb #8dbae07f
+# %% ../nbs/00_core.ipynb #669cf91e
 def launcher_rank()->int:
     "This process's rank as torchrun or accelerate launched it (`RANK`), 0 when not launched (known before any process group)."
     return int(os.environ.get('RANK', 0) or 0)
@@ -391,7 +393,7 @@ def run_lock(folder:str|Path, # the run folder to hold
         _RUN_ROOTS.remove(root)
         if lock is not None: lock.release()
 
-# %% ../nbs/00_core.ipynb #3e05e9b8
+# %% ../nbs/00_core.ipynb #b6f6d808
 def open_append(path:str|Path, # a file to append to, created if missing
                ):
     "A text file object appending to `path`, which must not be a symbolic link (opened with `O_NOFOLLOW`)."
@@ -420,7 +422,7 @@ def read_jsonl(path:str|Path, # a JSON-lines file; a missing file reads as empty
             if strict: raise D2IError(f"{path}:{i}: not JSON ({e.msg})") from None
     return out
 
-# %% ../nbs/00_core.ipynb #ec3c9d94
+# %% ../nbs/00_core.ipynb #4cbf7cca
 _PLAIN_ID = re.compile(r'[A-Za-z0-9][A-Za-z0-9._-]{0,99}')
 _RESERVED_NAMES = {'con', 'prn', 'aux', 'nul', *(f'com{i}' for i in range(10)), *(f'lpt{i}' for i in range(10))} # Windows
 
@@ -443,7 +445,7 @@ def unique_ids(ids, # the ids of a run's items, in input order
         seen[k] = i
     return list(seen)
 
-# %% ../nbs/00_core.ipynb #73f82014
+# %% ../nbs/00_core.ipynb #0e6a6bf9
 _MISSING = object()
 
 def _json_value(o): return json.loads(json.dumps(o))
@@ -467,7 +469,7 @@ def _foreign_entries(folder:Path)->list[str]:
     "What a folder without a run record holds, beyond a lock and temporary files."
     return sorted(p.name for p in folder.iterdir() if p.name != '.lock' and not p.name.endswith('.tmp'))
 
-def claim_run_folder(folder:str|Path, # the run folder (exists)
+def claim_run_folder(folder:str|Path, # the run folder (created if missing)
                      settings:dict, # what decides the run's outputs (JSON-serialisable)
                      file:str='run.json', # where they are recorded
                      *, fresh:bool=False, # a new run: refuse a folder that holds one
@@ -475,7 +477,7 @@ def claim_run_folder(folder:str|Path, # the run folder (exists)
                      legacy:dict|None=None, # what a record without a setting means by its absence
                     )->dict:
     "Record `settings` in `folder/file`, or check that the run recorded there is the same; a one-line `D2IError` otherwise."
-    folder, settings = Path(folder), _json_value(settings)
+    folder, settings = make_out_dir(folder), _json_value(settings)
     f = folder/file
     if f.exists():
         if fresh: raise D2IError(f"{folder} already holds a run ({file}): resume it, or choose another --out")
@@ -489,7 +491,7 @@ def claim_run_folder(folder:str|Path, # the run folder (exists)
     atomic_write_json(f, settings)
     return settings
 
-# %% ../nbs/00_core.ipynb #d47f5246
+# %% ../nbs/00_core.ipynb #8afe0b79
 _WEIGHT_FILES = ('.safetensors', '.bin', '.pt', '.pth', '.ckpt', '.msgpack', '.json')
 
 def _hash_files(folder:Path)->str:
@@ -515,6 +517,71 @@ def weights_fingerprint(name_or_path, # a model folder, a cached hub id, or a na
             return 'files:' + _hash_files(Path(snapshot_download(str(name_or_path), local_files_only=True)))
         except Exception: pass
     return f'name:{name_or_path}'
+
+# %% ../nbs/00_core.ipynb #54ed459d
+class _OneProcess:
+    "accelerate's `PartialState` for a run in one process."
+    is_main_process, process_index, num_processes = True, 0, 1
+    def wait_for_everyone(self): pass
+
+def _merge_parts(out:Path, name:str, order:dict, per_item:int|None)->list[dict]:
+    "Merge NAME.jsonl and the processes' parts into NAME.jsonl, in item order, complete items only; remove the parts."
+    parts = sorted(out.glob(f'{name}.rank*.jsonl'))
+    by = {}
+    for f in [out/f'{name}.jsonl', *parts]:
+        for r in read_jsonl(f):
+            if isinstance(r, dict) and 'id' in r: by.setdefault(str(r['id']), {})[r.get('candidate', 0)] = r
+    recs = []
+    for i in sorted(by, key=lambda i: order.get(i, len(order))):
+        rows = [by[i][j] for j in sorted(by[i])]
+        if per_item is None or (len(rows) == per_item and all((out/r['file']).is_file() for r in rows if 'file' in r)): recs += rows
+    if recs or (out/f'{name}.jsonl').exists(): atomic_write(out/f'{name}.jsonl', jsonl(recs))
+    for f in parts: f.unlink()
+    return recs
+
+def _make_each(make, chunk:list[int])->list:
+    "`make(chunk)`; if it fails, each item alone, a failing one skipped with its reason (a full disk stops the run)."
+    try: return make(chunk)
+    except DiskFull: raise
+    except (D2IError, OSError) as e:
+        if isinstance(e, OSError) and _disk_full(e, '.'): raise DiskFull(f'no space left on the device: {e}') from None
+        if len(chunk) == 1: return [f'{type(e).__name__}: {error_line(e)}'[:300]]
+        return [r for i in chunk for r in _make_each(make, [i])]
+
+def _batches(items:list, n:int, progress:bool):
+    "`items` in batches of `n`, with a progress bar when asked."
+    bs = [items[i:i + n] for i in range(0, len(items), n)]
+    if not (progress and bs): return bs
+    from fastprogress.fastprogress import progress_bar # local: as in `settings_parser`
+    return progress_bar(bs)
+
+def write_items(out:str|Path, # the run folder (claimed by process 0)
+                ids:list, # the items' ids, in input order (unique)
+                make, # `make(indices)` -> per item: its records, or the reason it was skipped
+                state=None, # accelerate's `PartialState` (None: one process)
+                name:str='manifest', # the records' file: NAME.jsonl
+                per_item:int=1, # records that make an item complete
+                batch:int=1, # items made together
+                progress:bool=False, # a progress bar on process 0
+               )->tuple[list, list]:
+    "Make the items not yet made, sharded over processes and resumable; (records, skipped) on process 0 (None elsewhere)."
+    state, out = state or _OneProcess(), Path(out)
+    ids = unique_ids(ids); order = {k: i for i, k in enumerate(ids)}
+    if state.is_main_process: _merge_parts(out, name, order, per_item); _merge_parts(out, 'skipped', order, None)
+    state.wait_for_everyone()
+    done = {str(r['id']) for f in (name, 'skipped') for r in read_jsonl(out/f'{f}.jsonl') if isinstance(r, dict) and 'id' in r}
+    mine = [i for i in range(state.process_index, len(ids), state.num_processes) if ids[i] not in done]
+    rank = state.process_index
+    with open_append(out/f'{name}.rank{rank}.jsonl') as f, open_append(out/f'skipped.rank{rank}.jsonl') as fs:
+        for chunk in _batches(mine, batch, progress and state.is_main_process):
+            for i, res in zip(chunk, _make_each(make, chunk)):
+                if isinstance(res, str): fs.write(jsonl([dict(id=ids[i], error=res)]))
+                else: f.write(jsonl(res))
+            for g in (f, fs): g.flush(); os.fsync(g.fileno())
+    state.wait_for_everyone()
+    res = (_merge_parts(out, name, order, per_item), _merge_parts(out, 'skipped', order, None)) if state.is_main_process else (None, None)
+    state.wait_for_everyone()
+    return res
 
 # %% ../nbs/00_core.ipynb #9d24ca38
 def load_pretrained(cls, # a transformers or diffusers class (or Auto class) with `from_pretrained`

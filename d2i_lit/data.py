@@ -13,7 +13,8 @@ from .core import D2IError, asset_path
 # %% auto #0
 __all__ = ['IMAGE_EXTS', 'EMOJI_MODES', 'Turn', 'Dialog', 'merge_turns', 'DataError', 'norm_ws', 'parse_record',
            'photochat_files', 'read_records', 'url_stem', 'photo_stem', 'pair_image', 'emoji_text', 'parse_session',
-           'read_sessions', 'is_mmdialog_file', 'DialogList', 'load_photochat', 'load_mmdialog', 'load_sample']
+           'read_sessions', 'is_mmdialog_file', 'DialogList', 'load_photochat', 'load_mmdialog', 'load_sample',
+           'load_dialogs']
 
 # %% ../nbs/01_data.ipynb #3cc418fd
 @dataclass
@@ -436,3 +437,18 @@ def load_mmdialog(paths, # an MMDialog conversations.json, a split folder, the d
 def load_sample()->DialogList:
     "The bundled sample: the first 207 dialogs of PhotoChat's test split (see `d2i_lit/assets/ATTRIBUTION.md`)."
     return load_photochat(asset_path('photochat_test_00_first207.json'))
+
+# %% ../nbs/01_data.ipynb #79fba018
+def load_dialogs(path:str|Path|None, # PhotoChat/MMDialog files or folder, a folder with dialogs.json (+ images/), or None
+                 images_dir:str|Path|None=None, # where the photos are ({photo_id}.jpg, ...); a dialogs.json folder: its images/
+                 option:str='--data', # the option that named `path`, for messages
+                )->DialogList:
+    "The dialogs a command reads: the bundled sample, a folder laid out as ShapesChat's, or PhotoChat/MMDialog files."
+    if path is None: return load_sample()
+    p = Path(path)
+    if not p.exists(): raise D2IError(f"{option} {path}: no such file or folder")
+    if p.is_dir() and (p/'dialogs.json').is_file():
+        p, images_dir = p/'dialogs.json', (p/'images' if (p/'images').is_dir() else images_dir)
+    with warnings.catch_warnings(): # the loader's summary warning: each command reports what it skipped its own way
+        warnings.simplefilter('ignore')
+        return load_photochat(p, images_dir=images_dir)

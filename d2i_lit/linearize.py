@@ -315,7 +315,7 @@ def photo_topic(description:str, # a PhotoChat `photo_description`
     best = max(votes.values())
     return next(t for t,v in votes.items() if v == best) if best else 'other'
 
-# %% ../nbs/02_linearize.ipynb #e35aede3
+# %% ../nbs/02_linearize.ipynb #ca933a9d
 def dialog_table(dialogs, # `Dialog`s
                  tokenizer=None, # see `get_tokenizer`; default: `clip_tokenizer()`
                  max_tokens:int=75, # the budget: text tokens, BOS/EOS not counted (CLIP's 77 positions hold 75)
@@ -333,7 +333,7 @@ def dialog_table(dialogs, # `Dialog`s
         df[f'truncated_{s}'] = df[f'tokens_{s}'] > budget
     return df
 
-# %% ../nbs/02_linearize.ipynb #63ea3fed
+# %% ../nbs/02_linearize.ipynb #624c39cd
 def _linearize_main(o, # a `options.LinearizeOptions`
                    ):
     "Print one JSON line {dialogue_id, text, n_turns, n_turns_dropped} per dialog, in input order."
