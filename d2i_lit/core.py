@@ -5,7 +5,7 @@
 # %% ../nbs/00_core.ipynb #3b676405
 from __future__ import annotations
 import argparse, contextlib, dataclasses, errno, hashlib, importlib, io, json, math, os, random, re, shutil, stat, sys
-import tempfile, types, typing
+import tempfile, time, types, typing
 from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps
@@ -15,9 +15,10 @@ import d2i_lit
 __all__ = ['ASSETS', 'pos_int', 'nonneg_int', 'pos_float', 'nonneg_float', 'unit_float', 'DTYPES', 'MIXED_PRECISION',
            'MAX_IMAGE_PIXELS', 'asset_path', 'D2IError', 'DiskFull', 'error_line', 'Opt', 'int_in', 'float_in',
            'settings_parser', 'check_settings', 'Settings', 'Command', 'cli_command', 'set_seed', 'available_cores',
-           'set_threads', 'torch_dtype', 'atomic_write', 'atomic_write_json', 'atomic_save_image', 'atomic_dir',
-           'make_out_dir', 'launcher_rank', 'run_lock', 'open_append', 'jsonl', 'read_jsonl', 'safe_name', 'unique_ids',
-           'claim_run_folder', 'weights_fingerprint', 'write_items', 'load_pretrained', 'ImageError', 'open_image']
+           'set_threads', 'progress', 'torch_dtype', 'atomic_write', 'atomic_write_json', 'atomic_save_image',
+           'atomic_dir', 'make_out_dir', 'launcher_rank', 'run_lock', 'open_append', 'jsonl', 'read_jsonl', 'safe_name',
+           'unique_ids', 'claim_run_folder', 'weights_fingerprint', 'write_items', 'load_pretrained', 'ImageError',
+           'open_image']
 
 # %% ../nbs/00_core.ipynb #39d2a5c8
 ASSETS = Path(d2i_lit.__file__).parent/'assets' # the installed package's folder, also from a notebook
@@ -250,6 +251,50 @@ def set_threads(n:int|None=None, # intra-op threads; `None` reads `D2I_THREADS`,
     n = n or int(os.environ.get('D2I_THREADS', 0) or 0) or available_cores()
     torch.set_num_threads(n)
     return torch.get_num_threads()
+
+# %% ../nbs/00_core.ipynb #93a82e84
+class progress:
+    "Progress over `seq`: a bar in a notebook, a line rewritten in a terminal, a line every tenth of the way in a log."
+    def __init__(self, seq, # what is worked through (its length is the total)
+                 what:str='', # what is counted, e.g. 'steps'
+                 file=None, # where it is written (default: stderr)
+                ):
+        self.seq, self.total, self.what, self.file = seq, len(seq), what, file or sys.stderr
+        self.n, self.comment, self.t0, self.last, self.tenth = 0, '', time.monotonic(), 0., -1
+        self.tty = getattr(self.file, 'isatty', lambda: False)()
+        self.bar = self._notebook_bar()
+
+    def _notebook_bar(self):
+        from fastcore.imports import IN_NOTEBOOK # local: as in `settings_parser`
+        if not IN_NOTEBOOK: return None
+        from fastprogress.fastprogress import NBProgressBar
+        return NBProgressBar(range(self.total))
+
+    def text(self)->str:
+        "One line: what, how many of how many, elapsed and remaining time, the comment."
+        t = time.monotonic() - self.t0
+        left = f', {t/self.n*(self.total - self.n):.0f} s left' if 0 < self.n < self.total else ''
+        return f"{self.what + ': ' if self.what else ''}{self.n}/{self.total} [{t:.0f} s{left}]{' ' + self.comment if self.comment else ''}"
+
+    def update(self, n:int, comment:str|None=None):
+        "Record that `n` are done."
+        self.n, self.comment = n, self.comment if comment is None else comment
+        if self.bar is not None: self.bar.comment = self.comment; return self.bar.update(n)
+        if self.tty:
+            if time.monotonic() - self.last > 0.2 or n >= self.total: print('\r' + self.text(), end='', file=self.file, flush=True)
+            self.last = time.monotonic()
+        elif (t := 10*n//max(self.total, 1)) > self.tenth: self.tenth = t; print(self.text(), file=self.file, flush=True)
+
+    def close(self):
+        "End the line (a terminal) or the bar."
+        if self.tty: print('\r' + self.text(), file=self.file, flush=True)
+        elif self.bar is None and self.n < self.total: print(self.text(), file=self.file, flush=True)
+
+    def __len__(self): return self.total
+    def __iter__(self):
+        self.update(0)
+        for i, x in enumerate(self.seq): yield x; self.update(i + 1)
+        self.close()
 
 # %% ../nbs/00_core.ipynb #cb556067
 DTYPES = ('fp32', 'fp16', 'bf16') # precisions by name: weights' dtype, or the autocast of the evaluation networks
@@ -518,7 +563,7 @@ def weights_fingerprint(name_or_path, # a model folder, a cached hub id, or a na
         except Exception: pass
     return f'name:{name_or_path}'
 
-# %% ../nbs/00_core.ipynb #54ed459d
+# %% ../nbs/00_core.ipynb #95a5d18b
 class _OneProcess:
     "accelerate's `PartialState` for a run in one process."
     is_main_process, process_index, num_processes = True, 0, 1
@@ -548,12 +593,10 @@ def _make_each(make, chunk:list[int])->list:
         if len(chunk) == 1: return [f'{type(e).__name__}: {error_line(e)}'[:300]]
         return [r for i in chunk for r in _make_each(make, [i])]
 
-def _batches(items:list, n:int, progress:bool):
-    "`items` in batches of `n`, with a progress bar when asked."
+def _batches(items:list, n:int, show:bool, what:str):
+    "`items` in batches of `n`, with `progress` when asked."
     bs = [items[i:i + n] for i in range(0, len(items), n)]
-    if not (progress and bs): return bs
-    from fastprogress.fastprogress import progress_bar # local: as in `settings_parser`
-    return progress_bar(bs)
+    return progress(bs, what) if show and bs else bs
 
 def write_items(out:str|Path, # the run folder (claimed by process 0)
                 ids:list, # the items' ids, in input order (unique)
@@ -562,7 +605,7 @@ def write_items(out:str|Path, # the run folder (claimed by process 0)
                 name:str='manifest', # the records' file: NAME.jsonl
                 per_item:int=1, # records that make an item complete
                 batch:int=1, # items made together
-                progress:bool=False, # a progress bar on process 0
+                show:bool=False, # show `progress` on process 0
                )->tuple[list, list]:
     "Make the items not yet made, sharded over processes and resumable; (records, skipped) on process 0 (None elsewhere)."
     state, out = state or _OneProcess(), Path(out)
@@ -573,7 +616,7 @@ def write_items(out:str|Path, # the run folder (claimed by process 0)
     mine = [i for i in range(state.process_index, len(ids), state.num_processes) if ids[i] not in done]
     rank = state.process_index
     with open_append(out/f'{name}.rank{rank}.jsonl') as f, open_append(out/f'skipped.rank{rank}.jsonl') as fs:
-        for chunk in _batches(mine, batch, progress and state.is_main_process):
+        for chunk in _batches(mine, batch, show and state.is_main_process, f'{name} batches'):
             for i, res in zip(chunk, _make_each(make, chunk)):
                 if isinstance(res, str): fs.write(jsonl([dict(id=ids[i], error=res)]))
                 else: f.write(jsonl(res))

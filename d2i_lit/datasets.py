@@ -16,13 +16,14 @@ from fastai.data.core import DataLoaders
 from fastai.data.load import DataLoader
 from fastprogress.fastprogress import progress_bar
 from .core import D2IError, ImageError, open_image
+from .options import BAD_IMAGE_MODES
 from .data import Dialog
-from .linearize import linearize, linearize_many, STYLES
+from .linearize import MARKERS, STYLES, linearize
 from .shapeschat import read_captions
 
 # %% auto #0
-__all__ = ['BAD_IMAGE_MODES', 'load_image', 'check_images', 'DialogImageDataset', 'CaptionImageDataset', 'collate_text_image',
-           'text_image_dls', 'read_captions']
+__all__ = ['load_image', 'check_images', 'DialogImageDataset', 'CaptionImageDataset', 'collate_text_image', 'text_image_dls',
+           'read_captions']
 
 # %% ../nbs/04_datasets.ipynb #ff7fe39a
 _all_ = ['read_captions'] # defined in `shapeschat`, beside the writer of captions.jsonl; still importable from here
@@ -42,8 +43,6 @@ def load_image(path:str|Path, # an image file
     return x/127.5 - 1
 
 # %% ../nbs/04_datasets.ipynb #6f86d240
-BAD_IMAGE_MODES = ('skip', 'error') # what a dataset does with an unreadable image: leave its item out, or raise
-
 def check_images(paths:list, # image files (None: no file)
                  size:int, # model resolution
                  threads:int|None=None, # decoding threads; None: min(8, CPU count)
@@ -130,21 +129,19 @@ class DialogImageDataset(_SkippingDataset):
     def __init__(self, dialogs:list[Dialog], # dialogs with `image_path` set (load them with `images_dir`)
                  style:str='hash', # linearization style, one of `STYLES`
                  size:int=16, # model resolution
-                 tokenizer=None, # with `max_tokens`: the tokenizer that counts the budget (see `linearize_in_budget`)
-                 max_tokens:int|None=None, # text tokens allowed, BOS/EOS not counted; None: no budget
+                 texts=None, # `texts(dialogs)` -> their prompts (e.g. a model's `prompts`, within its budget); None: `linearize`, no budget
                  cache:bool|None=None, # keep loaded images in memory; None: when size <= 64
                  on_bad_image:str='skip', # 'skip': leave out dialogs whose image is missing or unreadable; 'error': raise on the first
                  check:bool=True, # decode every image once now (threads), so a bad photo is found before training, not hours in
                  threads:int|None=None, # threads for the check; None: min(8, CPU count)
                  progress:bool|None=None, # a bar over the check; None: for more than 1000 images
                 ):
-        if style not in STYLES: raise D2IError(f"unknown style {style!r}; choose from {', '.join(STYLES)}")
+        if style not in MARKERS: raise D2IError(f"unknown style {style!r}; choose from {', '.join(STYLES)}")
         dialogs = list(dialogs)
         keep = self._setup_images([getattr(d, 'image_path', None) for d in dialogs], [_describe(d) for d in dialogs],
                                   size, cache, on_bad_image, check, threads, progress)
         self.dialogs, self.style = [dialogs[i] for i in keep], style
-        if max_tokens is None: self.texts = [linearize(d, style) for d in self.dialogs]
-        else: self.texts = [r.text for r in linearize_many(self.dialogs, style, tokenizer, max_tokens)]
+        self.texts = [linearize(d, style) for d in self.dialogs] if texts is None else list(texts(self.dialogs))
         self._warn_skipped()
 
     def __len__(self): return len(self.dialogs)

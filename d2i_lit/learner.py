@@ -8,6 +8,7 @@ import os
 from functools import partial
 import torch, torch.nn as nn, torch.nn.functional as F
 import torch.distributed as dist
+from fastcore.basics import store_attr
 from fastai.learner import Learner
 from fastai.callback.core import Callback, CancelValidException
 from fastai.data.core import DataLoaders
@@ -15,8 +16,8 @@ from fastai.optimizer import OptimWrapper
 from .core import D2IError, set_threads
 
 # %% auto #0
-__all__ = ['NoisePredictor', 'freeze_frozen_parts', 'snr_weights', 'diffusion_loss', 'DiffusionBatch', 'fused_adamw',
-           'text_learner', 'EncodedDataset']
+__all__ = ['NoisePredictor', 'freeze_frozen_parts', 'snr_weights', 'diffusion_loss', 'rank_world', 'is_main', 'DiffusionBatch',
+           'fused_adamw', 'text_learner', 'EncodedDataset']
 
 # %% ../nbs/07_learner.ipynb #7be7501a
 class NoisePredictor(nn.Module):
@@ -67,10 +68,13 @@ def diffusion_loss(pred, # the noise predictor's output
     return (per*weight.to(per.device)).mean()
 
 # %% ../nbs/07_learner.ipynb #4f1927e0
-def _rank_world():
+def rank_world()->tuple[int, int]:
+    "This process's rank and the number of processes of its group ((0, 1) without one)."
     return (dist.get_rank(), dist.get_world_size()) if dist.is_available() and dist.is_initialized() else (0, 1)
 
-def _is_main(): return _rank_world()[0] == 0
+def is_main()->bool:
+    "Whether this is the process that writes a run's files (rank 0)."
+    return rank_world()[0] == 0
 
 class DiffusionBatch(Callback):
     "Turn `(texts, images)` into `xb=(x_t, t, text_emb)`, `yb=(target, weight)` with the frozen encoders."
@@ -80,11 +84,12 @@ class DiffusionBatch(Callback):
                  seed:int=0, # seed of the noise/timestep/drop generator
                  cache_text:bool=False, # keep text embeddings per unique text
                  text_ids:bool=False, # pass token ids (the text encoder trains inside the model) instead of embeddings
+                 noise_offset:float=0., # offset noise: a per-channel constant added to the noise (diffusers' `--noise_offset`)
+                 random_flip:bool=False, # flip each training image left-right with probability 1/2
                 ):
         if text_ids and cache_text: raise D2IError('text embeddings cannot be cached while the text encoder trains')
-        self.bb, self.p_uncond, self.snr_gamma, self.seed, self.cache_text, self.text_ids = backbone, p_uncond, snr_gamma, seed, cache_text, text_ids
-        self.text_cache = {}
-        self.gen = torch.Generator().manual_seed(seed)
+        store_attr('p_uncond,snr_gamma,seed,cache_text,text_ids,noise_offset,random_flip')
+        self.bb, self.text_cache, self.gen = backbone, {}, torch.Generator().manual_seed(seed)
 
     @torch.no_grad()
     def encode(self, texts:list[str])->torch.Tensor:
@@ -99,24 +104,40 @@ class DiffusionBatch(Callback):
     def before_batch(self):
         b = self.learn.xb + self.learn.yb
         texts, x = list(b[0]), b[1]
-        rank, world = _rank_world()
+        rank, world = rank_world()
         B = len(texts); n = B//world; sl = slice(rank*n, (rank+1)*n)
         sched, g = self.bb.noise_scheduler, self.gen
         drop = (torch.rand(B, generator=g) < self.p_uncond)[sl].tolist()
         t = torch.randint(0, sched.config.num_train_timesteps, (B,), generator=g)[sl]
         texts = ['' if d else s for s,d in zip(texts[sl], drop)]
         with torch.no_grad():
-            if getattr(self.dl.dataset, 'encoded', False): x0 = x[sl]
+            if getattr(self.dl.dataset, 'encoded', False):
+                if self.random_flip: raise D2IError('random_flip flips images: not possible with encoded (cached) images')
+                x0 = x[sl]
             else: # the VAE's sample noise drawn for the whole global batch, then sliced: any number of processes, the same latents
+                x = self._flip(x, B, sl)
                 vn = torch.randn((B, *self.bb.latent_shape), generator=g)[sl] if self.bb.vae is not None else None
                 x0 = self.bb.encode_images(x[sl], noise=vn)
-        noise = torch.randn((B,) + tuple(x0.shape[1:]), generator=g)[sl].to(x0.device, x0.dtype)
+        noise = self._noise(B, x0, sl)
         t = t.to(x0.device)
         x_t = sched.add_noise(x0, noise, t)
         pt = sched.config.prediction_type
         target = noise if pt == 'epsilon' else sched.get_velocity(x0, noise, t) if pt == 'v_prediction' else x0
         emb = (self.bb.tokenize(texts) if self.text_ids else self.encode(texts)).to(x0.device)
         self.learn.xb, self.learn.yb = (x_t, t, emb), (target, snr_weights(sched, t, self.snr_gamma))
+
+    def _flip(self, x, B:int, sl:slice):
+        "The global batch `x` with this process's images flipped at random (drawn only when `random_flip` is on)."
+        if not self.random_flip: return x
+        f = (torch.rand(B, generator=self.gen) < 0.5)[sl]
+        x = x.clone(); x[sl][f] = x[sl][f].flip(-1)
+        return x
+
+    def _noise(self, B:int, x0, sl:slice):
+        "Gaussian noise for this process's share, drawn for the global batch; with `noise_offset`, a per-channel offset added."
+        noise = torch.randn((B,) + tuple(x0.shape[1:]), generator=self.gen)[sl]
+        if self.noise_offset: noise = noise + self.noise_offset * torch.randn((B, x0.shape[1]) + (1,)*(x0.ndim - 2), generator=self.gen)[sl]
+        return noise.to(x0.device, x0.dtype)
 
 # %% ../nbs/07_learner.ipynb #4809df43
 def fused_adamw(params, # parameters or parameter groups
