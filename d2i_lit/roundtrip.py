@@ -4,7 +4,7 @@
 
 # %% ../nbs/10_roundtrip.ipynb #89572601
 from __future__ import annotations
-import contextlib, io, json, math, os, re, sys
+import io, json, math, re, sys
 from dataclasses import dataclass, field
 from pathlib import Path
 import numpy as np
@@ -14,29 +14,30 @@ from PIL import Image
 from scipy.stats import rankdata, spearmanr
 from accelerate import PartialState
 from fastcore.basics import patch
-from fastcore.script import Param
 from fastprogress.fastprogress import progress_bar
 from tokenizers.pre_tokenizers import BertPreTokenizer
 from transformers import (AutoTokenizer, BertTokenizer, BlipConfig, BlipForConditionalGeneration, BlipImageProcessor,
                           CLIPConfig, CLIPModel)
-from .core import (D2IError, DTYPES, torch_dtype, claim_run_folder, set_seed, set_threads, atomic_dir, atomic_save_image, atomic_write, atomic_write_json,
-                          cli_command, float_in, int_in, load_pretrained, open_image, pos_int, run_lock)
+from .core import (D2IError, atomic_dir, atomic_save_image, atomic_write, atomic_write_json, claim_run_folder, jsonl,
+                          load_pretrained, open_image, read_jsonl, run_lock, safe_name, set_seed, set_threads, torch_dtype,
+                          unique_ids, weights_fingerprint, write_items)
+from .options import DATA_FORMATS, RoundTripOptions
 from .linearize import linearize
 from .shapeschat import ATTRIBUTES, CAPTIONS, object_words, render_object, shapes_vocab
-from .pipeline import DialogToImagePipeline, image_seed, _fname
+from .pipeline import DialogToImagePipeline, image_seed
 from .classifier import load_classifier, to_input
 from .backbones import CLIP_MEAN, CLIP_STD
 from .metrics import cider_scores, clip_image_embeddings, list_images, load_clip
 
 # %% auto #0
-__all__ = ['CAPTION_SPECIALS', 'TINY_WORDS', 'DATA_FORMATS', 'PAPER_PROTOCOL', 'roundtrip_cli', 'caption_tokenizer',
-           'blip_config', 'Captioner', 'tiny_captioner', 'shapes_captioner', 'load_captioner', 'caption_records',
-           'train_captioner', 'PipelineGenerator', 'caption_attributes', 'ShapesOracle', 'load_generator',
-           'PixelEmbedder', 'ClipEmbedder', 'tiny_clip', 'ClassifierEmbedder', 'load_embedder', 'cider_matrix',
-           'RoundTrip', 'i2t2i', 't2i2t', 'rank_analysis', 'plot_rank_curve', 'shapes_references',
-           'attribute_agreement', 'dialog_caption_agreement', 'roundtrip_items', 'run_roundtrip', 'write_roundtrip',
-           'karpathy_items', 'coco_captions_items', 'folder_items', 'load_roundtrip_items', 'roundtrip_to_dir',
-           'load_roundtrip_dir', 'analyze_roundtrip']
+__all__ = ['CAPTION_SPECIALS', 'TINY_WORDS', 'DATA_FORMATS', 'PAPER_PROTOCOL', 'caption_tokenizer', 'blip_config', 'Captioner',
+           'tiny_captioner', 'shapes_captioner', 'load_captioner', 'caption_records', 'train_captioner',
+           'PipelineGenerator', 'caption_attributes', 'ShapesOracle', 'load_generator', 'PixelEmbedder', 'ClipEmbedder',
+           'tiny_clip', 'ClassifierEmbedder', 'load_embedder', 'cider_matrix', 'RoundTrip', 'RoundTripModels',
+           'make_candidates', 'assemble_roundtrip', 'roundtrip', 'i2t2i', 't2i2t', 'rank_analysis', 'plot_rank_curve',
+           'shapes_references', 'attribute_agreement', 'dialog_caption_agreement', 'roundtrip_items',
+           'roundtrip_scores', 'run_roundtrip', 'write_roundtrip', 'karpathy_items', 'coco_captions_items',
+           'folder_items', 'load_roundtrip_items', 'roundtrip_to_dir', 'load_roundtrip_dir', 'analyze_roundtrip']
 
 # %% ../nbs/10_roundtrip.ipynb #869fb1f4
 CAPTION_SPECIALS = ('[PAD]', '[UNK]', '[CLS]', '[SEP]', '[MASK]', '[DEC]') # ids 0..5: pad, unk, cls, sep, mask, BLIP's decoder start
@@ -234,16 +235,17 @@ def train_captioner(cap:Captioner, # the captioner to train (in place)
 class PipelineGenerator:
     "Text-to-image through `DialogToImagePipeline`: `gen(texts, seed) -> list[PIL.Image]`, one seed per item."
     def __init__(self, pipe, # a `DialogToImagePipeline`
-                 steps:int=25, guidance:float=7.5, batch_size:int=8, name:str='pipeline'):
-        self.pipe, self.steps, self.guidance, self.batch_size, self.name = pipe, steps, guidance, batch_size, name
-    def __repr__(self): return f'PipelineGenerator({self.name!r}, steps={self.steps}, guidance={self.guidance})'
-    def __call__(self, texts:list, # prompt strings (or `Dialog`s, linearized by the pipeline within its token budget)
-                 seed:int=0, style:str='hash',
+                 sample_steps:int=25, guidance:float=7.5, batch_size:int=8, name:str='pipeline'):
+        self.pipe, self.sample_steps, self.guidance, self.batch_size, self.name = pipe, sample_steps, guidance, batch_size, name
+    def __repr__(self): return f'PipelineGenerator({self.name!r}, sample_steps={self.sample_steps}, guidance={self.guidance})'
+    def __call__(self, texts:list, # prompt strings (or `Dialog`s, in the model's text format)
+                 seed:int=0, style:str|None=None, # style: of dialogs (None: the model's)
                  seeds:list[int]|None=None, # one seed per text (overrides `seed`): what sharded, resumable runs use
                 )->list:
         seeds = seeds if seeds is not None else [image_seed(seed, i) for i in range(len(texts))]
         gens = [torch.Generator().manual_seed(int(s)) for s in seeds] # batch-independent noise
-        return self.pipe(list(texts), style=style, steps=self.steps, guidance=self.guidance, generator=gens, batch_size=self.batch_size)
+        return self.pipe(list(texts), style=style, sample_steps=self.sample_steps, guidance=self.guidance, generator=gens,
+                         batch_size=self.batch_size)
 
 # %% ../nbs/10_roundtrip.ipynb #6b0327ec
 def caption_attributes(caption:str, # a caption
@@ -257,24 +259,24 @@ class ShapesOracle:
     "Control generator: renders the ShapesChat object a caption names; black when it names none."
     name = 'shapes-oracle'
     def __init__(self, size:int=16): self.size = size
-    def __call__(self, texts:list, seed:int=0, style:str='hash', seeds:list[int]|None=None)->list:
+    def __call__(self, texts:list, seed:int=0, style:str|None=None, seeds:list[int]|None=None)->list:
         out = []
         for i, t in enumerate(texts):
-            a = caption_attributes(t if isinstance(t, str) else linearize(t, style))
+            a = caption_attributes(t if isinstance(t, str) else linearize(t, style or 'hash'))
             rs = [seed, i] if seeds is None else int(seeds[i])
             out.append(render_object(a, self.size, seed=rs) if all(a.values()) else Image.new('RGB', (self.size,)*2))
         return out
 
 # %% ../nbs/10_roundtrip.ipynb #0e62285f
 def load_generator(name_or_path:str|Path, # 'tiny' (= 'tiny-sd'), 'shapes-oracle', or anything `DialogToImagePipeline.from_pretrained` takes
-                   steps:int=25, guidance:float=7.5, batch_size:int=8,
+                   sample_steps:int=25, guidance:float=7.5, batch_size:int=8,
                    scheduler:str|None=None, # 'ddim' | 'dpm'; None: the saved choice
                   ):
     "A generator `gen(texts, seed)` by name or folder."
     name = str(name_or_path)
     if name == 'shapes-oracle': return ShapesOracle()
     return PipelineGenerator(DialogToImagePipeline.from_pretrained('tiny-sd' if name == 'tiny' else name, scheduler=scheduler),
-                             steps, guidance, batch_size, name=name)
+                             sample_steps, guidance, batch_size, name=name)
 
 # %% ../nbs/10_roundtrip.ipynb #0b6394d2
 class PixelEmbedder:
@@ -361,29 +363,87 @@ class RoundTrip:
                 for i in range(len(self.ids)) for j in range(self.k)]
 
 # %% ../nbs/10_roundtrip.ipynb #fdc1f8a6
+@dataclass
+class RoundTripModels:
+    "The three models of a round trip: captioner, generator (`gen(texts, seeds=...)`), image embedder."
+    captioner:Captioner; generator:object; embedder:object=None
+
+def _cand_seed(seed:int, id, j:int)->int: return image_seed(seed, f'{id}#{j}')
+
 def _embed_sim(embedder, a:list, b:list, k:int)->np.ndarray:
     "Cosine of each of `b`'s `k` candidates with its item in `a`: `[len(a), k]`."
     ea, eb = embedder(a), embedder(b)
     return np.einsum('nd,nkd->nk', ea, eb.reshape(len(a), k, -1))
 
+def _pil(x): return x if isinstance(x, Image.Image) else open_image(x)
+
+def make_candidates(direction:str, # 'i2t2i' or 't2i2t'
+                    m:RoundTripModels, # the models
+                    items:list[dict], # `{id, image, texts, references}` (an image: PIL or a path)
+                    k:int=10, seed:int=0,
+                    caption_kw:dict|None=None, # sampling options of `Captioner.caption` (top_p, repetition_penalty)
+                   )->list[dict]:
+    "Per item: its k `captions`, `images` and `seeds`, and `cos`, each image's cosine with the item's image (None without one)."
+    kw, seeds = dict(caption_kw or {}), [[_cand_seed(seed, it['id'], j) for j in range(k)] for it in items]
+    flat = [s for row in seeds for s in row]
+    if direction == 'i2t2i':
+        imgs = [_pil(it['image']) for it in items]
+        caps = [m.captioner.caption([im], k=k, seed=_cand_seed(seed, it['id'], -1), **kw)[0] for im, it in zip(imgs, items)]
+        gen = m.generator([c for row in caps for c in row], seeds=flat)
+    elif direction == 't2i2t':
+        gen = m.generator([it['texts'][0] for it in items for _ in range(k)], seeds=flat)
+        caps = [[c[0] for c in m.captioner.caption(gen[n*k:(n+1)*k], k=1, seed=_cand_seed(seed, it['id'], -1), batch_size=k, **kw)]
+                for n, it in enumerate(items)]
+        imgs = [_pil(it['image']) if it.get('image') is not None else None for it in items]
+    else: raise D2IError(f"direction must be 'i2t2i' or 't2i2t', got {direction!r}")
+    sim = _embed_sim(m.embedder, imgs, gen, k) if m.embedder is not None and all(i is not None for i in imgs) else None
+    return [dict(captions=caps[n], images=gen[n*k:(n+1)*k], seeds=seeds[n], cos=None if sim is None else sim[n].tolist())
+            for n in range(len(items))]
+
+# %% ../nbs/10_roundtrip.ipynb #f3f90959
+def _item_input(direction:str, it:dict)->str:
+    "What a round trip starts from: the text (t2i2t), or the image's name (i2t2i)."
+    if direction == 't2i2t': return it['texts'][0]
+    im = it['image']
+    return str(getattr(im, 'filename', '') or ('' if isinstance(im, Image.Image) else im))
+
+def assemble_roundtrip(direction:str, # 'i2t2i' or 't2i2t'
+                       rows:list[dict], # per item: `id`, `input`, `references`, `captions`, `images` (PIL or files), `cos`
+                       embedder_name:str='image embedder', # names the image cosine
+                       meta:dict|None=None, # what the run was (recorded in its scores)
+                      )->RoundTrip:
+    "The `RoundTrip` of candidates: reconstruction and quality as the direction defines them (CIDEr-D, image cosine)."
+    caps, refs = [r['captions'] for r in rows], [r['references'] for r in rows]
+    cos = None if any(r['cos'] is None for r in rows) else np.array([r['cos'] for r in rows], dtype=np.float64)
+    cid = cider_matrix(caps, refs) if rows and all(refs) else None
+    base = ([r['id'] for r in rows], [r['input'] for r in rows], caps, [r['images'] for r in rows])
+    if direction == 'i2t2i':
+        if cos is None: raise D2IError("i2t2i needs each generated image's cosine with the input (an embedder)")
+        return RoundTrip(direction, *base, cos, f'image cosine ({embedder_name})', cid, '' if cid is None else 'CIDEr-D of the caption', meta or {})
+    if cid is None: raise D2IError("t2i2t needs references for every item")
+    return RoundTrip(direction, *base, cid, 'CIDEr-D of the caption', cos,
+                     '' if cos is None else f'image cosine with the real image ({embedder_name})', meta or {})
+
+def roundtrip(direction:str, m:RoundTripModels, items:list[dict], k:int=10, seed:int=0, caption_kw:dict|None=None)->RoundTrip:
+    "One round trip over `items`, in memory: the engine's candidates, assembled."
+    cands = make_candidates(direction, m, items, k, seed, caption_kw)
+    rows = [dict(id=it['id'], input=_item_input(direction, it), references=it.get('references') or [], **c) for it, c in zip(items, cands)]
+    meta = dict(k=k, seed=seed, generator=getattr(m.generator, 'name', ''), captioner=m.captioner.name)
+    return assemble_roundtrip(direction, rows, getattr(m.embedder, 'name', 'image embedder'), meta)
+
+# %% ../nbs/10_roundtrip.ipynb #e275b8dc
 def i2t2i(images:list, # N PIL images or paths
-          captioner:Captioner, generator, # `generator(texts, seed) -> images`
+          captioner:Captioner, generator, # `generator(texts, seeds=...) -> images`
           embedder, # image embedder (`PixelEmbedder`, `ClipEmbedder`)
           k:int=10, seed:int=0,
           references:list[list[str]]|None=None, # N lists of reference captions: enables caption quality (CIDEr-D)
           ids:list|None=None, caption_kw:dict|None=None,
          )->RoundTrip:
     "Image → k captions → one image per caption; reconstruction = image-embedding cosine with the input."
-    imgs = [im if isinstance(im, Image.Image) else open_image(im) for im in images]
-    caps = captioner.caption(imgs, k=k, seed=seed, **(caption_kw or {}))
-    gen = generator([c for row in caps for c in row], seed=seed)
-    recon = _embed_sim(embedder, imgs, gen, k)
-    q = None if references is None else cider_matrix(caps, references)
-    return RoundTrip('i2t2i', list(ids if ids is not None else range(len(imgs))), [str(getattr(im, 'filename', '') or p) for im, p in zip(imgs, images)],
-                     caps, [gen[i*k:(i+1)*k] for i in range(len(imgs))], recon, f'image cosine ({embedder.name})',
-                     q, '' if q is None else 'CIDEr-D of the caption', dict(k=k, seed=seed, generator=getattr(generator, 'name', ''), captioner=captioner.name))
+    ids = list(ids) if ids is not None else list(range(len(images)))
+    items = [dict(id=i, image=im, texts=[], references=references[n] if references else []) for n, (i, im) in enumerate(zip(ids, images))]
+    return roundtrip('i2t2i', RoundTripModels(captioner, generator, embedder), items, k, seed, caption_kw)
 
-# %% ../nbs/10_roundtrip.ipynb #1525be3e
 def t2i2t(texts:list[str], # N input texts
           generator, captioner:Captioner,
           k:int=10, seed:int=0,
@@ -392,19 +452,10 @@ def t2i2t(texts:list[str], # N input texts
           ids:list|None=None,
          )->RoundTrip:
     "Text → k images → one caption each; reconstruction = CIDEr-D of the caption against the text's references."
-    refs = references if references is not None else [[t] for t in texts]
-    gen = generator([t for t in texts for _ in range(k)], seed=seed)
-    caps = [c[0] for c in captioner.caption(gen, k=1, seed=seed)]
-    caps = [caps[i*k:(i+1)*k] for i in range(len(texts))]
-    recon = cider_matrix(caps, refs)
-    q = None
-    if real_images is not None and embedder is not None:
-        real = [im if isinstance(im, Image.Image) else open_image(im) for im in real_images]
-        q = _embed_sim(embedder, real, gen, k)
-    return RoundTrip('t2i2t', list(ids if ids is not None else range(len(texts))), list(texts), caps,
-                     [gen[i*k:(i+1)*k] for i in range(len(texts))], recon, 'CIDEr-D of the caption',
-                     q, '' if q is None else f'image cosine with the real image ({embedder.name})',
-                     dict(k=k, seed=seed, generator=getattr(generator, 'name', ''), captioner=captioner.name))
+    ids = list(ids) if ids is not None else list(range(len(texts)))
+    items = [dict(id=i, texts=[t], image=None if real_images is None else real_images[n], references=references[n] if references else [t])
+             for n, (i, t) in enumerate(zip(ids, texts))]
+    return roundtrip('t2i2t', RoundTripModels(captioner, generator, embedder if real_images is not None else None), items, k, seed)
 
 # %% ../nbs/10_roundtrip.ipynb #c024aa85
 def _spearman_rows(y:np.ndarray)->np.ndarray:
@@ -480,10 +531,10 @@ def attribute_agreement(captions:list[str], # one caption per item
     out['n'] = len(pairs)
     return out
 
-# %% ../nbs/10_roundtrip.ipynb #35e45f82
+# %% ../nbs/10_roundtrip.ipynb #d3e10496
 def dialog_caption_agreement(dialogs:list, # `Dialog`s (PhotoChat or ShapesChat)
                              generator, captioner:Captioner,
-                             style:str='hash', seed:int=0,
+                             style:str|None=None, seed:int=0, # style: of the dialogs' prompts (None: the model's)
                             )->dict:
     "Dialog → image → caption: does the caption recover the dialog's photo description or true attributes?"
     gen = generator(list(dialogs), seed=seed, style=style)
@@ -520,7 +571,7 @@ def roundtrip_items(path:str|Path, # caption file or folder (see `caption_record
         it['references'] = refs
     return out
 
-# %% ../nbs/10_roundtrip.ipynb #16e30939
+# %% ../nbs/10_roundtrip.ipynb #4fa0de7d
 def _quality_scores(rt:RoundTrip, n_boot:int, ci:float, seed:int)->dict:
     "Quality of the best, mean and worst candidate by reconstruction, and the rank analysis (empty without a quality)."
     if rt.quality is None: return {}
@@ -533,21 +584,19 @@ def _best_captions(rt:RoundTrip, n:int=20)->list[dict]:
     "The best-of-k caption of the first `n` items."
     return [dict(id=i, caption=rt.captions[m][b]) for m, (i, b) in enumerate(zip(rt.ids, rt.best()))][:n]
 
+def roundtrip_scores(rt:RoundTrip, n_boot:int=1000, ci:float=0.95, seed:int=0)->dict:
+    "The scores of a round trip: what it was, best-of-k and mean reconstruction, quality by rank, the best captions."
+    s = dict(rt.meta, direction=rt.direction, n=len(rt.ids), k=rt.k, recon=rt.recon_name, quality=rt.quality_name,
+             recon_best=float(rt.recon.max(1).mean()), recon_mean=float(rt.recon.mean()))
+    s.update(_quality_scores(rt, n_boot, ci, seed))
+    s['best'] = _best_captions(rt)
+    return s
+
 def run_roundtrip(direction:str, captioner:Captioner, generator, embedder, items:list[dict],
                   k:int=10, seed:int=0, n_boot:int=1000)->tuple[RoundTrip, dict]:
-    "One round trip over `items` and its scores (best-of-k, rank analysis)."
-    refs = [it['references'] for it in items]
-    if direction == 'i2t2i':
-        rt = i2t2i([it['image'] for it in items], captioner, generator, embedder, k=k, seed=seed, references=refs, ids=[it['id'] for it in items])
-    elif direction == 't2i2t':
-        rt = t2i2t([it['texts'][0] for it in items], generator, captioner, k=k, seed=seed, references=refs,
-                   real_images=[it['image'] for it in items], embedder=embedder, ids=[it['id'] for it in items])
-    else: raise D2IError(f"direction must be 'i2t2i' or 't2i2t', got {direction!r}")
-    s = dict(rt.meta, direction=direction, n=len(items), k=k, seed=seed, recon=rt.recon_name, quality=rt.quality_name,
-             recon_best=float(rt.recon.max(1).mean()), recon_mean=float(rt.recon.mean()))
-    s.update(_quality_scores(rt, n_boot, 0.95, seed))
-    s['best'] = _best_captions(rt)
-    return rt, s
+    "One round trip over `items` in memory, and its scores (best-of-k, rank analysis)."
+    rt = roundtrip(direction, RoundTripModels(captioner, generator, embedder), items, k, seed)
+    return rt, roundtrip_scores(rt, n_boot, 0.95, seed)
 
 # %% ../nbs/10_roundtrip.ipynb #b83dbb7b
 def _plot_title(rt:RoundTrip)->str: return f"{rt.direction}: {rt.meta.get('captioner')} / {rt.meta.get('generator')}"
@@ -680,153 +729,86 @@ PAPER_PROTOCOL = dict(similarity='openai/clip-vit-base-patch32', # CLIP ViT-B/32
                       similarity_resize='bicubic resize of the short side to 224, centre crop 224x224, CLIP mean/std (CLIPImageProcessor)',
                       top_p=0.9, repetition_penalty=1.1, k=10, guidance=7.5)
 
-# %% ../nbs/10_roundtrip.ipynb #a378dcd3
-def _cand_seed(seed:int, id, j:int)->int: return image_seed(seed, f'{id}#{j}')
-
-def _read_jsonl(path:Path)->list[dict]:
-    "Records of a JSON lines file; an unfinished last line (a killed writer) is ignored."
-    out = []
-    if Path(path).exists():
-        for line in Path(path).read_text().splitlines():
-            try: out.append(json.loads(line))
-            except json.JSONDecodeError: pass
-    return out
-
-def _merge_parts(out:Path, name:str, order:dict, k:int|None=None)->list[dict]:
-    "Merge `name`.jsonl and its per-process parts into one file in item order (complete items only); remove the parts."
-    parts = sorted(out.glob(f'{name}.rank*.jsonl'))
-    by = {}
-    for f in [out/f'{name}.jsonl', *parts]:
-        for r in _read_jsonl(f): by.setdefault(str(r['id']), {})[r.get('candidate', 0)] = r
-    recs = []
-    for i in sorted(by, key=lambda i: order.get(i, len(order))):
-        rows = [by[i][j] for j in sorted(by[i])]
-        if k is None or (len(rows) == k and all((out/r['file']).is_file() for r in rows)): recs += rows
-    if recs or (out/f'{name}.jsonl').exists(): atomic_write(out/f'{name}.jsonl', ''.join(json.dumps(r, ensure_ascii=False) + '\n' for r in recs))
-    for f in parts: f.unlink()
-    return recs
-
-# %% ../nbs/10_roundtrip.ipynb #a2617185
-def _process_items(direction, captioner, generator, embedder, chunk:list[dict], k:int, seed:int, caption_kw:dict, out:Path)->list[list[dict]]:
-    "Run a chunk of items: captions, generated images (saved at once), image cosines; one list of k records per item."
-    seeds = [[_cand_seed(seed, it['id'], j) for j in range(k)] for it in chunk]
-    if direction == 'i2t2i':
-        imgs = [open_image(it['image']) for it in chunk]
-        caps = [captioner.caption([im], k=k, seed=_cand_seed(seed, it['id'], -1), **caption_kw)[0] for im, it in zip(imgs, chunk)]
-        gen = generator([c for row in caps for c in row], seeds=[s for row in seeds for s in row])
-        sim = _embed_sim(embedder, imgs, gen, k)
-    else:
-        gen = generator([it['texts'][0] for it in chunk for _ in range(k)], seeds=[s for row in seeds for s in row])
-        caps = [[c[0] for c in captioner.caption(gen[n*k:(n+1)*k], k=1, seed=_cand_seed(seed, it['id'], -1), batch_size=k, **caption_kw)]
-                for n, it in enumerate(chunk)]
-        real = [open_image(it['image']) if it.get('image') else None for it in chunk]
-        sim = _embed_sim(embedder, real, gen, k) if all(r is not None for r in real) else None
-    rows = []
-    for n, it in enumerate(chunk):
-        rr = []
-        for j in range(k):
-            f = f"images/{_fname(it['id'])[:-4]}_{j}.png"
-            atomic_save_image(gen[n*k + j], out/f)
-            rr.append(dict(id=it['id'], candidate=j, caption=caps[n][j], file=f, seed=seeds[n][j],
-                           **({} if sim is None else dict(image_cos=float(sim[n, j])))))
-        rows.append(rr)
-    return rows
-
-def _skip_record(it:dict, e:Exception)->str: return json.dumps(dict(id=it['id'], error=f'{type(e).__name__}: {e}'[:300])) + '\n'
-
-def _run_chunk(direction, captioner, generator, embedder, chunk:list[dict], k:int, seed:int, caption_kw:dict, out:Path, skipped)->list[list[dict]]:
-    "`_process_items` of a chunk; when it fails, item by item, each failing item written to the open file `skipped`."
-    try: return _process_items(direction, captioner, generator, embedder, chunk, k, seed, caption_kw, out)
-    except (OSError, D2IError) as e:
-        if len(chunk) > 1: # find the bad item: run the chunk's items one by one
-            rows = []
-            for it in chunk:
-                try: rows += _process_items(direction, captioner, generator, embedder, [it], k, seed, caption_kw, out)
-                except (OSError, D2IError) as e1: skipped.write(_skip_record(it, e1))
-        else: rows = []; skipped.write(_skip_record(chunk[0], e))
-        skipped.flush()
+# %% ../nbs/10_roundtrip.ipynb #fedb1000
+def _candidate_maker(direction:str, m:RoundTripModels, items:list[dict], out:Path, o:RoundTripOptions):
+    "`make(indices)` for `write_items`: the engine's candidates of the items, images saved, one record per candidate."
+    caption_kw = dict(top_p=o.top_p, repetition_penalty=o.repetition_penalty)
+    def make(idx:list[int])->list:
+        rows = []
+        for i, c in zip(idx, make_candidates(direction, m, [items[i] for i in idx], o.k, o.seed, caption_kw)):
+            it, rr = items[i], []
+            for j in range(o.k):
+                f = 'images/' + safe_name(f"{it['id']}_{j}", '.png')
+                atomic_save_image(c['images'][j], out/f)
+                rr.append(dict(id=it['id'], candidate=j, caption=c['captions'][j], file=f, seed=c['seeds'][j],
+                               **({} if c['cos'] is None else dict(image_cos=float(c['cos'][j])))))
+            rows.append(rr)
         return rows
+    return make
 
-def _stream_items(direction, captioner, generator, embedder, items:list[dict], out:Path, k:int, seed:int,
-                  items_per_batch:int, caption_kw:dict, progress:bool, state):
-    "This process's share of the items not done yet, chunk by chunk, each chunk's lines appended and synced to its part file."
-    done = {str(r['id']) for r in _read_jsonl(out/'candidates.jsonl')} | {str(r['id']) for r in _read_jsonl(out/'skipped.jsonl')}
-    mine = [it for it in items[state.process_index::state.num_processes] if str(it['id']) not in done]
-    chunks = [mine[i:i+items_per_batch] for i in range(0, len(mine), items_per_batch)]
-    part, bad = out/f'candidates.rank{state.process_index}.jsonl', out/f'skipped.rank{state.process_index}.jsonl'
-    with open(part, 'a') as f, open(bad, 'a') as fb:
-        for chunk in (progress_bar(chunks) if progress and state.is_main_process and chunks else chunks):
-            rows = _run_chunk(direction, captioner, generator, embedder, chunk, k, seed, caption_kw, out, fb)
-            f.writelines(json.dumps(r, ensure_ascii=False) + '\n' for rr in rows for r in rr); f.flush(); os.fsync(f.fileno())
-    if bad.stat().st_size == 0: bad.unlink()
+def _upgrade_run(old:dict, new:dict)->dict:
+    "A `run.json` written before the weights were recorded and sampler steps had their own name, read as what it meant."
+    old = {**old}
+    if 'steps' in old and 'sample_steps' not in old: old['sample_steps'] = old.pop('steps')
+    return {'weights': new.get('weights'), 'captioner_weights': new.get('captioner_weights'), **old}
 
-# %% ../nbs/10_roundtrip.ipynb #53923fbe
-def roundtrip_to_dir(direction:str, # 'i2t2i' or 't2i2t'
-                     captioner:Captioner, generator, embedder,
+def roundtrip_to_dir(m:RoundTripModels, # the models
                      items:list[dict], # from `load_roundtrip_items`
-                     out:str|Path, # output folder: run.json, items.jsonl, images/, candidates.jsonl
-                     k:int=10, seed:int=0,
-                     items_per_batch:int=1, # items run together (the generator gets `items_per_batch * k` texts)
-                     settings:dict|None=None, # recorded in run.json; a rerun must match
-                     caption_kw:dict|None=None, # sampling options of `Captioner.caption` (top_p, repetition_penalty)
-                     progress:bool=True,
+                     out:str|Path, # output folder: run.json, items.jsonl, images/, candidates.jsonl, skipped.jsonl
+                     o:RoundTripOptions|None=None, # direction, k, seed, batch size, sampling options, progress
+                     record:dict|None=None, # more of run.json (model names, data, weights fingerprints): a rerun must match
+                     **changes, # fields of `o` to change
                     )->Path:
     "Run a round trip into `out`, streamed, sharded over `accelerate` processes and resumable; returns `candidates.jsonl`."
-    if direction not in ('i2t2i', 't2i2t'): raise D2IError(f"direction must be 'i2t2i' or 't2i2t', got {direction!r}")
-    if direction == 't2i2t' and any(not it['texts'] for it in items): raise D2IError("t2i2t needs a text per item; a folder of images has none (use i2t2i)")
+    o = (o or RoundTripOptions(direction='i2t2i')).replace(**changes)
+    if o.direction not in ('i2t2i', 't2i2t'): raise D2IError(f"direction must be 'i2t2i' or 't2i2t', got {o.direction!r}")
+    if o.direction == 't2i2t' and any(not it['texts'] for it in items): raise D2IError("t2i2t needs a text per item; a folder of images has none (use i2t2i)")
     state, out = PartialState(), Path(out)
-    order = {str(it['id']): i for i, it in enumerate(items)}
-    if len(order) != len(items): raise D2IError("item ids must be unique")
-    caption_kw = dict(caption_kw or {})
-    run = dict(direction=direction, k=k, seed=seed, caption_kw=caption_kw, **(settings or {}))
+    unique_ids([it['id'] for it in items], 'item')
+    run = dict(direction=o.direction, k=o.k, seed=o.seed, caption_kw=dict(top_p=o.top_p, repetition_penalty=o.repetition_penalty), **(record or {}))
     if state.is_main_process:
-        (out/'images').mkdir(parents=True, exist_ok=True)
-        claim_run_folder(out, run)
-        atomic_write(out/'items.jsonl', ''.join(json.dumps(dict(id=it['id'], image=str(it['image']), input=it['texts'][0] if direction == 't2i2t' else str(it['image']),
-                                                                   references=it['references']), ensure_ascii=False) + '\n' for it in items))
-        _merge_parts(out, 'candidates', order, k); _merge_parts(out, 'skipped', order)
-    state.wait_for_everyone()
-    _stream_items(direction, captioner, generator, embedder, items, out, k, seed, items_per_batch, caption_kw, progress, state)
-    state.wait_for_everyone()
-    if state.is_main_process: _merge_parts(out, 'candidates', order, k); _merge_parts(out, 'skipped', order)
-    state.wait_for_everyone()
+        claim_run_folder(out, run, legacy=_upgrade_run)
+        atomic_write(out/'items.jsonl', jsonl(dict(id=it['id'], image=str(it['image']), input=_item_input(o.direction, it),
+                                                   references=it['references']) for it in items))
+    write_items(out, [it['id'] for it in items], _candidate_maker(o.direction, m, items, out, o), state, name='candidates',
+                per_item=o.k, batch=max(1, o.batch_size // o.k), show=o.progress)
     return out/'candidates.jsonl'
 
-# %% ../nbs/10_roundtrip.ipynb #cead43bd
+# %% ../nbs/10_roundtrip.ipynb #673e78de
+def _read_records(f:Path)->list[dict]:
+    "The records of one of a round-trip folder's JSON-lines files; a damaged line is a one-line error naming it."
+    recs = read_jsonl(f, strict=True)
+    for i, r in enumerate(recs, 1):
+        if not isinstance(r, dict) or 'id' not in r: raise D2IError(f"{f}: record {i}: not an object with an 'id'")
+    return recs
+
 def load_roundtrip_dir(out:str|Path, # a `roundtrip_to_dir` folder
                       )->RoundTrip:
     "The `RoundTrip` of a saved run (image file paths in place of images), scored from its files alone."
     out = Path(out)
     for f in ('run.json', 'items.jsonl', 'candidates.jsonl'):
         if not (out/f).is_file(): raise D2IError(f"{out}: no {f} (not a finished `d2i roundtrip` folder)")
-    run = json.loads((out/'run.json').read_text()); k, direction = run['k'], run['direction']
-    items = {str(r['id']): r for r in _read_jsonl(out/'items.jsonl')}
-    by = {}
-    for r in _read_jsonl(out/'candidates.jsonl'): by.setdefault(str(r['id']), {})[r['candidate']] = r
-    ids = [i for i in items if len(by.get(i, {})) == k]
-    if not ids: raise D2IError(f"{out}/candidates.jsonl: no item has all its {k} candidates")
-    rows = [[by[i][j] for j in range(k)] for i in ids]
-    caps = [[r['caption'] for r in rr] for rr in rows]
-    files = [[out/r['file'] for r in rr] for rr in rows]
-    cos = np.array([[r.get('image_cos', np.nan) for r in rr] for rr in rows], dtype=np.float64)
-    refs = [items[i]['references'] for i in ids]
-    cid = cider_matrix(caps, refs) if all(refs) else None
-    inputs = [items[i]['input'] for i in ids]
-    emb = run.get('similarity', 'image embedder')
-    if direction == 'i2t2i':
-        return RoundTrip(direction, ids, inputs, caps, files, cos, f'image cosine ({emb})', cid, '' if cid is None else 'CIDEr-D of the caption', run)
-    if cid is None: raise D2IError(f"{out}/items.jsonl: t2i2t needs references for every item")
-    q = None if np.isnan(cos).any() else cos
-    return RoundTrip(direction, ids, inputs, caps, files, cid, 'CIDEr-D of the caption', q, '' if q is None else f'image cosine with the real image ({emb})', run)
+    run = json.loads((out/'run.json').read_text()); k = run['k']
+    items, by = {str(r['id']): r for r in _read_records(out/'items.jsonl')}, {}
+    try:
+        for r in _read_records(out/'candidates.jsonl'): by.setdefault(str(r['id']), {})[r['candidate']] = r
+        rows = [[by[i][j] for j in range(k)] for i in items if len(by.get(i, {})) == k]
+        rows = [dict(id=rr[0]['id'], input=items[str(rr[0]['id'])]['input'], references=items[str(rr[0]['id'])]['references'],
+                     captions=[r['caption'] for r in rr], images=[out/r['file'] for r in rr],
+                     cos=None if any('image_cos' not in r for r in rr) else [r['image_cos'] for r in rr]) for rr in rows]
+    except (KeyError, TypeError) as e: raise D2IError(f"{out}/candidates.jsonl: a record lacks a field ({e})") from None
+    if not rows: raise D2IError(f"{out}/candidates.jsonl: no item has all its {k} candidates")
+    return assemble_roundtrip(run['direction'], rows, run.get('similarity', 'image embedder'), run)
 
-# %% ../nbs/10_roundtrip.ipynb #4f8f8eb5
+# %% ../nbs/10_roundtrip.ipynb #cead43bd
 def _write_ranked_candidates(out:Path, rt:RoundTrip):
     "`candidates.jsonl` with each candidate's rank, reconstruction and quality; lines of incomplete items kept for a resume."
-    rank = np.argsort(rt.order(), axis=1); raw = {(str(r['id']), r['candidate']): r for r in _read_jsonl(out/'candidates.jsonl')}
-    recs = [{**raw[(i, j)], 'rank': int(rank[n, j]), 'recon': float(rt.recon[n, j]), **({} if rt.quality is None else {'quality': float(rt.quality[n, j])})}
+    rank = np.argsort(rt.order(), axis=1); raw = {(str(r['id']), r['candidate']): r for r in read_jsonl(out/'candidates.jsonl')}
+    recs = [{**raw[(str(i), j)], 'rank': int(rank[n, j]), 'recon': float(rt.recon[n, j]), **({} if rt.quality is None else {'quality': float(rt.quality[n, j])})}
             for n, i in enumerate(rt.ids) for j in range(rt.k)]
-    recs += [r for key, r in raw.items() if key[0] not in set(rt.ids)] # incomplete items stay for a resume
-    atomic_write(out/'candidates.jsonl', ''.join(json.dumps(r, ensure_ascii=False) + '\n' for r in recs))
+    done = {str(i) for i in rt.ids}
+    recs += [r for key, r in raw.items() if key[0] not in done] # incomplete items stay for a resume
+    atomic_write(out/'candidates.jsonl', jsonl(recs))
 
 def analyze_roundtrip(out:str|Path, # a `roundtrip_to_dir` folder
                       n_boot:int=1000, ci:float=0.95, seed:int=0,
@@ -834,85 +816,61 @@ def analyze_roundtrip(out:str|Path, # a `roundtrip_to_dir` folder
                      )->dict:
     "Best-of-k scores and the rank analysis (mean quality per reconstruction rank with bootstrap intervals) of a saved run."
     out = Path(out); rt = load_roundtrip_dir(out)
-    s = dict(rt.meta, n=len(rt.ids), recon=rt.recon_name, quality=rt.quality_name,
-             recon_best=float(rt.recon.max(1).mean()), recon_mean=float(rt.recon.mean()))
-    skipped = _read_jsonl(out/'skipped.jsonl')
-    if skipped: s['skipped'] = len(skipped)
-    s.update(_quality_scores(rt, n_boot, ci, seed))
-    s['best'] = _best_captions(rt)
+    s = roundtrip_scores(rt, n_boot, ci, seed)
+    if (skipped := read_jsonl(out/'skipped.jsonl')): s['skipped'] = len(skipped)
     if write:
         _write_ranked_candidates(out, rt)
         _write_scores(s, out, rt.quality_name, _plot_title(rt))
     return s
 
-# %% ../nbs/10_roundtrip.ipynb #2b42dc9a
-def _require_options(**opts):
-    "A one-line error naming the first option that was not given."
-    for nm, v in opts.items():
-        if v is None: raise D2IError(f"--{nm} is required")
+# %% ../nbs/10_roundtrip.ipynb #fda3eaf7
+def _require_options(o:RoundTripOptions):
+    "A one-line error naming the first option a round trip cannot run without."
+    for nm in ('direction', 'captioner', 'generator', 'data', 'out'):
+        if getattr(o, nm) is None: raise D2IError(f"--{nm} is required")
 
-def _load_roundtrip_models(captioner:str, generator:str, similarity:str, device:str|None, dtype:str, steps:int, guidance:float, batch_size:int):
-    "accelerate's state, and the captioner, generator and image embedder on its device (or `device`) in `dtype`."
-    state = PartialState(cpu=(device or '').startswith('cpu') or not torch.cuda.is_available())
-    dev, dt = state.device if device in (None, 'cuda') else torch.device(device), torch_dtype(dtype, what='--dtype') # 'cuda': each process its own GPU
-    cap = load_captioner(captioner); cap.model.to(dev, dt)
-    gen = load_generator(generator, steps=steps, guidance=guidance, batch_size=batch_size)
-    if isinstance(gen, PipelineGenerator): gen.pipe.backbone.to(dev, None if dtype == 'fp32' else dt)
-    emb = load_embedder(similarity)
+def _load_roundtrip_models(o:RoundTripOptions)->tuple:
+    "accelerate's state, and the captioner, generator and image embedder on its device (or `--device`) in `--dtype`."
+    state = PartialState(cpu=(o.device or '').startswith('cpu') or not torch.cuda.is_available())
+    dev, dt = state.device if o.device in (None, 'cuda') else torch.device(o.device), torch_dtype(o.dtype, what='--dtype') # 'cuda': each process its own GPU
+    cap = load_captioner(o.captioner); cap.model.to(dev, dt)
+    gen = load_generator(o.generator, sample_steps=o.sample_steps, guidance=o.guidance, batch_size=o.batch_size)
+    if isinstance(gen, PipelineGenerator): gen.pipe.backbone.to(dev, None if o.dtype == 'fp32' else dt)
+    emb = load_embedder(o.similarity)
     if isinstance(emb, ClipEmbedder): emb.model.to(dev, dt)
-    return state, cap, gen, emb
+    return state, RoundTripModels(cap, gen, emb)
+
+def _run_record(o:RoundTripOptions, m:RoundTripModels)->dict:
+    "What `run.json` records beyond direction, k, seed and sampling: the models (with their weights) and the data."
+    return dict(captioner=o.captioner, generator=o.generator, data=str(o.data), format=o.format, split=o.split, similarity=o.similarity,
+                similarity_name=m.embedder.name, sample_steps=o.sample_steps, guidance=o.guidance, dtype=o.dtype, limit=o.limit,
+                weights=weights_fingerprint(o.generator), captioner_weights=weights_fingerprint(o.captioner))
 
 def _analysis_line(s:dict, out)->str:
     ra = s.get('rank_analysis')
-    return f"{s['direction']}: {s['n']} items x {s['k']}; " + (f"quality by rank {' '.join(f'{v:.3f}' for v in ra['curve'])}" if ra else 'no rank analysis') + f" -> {out}/scores.json"
+    curve = f"quality by rank {' '.join(f'{v:.3f}' for v in ra['curve'])}" if ra else 'no rank analysis'
+    return f"{s['direction']}: {s['n']} items x {s['k']}; {curve} -> {out}/scores.json"
 
-def _run_line(s:dict, direction:str, k:int, out)->str:
+def _run_line(s:dict, out)->str:
     ra = s.get('rank_analysis')
-    return (f"{direction}: {s['n']} items x {k} candidates; best-of-k {s['recon']} {s['recon_best']:.3f} (mean {s['recon_mean']:.3f})"
+    return (f"{s['direction']}: {s['n']} items x {s['k']} candidates; best-of-k {s['recon']} {s['recon_best']:.3f} (mean {s['recon_mean']:.3f})"
             + (f"; Spearman(rank, quality) {ra['rho_curve']:+.2f} [{ra['rho_curve_ci'][0]:+.2f}, {ra['rho_curve_ci'][1]:+.2f}]" if ra else '')
             + (f"; {s['skipped']} items skipped (skipped.jsonl)" if s.get('skipped') else '') + f" -> {out}")
 
-# %% ../nbs/10_roundtrip.ipynb #c0d9e0bd
-def _roundtrip_main(direction:Param("image->text->image or text->image->text", str, choices=['i2t2i', 't2i2t'])=None,
-                    captioner:Param("'tiny', a captioner folder, or a cached BLIP hub id", str)=None,
-                    generator:Param("'tiny', 'shapes-oracle', a backbone folder, or a cached hub id", str)=None,
-                    data:Param("JSON lines {caption, image} (or a folder with captions.jsonl), COCO Karpathy dataset_coco.json, NoCaps/COCO captions JSON, or a folder of images", str)=None,
-                    format:Param("format of --data", str, choices=DATA_FORMATS)='auto',
-                    images_dir:Param("image folder of a COCO Karpathy / NoCaps file (default: the file's folder; --images is an alias)", str)=None,
-                    split:Param("COCO Karpathy split", str)='test',
-                    out:Param("output folder: run.json, items.jsonl, images/, candidates.jsonl, scores.json, rank.png (a rerun resumes)", str)=None,
-                    k:Param("candidates per item", int_in(1, 1000))=10,
-                    limit:Param("use the first N images", pos_int)=None,
-                    similarity:Param("image embedder: 'pixels', 'pixels:SIZE', 'classifier', 'tiny-clip', or a CLIP folder (paper: openai/clip-vit-base-patch32)", str)='pixels',
-                    steps:Param("sampling steps of the generator", pos_int)=25,
-                    guidance:Param("classifier-free guidance scale", float_in(0, 100))=7.5,
-                    top_p:Param("nucleus sampling of captions", float_in(0, 1, lo_open=True))=0.9,
-                    repetition_penalty:Param("repetition penalty of captions", float_in(0, 100, lo_open=True))=1.1,
-                    batch_size:Param("generator batch size (images per forward pass; --batch is an alias)", int_in(1, 1 << 16))=8,
-                    boot:Param("bootstrap resamples", int_in(1, 10**6))=1000,
-                    seed:Param("seed", int_in(0, 2**63 - 1))=0,
-                    device:Param("torch device of all models (default: accelerate's, a GPU when there is one)", str)=None,
-                    dtype:Param("weights' precision of captioner, generator and CLIP", str, choices=DTYPES)='fp32',
-                    threads:Param("torch CPU threads (default: D2I_THREADS, else torch's default; 0: the same)", int_in(0, 1024))=None,
-                    analyze:Param("only (re)compute scores.json and rank.png of this finished round-trip folder", str)=None):
+# %% ../nbs/10_roundtrip.ipynb #2b42dc9a
+def _roundtrip_main(o:RoundTripOptions):
     "Run one round trip into a folder (streamed, sharded, resumable) and write candidates, scores and the rank plot."
-    if analyze:
-        s = analyze_roundtrip(analyze, n_boot=boot, seed=seed)
-        print(_analysis_line(s, analyze))
+    if o.analyze:
+        s = analyze_roundtrip(o.analyze, n_boot=o.boot, seed=o.seed)
+        print(_analysis_line(s, o.analyze))
         return s
-    _require_options(direction=direction, captioner=captioner, generator=generator, data=data, out=out)
-    set_threads(threads or None); set_seed(seed)
-    items = load_roundtrip_items(data, format, images_dir, split, limit)
-    state, cap, gen, emb = _load_roundtrip_models(captioner, generator, similarity, device, dtype, steps, guidance, batch_size)
-    settings = dict(captioner=captioner, generator=generator, data=str(data), format=format, split=split, similarity=similarity,
-                    similarity_name=emb.name, steps=steps, guidance=guidance, dtype=dtype, limit=limit)
-    with (run_lock(out) if state.is_main_process else contextlib.nullcontext()): # one run per folder; its other ranks share it
-        roundtrip_to_dir(direction, cap, gen, emb, items, out, k=k, seed=seed, items_per_batch=max(1, batch_size // k), settings=settings,
-                         caption_kw=dict(top_p=top_p, repetition_penalty=repetition_penalty))
+    _require_options(o)
+    set_threads(o.threads or None); set_seed(o.seed)
+    items = load_roundtrip_items(o.data, o.format, o.images_dir, o.split, o.limit)
+    state, m = _load_roundtrip_models(o)
+    with run_lock(o.out, hold=state.is_main_process): # one run per folder; its other ranks share it
+        roundtrip_to_dir(m, items, o.out, o, _run_record(o, m), progress=o.progress and state.is_main_process)
     if not state.is_main_process: return
-    s = analyze_roundtrip(out, n_boot=boot, seed=seed)
-    print(_run_line(s, direction, k, out))
+    s = analyze_roundtrip(o.out, n_boot=o.boot, seed=o.seed)
+    print(_run_line(s, o.out))
     return s
-
-# %% ../nbs/10_roundtrip.ipynb #14774830
-roundtrip_cli = cli_command(_roundtrip_main, 'd2i roundtrip', aliases={'--batch': '--batch-size', '--images': '--images-dir'})

@@ -4,7 +4,7 @@
 
 # %% ../nbs/11_unified.ipynb #7b2010ac
 from __future__ import annotations
-import contextlib, json, math, os, sys, time
+import json, time
 from functools import partial
 from pathlib import Path
 import numpy as np
@@ -12,28 +12,27 @@ import torch, torch.nn as nn, torch.nn.functional as F
 import matplotlib.pyplot as plt
 from fastai.learner import Learner
 from fastai.optimizer import OptimWrapper
-from fastai.callback.progress import ProgressCallback
-from fastcore.basics import noop, patch
-from fastcore.script import Param
-from .core import D2IError, MIXED_PRECISION, torch_dtype, set_seed, set_threads, atomic_dir, atomic_write_json, cli_command, float_in, int_in, launcher_rank, nonneg_int, open_image, pos_int, run_lock
+from fastcore.basics import patch
+from .core import (D2IError, MIXED_PRECISION, atomic_dir, claim_run_folder, launcher_rank, open_image, run_lock, set_seed,
+                          set_threads, torch_dtype, weights_fingerprint)
+from .options import TRAIN_MAY_CHANGE, UnifiedOptions
 from .shapeschat import ATTRIBUTES, write_shapeschat
 from .datasets import CaptionImageDataset, text_image_dls
 from .backbones import load_backbone, shapes_backbone
 from .pipeline import DialogToImagePipeline
-from .learner import fused_adamw
-from .finetune import (_rank_world, DiffusionBatch, StepCounter, StopAfter, LRSchedule, GradAccum, GradClip, NonFiniteGuard,
-                              MixedPrecision, ScaledStep, EMACallback, ema_weights, CSVLog, Checkpoint, DataParallel,
-                              trainable, list_checkpoints, finetune)
+from .learner import DiffusionBatch, fused_adamw, rank_world
+from .callbacks import CSVLog, ema_weights
+from .checkpoint import fit_run, training_callbacks
+from .finetune import finetune
 from .classifier import predict, to_input
 from .roundtrip import (Captioner, ClassifierEmbedder, caption_attributes, caption_records, cider_matrix, load_captioner,
-                               load_generator, roundtrip_items, run_roundtrip, shapes_captioner, shapes_references, train_captioner,
-                               _require_options)
+                               load_generator, roundtrip_items, run_roundtrip, shapes_captioner, shapes_references, train_captioner)
 
 # %% auto #0
-__all__ = ['TRAINABLE', 'MODES', 'LOSSES', 'unified_cli', 'METRICS', 'select_trainable', 'VocabMap', 'text_layout', 'soft_text',
+__all__ = ['TRAINABLE', 'MODES', 'LOSSES', 'METRICS', 'select_trainable', 'VocabMap', 'text_layout', 'soft_text',
            'encode_soft_text', 'caption_inputs', 'lm_loss', 'predicted_x0', 'captioner_pixels', 'UnifiedModel',
-           'unified_loss', 'UnifiedBatch', 'LossLog', 'unified_learner', 'unified_finetune', 'save_unified',
-           'unified_experiment', 'experiment_table', 'plot_experiment']
+           'unified_loss', 'UnifiedBatch', 'LossLog', 'unified_learner', 'unified_settings', 'unified_finetune',
+           'save_unified', 'unified_experiment', 'experiment_table', 'plot_experiment']
 
 # %% ../nbs/11_unified.ipynb #8deae08c
 TRAINABLE = {'q': ('query',), 'kv': ('key', 'value'), 'qkv': ('query', 'key', 'value')} # --trainable -> projections
@@ -91,7 +90,7 @@ class VocabMap:
 
 # %% ../nbs/11_unified.ipynb #c799b142
 def text_layout(tokenizer, # the generator's tokenizer
-                max_tokens:int, # its fixed padded length
+                positions:int, # its fixed padded length (the text encoder's positions)
                )->dict:
     "Prefix ids, suffix ids, pad id and length of the generator's tokenized texts."
     word = next(t for t, i in sorted(tokenizer.get_vocab().items(), key=lambda kv: kv[1]) if i not in tokenizer.all_special_ids)
@@ -99,16 +98,16 @@ def text_layout(tokenizer, # the generator's tokenizer
     full = tokenizer(word, add_special_tokens=True).input_ids
     at = next(i for i in range(len(full)) if full[i:i+len(core)] == core)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    return dict(prefix=full[:at], suffix=full[at+len(core):], pad=pad, max_tokens=max_tokens)
+    return dict(prefix=full[:at], suffix=full[at+len(core):], pad=pad, positions=positions)
 
 # %% ../nbs/11_unified.ipynb #c68042e8
 def soft_text(dist:torch.Tensor, # [B, L, V] caption distributions over the generator vocabulary
               lengths:torch.LongTensor, # [B] caption tokens per item (positions past it are ignored)
               layout:dict, # from `text_layout`
              )->torch.Tensor:
-    "`[B, max_tokens, V]`: prefix one-hots, the caption distributions, suffix one-hots, pad one-hots (truncated like the tokenizer)."
+    "`[B, positions, V]`: prefix one-hots, the caption distributions, suffix one-hots, pad one-hots (truncated like the tokenizer)."
     B, L, V = dist.shape
-    pre, suf, T = layout['prefix'], layout['suffix'], layout['max_tokens']
+    pre, suf, T = layout['prefix'], layout['suffix'], layout['positions']
     P, room = len(pre), T - len(pre) - len(suf)
     n = lengths.to(dist.device).clamp(max=room); L = min(L, room)
     pos = torch.arange(T, device=dist.device)[None]
@@ -198,7 +197,7 @@ class UnifiedModel(nn.Module):
         for m in (self.text_encoder, self.vae): # always frozen (the method trains only cross-attention projections)
             if m is not None: m.requires_grad_(False).eval()
         self.vocab = VocabMap(captioner.tokenizer, generator.tokenizer)
-        self.layout = text_layout(generator.tokenizer, generator.max_tokens)
+        self.layout = text_layout(generator.tokenizer, generator.positions)
         self.temperature, self.smoothing = temperature, smoothing
 
 # %% ../nbs/11_unified.ipynb #18a0fea7
@@ -285,7 +284,7 @@ class UnifiedBatch(DiffusionBatch):
 
     def before_batch(self):
         texts, x = list(self.learn.xb[0]), self.learn.yb[0]
-        rank, world = _rank_world()
+        rank, world = rank_world()
         B = len(texts); n = B // world; sl = slice(rank*n, (rank+1)*n)
         sched, g = self.bb.noise_scheduler, self.gen
         t = torch.randint(0, sched.config.num_train_timesteps, (B,), generator=g)[sl]
@@ -305,7 +304,7 @@ class LossLog(CSVLog):
     "`CSVLog` with the step's mode and its four losses."
     cols = CSVLog.cols + ('mode',) + LOSSES
     def after_step(self):
-        if _rank_world()[0]: return
+        if rank_world()[0]: return
         parts = self.learn.pred.detach().float().tolist()
         self.w.writerow([self.learn.opt_step, f'{self.learn.loss.item():.6g}', f"{self.learn.opt.hypers[0]['lr']:.6g}",
                          f"{getattr(self.learn, 'grad_norm', float('nan')):.6g}", f'{self.learn.fit_time:.3f}',
@@ -325,75 +324,44 @@ def unified_learner(model:UnifiedModel, dls, lr:float=1e-4,
                    wd=[wd, wd_captioner], cbs=cbs, splitter=groups)
 
 # %% ../nbs/11_unified.ipynb #1dfb5b93
-def _start_epoch(ck:Checkpoint|None)->int:
-    "The epoch a resumed run continues in (0 for a fresh run)."
-    if ck is None or ck.resume is None: return 0
-    cks = list_checkpoints(ck.dir) if str(ck.resume) == 'latest' else [Path(ck.resume)]
-    return json.loads((cks[-1]/'state.json').read_text())['epoch'] if cks and (cks[-1]/'state.json').exists() else 0
+_OLD_UNIFIED = dict(trainable_proj='trainable', warmup='lr_warmup_steps', schedule='lr_schedule', wd='weight_decay',
+                    wd_captioner='weight_decay_captioner') # keywords of `unified_finetune` before the settings record
 
-def _unified_callbacks(generator, captioner:Captioner, steps:int, lr:float, objective:str, lam:float, prompt:str, seed:int,
-                       warmup:int, schedule:str, data_parallel:bool|None, mixed_precision:str, grad_accum:int,
-                       max_grad_norm:float|None, ema:float|None, out:Path|None, checkpoint_every:int, keep:int, resume):
-    "The run's callbacks and its `Checkpoint` callback (None when it neither checkpoints nor resumes)."
-    if data_parallel is None: data_parallel = int(os.environ.get('WORLD_SIZE', 1)) > 1
-    cb = [StepCounter(), UnifiedBatch(generator, captioner, objective, lam, prompt, seed), NonFiniteGuard(),
-          LRSchedule(lr, steps, warmup, schedule), StopAfter(steps)]
-    if data_parallel: cb.append(DataParallel(cpu=not torch.cuda.is_available()))
-    if mixed_precision != 'no': mp = MixedPrecision(mixed_precision); cb += [mp, ScaledStep(mp)]
-    if grad_accum > 1: cb.append(GradAccum(grad_accum))
-    if max_grad_norm: cb.append(GradClip(max_grad_norm))
-    if ema: cb.append(EMACallback(ema))
-    ck = None
-    if out is not None:
-        cb.append(LossLog(out/'log.csv'))
-        if checkpoint_every or resume: ck = Checkpoint(out/'ckpts', checkpoint_every, keep, resume); cb.append(ck)
-    return cb, ck
+def unified_settings(settings:UnifiedOptions|None=None, out=None, **changes)->UnifiedOptions:
+    "The settings of a unified run (old keyword spellings read), checked: a one-line `D2IError` for what cannot run."
+    s = (settings or UnifiedOptions()).replace(**{_OLD_UNIFIED.get(k, k): v for k, v in changes.items()})
+    torch_dtype(s.mixed_precision, MIXED_PRECISION, 'mixed precision') # a clear error before any work
+    if (s.checkpoint_every or s.resume) and out is None: raise D2IError("checkpoints and resume need an output folder (out)")
+    return s
 
-def _unified_config(settings:dict, # the run's options, in `config.json`'s order
-                    dls, generator, model:UnifiedModel, names:dict)->dict:
-    "What `config.json` records: the options, the global batch size, the backbone kind, the vocabulary map and what trains."
-    return dict(settings, batch_size=dls.train.bs, kind=generator.kind, vocab_mapped=len(model.vocab.cap_ids),
-                vocab_missing=len(model.vocab.missing), trainable_tensors={k: len(v) for k, v in names.items()})
+def _unified_config(s:UnifiedOptions, dls, generator, model:UnifiedModel, names:dict, top:dict|None=None)->dict:
+    "What `config.json` records: the settings, `top` (the CLI's weights fingerprints), and what the run found."
+    run = dict(batch_size=dls.train.bs, kind=generator.kind, vocab_mapped=len(model.vocab.cap_ids),
+               vocab_missing=len(model.vocab.missing), trainable_tensors={k: len(v) for k, v in names.items()})
+    return {**s.record(), **(top or {}), 'run': run}
 
-# %% ../nbs/11_unified.ipynb #3876c6cc
 def unified_finetune(generator, # a `Backbone` ('sd' or 'shapes'); trained in place
                      captioner:Captioner, # a BLIP captioner; trained in place
                      dls, # batches of (list[str] captions, images in [-1,1] at the generator's resolution); `bs` is global
-                     steps:int=1000, # optimizer steps
-                     lr:float=1e-4, # peak learning rate (AdamW)
-                     *, objective:str='unified', # 'unified' | 'separate' (the L_TG + L_IG baseline)
-                     trainable_proj:str='q', # cross-attention projections that train: 'q' | 'kv' | 'qkv'
-                     temperature:float=1.0, lam:float=1.0, prompt:str='',
+                     steps:int|None=None, # optimizer steps (default: the settings')
+                     lr:float|None=None, # peak learning rate (default: the settings')
+                     *, settings:UnifiedOptions|None=None, # every setting of the run (`options.UnifiedOptions`)
                      out:str|Path|None=None, # output folder (log.csv, config.json, ckpts/, final/)
-                     ema:float|None=None, # EMA decay; None: off
-                     mixed_precision:str='no', # 'no' | 'bf16' | 'fp16'
-                     grad_accum:int=1, max_grad_norm:float|None=1.0,
-                     warmup:int=500, schedule:str='constant', wd:float=1e-2, wd_captioner:float=0.,
-                     checkpoint_every:int=0, keep:int=3, resume:str|None=None, # 'latest' or a checkpoint folder
-                     seed:int=0, data_parallel:bool|None=None, cbs=None, progress:bool=False,
+                     cbs=None, # extra callbacks
+                     record:dict|None=None, # more top-level entries of config.json (the CLI's weights fingerprints)
+                     **changes, # settings to change, e.g. `objective='separate'`
                     )->Learner:
     "Fine-tune captioner and generator through each other (or separately); returns the `Learner`."
-    torch_dtype(mixed_precision, MIXED_PRECISION, 'mixed precision') # a clear error before any work
-    if (checkpoint_every or resume) and out is None: raise D2IError("checkpoints and resume need an output folder (out)")
-    out = Path(out) if out is not None else None
-    model = UnifiedModel(generator, captioner, temperature)
-    names = select_trainable(generator.noise_predictor, captioner.model, trainable_proj)
+    s = unified_settings(settings, out, **{k: v for k, v in dict(steps=steps, lr=lr).items() if v is not None}, **changes)
+    model = UnifiedModel(generator, captioner, s.temperature)
+    names = select_trainable(generator.noise_predictor, captioner.model, s.trainable)
     # dropout off in both models: the frozen parts are pretrained, and the bottlenecks should be deterministic given the noise
     generator.noise_predictor.eval(); captioner.model.eval()
-    cb, ck = _unified_callbacks(generator, captioner, steps, lr, objective, lam, prompt, seed, warmup, schedule, data_parallel,
-                                mixed_precision, grad_accum, max_grad_norm, ema, out, checkpoint_every, keep, resume)
-    learn = unified_learner(model, dls, lr, wd, wd_captioner, cb + list(cbs or []))
-    if not progress: learn.remove_cb(ProgressCallback); learn.logger = noop
+    batch = UnifiedBatch(generator, captioner, s.objective, s.lam, s.prompt, s.seed)
+    learn = unified_learner(model, dls, s.lr, s.weight_decay, s.weight_decay_captioner,
+                            training_callbacks(s, batch, out, LossLog, list(cbs or [])))
     learn.generator, learn.captioner, learn.trainable_names = generator, captioner, names
-    if out is not None and _rank_world()[0] == 0:
-        settings = dict(steps=steps, lr=lr, objective=objective, trainable=trainable_proj, temperature=temperature,
-            lam=lam, prompt=prompt, ema=ema, mixed_precision=mixed_precision, grad_accum=grad_accum, max_grad_norm=max_grad_norm,
-            warmup=warmup, schedule=schedule, wd=wd, wd_captioner=wd_captioner, checkpoint_every=checkpoint_every, keep=keep,
-            resume=None if resume is None else str(resume), seed=seed)
-        atomic_write_json(out/'config.json', _unified_config(settings, dls, generator, model, names))
-    learn.fit(math.ceil(steps*grad_accum/len(dls.train)), start_epoch=_start_epoch(ck))
-    if out is not None and _rank_world()[0] == 0: save_unified(learn, out/'final')
-    return learn
+    return fit_run(learn, s, out, _unified_config(s, dls, generator, model, names, record), save_unified)
 
 # %% ../nbs/11_unified.ipynb #46726fd5
 def save_unified(learn:Learner, path)->Path:
@@ -404,14 +372,14 @@ def save_unified(learn:Learner, path)->Path:
         learn.captioner.save_pretrained(tmp/'captioner')
     return path
 
-# %% ../nbs/11_unified.ipynb #7ad5de52
-def _load_unified_inputs(captioner:str, generator:str, data:str, limit:int|None, batch_size:int, seed:int):
+# %% ../nbs/11_unified.ipynb #148f8d8a
+def _load_unified_inputs(o:UnifiedOptions):
     "Backbone, captioner and batches of the caption records, on the GPU when there is one."
-    recs = caption_records(data, limit)
-    bb = load_backbone('tiny-sd' if generator == 'tiny' else generator)
-    cap = load_captioner(captioner)
+    recs = caption_records(o.data, o.limit)
+    bb = load_backbone('tiny-sd' if o.generator == 'tiny' else o.generator)
+    cap = load_captioner(o.captioner)
     dev = 'cuda' if torch.cuda.is_available() else 'cpu'
-    dls = text_image_dls(CaptionImageDataset(recs, bb.resolution), bs=batch_size, seed=seed, device=dev)
+    dls = text_image_dls(CaptionImageDataset(recs, bb.resolution), bs=o.batch_size, seed=o.seed, device=dev)
     if dev == 'cuda': bb.to(dev); cap.model.to(dev)
     return bb, cap, dls
 
@@ -421,40 +389,16 @@ def _unified_line(learn:Learner, objective:str, out)->str:
             f"generator in {Path(out)/'final'}, captioner in {Path(out)/'final'/'captioner'}")
 
 # %% ../nbs/11_unified.ipynb #9461fe7d
-def _unified_main(captioner:Param("'tiny', 'shapes', a captioner folder, or a cached BLIP hub id", str)=None,
-                  generator:Param("'tiny-sd', 'shapes', a backbone folder, or a cached Stable Diffusion hub id", str)=None,
-                  data:Param("caption file (JSON lines {caption, image}) or a folder with captions.jsonl", str)=None,
-                  out:Param("output folder: log.csv, config.json, ckpts/, final/ (generator) and final/captioner/", str)=None,
-                  steps:Param("optimizer steps", pos_int)=1000,
-                  trainable:Param("cross-attention projections that train", str, choices=['q', 'kv', 'qkv'])='q',
-                  objective:Param("'unified' (T2I2T/I2T2I alternation) or 'separate' (L_TG + L_IG, the baseline)", str, choices=['unified', 'separate'])='unified',
-                  lr:Param("peak learning rate", float_in(0, 10, lo_open=True))=1e-4,
-                  warmup:Param("linear warm-up steps", nonneg_int)=500,
-                  batch_size:Param("global batch size (split across processes)", int_in(1, 1 << 16))=8,
-                  grad_accum:Param("batches per optimizer step", int_in(1, 4096))=1,
-                  temperature:Param("softmax temperature of the text bottleneck", float_in(0, 100, lo_open=True))=1.0,
-                  lam:Param("weight of L_IR", float_in(0, 1000))=1.0,
-                  prompt:Param("captioner prompt, e.g. 'a picture of ' for BLIP", str)='',
-                  ema:Param("EMA decay; 0 turns EMA off", float_in(0, 0.999999))=0.,
-                  mixed_precision:Param("autocast dtype", str, choices=MIXED_PRECISION)='no',
-                  checkpoint_every:Param("steps between checkpoints (0: none)", nonneg_int)=0,
-                  keep:Param("checkpoints kept", int_in(1, 10**6))=3,
-                  resume:Param("'latest' or a checkpoint folder", str)=None,
-                  limit:Param("use the first N records", pos_int)=None,
-                  seed:Param("seed of data order and noise", int_in(0, 2**63 - 1))=0,
-                  threads:Param("torch CPU threads (default: D2I_THREADS, else torch's default)", int_in(1, 1024))=None):
+def _unified_main(o:UnifiedOptions):
     "Fine-tune a captioner and a generator through each other."
-    _require_options(captioner=captioner, generator=generator, data=data, out=out)
-    set_threads(threads); set_seed(seed)
-    bb, cap, dls = _load_unified_inputs(captioner, generator, data, limit, batch_size, seed)
-    with (run_lock(out) if launcher_rank() == 0 else contextlib.nullcontext()): # one run per folder; its other ranks share it
-        learn = unified_finetune(bb, cap, dls, steps, lr, objective=objective, trainable_proj=trainable, temperature=temperature, lam=lam,
-                                 prompt=prompt, out=out, ema=ema or None, mixed_precision=mixed_precision, grad_accum=grad_accum,
-                                 warmup=warmup, checkpoint_every=checkpoint_every, keep=keep, resume=resume, seed=seed)
-    if _rank_world()[0] == 0: print(_unified_line(learn, objective, out))
-
-# %% ../nbs/11_unified.ipynb #4157f6be
-unified_cli = cli_command(_unified_main, 'd2i unified')
+    set_threads(o.threads); set_seed(o.seed)
+    main = launcher_rank() == 0
+    with run_lock(o.out, hold=main): # one run per folder; its other ranks share it
+        top = dict(weights=weights_fingerprint(o.generator), captioner_weights=weights_fingerprint(o.captioner))
+        if main: claim_run_folder(o.out, {**o.record(), **top}, 'config.json', fresh=o.resume is None, may_change=TRAIN_MAY_CHANGE)
+        bb, cap, dls = _load_unified_inputs(o)
+        learn = unified_finetune(bb, cap, dls, settings=o, out=o.out, record=top)
+    if rank_world()[0] == 0: print(_unified_line(learn, o.objective, o.out))
 
 # %% ../nbs/11_unified.ipynb #ea2b5a02
 def _eval_captioner(cap:Captioner, items:list[dict])->dict:
@@ -474,7 +418,7 @@ def _eval_generator(gen, items:list[dict])->dict:
     sim = (judge(imgs) * judge(real)).sum(1)
     return dict(t2i_acc=acc, t2i_sim=sim.tolist())
 
-# %% ../nbs/11_unified.ipynb #ce898a04
+# %% ../nbs/11_unified.ipynb #c37fb52e
 def _base_models(W:Path, train:list[dict], cap_steps:int, gen_steps:int, t0:float, log)->Path:
     "The common start in `W/base`: a ShapesChat captioner trained on the captions, and the shapes backbone pre-trained on them."
     base = W/'base'
@@ -484,7 +428,7 @@ def _base_models(W:Path, train:list[dict], cap_steps:int, gen_steps:int, t0:floa
         cap.save_pretrained(base/'captioner'); log(f'captioner trained ({time.time()-t0:.0f} s)')
     if not (base/'generator').exists():
         bb = shapes_backbone(); set_seed(0)
-        finetune(bb, text_image_dls(CaptionImageDataset(train), bs=64, seed=0), steps=gen_steps, lr=1e-3, ema=None)
+        finetune(bb, text_image_dls(CaptionImageDataset(train), bs=64, seed=0), steps=gen_steps, lr=1e-3, ema=None, progress=False)
         DialogToImagePipeline(bb).save_pretrained(base/'generator'); log(f'generator pre-trained ({time.time()-t0:.0f} s)')
     return base
 
@@ -498,7 +442,8 @@ def _fine_tune_arms(W:Path, base:Path, train:list[dict], seeds, steps:int, lr:fl
             if (out/'final').exists(): continue
             set_seed(s)
             bb, cap = load_backbone(base/'generator'), load_captioner(base/'captioner')
-            unified_finetune(bb, cap, text_image_dls(CaptionImageDataset(train), bs=bs, seed=s), steps, lr, objective=arm if arm == 'separate' else 'unified',
+            unified_finetune(bb, cap, text_image_dls(CaptionImageDataset(train), bs=bs, seed=s), steps, lr, progress=False,
+                             objective=arm if arm == 'separate' else 'unified',
                              trainable_proj=trainable_proj, warmup=warmup, seed=s, out=out, checkpoint_every=50, keep=1, resume='latest')
             log(f'{arm} seed {s} fine-tuned ({time.time()-t0:.0f} s)')
     return runs
