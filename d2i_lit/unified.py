@@ -13,7 +13,7 @@ import matplotlib.pyplot as plt
 from fastai.learner import Learner
 from fastai.optimizer import OptimWrapper
 from fastcore.basics import patch
-from .core import (D2IError, MIXED_PRECISION, atomic_dir, claim_run_folder, launcher_rank, open_image, run_lock, set_seed,
+from .core import (D2IError, MIXED_PRECISION, atomic_dir, atomic_write_json, claim_run_folder, launcher_rank, open_image, run_lock, set_seed,
                           set_threads, torch_dtype, weights_fingerprint)
 from .options import TRAIN_MAY_CHANGE, UnifiedOptions
 from .shapeschat import ATTRIBUTES, write_shapeschat
@@ -372,7 +372,7 @@ def save_unified(learn:Learner, path)->Path:
         learn.captioner.save_pretrained(tmp/'captioner')
     return path
 
-# %% ../nbs/11_unified.ipynb #148f8d8a
+# %% ../nbs/11_unified.ipynb #0c6cd732
 def _load_unified_inputs(o:UnifiedOptions):
     "Backbone, captioner and batches of the caption records, on the GPU when there is one."
     recs = caption_records(o.data, o.limit)
@@ -418,7 +418,7 @@ def _eval_generator(gen, items:list[dict])->dict:
     sim = (judge(imgs) * judge(real)).sum(1)
     return dict(t2i_acc=acc, t2i_sim=sim.tolist())
 
-# %% ../nbs/11_unified.ipynb #c37fb52e
+# %% ../nbs/11_unified.ipynb #641ea345
 def _base_models(W:Path, train:list[dict], cap_steps:int, gen_steps:int, t0:float, log)->Path:
     "The common start in `W/base`: a ShapesChat captioner trained on the captions, and the shapes backbone pre-trained on them."
     base = W/'base'
@@ -456,7 +456,7 @@ def _evaluate_runs(W:Path, base:Path, runs:dict, held:list[dict], n_caption:int,
         f = W/'eval'/f'{name}.json'
         if f.exists(): res[name] = json.loads(f.read_text()); continue
         cap = load_captioner(base/'captioner' if name == 'start' else gdir/'captioner')
-        gen = load_generator(gdir, steps=sampler_steps, batch_size=64)
+        gen = load_generator(gdir, sample_steps=sampler_steps, batch_size=64)
         r = dict(_eval_captioner(cap, held[:n_caption]), **_eval_generator(gen, held[:n_t2i]))
         _, sc = run_roundtrip('i2t2i', cap, gen, ClassifierEmbedder(), held[:n_rank], k=k, seed=0, n_boot=1000)
         r['rank'] = {key: sc['rank_analysis'][key] for key in ('rho_curve', 'rho_curve_ci', 'rho_pooled', 'rho_pooled_ci', 'curve')}
