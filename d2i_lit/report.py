@@ -58,21 +58,23 @@ def pattern_table(rows:list[dict], key:str='attr_acc')->str:
                        for r in rows)
 
 # %% ../nbs/08b_report.ipynb #5fe011f7
-STYLE_LABELS = {'hash': '#', 'per': '[PER1]/[PER2]', 'ab': 'A:/B:', 'plain': 'plain', 'xy': 'X:/Y:', 'caption': 'caption'} # style -> as the paper writes it
-OKABE_ITO = ('#E69F00', '#56B4E9', '#009E73', '#0072B2', '#D55E00', '#CC79A7', '#F0E442', '#000000') # colour-blind-safe, yellow late (faint on white)
-STAGE_LABELS = {'zero_shot': 'zero-shot', 'finetuned': 'fine-tuned', 'caption_oracle': 'caption oracle', 'pretrain': 'pre-training',
-                'unfrozen': 'fine-tuned, unfrozen TE'} # stage -> as a reader says it
+STYLE_LABELS = {'hash': '#', 'per': '[PER1]/[PER2]', 'ab': 'A:/B:', 'plain': 'plain', 'xy': 'X:/Y:',
+                'caption': 'caption'} # style -> as the paper writes it
+OKABE_ITO = ('#E69F00', '#56B4E9', '#009E73', '#0072B2', '#D55E00', '#CC79A7', '#F0E442',
+             '#000000') # colour-blind-safe; yellow late, as it is faint on white
+STAGE_LABELS = {'zero_shot': 'zero-shot', 'finetuned': 'fine-tuned', 'caption_oracle': 'caption oracle',
+                'pretrain': 'pre-training', 'unfrozen': 'fine-tuned, unfrozen TE'} # stage -> as a reader says it
 
 def style_label(style:str)->str:
     "A style as the paper writes it (`hash` -> `#`); unknown names unchanged."
     return STYLE_LABELS.get(style, style)
 
 def series_style(i:int)->dict:
-    "Matplotlib keywords of the `i`-th series of a plot: an Okabe–Ito colour, and a new dash pattern every seven series."
+    "Matplotlib keywords of a plot's `i`-th series: an Okabe–Ito colour, and a new dash pattern every seven series."
     return dict(color=OKABE_ITO[i % 7], ls=('-', '--', ':', '-.')[i//7 % 4])
 
 def cell_label(row:dict)->str:
-    "A cell of a run as a reader says it: 'zero-shot #', 'fine-tuned A:/B:', 'fine-tuned, unfrozen TE #', 'caption oracle'."
+    "A cell of a run as a reader says it: 'zero-shot #', 'fine-tuned A:/B:', 'fine-tuned, unfrozen TE #', ...."
     if row['stage'] == 'caption_oracle': return 'caption oracle'
     stage = STAGE_LABELS['unfrozen'] if row['model'] == UNFROZEN else STAGE_LABELS.get(row['stage'], row['stage'])
     return f"{stage} {style_label(row['style'])}"
@@ -100,7 +102,8 @@ def _style_bars(ax, rows:list[dict], m:str, ci:bool=False):
         pts = [(i + (j - (len(groups)-1)/2)*w, r) for i, s in enumerate(STYLES) for r in rows if _label(r) == g and r['style'] == s and ok(r.get(m))]
         if not pts: continue
         err = [[r[m] - r[m+'_lo'] for _,r in pts], [r[m+'_hi'] - r[m] for _,r in pts]] if ci else None
-        ax.bar([x for x,_ in pts], [r[m] for _,r in pts], w, yerr=err, capsize=2 if ci else 0, label=g, color=OKABE_ITO[j % 7])
+        ax.bar([x for x,_ in pts], [r[m] for _,r in pts], w, yerr=err, capsize=2 if ci else 0, label=g,
+               color=OKABE_ITO[j % 7])
     if oracle is not None and ok(oracle.get(m)):
         if ci: ax.axhspan(oracle[m+'_lo'], oracle[m+'_hi'], color='k', alpha=0.1)
         ax.axhline(oracle[m], color='k', ls='--', lw=1, label='caption oracle')
@@ -126,7 +129,8 @@ def plot_losses(out:str|Path, path:str|Path)->Path:
         y = np.array([float(r['loss']) for r in rs]); k = max(1, len(y)//30)
         ys = np.convolve(y, np.ones(k)/k, mode='valid')
         ax.plot(np.arange(len(ys)) + k, ys, label=_train_label(f.parent.name), lw=1.2, **series_style(len(ax.lines)))
-    ax.set_xlabel('optimizer step'); ax.set_ylabel('training loss (x0 MSE, smoothed)'); ax.set_yscale('log'); ax.legend(fontsize=7)
+    ax.set_xlabel('optimizer step'); ax.set_ylabel('training loss (x0 MSE, smoothed)'); ax.set_yscale('log')
+    ax.legend(fontsize=7)
     return _savefig(fig, Path(path))
 
 def _train_label(name:str)->str:
@@ -146,11 +150,12 @@ def _grid_head(dr, test:list, s:int):
             dr.text((GRID_LABEL_W + j*(s+2) + (s - dr.textlength(w))/2, 1 + 12*k), w, fill='black')
 
 def stage_grid(out:str|Path, path:str|Path, n:int=12, scale:int=3)->Path:
-    "One row per evaluated stage (the real test images first) of the first `n` test images, upscaled `scale`x, columns captioned with their targets."
+    "One row per evaluated stage of the first `n` test images, each column captioned with its target."
     recs = [r for r in load_stages(out) if r.get('grid')]
     test = load_shapeschat(Path(out)/'data'/'test')[:n]
     real = torch.stack([load_image(d.image_path, 16) for d in test]).mul(127.5).add(127.5).round().to(torch.uint8)
-    rows = [('real image', real)] + [(cell_label(r['rows'][0]) if r.get('rows') else r['stage'], torch.tensor(r['grid'][:n], dtype=torch.uint8)) for r in recs]
+    rows = [('real image', real)] + [(cell_label(r['rows'][0]) if r.get('rows') else r['stage'],
+                                      torch.tensor(r['grid'][:n], dtype=torch.uint8)) for r in recs]
     s, lw, top = real.shape[-1]*scale, GRID_LABEL_W, GRID_HEAD_H
     img = Image.new('RGB', (lw + n*(s+2), top + len(rows)*(s+2)), 'white'); dr = ImageDraw.Draw(img)
     _grid_head(dr, test, s)
@@ -217,7 +222,7 @@ def _per_seed(values, paired=None)->dict:
     if paired is not None:
         pb = as_dict(paired)
         if set(pb) != set(vals) or any(pb[k].shape != vals[k].shape for k in vals):
-            raise D2IError('seed_bootstrap: a paired contrast needs the same seeds, with the same number of values each')
+            raise D2IError('seed_bootstrap: a paired contrast needs the same seeds with as many values each')
         vals = {k: pb[k] - vals[k] for k in vals}
     if not vals or any(v.ndim != 1 or not len(v) for v in vals.values()):
         raise D2IError('seed_bootstrap: needs at least one seed, each with a non-empty list of values')
@@ -238,17 +243,18 @@ def _seed_boots(vals:dict, n_boot:int, rng)->np.ndarray:
     return draws.mean(1)
 
 def seed_bootstrap(values, # per seed, the per-image values: a dict {seed: values} or a list with one array per seed
-                   paired=None, # per seed, values paired with `values` image by image: the interval is of `paired` − `values`
+                   paired=None, # per seed, values paired with `values` image by image: then of `paired` − `values`
                    n_boot:int=2000, # bootstrap resamples
                    ci:float=0.95, # interval mass
                    seed:int=0, # bootstrap generator seed
                   )->SeedInterval:
-    "Mean over seeds (of a value, or of a paired contrast) with a two-level bootstrap interval: seeds, then images within each seed."
+    "Mean over seeds (of a value or a paired contrast) with a two-level bootstrap interval: seeds, then images in each."
     vals = _per_seed(values, paired)
     boots = _seed_boots(vals, n_boot, np.random.default_rng(seed))
     lo, hi = np.quantile(boots, [(1 - ci)/2, (1 + ci)/2])
     per = {k: float(v.mean()) for k, v in vals.items()}
-    return SeedInterval(float(np.mean(list(per.values()))), float(lo), float(hi), per, sum(len(v) for v in vals.values()))
+    n = sum(len(v) for v in vals.values())
+    return SeedInterval(float(np.mean(list(per.values()))), float(lo), float(hi), per, n)
 
 # %% ../nbs/08b_report.ipynb #cd886a75
 def _run_dir(run)->Path:
@@ -278,11 +284,12 @@ def _cells_of_runs(runs:list)->dict:
     return cells
 
 def _mean_interval(rs:list, m:str, n_boot:int, ci:float, seed:int)->tuple:
-    "A cell's mean of metric `m` over runs, its `seed_bootstrap` interval (over images too where they exist) and per-seed values; Nones if a run lacks it."
+    "A cell's mean of `m` over runs, `seed_bootstrap` interval and per-seed values; Nones if a run lacks it."
     vals = [r.get(m) for r,_ in rs]
     if any(v is None for v in vals): return None, None, None, None
     arrs = [_image_values(p, m) for _,p in rs] if m in PER_IMAGE else []
-    iv = seed_bootstrap(arrs if arrs and all(len(a) for a in arrs) else [[v] for v in vals], n_boot=n_boot, ci=ci, seed=seed)
+    data = arrs if arrs and all(len(a) for a in arrs) else [[v] for v in vals] # FID, IS: one value per seed
+    iv = seed_bootstrap(data, n_boot=n_boot, ci=ci, seed=seed)
     return float(np.mean(vals)), iv.lo, iv.hi, [round(v, 4) for v in iv.per_seed.values()]
 
 def aggregate_runs(runs:list, # run folders (or their results.json files)
@@ -290,7 +297,7 @@ def aggregate_runs(runs:list, # run folders (or their results.json files)
                    ci:float=0.95, # interval mass
                    seed:int=0, # bootstrap generator seed
                   ):
-    "A pandas DataFrame: per model x style x stage, the mean over runs of each metric with a `seed_bootstrap` interval and the per-seed values."
+    "A DataFrame: per model x style x stage, each metric's mean over runs, its interval and per-seed values."
     out = []
     for (model, style, stage), rs in _cells_of_runs(runs).items():
         row = dict(model=model, style=style, stage=stage, seeds=len(rs), n=int(np.mean([r['n'] for r,_ in rs])))
@@ -324,10 +331,12 @@ def plot_aggregate(df, # `aggregate_runs`' output
                   )->Path:
     "Bars of each metric's mean over seeds per style and stage, with the bootstrap interval as error bars."
     rows = df.to_dict('records')
-    fig = Figure(figsize=(4*len(metrics), 3.4), layout='constrained'); axs = fig.subplots(1, len(metrics), squeeze=False)
+    fig = Figure(figsize=(4*len(metrics), 3.4), layout='constrained')
+    axs = fig.subplots(1, len(metrics), squeeze=False)
     for ax, m in zip(axs[0], metrics):
         _style_bars(ax, rows, m, ci=True)
-        ax.set_title(f"mean of {int(max(r['seeds'] for r in rows))} seed(s), 95 % interval\n(seeds, then images)", fontsize=9)
+        k = int(max(r['seeds'] for r in rows))
+        ax.set_title(f"mean of {k} seed(s), 95 % interval\n(seeds, then images)", fontsize=9)
     axs[0][0].legend(fontsize=7)
     return _savefig(fig, Path(path))
 

@@ -118,7 +118,7 @@ def truncated_share(dialogs, # `Dialog`s or lists of turns
 SHAPES_TEXT_BUDGET = 18 # text tokens (BOS/EOS aside) of the CLIP-tokenized shapes tier: truncates ShapesChat about as often as 75 truncates PhotoChat
 
 # %% ../nbs/03a_shapes_text.ipynb #0e51568f
-PRETRAIN_CORPORA = ('captions', 'web', 'web_tags', 'web_per', 'web_long') # the pre-training text variants of `pretraining_text`
+PRETRAIN_CORPORA = ('captions', 'web', 'web_tags', 'web_per', 'web_long') # the text variants of `pretraining_text`
 WEB_FILLERS = GREETINGS + QUESTIONS + FILLERS + ('so this happened', 'best day ever', 'new post', 'check it out',
                'shot on my phone', 'just for fun', 'taken last week', 'what do you think', 'my weekend', 'long story') # object-free sentences
 WEB_DESCRIPTIONS = ('a {}', 'a photo of a {}', 'the {}', 'one {}', 'this is a {}', 'picture of a {}', 'a {} on black',
@@ -130,7 +130,7 @@ LONG_TEXT_TOKENS = 64 # CLIP tokens of every `web_long` text: the study's larges
 # %% ../nbs/03a_shapes_text.ipynb #1643d5f9
 @functools.lru_cache(maxsize=None)
 def _clip_len(text:str)->int:
-    "CLIP tokens of `text` (BOS/EOS aside); a space-joined text has the sum of its parts' counts, as BPE never merges across a space."
+    "CLIP tokens of `text` (BOS/EOS aside): a space-joined text has its parts' sum, as BPE never merges across a space."
     return len(clip_tokenizer()(text, add_special_tokens=False).input_ids)
 
 def _fill(rng, k:int)->list[str]:
@@ -149,7 +149,7 @@ def _long_parts(rng, desc:str, tokens:int)->list[str]:
     return _fill(rng, start) + [desc] + _fill(rng, tokens - d - start)
 
 def _web_parts(rng, desc:str, obj:dict, corpus:str, p_context:float)->list[str]:
-    "The sentences of a `web`-family text: the description, maybe fillers around it, then the corpus's hashtags or markers."
+    "The sentences of a `web`-family text: the description, maybe fillers around it, the corpus's hashtags or markers."
     pick = lambda seq: seq[int(rng.integers(len(seq)))]
     parts = [desc]
     if rng.random() < p_context:
@@ -167,7 +167,7 @@ def _web_parts(rng, desc:str, obj:dict, corpus:str, p_context:float)->list[str]:
 def pretraining_text(rng:np.random.Generator, # the record's generator
                      obj:dict, # the pictured object {'shape':…, 'colour':…}
                      corpus:str='web', # one of `PRETRAIN_CORPORA`
-                     p_context:float=.7, # share of texts (`web`, `web_tags`, `web_per`) with filler sentences around the description
+                     p_context:float=.7, # share of `web`, `web_tags`, `web_per` texts with fillers around it
                     )->str:
     "One pre-training text for an image of `obj`, from `corpus`."
     pick = lambda seq: seq[int(rng.integers(len(seq)))]

@@ -38,8 +38,9 @@ class ImageStyle(NamedTuple):
     stroke_shade: float = 1. # the border's colour: the object's colour times this
 
 IMAGE_STYLES = {'default': ImageStyle(COLOURS, BACKGROUND), # every ShapesChat image unless asked otherwise
-                'shifted': ImageStyle({'red': (200, 60, 80), 'green': (70, 170, 90), 'blue': (60, 110, 220), 'yellow': (230, 200, 60),
-                                       'purple': (150, 70, 200), 'white': (225, 225, 215)}, (40, 40, 40), .12, .7)} # another palette, a grey background, a darker border
+                'shifted': ImageStyle({'red': (200, 60, 80), 'green': (70, 170, 90), 'blue': (60, 110, 220),
+                                       'yellow': (230, 200, 60), 'purple': (150, 70, 200), 'white': (225, 225, 215)},
+                                      (40, 40, 40), .12, .7)} # another palette, a grey background, a darker border
 
 # %% ../nbs/03_shapeschat.ipynb #32d91997
 def _inside(shape:str, dx, dy, r:float):
@@ -62,7 +63,8 @@ def image_style(style:str|ImageStyle='default', # a name in `IMAGE_STYLES`, or a
                )->ImageStyle:
     "The `ImageStyle` named by `style`."
     if isinstance(style, ImageStyle): return style
-    if style not in IMAGE_STYLES: raise D2IError(f"unknown image style {style!r}; choose from {', '.join(IMAGE_STYLES)}")
+    if not isinstance(style, str) or style not in IMAGE_STYLES:
+        raise D2IError(f"unknown image style {style!r}; choose from {', '.join(IMAGE_STYLES)}")
     return IMAGE_STYLES[style]
 
 def render_object(attrs:dict, # {'shape': ..., 'colour': ...}, values from `ATTRIBUTES`
@@ -73,11 +75,14 @@ def render_object(attrs:dict, # {'shape': ..., 'colour': ...}, values from `ATTR
                  )->Image.Image:
     "Draw one object on the plain background, deterministically (same arguments, same bytes)."
     st = image_style(style)
-    if attrs.get('colour') not in st.palette: raise D2IError(f"unknown colour {attrs.get('colour')!r}; choose from {', '.join(st.palette)}")
+    if attrs.get('colour') not in st.palette:
+        raise D2IError(f"unknown colour {attrs.get('colour')!r}; choose from {', '.join(st.palette)}")
     off = np.zeros(2) if seed is None else np.random.default_rng(seed).uniform(-0.5, 0.5, 2)
     x, y = _grid(size, supersample)
     c = size/2 + off
-    cover = lambda r: _inside(attrs.get('shape'), x - c[0], y - c[1], r).astype(np.float64).reshape(size, supersample, size, supersample).mean((1, 3))[..., None]
+    def cover(r): # the share of each pixel's sample points inside the shape of half-extent `r`
+        a = _inside(attrs.get('shape'), x - c[0], y - c[1], r).astype(np.float64)
+        return a.reshape(size, supersample, size, supersample).mean((1, 3))[..., None]
     a, col = cover(OBJECT_RADIUS*size), np.asarray(st.palette[attrs['colour']], np.float64)
     img = np.asarray(st.background, np.float64)*(1 - a) + col*a
     if st.stroke: # the band between the shape and the shape shrunk by `stroke` takes the border's shade
@@ -174,10 +179,10 @@ def _check_patterns(patterns:dict|None)->dict:
     return patterns
 
 SPLITS = ('main', 'valid') # the record streams of a dataset seed: `valid` is held out from `main` whatever their sizes
-_SPLIT_KEY = {'main': (), 'valid': (4_000_000_000,)} # entropy between the seed and the record index; `main` keeps the original streams
+_SPLIT_KEY = {'main': (), 'valid': (4_000_000_000,)} # entropy between seed and record index; `main`: the old streams
 
 def _entropy(seed:int, split:str, *rest)->list[int]:
-    "The seed-sequence entropy of a record's generators: `[seed, i, ...]` for `main`, with the split's key after the seed otherwise."
+    "Seed-sequence entropy of a record's generators: `[seed, i, ...]` for `main`, else the split's key after the seed."
     if split not in _SPLIT_KEY: raise D2IError(f"unknown ShapesChat split {split!r}; choose from {', '.join(SPLITS)}")
     return [seed, *_SPLIT_KEY[split], *rest]
 
@@ -229,12 +234,12 @@ def _is_shapeschat_dir(p:Path)->bool:
     try: return json.loads((p/'meta.json').read_text()).get('dataset') == 'shapeschat'
     except (OSError, ValueError, AttributeError): return False
 
-def _write_record(tmp:Path, seed:int, i:int, size:int, patterns:dict, width:int, split:str, style:str)->tuple[dict, str]:
+def _write_record(tmp:Path, seed:int, i:int, size:int, patterns:dict, width:int, split:str, style:str)->tuple:
     "Make record `i`, save its image under `tmp`; return the record and its captions.jsonl line."
     r = make_record(seed, i, patterns, width, split)
     S, img = r['shapes']['sharer_object'], f"{r['photo_url']}"
     render_object(S, size, seed=_entropy(seed, split, i, 1), style=style).save(tmp/img)
-    if style != 'default': # pre-training pairs keep the default style: the same object and jitter, drawn as pre-training draws it
+    if style != 'default': # pre-training pairs keep the default style: the same object and jitter, drawn as before
         img = f"caption_{img}"; render_object(S, size, seed=_entropy(seed, split, i, 1)).save(tmp/img)
     cap_rng = np.random.default_rng(_entropy(seed, split, i, 2))
     return r, json.dumps(dict(caption=_pick(cap_rng, CAPTIONS).format(object_words(S)), image=img, attrs=S)) + '\n'
@@ -244,7 +249,8 @@ def _check_write_args(out:Path, n, size, patterns, split, style)->dict:
     if not isinstance(n, int) or n < 1: raise D2IError(f'n must be a positive integer, got {n!r}')
     if not isinstance(size, int) or size < 8: raise D2IError(f'size must be an integer of at least 8 pixels, got {size!r}')
     patterns = _check_patterns(patterns); _entropy(0, split)
-    if not isinstance(style, str) or style not in IMAGE_STYLES: raise D2IError(f"unknown image style {style!r}; choose from {', '.join(IMAGE_STYLES)}")
+    if not isinstance(style, str): raise D2IError(f'image_style must be a name in IMAGE_STYLES, got {style!r}')
+    image_style(style)
     if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not _is_shapeschat_dir(out))):
         raise D2IError(f'{out} exists and is not a ShapesChat dataset folder: refusing to overwrite it')
     return patterns
@@ -258,9 +264,10 @@ def _indices(n:int, progress:bool):
 def _meta(n:int, seed:int, size:int, patterns:dict, recs:list[dict], longest:dict, split:str, style:str)->dict:
     "The folder's meta.json: arguments, the world, pattern counts, vocabulary size and the longest text per style."
     m = dict(dataset='shapeschat', version=1, n=n, seed=seed, size=size, attributes=ATTRIBUTES, colours=COLOURS,
-             background=BACKGROUND, patterns=patterns, pattern_counts=dict(Counter(r['shapes']['pattern'] for r in recs)),
+             background=BACKGROUND, patterns=patterns,
+             pattern_counts=dict(Counter(r['shapes']['pattern'] for r in recs)),
              vocab_size=len(shapes_vocab()), max_words=longest)
-    if split != 'main': m['split'] = split # keys only where an option is not its default: a default folder's bytes never change
+    if split != 'main': m['split'] = split # keys only for options off their default: a default folder keeps its bytes
     if style != 'default': m['dialog_image_style'] = dict(name=style, **image_style(style)._asdict())
     return m
 
@@ -269,10 +276,10 @@ def write_shapeschat(out:str|Path, # output folder; replaced as a whole if it ho
                      n:int, # number of dialogs (one image each)
                      seed:int=0, # dataset seed
                      size:int=16, # image side in pixels
-                     patterns:dict|None=None, # pattern -> weight (default `PATTERNS`); {'turns_only': 1}: only that pattern
+                     patterns:dict|None=None, # pattern -> weight (default `PATTERNS`); {'turns_only': 1}: that one only
                      progress:bool=True, # show a progress bar when n is large
                      split:str='main', # one of `SPLITS`: `valid` writes the seed's held-out records
-                     image_style:str='default', # a name in `IMAGE_STYLES` for the dialogs' images; otherwise the captions' images stay `default`, in caption_images/
+                     image_style:str='default', # `IMAGE_STYLES` name of the dialogs' images (captions': `default`)
                     )->Path:
     "Generate a ShapesChat dataset (dialogs, images, captions, meta) into `out`, deterministically."
     out = Path(out)
@@ -318,7 +325,7 @@ def read_captions(path:str|Path, # a captions.jsonl file
     return recs
 
 # %% ../nbs/03_shapeschat.ipynb #7c598026
-def parse_patterns(specs:list[str]|None, # 'NAME' (weight 1) or 'NAME=WEIGHT', names from `PATTERNS`; None: the default mix
+def parse_patterns(specs:list[str]|None, # 'NAME' (weight 1) or 'NAME=WEIGHT', names of `PATTERNS`; None: the default
                   )->dict|None:
     "The pattern weights of `d2i data --patterns`."
     if not specs: return None
@@ -335,8 +342,9 @@ def _data_main(name:Param("dataset to generate: 'shapeschat'", str),
                seed:Param('random seed: the same arguments give byte-identical files', int_in(0, 2**32 - 1))=0,
                size:Param('image side in pixels', int_in(4, 4096))=16,
                split:Param("'main' or 'valid' (the seed's held-out records)", str)='main',
-               patterns:Param("dialog patterns, NAME or NAME=WEIGHT (e.g. turns_only); default: the standard mix", str, nargs='+')=None,
-               image_style:Param("style of the dialogs' images: 'default' or 'shifted' (captions keep 'default', in caption_images/)", str)='default',
+               patterns:Param("dialog patterns, NAME or NAME=WEIGHT (e.g. turns_only); default: the standard mix",
+                              str, nargs='+')=None,
+               image_style:Param("dialog images' style: 'default' or 'shifted' (captions: 'default')", str)='default',
               ):
     "Generate a dataset: `d2i data shapeschat --n N --seed S --size 16 --out DIR`."
     if name != 'shapeschat': raise D2IError(f"unknown dataset {name!r}; choose from: shapeschat")

@@ -38,10 +38,10 @@ def mentions(label:str, # an object label, lower case ('tin can')
     return re.search(r'(?<![\w])' + re.escape(label.lower()) + r'(?:e?s)?(?![\w])', text.lower()) is not None
 
 # %% ../nbs/09c_study.ipynb #f5b2786e
-TRUNCATIONS = ('oldest', 'end') # 'oldest': drop the oldest turns (d2i_lit's rule); 'end': keep the first tokens (CLIP's `truncation=True`)
+TRUNCATIONS = ('oldest', 'end') # drop the oldest turns (d2i_lit's rule); keep the first tokens (CLIP `truncation=True`)
 
 def _keep_first(dialogs, style:str, tok, budget:int)->list[Linearized]:
-    "CLIP's `truncation=True` on each whole linearized text: its first `budget` tokens, cut in the text where the last kept token ends."
+    "CLIP's `truncation=True` on each whole linearized text: its first `budget` tokens, cut where the last one ends."
     full = linearize_many(dialogs, style, max_tokens=None)
     enc = tok([f.text for f in full], add_special_tokens=False, return_offsets_mapping=True, verbose=False)
     out = []
@@ -58,7 +58,7 @@ def fit_budget(dialogs, # `Dialog`s (or lists of turns)
                budget:int=75, # text tokens (BOS/EOS aside)
                truncation:str='oldest', # one of `TRUNCATIONS`
               )->list[Linearized]:
-    "Each dialog linearized in `style` within `budget` text tokens, by the truncation rule (`n_turns_dropped`: turns with no token kept)."
+    "Each dialog linearized in `style` within `budget` tokens by a truncation rule (`n_turns_dropped`: turns cut)."
     if truncation == 'oldest': return linearize_many(dialogs, style, tokenizer, budget)
     if truncation == 'end': return _keep_first(dialogs, style, get_tokenizer(tokenizer), budget)
     raise D2IError(f"unknown truncation rule {truncation!r}; choose from {', '.join(TRUNCATIONS)}")
@@ -80,7 +80,8 @@ def context_survival(dialogs, # `Dialog`s with a `photo_description`
         labels = list(dict.fromkeys(photo_labels(d.photo_description)))
         m_all = [l for l in labels if mentions(l, f.text)]
         m_kept = [l for l in m_all if mentions(l, c.text)]
-        rows.append(dict(dialogue_id=d.dialogue_id, style=style, truncation=truncation, truncated=c.text != f.text, n_turns=c.n_turns,
+        rows.append(dict(dialogue_id=d.dialogue_id, style=style, truncation=truncation, truncated=c.text != f.text,
+                         n_turns=c.n_turns,
                          turns_kept=c.n_turns - c.n_turns_dropped, tokens=nf, tokens_kept=nk, n_labels=len(labels),
                          mentioned=len(m_all), mentioned_kept=len(m_kept),
                          lost_all=bool(m_all) and not m_kept, lost_some=len(m_kept) < len(m_all)))
@@ -110,7 +111,7 @@ def survival_summary(df:pd.DataFrame, # rows of `context_survival` for one or mo
 def exact_paired_test(x, # paired booleans, one per unit (e.g. the base style loses the mention)
                       y, # the same units under the other condition
                      )->dict:
-    "Exact McNemar test: units where only `y` holds, where only `x` holds, and the two-sided p of that split under a fair coin."
+    "Exact McNemar test: units where only `y` holds, where only `x` holds, and the two-sided p of that split."
     x, y = np.asarray(x, bool), np.asarray(y, bool)
     b, c = int((y & ~x).sum()), int((x & ~y).sum())
     return dict(y_only=b, x_only=c, p=float(binomtest(b, b + c).pvalue) if b + c else 1.0)
@@ -126,7 +127,7 @@ def paired_loss_contrast(df:pd.DataFrame, # `context_survival` rows for several 
                          col:str='lost_all', # a boolean column
                          n_boot:int=2000, seed:int=0,
                         )->pd.DataFrame:
-    "style − `base` in the share of `col` over dialogs with a mentioned label (paired by dialog): 95 % bootstrap interval and exact test."
+    "style − `base` in the share of `col` of dialogs with a mentioned label, paired by dialog; interval and exact test."
     w = df[df.mentioned > 0].pivot(index='dialogue_id', columns='style', values=col).astype(float)
     rng, rows = np.random.default_rng(seed), {}
     idx = rng.integers(len(w), size=(n_boot, len(w)))
@@ -143,13 +144,15 @@ def paired_loss_contrast(df:pd.DataFrame, # `context_survival` rows for several 
 def loss_by_rule(frames:dict, # truncation rule -> `context_survival` rows of every style
                  col:str='lost_all', # a boolean column
                 )->pd.DataFrame:
-    "Per style and rule: dialogs with a mentioned label where `col` holds, exact 95 % interval, and the exact paired test against the first rule."
+    "Per style and rule: dialogs with a label mentioned where `col` holds, exact interval, exact test against rule one."
     rows, first = [], list(frames)[0]
     for s in STYLES:
-        per = {t: f[(f['style'] == s) & (f.mentioned > 0)].set_index('dialogue_id')[col].astype(bool) for t, f in frames.items()}
+        per = {t: f[(f['style'] == s) & (f.mentioned > 0)].set_index('dialogue_id')[col].astype(bool)
+               for t, f in frames.items()}
         for t, v in per.items():
             k, n = int(v.sum()), len(v); lo, hi = share_interval(k, n)
-            row = dict(style=s, truncation=t, dialogs=k, of=n, pct=round(100*k/n, 1), lo=round(100*lo, 1), hi=round(100*hi, 1))
+            row = dict(style=s, truncation=t, dialogs=k, of=n, pct=round(100*k/n, 1), lo=round(100*lo, 1),
+                       hi=round(100*hi, 1))
             if t != first:
                 tt = exact_paired_test(per[first].values, v.reindex(per[first].index).values)
                 row.update({f'only {t}': tt['y_only'], f'only {first}': tt['x_only'], 'p_exact': round(tt['p'], 4)})
@@ -159,7 +162,8 @@ def loss_by_rule(frames:dict, # truncation rule -> `context_survival` rows of ev
 # %% ../nbs/09c_study.ipynb #7f87431d
 def _possessive(label:str, text:str)->bool:
     "Whether `label` follows 'my' or 'our' within two words in `text`."
-    return re.search(r'(?<![\w])(?:my|our)\s+(?:\S+\s+){0,2}' + re.escape(label.lower()) + r'(?:e?s)?(?![\w])', text.lower()) is not None
+    pat = r'(?<![\w])(?:my|our)\s+(?:\S+\s+){0,2}' + re.escape(label.lower()) + r'(?:e?s)?(?![\w])'
+    return re.search(pat, text.lower()) is not None
 
 def _shapes_pattern(r:dict)->str:
     "The ShapesChat pattern with a dialog's properties (`photo_mentions`' columns), or 'unmentioned' / 'other_only'."
@@ -171,7 +175,7 @@ def _shapes_pattern(r:dict)->str:
 def photo_mentions(dialogs, # PhotoChat `Dialog`s
                    vocab=None, # competitor labels: default, every label of every photo of `dialogs`
                   )->pd.DataFrame:
-    "One row per dialog: where (turns before the share) and by whom the photo's labels are mentioned, competitors, and the ShapesChat pattern it maps to."
+    "One row per dialog: where (turns before the share) and by whom its photo's labels are named; competitors; pattern."
     vocab = vocab or sorted({l for d in dialogs for l in photo_labels(d.photo_description)})
     rows = []
     for d in dialogs:
@@ -179,8 +183,9 @@ def photo_mentions(dialogs, # PhotoChat `Dialog`s
         hit = [j for j, t in enumerate(d.turns) if any(mentions(l, t.text) for l in labels)]
         sh = [j for j in hit if d.turns[j].speaker == d.sharer]
         newest_sh = max((j for j, t in enumerate(d.turns) if t.speaker == d.sharer), default=None)
-        r = dict(dialogue_id=d.dialogue_id, n_turns=n, mentioned=bool(hit), back=n - 1 - max(hit) if hit else None,
-                 sharer_back=n - 1 - max(sh) if sh else None, other_back=n - 1 - max(set(hit) - set(sh)) if set(hit) - set(sh) else None,
+        back = lambda js: n - 1 - max(js) if js else None # turns between the newest of `js` and the share
+        r = dict(dialogue_id=d.dialogue_id, n_turns=n, mentioned=bool(hit), back=back(hit), sharer_back=back(sh),
+                 other_back=back(sorted(set(hit) - set(sh))),
                  in_sharer_newest=bool(sh) and max(sh) == newest_sh,
                  competitor=any(mentions(l, t.text) for t in d.turns for l in vocab if l not in labels),
                  possessive=bool(sh) and any(_possessive(l, d.turns[max(sh)].text) for l in labels))
@@ -190,7 +195,7 @@ def photo_mentions(dialogs, # PhotoChat `Dialog`s
 # %% ../nbs/09c_study.ipynb #b21d72ad
 def pattern_mix(table:pd.DataFrame, # `photo_mentions` rows
                )->pd.DataFrame:
-    "Per ShapesChat pattern: dialogs of `table` mapped to it, their share of the mapped dialogs with an exact 95 % interval, and the generator's share."
+    "Per ShapesChat pattern: the dialogs of `table` mapped to it, their share (exact interval), the generator's share."
     mapped = table[table.pattern.isin(list(PATTERNS))]
     rows = []
     for p in PATTERNS:
@@ -216,7 +221,8 @@ def shapes_survival(n:int=2000, # ShapesChat records
         cut, full = fit_budget(turns, s, tok, budget, truncation), linearize_many(turns, s, max_tokens=None)
         for r, c, f in zip(recs, cut, full):
             sh = r['shapes']; objs = [m['obj'] for m in object_mentions(c.text)]
-            rows.append(dict(id=r['dialogue_id'], style=s, truncation=truncation, pattern=sh['pattern'], truncated=c.text != f.text,
+            rows.append(dict(id=r['dialogue_id'], style=s, truncation=truncation, pattern=sh['pattern'],
+                             truncated=c.text != f.text,
                              sharer_kept=sh['sharer_object'] in objs,
                              distractor_kept=sh['distractor_object'] is not None and sh['distractor_object'] in objs))
     return pd.DataFrame(rows)
@@ -248,7 +254,7 @@ def _pool(cells:list[dict], metric:str, patterns=None)->np.ndarray:
     return np.concatenate([np.asarray(c[metric], float)[keep(c)] for c in cells]) if cells else np.zeros(0)
 
 def _by_seed(cells:list[dict], metric:str, patterns=None)->dict:
-    "seed -> the per-image values of `metric` of that seed's cell (only `patterns`' dialogs, if given); seeds with none left out."
+    "seed -> the per-image values of `metric` in its cell (only `patterns`' dialogs, if given); empty seeds left out."
     out = {c['seed']: _pool([c], metric, patterns) for c in sorted(cells, key=lambda c: c['seed'])}
     return {k: v for k, v in out.items() if len(v)}
 
@@ -261,11 +267,12 @@ def condition_table(cells:list[dict], # from `study_cells`
                     stage:str='zero_shot', # 'zero_shot' | 'finetuned' | 'caption_oracle'
                     metric:str='joint', # a per-image key
                    )->pd.DataFrame:
-    "Per (budget, corpus, style): the mean over seeds of `metric` with its `seed_bootstrap` interval and per-seed values, and per pattern (pooled)."
+    "Per (budget, corpus, style): mean over seeds of `metric`, `seed_bootstrap` interval, per-seed values, per pattern."
     rows = []
     for (b, c, st) in sorted({(x['budget'], x['corpus'], x['style']) for x in cells if x['stage'] == stage}, key=str):
         sel = _cells_where(cells, budget=b, corpus=c, style=st, stage=stage)
-        if len({x['seed'] for x in sel}) < len(sel): raise D2IError(f"two cells of one seed for budget {b}, corpus {c}, style {st}, {stage}")
+        if len({x['seed'] for x in sel}) < len(sel):
+            raise D2IError(f"two cells of one seed for budget {b}, corpus {c}, style {st}, {stage}")
         iv = seed_bootstrap(_by_seed(sel, metric))
         pats = sorted(set(np.concatenate([c_['pattern'] for c_ in sel])) - {''})
         rows.append(dict(budget=b, corpus=c, style=st, seeds=len(sel), n=iv.n, **_iv_row(iv, sign=False),
@@ -276,7 +283,7 @@ def condition_table(cells:list[dict], # from `study_cells`
 def pattern_weights(patterns, # the dialog pattern of each image
                     mix:dict, # pattern -> weight (renormalised over the patterns present)
                    )->np.ndarray:
-    "Per-image weights whose product with the values has, as its plain mean, the `mix`-weighted mean of the pattern means."
+    "Per-image weights that make the plain mean of weighted values the `mix`-weighted mean of the pattern means."
     patterns = np.asarray(patterns); w = np.zeros(len(patterns))
     mix = {p: m for p, m in mix.items() if m > 0}
     missing = [p for p in mix if not (patterns == p).any()]
@@ -285,35 +292,37 @@ def pattern_weights(patterns, # the dialog pattern of each image
     return w
 
 def _paired(cells:list[dict], a:dict, b:dict, metric:str, patterns=None, mix:dict|None=None)->dict:
-    "seed -> per-image differences b − a, for the seeds where both cells exist (same seed: same test dialogs and noise); `mix`: reweighted."
+    "seed -> per-image differences b − a where both cells exist (same seed: same dialogs, noise); reweighted to `mix`."
     ds = {}
     for seed in sorted({c['seed'] for c in cells}):
         ca, cb = _cells_where(cells, seed=seed, **a), _cells_where(cells, seed=seed, **b)
         if len(ca) != 1 or len(cb) != 1: continue
         d, pats = _pool(cb, metric, patterns) - _pool(ca, metric, patterns), np.asarray(ca[0]['pattern'])
         if not len(d): continue
-        ds[seed] = d if mix is None else d*pattern_weights(pats if patterns is None else pats[np.isin(pats, patterns)], mix)
+        if mix is not None: d = d*pattern_weights(pats if patterns is None else pats[np.isin(pats, patterns)], mix)
+        ds[seed] = d
     return ds
 
 def style_contrasts(cells:list[dict], # from `study_cells`
                     stage:str='zero_shot', metric:str='joint',
                     patterns:tuple|None=None, # only these dialog patterns
                     base:str='hash', # every other style is compared with this one
-                    mix:dict|None=None, # reweight the patterns to this mix (pattern -> weight); None: the test set's own
+                    mix:dict|None=None, # reweight the patterns to this mix (pattern -> weight); None: the test set's
                    )->pd.DataFrame:
-    "Per (budget, corpus): each style − `base`, paired by image within each seed, its mean over seeds with the `seed_bootstrap` interval and per-seed values."
+    "Per (budget, corpus): each style − `base`, paired by image in each seed: mean over seeds, interval, seed values."
     rows = []
     for (b, c) in sorted({(x['budget'], x['corpus']) for x in cells if x['stage'] == stage}, key=str):
         for st in STYLES:
             if st == base: continue
-            d = _paired(cells, dict(budget=b, corpus=c, style=base, stage=stage), dict(budget=b, corpus=c, style=st, stage=stage), metric, patterns, mix)
+            cell = lambda s: dict(budget=b, corpus=c, style=s, stage=stage)
+            d = _paired(cells, cell(base), cell(st), metric, patterns, mix)
             if not d: continue
             iv = seed_bootstrap(d)
             rows.append(dict(budget=b, corpus=c, contrast=f'{st} − {base}', seeds=len(d), n=iv.n, **_iv_row(iv)))
     return pd.DataFrame(rows).rename(columns={'mean': 'diff'})
 
 # %% ../nbs/09c_study.ipynb #fab9b286
-def _factor_diffs(cells:list[dict], factor:str, a, b, fixed:dict, style:str, base:str|None, metric:str='joint', patterns=None)->dict:
+def _factor_diffs(cells:list, factor:str, a, b, fixed:dict, style:str, base, metric='joint', patterns=None)->dict:
     "seed -> per-image change of `style` (minus that of `base`, if given) from level `a` to `b` of `factor`."
     da = lambda lvl, s: dict(fixed, **{factor: lvl}, style=s)
     d = _paired(cells, da(a, style), da(b, style), metric, patterns)
@@ -328,21 +337,22 @@ def factor_effect(cells:list[dict], # from `study_cells`
                   metric:str='joint', patterns:tuple|None=None,
                   base:str|None='hash', # None: the style's own change; a style: the change of (style − base), an interaction
                  )->pd.DataFrame:
-    "Per style: the change from level `a` to `b` of `factor` (of the style, or of its contrast with `base`), paired by image, with seed-level intervals."
+    "Per style: the change from level `a` to `b` of `factor` (of the style, or of its contrast with `base`), by image."
     rows = []
     for st in STYLES:
         if st == base: continue
         d = _factor_diffs(cells, factor, a, b, fixed, st, base, metric, patterns)
         if not d: continue
         iv = seed_bootstrap(d)
-        rows.append(dict(style=st if base is None else f'({st} − {base})', change=f'{factor}: {a} → {b}', seeds=len(d), n=iv.n, **_iv_row(iv)))
+        rows.append(dict(style=st if base is None else f'({st} − {base})', change=f'{factor}: {a} → {b}', seeds=len(d),
+                         n=iv.n, **_iv_row(iv)))
     return pd.DataFrame(rows).rename(columns={'mean': 'diff'})
 
 # %% ../nbs/09c_study.ipynb #a53ae986
 def plot_conditions(cells:list[dict], # from `study_cells`
                     metric:str='joint', title:str='sharer accuracy (attr_acc)',
                    ):
-    "Bars per style with seed-level 95 % intervals: one panel per (budget, corpus), zero-shot and fine-tuned side by side, caption oracle dashed."
+    "Bars per style with seed-level intervals: a panel per (budget, corpus), zero-shot by fine-tuned, oracle dashed."
     conds = sorted({(x['budget'], x['corpus']) for x in cells}, key=str)
     if not conds: raise D2IError('plot_conditions: no cells to plot')
     fig, axs = plt.subplots(1, len(conds), figsize=(3.2*len(conds), 2.9), sharey=True, squeeze=False)
@@ -363,7 +373,7 @@ def plot_conditions(cells:list[dict], # from `study_cells`
 
 # %% ../nbs/09c_study.ipynb #2c141ad3
 def _relative_command(cmd:str, name:str)->str:
-    "A stored command with its `--out` the run's name (relative to the folder of runs), so that it names no machine's paths."
+    "A stored command with its `--out` the run's name (relative to the folder of runs): no machine's paths."
     return re.sub(r'--out\s+\S+', f'--out {name}', cmd)
 
 def read_runs(runs_dir:Path, # a folder of `d2i demo` run folders named `*clip*-s<seed>`, each beside its `<name>.cmd`
@@ -371,7 +381,8 @@ def read_runs(runs_dir:Path, # a folder of `d2i demo` run folders named `*clip*-
     "The study's records from run folders: their commands (`--out` relative) and `study_cells`."
     runs = {p.name: p for p in sorted(Path(runs_dir).glob('*clip*-s[0-9]')) if (p/'config.json').exists()}
     if not runs: raise D2IError(f"{runs_dir}: no run folders (*clip*-s<seed> with a config.json)")
-    return dict(commands={n: _relative_command((Path(runs_dir)/f'{n}.cmd').read_text().strip(), n) for n in runs}, cells=study_cells(runs))
+    cmds = {n: _relative_command((Path(runs_dir)/f'{n}.cmd').read_text().strip(), n) for n in runs}
+    return dict(commands=cmds, cells=study_cells(runs))
 
 def read_records(path:Path)->dict:
     "Study records (`commands`, `cells`) from a gzipped JSON file; one-line errors for a missing or empty one."
@@ -384,7 +395,8 @@ def save_records(records:dict, path:Path)->Path:
     "Write study records to `path` (gzipped JSON, atomically); refuse to replace records that hold more cells."
     path = Path(path)
     if path.exists() and len(records['cells']) < len(read_records(path)['cells']):
-        raise D2IError(f"{path} holds {len(read_records(path)['cells'])} cells and the runs give {len(records['cells'])}: not replaced")
+        n_old = len(read_records(path)['cells'])
+        raise D2IError(f"{path} holds {n_old} cells, the runs {len(records['cells'])}: not replaced")
     return atomic_write(path, gzip.compress(json.dumps(records).encode(), mtime=0))
 
 # %% ../nbs/09c_study.ipynb #f24eda16
@@ -471,7 +483,8 @@ def plot_curves(curves:dict, # {label: learning-curve JSON record (meta + rows)}
     for ax, p in zip(axs[0], patterns):
         for i, (lab, rec) in enumerate(curves.items()):
             rows = rec['rows']
-            ax.plot([r['step'] for r in rows], [r['attr_acc' if p == 'all' else p] for r in rows], marker='.', label=lab, **series_style(i))
+            y = [r['attr_acc' if p == 'all' else p] for r in rows]
+            ax.plot([r['step'] for r in rows], y, marker='.', label=lab, **series_style(i))
         if oracle is not None and p in ('all', 'solo'): ax.axhline(oracle, color='k', ls='--', lw=1)
         ax.set_title(p, fontsize=9); ax.set_xlabel('fine-tuning step'); ax.set_ylim(0, 1)
     axs[0][0].set_ylabel('sharer accuracy'); axs[0][0].legend(fontsize=7)
