@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 from scipy.stats import binomtest
 from .linearize import STYLES, Linearized, linearize_many, photo_labels, get_tokenizer, turn_pieces
-from .shapeschat import make_record, context_turns, object_mentions, PATTERNS
+from .shapeschat import make_record, context_turns, object_mentions, load_shapeschat, write_shapeschat, PATTERNS
 import gzip, json, sys, time
 import matplotlib.pyplot as plt
 from pathlib import Path
@@ -234,15 +234,24 @@ def stage_cells(run, # a `d2i demo` run folder (finished or not)
     return {(r['model'], r['style'], r['stage']): rec['per_image'] for rec in load_stages(run) for r in rec['rows'] if rec.get('per_image')}
 
 # %% ../nbs/09c_study.ipynb #35ec5080
+def _cell_settings(s:dict)->dict:
+    "The settings of a run that name its cells: seed, budget, truncation rule, corpus, fine-tuning setting."
+    return dict(seed=s['seed'], budget=s['text_budget'] if s['text'] == 'clip' else None,
+                truncation=s.get('truncation', 'oldest'), corpus=s['pretrain_corpus'],
+                finetune=f"lr {s['lr_finetune']:g}, {s['finetune_steps']} steps")
+
 def study_cells(runs:dict, # {name: `d2i demo` run folder}
                )->list[dict]:
-    "One record per finished evaluation cell of `runs`: run name, seed, budget, corpus, fine-tuning setting, model, style, stage and per-image lists."
+    "One record per finished evaluation cell of `runs`: run, settings, model, style, stage, FID, IS, per-image lists."
     out = []
     for name, run in runs.items():
-        s = json.loads((Path(run)/'config.json').read_text())['settings']
-        for (model, style, stage), per in stage_cells(run).items():
-            out.append(dict(run=name, seed=s['seed'], budget=s['text_budget'] if s['text'] == 'clip' else None,
-                            corpus=s['pretrain_corpus'], finetune=f"lr {s['lr_finetune']:g}, {s['finetune_steps']} steps", model=model, style=style, stage=stage, **{k: per[k] for k in (*PER_IMAGE.values(), 'pattern')}))
+        s = _cell_settings(json.loads((Path(run)/'config.json').read_text())['settings'])
+        for rec in load_stages(run):
+            if not rec.get('per_image'): continue
+            for r in rec['rows']:
+                per = {k: rec['per_image'][k] for k in (*PER_IMAGE.values(), 'pattern')}
+                out.append(dict(run=name, **s, model=r['model'], style=r['style'], stage=r['stage'], fid=r.get('fid'),
+                                **{'is': r.get('is')}, **per))
     return out
 
 # %% ../nbs/09c_study.ipynb #02a9c299
@@ -392,12 +401,17 @@ def read_records(path:Path)->dict:
     return rec
 
 def save_records(records:dict, path:Path)->Path:
-    "Write study records to `path` (gzipped JSON, atomically); refuse to replace records that hold more cells."
+    "Merge study records into `path` (gzipped JSON, atomically): their runs' cells replace those runs' old ones."
     path = Path(path)
-    if path.exists() and len(records['cells']) < len(read_records(path)['cells']):
-        n_old = len(read_records(path)['cells'])
-        raise D2IError(f"{path} holds {n_old} cells, the runs {len(records['cells'])}: not replaced")
-    return atomic_write(path, gzip.compress(json.dumps(records).encode(), mtime=0))
+    old = read_records(path) if path.exists() else dict(commands={}, cells=[])
+    runs = set(records['commands']) | {c['run'] for c in records['cells']}
+    kept = [c for c in old['cells'] if c['run'] not in runs]
+    if len(kept) + len(records['cells']) < len(old['cells']): # a run now has fewer finished cells than recorded
+        n_new = len(kept) + len(records['cells'])
+        raise D2IError(f"{path} holds {len(old['cells'])} cells, merged with the runs {n_new}: not replaced")
+    merged = dict(commands={**{k: v for k, v in old['commands'].items() if k not in runs}, **records['commands']},
+                  cells=kept + records['cells'])
+    return atomic_write(path, gzip.compress(json.dumps(merged).encode(), mtime=0))
 
 # %% ../nbs/09c_study.ipynb #f24eda16
 class EvalEvery(Callback):
@@ -446,7 +460,7 @@ def learning_curve(run, # a `d2i demo` run folder whose pre-training stage has f
                    lr:float|None=None, # learning rate; None: the run's `lr_finetune`
                    bs:int|None=None, # batch size; None: the run's
                    caption_mix:float=0.0, # share of pre-training pairs in the fine-tuning data
-                   n_test:int|None=None, # evaluate on the first n test dialogs (None: all)
+                   test=None, # evaluated dialogs: None: the run's test split; n: its first n; a folder: a `valid` split
                    out=None, # JSON file written after every point (atomic); None: nothing written
                    threads:int|None=None, quiet:bool=False,
                   )->pd.DataFrame:
@@ -454,9 +468,13 @@ def learning_curve(run, # a `d2i demo` run folder whose pre-training stage has f
     run = Path(run); cfg = _run_settings(run); seed = cfg['seed']
     set_threads(threads); set_seed(seed)
     er = ExperimentRun(run, cfg, seed)
-    bb, net, test = er.pretrained(), er.data()['net'], er.data()['test'][:n_test]
+    bb, net = er.pretrained(), er.data()['net']
+    on = 'test' if test is None or isinstance(test, int) else Path(test).name # by name: no machine's paths
+    test = er.data()['test'][:test] if on == 'test' else load_shapeschat(test)
     lr, bs = lr or cfg['lr_finetune'], bs or cfg['bs']
-    meta, rows = dict(run=str(run), style=style, steps=steps, every=every, lr=lr, bs=bs, caption_mix=caption_mix, n_test=len(test), seed=seed, settings=cfg), []
+    meta = dict(run=run.name, style=style, steps=steps, every=every, lr=lr, bs=bs, caption_mix=caption_mix,
+                n_test=len(test), on=on, seed=seed, settings=cfg)
+    rows = []
     def point(step):
         rows.append(_curve_point(bb, test, cfg, style, net, step))
         if out is not None: atomic_write_json(Path(out), dict(meta, rows=rows), indent=None)
