@@ -15,9 +15,9 @@ from .shapeschat import (shapes_vocab, context_turns, make_record, object_words,
 
 # %% auto #0
 __all__ = ['CLIP_SPECIALS', 'SHAPES_TEXT_BUDGET', 'PRETRAIN_CORPORA', 'WEB_FILLERS', 'WEB_DESCRIPTIONS', 'WEB_TAGS', 'WEB_MARKED',
-           'LONG_TEXT_TOKENS', 'bpe_steps', 'compact_clip_tokenizer', 'clip_id_table', 'to_clip_ids', 'from_clip_ids',
-           'shapes_dialogs', 'token_counts', 'truncated_share', 'pretraining_text', 'pretraining_records',
-           'pretraining_words']
+           'LONG_TEXT_TOKENS', 'STUDY_MARKERS', 'bpe_steps', 'compact_clip_tokenizer', 'clip_id_table', 'to_clip_ids',
+           'from_clip_ids', 'shapes_dialogs', 'token_counts', 'truncated_share', 'pretraining_text',
+           'pretraining_records', 'pretraining_words']
 
 # %% ../nbs/03a_shapes_text.ipynb #ee33a44f
 def bpe_steps(word:str, # one pre-token in CLIP's byte-level alphabet (as CLIP's pre-tokenizer returns it)
@@ -188,9 +188,12 @@ def pretraining_records(folder, # a ShapesChat folder (its captions.jsonl)
     return [dict(r, caption=pretraining_text(np.random.default_rng([seed, i, 3]), r['attrs'], corpus)) for i,r in enumerate(recs)]
 
 # %% ../nbs/03a_shapes_text.ipynb #5a67c227
-def pretraining_words()->list[str]:
-    "Every word any pre-training corpus or ShapesChat dialog can use (the compact tokenizer's texts)."
-    words = set(shapes_vocab())
+STUDY_MARKERS = ('X:', 'Y:') # the study's equal-cost control (two tokens, as `A:`, but no article); not a user style
+
+def pretraining_words(extra:tuple=(), # words beyond the corpora's and dialogs' (e.g. `STUDY_MARKERS`); none by default
+                     )->list[str]:
+    "Every word any pre-training corpus or ShapesChat dialog can use (the compact tokenizer's texts), and `extra`."
+    words = set(shapes_vocab()) | set(extra) # opt-in: a default run's tokenizer, and so its model, stay as they were
     for pool in (WEB_FILLERS, WEB_DESCRIPTIONS, WEB_TAGS): 
         for p in pool: words.update(p.replace('{}', '').split())
     for k,vals in ATTRIBUTES.items(): words.update(f'#{v}' for v in vals)
