@@ -6,6 +6,7 @@
 from __future__ import annotations
 import csv, io, json, math, os
 from pathlib import Path
+from typing import NamedTuple
 import numpy as np
 import pandas as pd
 import torch
@@ -17,10 +18,11 @@ from .shapeschat import load_shapeschat
 from .datasets import load_image
 
 # %% auto #0
-__all__ = ['MODEL', 'UNFROZEN', 'ROW_KEYS', 'METRICS', 'PER_IMAGE', 'load_stages', 'results_table', 'pattern_table',
-           'plot_metrics', 'plot_losses', 'stage_grid', 'report_md', 'write_outputs', 'aggregate_runs', 'ci_table',
-           'plot_aggregate', 'compare_cells', 'default_contrasts', 'contrast_table', 'pattern_summary',
-           'write_seed_summary']
+__all__ = ['MODEL', 'UNFROZEN', 'ROW_KEYS', 'METRICS', 'PER_IMAGE', 'STYLE_LABELS', 'OKABE_ITO', 'STAGE_LABELS', 'METRIC_AXES',
+           'GRID_LABEL_W', 'GRID_HEAD_H', 'load_stages', 'results_table', 'pattern_table', 'style_label',
+           'series_style', 'cell_label', 'plot_metrics', 'plot_losses', 'stage_grid', 'report_md', 'write_outputs',
+           'SeedInterval', 'seed_bootstrap', 'aggregate_runs', 'ci_table', 'plot_aggregate', 'compare_cells',
+           'default_contrasts', 'contrast_table', 'pattern_summary', 'write_seed_summary']
 
 # %% ../nbs/08b_report.ipynb #992cb68b
 MODEL = 'shapes-16' # model name in the results (the caption-pre-trained shapes-tier backbone)
@@ -56,12 +58,39 @@ def pattern_table(rows:list[dict], key:str='attr_acc')->str:
                        for r in rows)
 
 # %% ../nbs/08b_report.ipynb #5fe011f7
+STYLE_LABELS = {'hash': '#', 'per': '[PER1]/[PER2]', 'ab': 'A:/B:', 'plain': 'plain', 'xy': 'X:/Y:',
+                'caption': 'caption'} # style -> as the paper writes it
+OKABE_ITO = ('#E69F00', '#56B4E9', '#009E73', '#0072B2', '#D55E00', '#CC79A7', '#F0E442',
+             '#000000') # colour-blind-safe; yellow late, as it is faint on white
+STAGE_LABELS = {'zero_shot': 'zero-shot', 'finetuned': 'fine-tuned', 'caption_oracle': 'caption oracle',
+                'pretrain': 'pre-training', 'unfrozen': 'fine-tuned, unfrozen TE'} # stage -> as a reader says it
+
+def style_label(style:str)->str:
+    "A style as the paper writes it (`hash` -> `#`); unknown names unchanged."
+    return STYLE_LABELS.get(style, style)
+
+def series_style(i:int)->dict:
+    "Matplotlib keywords of a plot's `i`-th series: an Okabe–Ito colour, and a new dash pattern every seven series."
+    return dict(color=OKABE_ITO[i % 7], ls=('-', '--', ':', '-.')[i//7 % 4])
+
+def cell_label(row:dict)->str:
+    "A cell of a run as a reader says it: 'zero-shot #', 'fine-tuned A:/B:', 'fine-tuned, unfrozen TE #', ...."
+    if row['stage'] == 'caption_oracle': return 'caption oracle'
+    stage = STAGE_LABELS['unfrozen'] if row['model'] == UNFROZEN else STAGE_LABELS.get(row['stage'], row['stage'])
+    return f"{stage} {style_label(row['style'])}"
+
+# %% ../nbs/08b_report.ipynb #fdcf568a
 def _savefig(fig, path:Path)->Path:
     buf = io.BytesIO(); fig.savefig(buf, format='png', dpi=80, bbox_inches='tight')
     return atomic_write(path, buf.getvalue())
 
 def _label(r:dict)->str:
-    return 'caption oracle' if r['stage'] == 'caption_oracle' else f"{r['stage']} ({r['model']})" if r['model'] != MODEL else r['stage']
+    "The legend entry of a row's bar: its stage, and the model when it is not the frozen-encoder one."
+    if r['stage'] == 'caption_oracle': return 'caption oracle'
+    return STAGE_LABELS['unfrozen'] if r['model'] == UNFROZEN else STAGE_LABELS.get(r['stage'], r['stage'])
+
+METRIC_AXES = {'attr_acc': 'sharer accuracy\n(share of test images)', 'coherence': 'coherence\n(share of test images)',
+               'distractor_acc': 'distractor agreement\n(share with a distractor)'} # metric -> y-axis label
 
 def _style_bars(ax, rows:list[dict], m:str, ci:bool=False):
     "Bars of metric `m` per style, one per model x stage, and the caption oracle as a dashed line; `ci`: rows carry `m_lo`/`m_hi`."
@@ -73,21 +102,24 @@ def _style_bars(ax, rows:list[dict], m:str, ci:bool=False):
         pts = [(i + (j - (len(groups)-1)/2)*w, r) for i, s in enumerate(STYLES) for r in rows if _label(r) == g and r['style'] == s and ok(r.get(m))]
         if not pts: continue
         err = [[r[m] - r[m+'_lo'] for _,r in pts], [r[m+'_hi'] - r[m] for _,r in pts]] if ci else None
-        ax.bar([x for x,_ in pts], [r[m] for _,r in pts], w, yerr=err, capsize=2 if ci else 0, label=g)
+        ax.bar([x for x,_ in pts], [r[m] for _,r in pts], w, yerr=err, capsize=2 if ci else 0, label=g,
+               color=OKABE_ITO[j % 7])
     if oracle is not None and ok(oracle.get(m)):
         if ci: ax.axhspan(oracle[m+'_lo'], oracle[m+'_hi'], color='k', alpha=0.1)
         ax.axhline(oracle[m], color='k', ls='--', lw=1, label='caption oracle')
-    ax.set_xticks(range(len(STYLES)), STYLES); ax.set_ylim(0, 1)
+    ax.set_xticks(range(len(STYLES)), [style_label(s) for s in STYLES]); ax.set_ylim(0, 1)
+    ax.set_xlabel('linearization style'); ax.set_ylabel(METRIC_AXES[m])
 
 def plot_metrics(rows:list[dict], path:str|Path)->Path:
-    "Bar charts of attr_acc, coherence and distractor agreement by style and stage."
-    keys = [('attr_acc', 'attr_acc (sharer)'), ('coherence', 'coherence'), ('distractor_acc', 'distractor agreement')]
-    fig = Figure(figsize=(12, 3.2)); axs = fig.subplots(1, 3)
-    for ax, (k, title) in zip(axs, keys): _style_bars(ax, rows, k); ax.set_title(title)
+    "Bar charts of sharer accuracy, coherence and distractor agreement by style and stage."
+    keys = [('attr_acc', "the sharer's object drawn (attr_acc)"), ('coherence', 'some mentioned object, drawn clean'),
+            ('distractor_acc', "the other speaker's object drawn")]
+    fig = Figure(figsize=(12, 3.2), layout='constrained'); axs = fig.subplots(1, 3)
+    for ax, (k, title) in zip(axs, keys): _style_bars(ax, rows, k); ax.set_title(title, fontsize=10)
     axs[0].legend(fontsize=7)
     return _savefig(fig, Path(path))
 
-# %% ../nbs/08b_report.ipynb #fdcf568a
+# %% ../nbs/08b_report.ipynb #4184f376
 def plot_losses(out:str|Path, path:str|Path)->Path:
     "Training loss curves (smoothed) of every trained stage."
     fig = Figure(figsize=(6, 3.2)); ax = fig.subplots()
@@ -96,24 +128,42 @@ def plot_losses(out:str|Path, path:str|Path)->Path:
         if not rs: continue
         y = np.array([float(r['loss']) for r in rs]); k = max(1, len(y)//30)
         ys = np.convolve(y, np.ones(k)/k, mode='valid')
-        ax.plot(np.arange(len(ys)) + k, ys, label=f.parent.name, lw=1)
-    ax.set_xlabel('optimizer step'); ax.set_ylabel('x0 MSE'); ax.set_yscale('log'); ax.legend(fontsize=7)
+        ax.plot(np.arange(len(ys)) + k, ys, label=_train_label(f.parent.name), lw=1.2, **series_style(len(ax.lines)))
+    ax.set_xlabel('optimizer step'); ax.set_ylabel('training loss (x0 MSE, smoothed)'); ax.set_yscale('log')
+    ax.legend(fontsize=7)
     return _savefig(fig, Path(path))
 
-# %% ../nbs/08b_report.ipynb #4184f376
+def _train_label(name:str)->str:
+    "A training folder's name as a reader says it: 'finetuned-hash' -> 'fine-tuned #'."
+    stage, _, style = name.partition('-')
+    return f"{STAGE_LABELS.get(stage, stage)} {style_label(style)}".strip()
+
+# %% ../nbs/08b_report.ipynb #40a9fe8a
+GRID_LABEL_W, GRID_HEAD_H = 150, 26 # pixels of the row labels (left) and of the target captions (top) in `stage_grid`
+
+def _grid_head(dr, test:list, s:int):
+    "Caption each column of a stage grid with its dialog's target, the sharer's object: colour over shape."
+    dr.text((2, 2), "sharer's object:", fill='black')
+    for j, d in enumerate(test):
+        o = d.extra['shapes']['sharer_object']
+        for k, w in enumerate((o['colour'], o['shape'])):
+            dr.text((GRID_LABEL_W + j*(s+2) + (s - dr.textlength(w))/2, 1 + 12*k), w, fill='black')
+
 def stage_grid(out:str|Path, path:str|Path, n:int=12, scale:int=3)->Path:
-    "One row per evaluated stage (the real test images first) of the first `n` test images, upscaled `scale`x."
+    "One row per evaluated stage of the first `n` test images, each column captioned with its target."
     recs = [r for r in load_stages(out) if r.get('grid')]
     test = load_shapeschat(Path(out)/'data'/'test')[:n]
     real = torch.stack([load_image(d.image_path, 16) for d in test]).mul(127.5).add(127.5).round().to(torch.uint8)
-    rows = [('real', real)] + [(r['stage'], torch.tensor(r['grid'][:n], dtype=torch.uint8)) for r in recs]
-    s = real.shape[-1]*scale; lw = 110
-    img = Image.new('RGB', (lw + n*(s+2), len(rows)*(s+2)), 'white'); dr = ImageDraw.Draw(img)
+    rows = [('real image', real)] + [(cell_label(r['rows'][0]) if r.get('rows') else r['stage'],
+                                      torch.tensor(r['grid'][:n], dtype=torch.uint8)) for r in recs]
+    s, lw, top = real.shape[-1]*scale, GRID_LABEL_W, GRID_HEAD_H
+    img = Image.new('RGB', (lw + n*(s+2), top + len(rows)*(s+2)), 'white'); dr = ImageDraw.Draw(img)
+    _grid_head(dr, test, s)
     for i, (lab, x) in enumerate(rows):
-        dr.text((2, i*(s+2) + s//2 - 5), lab, fill='black')
+        dr.text((2, top + i*(s+2) + s//2 - 5), lab, fill='black')
         for j in range(min(n, len(x))):
             im = Image.fromarray(x[j].permute(1, 2, 0).numpy()).resize((s, s), Image.NEAREST)
-            img.paste(im, (lw + j*(s+2), i*(s+2)))
+            img.paste(im, (lw + j*(s+2), top + i*(s+2)))
     return atomic_save_image(img, path)
 
 # %% ../nbs/08b_report.ipynb #cabab2c4
@@ -156,7 +206,57 @@ def write_outputs(out:str|Path, seconds:float|None=None, threads:int|None=None)-
     atomic_write(out/'report.md', report_md(rows, recs, settings, seconds, threads))
     return rows
 
-# %% ../nbs/08b_report.ipynb #619511e9
+# %% ../nbs/08b_report.ipynb #d96086aa
+class SeedInterval(NamedTuple):
+    "A mean over seeds with its two-level bootstrap interval."
+    estimate: float # the mean over seeds of each seed's mean
+    lo: float # lower bound of the interval
+    hi: float # upper bound
+    per_seed: dict # seed -> that seed's mean
+    n: int # values (images) over all seeds
+
+def _per_seed(values, paired=None)->dict:
+    "{seed: float array}: `values` (a dict, or a list of one array per seed), or `paired` − `values` image by image."
+    as_dict = lambda x: {k: np.asarray(v, float) for k, v in (x.items() if isinstance(x, dict) else enumerate(x))}
+    vals = as_dict(values)
+    if paired is not None:
+        pb = as_dict(paired)
+        if set(pb) != set(vals) or any(pb[k].shape != vals[k].shape for k in vals):
+            raise D2IError('seed_bootstrap: a paired contrast needs the same seeds with as many values each')
+        vals = {k: pb[k] - vals[k] for k in vals}
+    if not vals or any(v.ndim != 1 or not len(v) for v in vals.values()):
+        raise D2IError('seed_bootstrap: needs at least one seed, each with a non-empty list of values')
+    return vals
+
+def _resample_means(v:np.ndarray, m:int, rng)->np.ndarray:
+    "`m` bootstrap means of `v`, drawn as multinomial counts of its distinct values."
+    u, c = np.unique(v, return_counts=True)
+    return rng.multinomial(len(v), c/c.sum(), size=m) @ u / len(v)
+
+def _seed_boots(vals:dict, n_boot:int, rng)->np.ndarray:
+    "Bootstrap means over seeds: resample the seeds, then the values within each resampled seed."
+    keys = list(vals); pick = rng.integers(len(keys), size=(n_boot, len(keys)))
+    draws = np.empty(pick.shape)
+    for i, k in enumerate(keys):
+        hit = pick == i
+        draws[hit] = _resample_means(vals[k], int(hit.sum()), rng)
+    return draws.mean(1)
+
+def seed_bootstrap(values, # per seed, the per-image values: a dict {seed: values} or a list with one array per seed
+                   paired=None, # per seed, values paired with `values` image by image: then of `paired` − `values`
+                   n_boot:int=2000, # bootstrap resamples
+                   ci:float=0.95, # interval mass
+                   seed:int=0, # bootstrap generator seed
+                  )->SeedInterval:
+    "Mean over seeds (of a value or a paired contrast) with a two-level bootstrap interval: seeds, then images in each."
+    vals = _per_seed(values, paired)
+    boots = _seed_boots(vals, n_boot, np.random.default_rng(seed))
+    lo, hi = np.quantile(boots, [(1 - ci)/2, (1 + ci)/2])
+    per = {k: float(v.mean()) for k, v in vals.items()}
+    n = sum(len(v) for v in vals.values())
+    return SeedInterval(float(np.mean(list(per.values()))), float(lo), float(hi), per, n)
+
+# %% ../nbs/08b_report.ipynb #cd886a75
 def _run_dir(run)->Path:
     run = Path(run); run = run.parent if run.is_file() else run
     if not (run/'results.json').exists(): raise D2IError(f"{run}: no results.json (not a finished experiment run)")
@@ -172,12 +272,7 @@ def _image_values(per:dict, metric:str)->np.ndarray:
     if metric == 'distractor_acc' and len(v): v = v[np.asarray([q != 'solo' for q in per['pattern']])]
     return v
 
-def _two_level_bootstrap(arrs:list, n_boot:int, rng)->np.ndarray:
-    "Bootstrap means over runs: resample the runs, then the images within each resampled run."
-    return np.array([np.mean([arrs[i][rng.integers(len(arrs[i]), size=len(arrs[i]))].mean() for i in rng.integers(len(arrs), size=len(arrs))])
-                     for _ in range(n_boot)])
-
-# %% ../nbs/08b_report.ipynb #e60c71ab
+# %% ../nbs/08b_report.ipynb #fb1e4da9
 def _cells_of_runs(runs:list)->dict:
     "(model, style, stage) -> [(row, per-image lists)], one pair per run that has the cell."
     cells = {}
@@ -188,67 +283,75 @@ def _cells_of_runs(runs:list)->dict:
             cells.setdefault(k, []).append((r, per.get(k, {})))
     return cells
 
-def _mean_interval(rs:list, m:str, n_boot:int, rng, qs:list)->tuple:
-    "A cell's mean of metric `m` over runs and its bootstrap interval (images too where per-image values exist); Nones if a run lacks it."
+def _mean_interval(rs:list, m:str, n_boot:int, ci:float, seed:int)->tuple:
+    "A cell's mean of `m` over runs, `seed_bootstrap` interval and per-seed values; Nones if a run lacks it."
     vals = [r.get(m) for r,_ in rs]
-    if any(v is None for v in vals): return None, None, None
+    if any(v is None for v in vals): return None, None, None, None
     arrs = [_image_values(p, m) for _,p in rs] if m in PER_IMAGE else []
-    if arrs and all(len(a) for a in arrs): boots = _two_level_bootstrap(arrs, n_boot, rng)
-    else: boots = np.array([np.mean([vals[i] for i in rng.integers(len(rs), size=len(rs))]) for _ in range(n_boot)])
-    return (float(np.mean(vals)), *(float(x) for x in np.quantile(boots, qs)))
+    data = arrs if arrs and all(len(a) for a in arrs) else [[v] for v in vals] # FID, IS: one value per seed
+    iv = seed_bootstrap(data, n_boot=n_boot, ci=ci, seed=seed)
+    return float(np.mean(vals)), iv.lo, iv.hi, [round(v, 4) for v in iv.per_seed.values()]
 
 def aggregate_runs(runs:list, # run folders (or their results.json files)
                    n_boot:int=2000, # bootstrap resamples
                    ci:float=0.95, # interval mass
                    seed:int=0, # bootstrap generator seed
                   ):
-    "A pandas DataFrame: per model x style x stage, the mean over runs of each metric with a bootstrap interval."
-    rng = np.random.default_rng(seed); qs = [(1 - ci)/2, 1 - (1 - ci)/2]
+    "A DataFrame: per model x style x stage, each metric's mean over runs, its interval and per-seed values."
     out = []
     for (model, style, stage), rs in _cells_of_runs(runs).items():
         row = dict(model=model, style=style, stage=stage, seeds=len(rs), n=int(np.mean([r['n'] for r,_ in rs])))
-        for m in METRICS: row[m], row[m+'_lo'], row[m+'_hi'] = _mean_interval(rs, m, n_boot, rng, qs)
+        for m in METRICS: row[m], row[m+'_lo'], row[m+'_hi'], row[m+'_seeds'] = _mean_interval(rs, m, n_boot, ci, seed)
         out.append(row)
     return pd.DataFrame(out)
 
-# %% ../nbs/08b_report.ipynb #cc9d0f2b
-def ci_table(df, metrics=('attr_acc', 'coherence', 'distractor_acc', 'fid', 'is'))->str:
-    "A markdown table 'mean [lo, hi]' of `aggregate_runs`' output."
+# %% ../nbs/08b_report.ipynb #ea4260ea
+def _seeds_str(vals, p:int=3, sign:bool=False)->str:
+    "Per-seed values as 'a / b / c'."
+    return ' / '.join(f"{v:{'+' if sign else ''}.{p}f}" for v in vals)
+
+def ci_table(df, metrics=('attr_acc', 'coherence', 'distractor_acc', 'fid', 'is'),
+             per_seed:bool=True, # each seed's value after the interval, when there are several seeds
+            )->str:
+    "A markdown table 'mean [lo, hi] (seed values)' of `aggregate_runs`' output."
     def f(r, m):
         if r[m] is None or (isinstance(r[m], float) and math.isnan(r[m])): return '—'
         p = 2 if m in ('fid', 'is') else 3
-        return f"{r[m]:.{p}f} [{r[m+'_lo']:.{p}f}, {r[m+'_hi']:.{p}f}]"
+        seeds = r.get(m+'_seeds')
+        tail = f" ({_seeds_str(seeds, p)})" if per_seed and isinstance(seeds, list) and len(seeds) > 1 else ''
+        return f"{r[m]:.{p}f} [{r[m+'_lo']:.{p}f}, {r[m+'_hi']:.{p}f}]{tail}"
     h = f"| model | style | stage | seeds | {' | '.join(metrics)} |\n|---|---|---|---|{'---|'*len(metrics)}\n"
     return h + ''.join(f"| {r['model']} | {r['style']} | {r['stage']} | {r['seeds']} | " + ' | '.join(f(r, m) for m in metrics) + ' |\n'
                        for _, r in df.iterrows())
 
-# %% ../nbs/08b_report.ipynb #dfbb73aa
+# %% ../nbs/08b_report.ipynb #a0fb8995
 def plot_aggregate(df, # `aggregate_runs`' output
                    path:str|Path, # PNG to write
                    metrics=('attr_acc', 'coherence', 'distractor_acc'),
                   )->Path:
     "Bars of each metric's mean over seeds per style and stage, with the bootstrap interval as error bars."
     rows = df.to_dict('records')
-    fig = Figure(figsize=(4*len(metrics), 3.2)); axs = fig.subplots(1, len(metrics), squeeze=False)
+    fig = Figure(figsize=(4*len(metrics), 3.4), layout='constrained')
+    axs = fig.subplots(1, len(metrics), squeeze=False)
     for ax, m in zip(axs[0], metrics):
         _style_bars(ax, rows, m, ci=True)
-        ax.set_title(f"{m}: mean of {int(max(r['seeds'] for r in rows))} seed(s), 95% CI", fontsize=9)
+        k = int(max(r['seeds'] for r in rows))
+        ax.set_title(f"mean of {k} seed(s), 95 % interval\n(seeds, then images)", fontsize=9)
     axs[0][0].legend(fontsize=7)
     return _savefig(fig, Path(path))
 
-# %% ../nbs/08b_report.ipynb #fb1e4da9
+# %% ../nbs/08b_report.ipynb #ce3f3dd0
 def _compare(loaded:list, a, b, metric, n_boot, ci, seed)->dict:
     "`compare_cells` on runs already loaded as (folder, `_per_image` dict) pairs."
     if metric not in PER_IMAGE: raise D2IError(f"metric {metric!r} has no per-image values; choose from {', '.join(PER_IMAGE)}")
-    diffs = []
+    va, vb = [], []
     for run, per in loaded:
         for k in (a, b):
             if k not in per or PER_IMAGE[metric] not in per[k]: raise D2IError(f"{run}: no per-image results for cell {k}")
-        diffs.append(_image_values(per[b], metric) - _image_values(per[a], metric))
-    boots = _two_level_bootstrap(diffs, n_boot, np.random.default_rng(seed))
-    lo, hi = np.quantile(boots, [(1 - ci)/2, 1 - (1 - ci)/2])
-    return dict(a=a, b=b, metric=metric, diff=float(np.mean([d.mean() for d in diffs])), lo=float(lo), hi=float(hi),
-                seeds=len(diffs), n=int(np.mean([len(d) for d in diffs])))
+        va.append(_image_values(per[a], metric)); vb.append(_image_values(per[b], metric))
+    iv = seed_bootstrap(va, vb, n_boot=n_boot, ci=ci, seed=seed)
+    return dict(a=a, b=b, metric=metric, diff=iv.estimate, lo=iv.lo, hi=iv.hi, per_seed=list(iv.per_seed.values()),
+                seeds=len(va), n=int(np.mean([len(d) for d in va])))
 
 def compare_cells(runs:list, # run folders of the same settings (one per seed)
                   a:tuple, # (model, style, stage) of the reference cell
@@ -269,7 +372,7 @@ def default_contrasts(rows:list[dict])->list[tuple]:
     out += [(ft(s), ft(s, UNFROZEN)) for s in STYLES]
     return [(a, b) for a, b in out if a in have and b in have]
 
-# %% ../nbs/08b_report.ipynb #a0fb8995
+# %% ../nbs/08b_report.ipynb #45d0a22b
 def contrast_table(runs:list, contrasts:list|None=None, metrics=('attr_acc', 'coherence'), n_boot:int=2000, ci:float=0.95, seed:int=0)->str:
     "A markdown table of paired differences 'diff [lo, hi]' (`compare_cells`), one line per contrast."
     loaded = [(_run_dir(r), _per_image(r)) for r in runs]
@@ -279,8 +382,9 @@ def contrast_table(runs:list, contrasts:list|None=None, metrics=('attr_acc', 'co
     lines = []
     for a, b in contrasts:
         cs = [_compare(loaded, a, b, m, n_boot, ci, seed) for m in metrics]
+        seeds = lambda c: f" ({_seeds_str(c['per_seed'], sign=True)})" if c['seeds'] > 1 else ''
         lines.append(f"| {name(b)} − {name(a)} | {cs[0]['seeds']} | " +
-                     ' | '.join(f"{c['diff']:+.3f} [{c['lo']:+.3f}, {c['hi']:+.3f}]" for c in cs) + ' |\n')
+                     ' | '.join(f"{c['diff']:+.3f} [{c['lo']:+.3f}, {c['hi']:+.3f}]{seeds(c)}" for c in cs) + ' |\n')
     return h + ''.join(lines)
 
 # %% ../nbs/08b_report.ipynb #9c87a008

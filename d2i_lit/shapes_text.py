@@ -4,19 +4,20 @@
 
 # %% ../nbs/03a_shapes_text.ipynb #40362385
 from __future__ import annotations
-import json
+import functools, json
 from pathlib import Path
 import numpy as np
 from tokenizers import Tokenizer
 from .core import D2IError
-from .linearize import clip_bpe, clip_tokenizer, linearize_many, STYLES
+from .linearize import clip_bpe, clip_tokenizer, linearize_many, STYLES, MARKERS
 from .shapeschat import (shapes_vocab, context_turns, make_record, object_words, read_sharer, object_mentions,
                                 GREETINGS, QUESTIONS, FILLERS, CAPTIONS, ATTRIBUTES, read_captions)
 
 # %% auto #0
-__all__ = ['CLIP_SPECIALS', 'SHAPES_TEXT_BUDGET', 'PRETRAIN_CORPORA', 'WEB_FILLERS', 'WEB_DESCRIPTIONS', 'WEB_TAGS', 'bpe_steps',
-           'compact_clip_tokenizer', 'clip_id_table', 'to_clip_ids', 'from_clip_ids', 'shapes_dialogs', 'token_counts',
-           'truncated_share', 'pretraining_text', 'pretraining_records', 'pretraining_words']
+__all__ = ['CLIP_SPECIALS', 'SHAPES_TEXT_BUDGET', 'PRETRAIN_CORPORA', 'WEB_FILLERS', 'WEB_DESCRIPTIONS', 'WEB_TAGS', 'WEB_MARKED',
+           'LONG_TEXT_TOKENS', 'STUDY_MARKERS', 'bpe_steps', 'compact_clip_tokenizer', 'clip_id_table', 'to_clip_ids',
+           'from_clip_ids', 'shapes_dialogs', 'token_counts', 'truncated_share', 'pretraining_text',
+           'pretraining_records', 'pretraining_words']
 
 # %% ../nbs/03a_shapes_text.ipynb #ee33a44f
 def bpe_steps(word:str, # one pre-token in CLIP's byte-level alphabet (as CLIP's pre-tokenizer returns it)
@@ -117,24 +118,40 @@ def truncated_share(dialogs, # `Dialog`s or lists of turns
 SHAPES_TEXT_BUDGET = 18 # text tokens (BOS/EOS aside) of the CLIP-tokenized shapes tier: truncates ShapesChat about as often as 75 truncates PhotoChat
 
 # %% ../nbs/03a_shapes_text.ipynb #0e51568f
-PRETRAIN_CORPORA = ('captions', 'web', 'web_tags') # the pre-training text variants of `pretraining_text`
+PRETRAIN_CORPORA = ('captions', 'web', 'web_tags', 'web_per', 'web_long') # the text variants of `pretraining_text`
 WEB_FILLERS = GREETINGS + QUESTIONS + FILLERS + ('so this happened', 'best day ever', 'new post', 'check it out',
                'shot on my phone', 'just for fun', 'taken last week', 'what do you think', 'my weekend', 'long story') # object-free sentences
 WEB_DESCRIPTIONS = ('a {}', 'a photo of a {}', 'the {}', 'one {}', 'this is a {}', 'picture of a {}', 'a {} on black',
                     'just a {}', 'a simple {}', 'i drew a {}') # alt-text descriptions of the object
 WEB_TAGS = ('#art', '#shapes', '#photo', '#nofilter', '#minimal', '#colour') # object-free hashtags
+WEB_MARKED = {'web_per': 'per'} # corpus -> the linearization style whose speaker markers half its texts carry
+LONG_TEXT_TOKENS = 64 # CLIP tokens of every `web_long` text: the study's largest budget
 
 # %% ../nbs/03a_shapes_text.ipynb #1643d5f9
-def pretraining_text(rng:np.random.Generator, # the record's generator
-                     obj:dict, # the pictured object {'shape':…, 'colour':…}
-                     corpus:str='web', # one of `PRETRAIN_CORPORA`
-                     p_context:float=.7, # share of texts (not `captions`) with filler sentences around the description
-                    )->str:
-    "One pre-training text for an image of `obj`, from `corpus`."
+@functools.lru_cache(maxsize=None)
+def _clip_len(text:str)->int:
+    "CLIP tokens of `text` (BOS/EOS aside): a space-joined text has its parts' sum, as BPE never merges across a space."
+    return len(clip_tokenizer()(text, add_special_tokens=False).input_ids)
+
+def _fill(rng, k:int)->list[str]:
+    "Filler sentences of exactly `k` CLIP tokens in all (one-token fillers exist, so every `k` is reached)."
+    parts = []
+    while k > 0:
+        fits = [p for p in WEB_FILLERS if _clip_len(p) <= k]
+        parts.append(fits[int(rng.integers(len(fits)))]); k -= _clip_len(parts[-1])
+    return parts
+
+def _long_parts(rng, desc:str, tokens:int)->list[str]:
+    "`desc` at a uniformly drawn token offset among filler sentences, `tokens` CLIP tokens in all."
+    d = _clip_len(desc)
+    if d > tokens: raise D2IError(f"a description of {d} tokens does not fit a text of {tokens}")
+    start = int(rng.integers(tokens - d + 1))
+    return _fill(rng, start) + [desc] + _fill(rng, tokens - d - start)
+
+def _web_parts(rng, desc:str, obj:dict, corpus:str, p_context:float)->list[str]:
+    "The sentences of a `web`-family text: the description, maybe fillers around it, the corpus's hashtags or markers."
     pick = lambda seq: seq[int(rng.integers(len(seq)))]
-    if corpus not in PRETRAIN_CORPORA: raise D2IError(f"unknown pre-training corpus {corpus!r}; choose from {', '.join(PRETRAIN_CORPORA)}")
-    if corpus == 'captions': return pick(CAPTIONS).format(object_words(obj))
-    parts = [pick(WEB_DESCRIPTIONS).format(object_words(obj))]
+    parts = [desc]
     if rng.random() < p_context:
         parts = [pick(WEB_FILLERS) for _ in range(int(rng.integers(5)))] + parts + [pick(WEB_FILLERS) for _ in range(int(rng.integers(3)))]
     if corpus == 'web_tags' and rng.random() < .5:
@@ -142,7 +159,23 @@ def pretraining_text(rng:np.random.Generator, # the record's generator
         tags += [pick(WEB_TAGS) for _ in range(int(rng.integers(2)))]
         if rng.random() < .5: parts = parts + tags
         else: parts = tags + parts
-    return ' '.join(parts)
+    if corpus in WEB_MARKED and rng.random() < .5:
+        m, first = MARKERS[WEB_MARKED[corpus]], int(rng.integers(2))
+        parts = [f'{m[(first + j)%2]} {p}' for j, p in enumerate(parts)]
+    return parts
+
+def pretraining_text(rng:np.random.Generator, # the record's generator
+                     obj:dict, # the pictured object {'shape':…, 'colour':…}
+                     corpus:str='web', # one of `PRETRAIN_CORPORA`
+                     p_context:float=.7, # share of `web`, `web_tags`, `web_per` texts with fillers around it
+                    )->str:
+    "One pre-training text for an image of `obj`, from `corpus`."
+    pick = lambda seq: seq[int(rng.integers(len(seq)))]
+    if corpus not in PRETRAIN_CORPORA: raise D2IError(f"unknown pre-training corpus {corpus!r}; choose from {', '.join(PRETRAIN_CORPORA)}")
+    if corpus == 'captions': return pick(CAPTIONS).format(object_words(obj))
+    desc = pick(WEB_DESCRIPTIONS).format(object_words(obj))
+    if corpus == 'web_long': return ' '.join(_long_parts(rng, desc, LONG_TEXT_TOKENS))
+    return ' '.join(_web_parts(rng, desc, obj, corpus, p_context))
 
 # %% ../nbs/03a_shapes_text.ipynb #5de438cb
 def pretraining_records(folder, # a ShapesChat folder (its captions.jsonl)
@@ -155,9 +188,12 @@ def pretraining_records(folder, # a ShapesChat folder (its captions.jsonl)
     return [dict(r, caption=pretraining_text(np.random.default_rng([seed, i, 3]), r['attrs'], corpus)) for i,r in enumerate(recs)]
 
 # %% ../nbs/03a_shapes_text.ipynb #5a67c227
-def pretraining_words()->list[str]:
-    "Every word any pre-training corpus or ShapesChat dialog can use (the compact tokenizer's texts)."
-    words = set(shapes_vocab())
+STUDY_MARKERS = ('X:', 'Y:') # the study's equal-cost control (two tokens, as `A:`, but no article); not a user style
+
+def pretraining_words(extra:tuple=(), # words beyond the corpora's and dialogs' (e.g. `STUDY_MARKERS`); none by default
+                     )->list[str]:
+    "Every word any pre-training corpus or ShapesChat dialog can use (the compact tokenizer's texts), and `extra`."
+    words = set(shapes_vocab()) | set(extra) # opt-in: a default run's tokenizer, and so its model, stay as they were
     for pool in (WEB_FILLERS, WEB_DESCRIPTIONS, WEB_TAGS): 
         for p in pool: words.update(p.replace('{}', '').split())
     for k,vals in ATTRIBUTES.items(): words.update(f'#{v}' for v in vals)

@@ -9,16 +9,18 @@ from pathlib import Path
 from collections import Counter
 import numpy as np
 from PIL import Image
+from typing import NamedTuple
 from fastcore.script import Param
 from .core import D2IError, atomic_dir, atomic_write, atomic_write_json, cli_command, int_in
 from .data import load_photochat, Dialog, merge_turns
 from .linearize import linearize, STYLES, MARKERS as STYLE_MARKERS
 
 # %% auto #0
-__all__ = ['ATTRIBUTES', 'COLOURS', 'BACKGROUND', 'OBJECT_RADIUS', 'GREETINGS', 'QUESTIONS', 'FILLERS', 'SAW', 'MY', 'SHARE_MY',
-           'SHARE', 'HAVE', 'AFTER', 'CAPTIONS', 'PATTERNS', 'MARKERS', 'data_cli', 'READERS', 'render_object',
-           'object_words', 'dialog_phrases', 'make_record', 'shapes_vocab', 'context_turns', 'write_shapeschat',
-           'load_shapeschat', 'read_captions', 'object_mentions', 'in_final_speakers_turn', 'read_sharer']
+__all__ = ['ATTRIBUTES', 'COLOURS', 'BACKGROUND', 'OBJECT_RADIUS', 'IMAGE_STYLES', 'GREETINGS', 'QUESTIONS', 'FILLERS', 'SAW',
+           'MY', 'SHARE_MY', 'SHARE', 'HAVE', 'AFTER', 'CAPTIONS', 'PATTERNS', 'SPLITS', 'MARKERS', 'data_cli',
+           'READERS', 'ImageStyle', 'image_style', 'render_object', 'object_words', 'dialog_phrases', 'make_record',
+           'shapes_vocab', 'context_turns', 'write_shapeschat', 'load_shapeschat', 'read_captions', 'parse_patterns',
+           'object_mentions', 'in_final_speakers_turn', 'read_sharer']
 
 # %% ../nbs/03_shapeschat.ipynb #ae1b10dc
 ATTRIBUTES = {'shape': ('circle', 'square', 'triangle', 'cross'),
@@ -27,6 +29,18 @@ COLOURS = {'red': (230, 30, 30), 'green': (30, 200, 40), 'blue': (40, 90, 255),
            'yellow': (245, 225, 20), 'purple': (170, 40, 230), 'white': (245, 245, 245)} # RGB of each colour word
 BACKGROUND = (0, 0, 0) # plain black: every colour stands out from it
 OBJECT_RADIUS = 0.36 # the object's half-extent, as a fraction of the image side
+
+class ImageStyle(NamedTuple):
+    "How objects are drawn: the colour of each colour word, the background, and an optional border."
+    palette: dict # colour word -> RGB
+    background: tuple # RGB
+    stroke: float = 0. # border width as a fraction of the object's half-extent (0: no border)
+    stroke_shade: float = 1. # the border's colour: the object's colour times this
+
+IMAGE_STYLES = {'default': ImageStyle(COLOURS, BACKGROUND), # every ShapesChat image unless asked otherwise
+                'shifted': ImageStyle({'red': (200, 60, 80), 'green': (70, 170, 90), 'blue': (60, 110, 220),
+                                       'yellow': (230, 200, 60), 'purple': (150, 70, 200), 'white': (225, 225, 215)},
+                                      (40, 40, 40), .12, .7)} # another palette, a grey background, a darker border
 
 # %% ../nbs/03_shapeschat.ipynb #32d91997
 def _inside(shape:str, dx, dy, r:float):
@@ -45,19 +59,34 @@ def _grid(size:int, supersample:int):
     g = (np.arange(size*supersample) + 0.5)/supersample
     return np.meshgrid(g, g)
 
+def image_style(style:str|ImageStyle='default', # a name in `IMAGE_STYLES`, or an `ImageStyle`
+               )->ImageStyle:
+    "The `ImageStyle` named by `style`."
+    if isinstance(style, ImageStyle): return style
+    if not isinstance(style, str) or style not in IMAGE_STYLES:
+        raise D2IError(f"unknown image style {style!r}; choose from {', '.join(IMAGE_STYLES)}")
+    return IMAGE_STYLES[style]
+
 def render_object(attrs:dict, # {'shape': ..., 'colour': ...}, values from `ATTRIBUTES`
                   size:int=16, # image side in pixels
                   seed=None, # None: exactly centred; an int (or list of ints): a seeded sub-pixel offset in [-0.5, 0.5) px
                   supersample:int=4, # anti-aliasing: coverage measured on a `supersample`² grid per pixel
+                  style:str|ImageStyle='default', # palette, background and border (see `IMAGE_STYLES`)
                  )->Image.Image:
     "Draw one object on the plain background, deterministically (same arguments, same bytes)."
-    if attrs.get('colour') not in COLOURS: raise D2IError(f"unknown colour {attrs.get('colour')!r}; choose from {', '.join(COLOURS)}")
+    st = image_style(style)
+    if attrs.get('colour') not in st.palette:
+        raise D2IError(f"unknown colour {attrs.get('colour')!r}; choose from {', '.join(st.palette)}")
     off = np.zeros(2) if seed is None else np.random.default_rng(seed).uniform(-0.5, 0.5, 2)
     x, y = _grid(size, supersample)
     c = size/2 + off
-    a = _inside(attrs.get('shape'), x - c[0], y - c[1], OBJECT_RADIUS*size).astype(np.float64)
-    a = a.reshape(size, supersample, size, supersample).mean((1, 3))[..., None]
-    img = np.asarray(BACKGROUND, np.float64)*(1 - a) + np.asarray(COLOURS[attrs['colour']], np.float64)*a
+    def cover(r): # the share of each pixel's sample points inside the shape of half-extent `r`
+        a = _inside(attrs.get('shape'), x - c[0], y - c[1], r).astype(np.float64)
+        return a.reshape(size, supersample, size, supersample).mean((1, 3))[..., None]
+    a, col = cover(OBJECT_RADIUS*size), np.asarray(st.palette[attrs['colour']], np.float64)
+    img = np.asarray(st.background, np.float64)*(1 - a) + col*a
+    if st.stroke: # the band between the shape and the shape shrunk by `stroke` takes the border's shade
+        img = img + (a - cover(OBJECT_RADIUS*size*(1 - st.stroke)))*(st.stroke_shade - 1)*col
     return Image.fromarray(np.round(img).astype(np.uint8), 'RGB')
 
 # %% ../nbs/03_shapeschat.ipynb #30f7caf8
@@ -140,7 +169,7 @@ def dialog_phrases(rng:np.random.Generator, # the record's generator
     start = body[0][0] if len(greet)%2 == 0 else _OTHER[body[0][0]]
     return _alternate(greet, start) + body, S, D
 
-# %% ../nbs/03_shapeschat.ipynb #adbed752
+# %% ../nbs/03_shapeschat.ipynb #fef1b43f
 def _check_patterns(patterns:dict|None)->dict:
     patterns = dict(PATTERNS if patterns is None else patterns)
     bad = [k for k in patterns if k not in PATTERNS]
@@ -149,13 +178,22 @@ def _check_patterns(patterns:dict|None)->dict:
         raise D2IError(f'pattern weights must be non-negative numbers with a positive sum, got {patterns}')
     return patterns
 
+SPLITS = ('main', 'valid') # the record streams of a dataset seed: `valid` is held out from `main` whatever their sizes
+_SPLIT_KEY = {'main': (), 'valid': (4_000_000_000,)} # entropy between seed and record index; `main`: the old streams
+
+def _entropy(seed:int, split:str, *rest)->list[int]:
+    "Seed-sequence entropy of a record's generators: `[seed, i, ...]` for `main`, else the split's key after the seed."
+    if split not in _SPLIT_KEY: raise D2IError(f"unknown ShapesChat split {split!r}; choose from {', '.join(SPLITS)}")
+    return [seed, *_SPLIT_KEY[split], *rest]
+
 def make_record(seed:int, # dataset seed
                 i:int, # record index: records are independent, so the first k of a larger set are the same
                 patterns:dict|None=None, # pattern -> weight (default `PATTERNS`)
                 width:int=6, # digits of the zero-padded record id
+                split:str='main', # one of `SPLITS`: `valid` draws from a stream of its own
                )->dict:
     "The `i`-th ShapesChat record of dataset `seed`, in PhotoChat's schema plus a `shapes` ground-truth key."
-    rng = np.random.default_rng([seed, i])
+    rng = np.random.default_rng(_entropy(seed, split, i))
     patterns = _check_patterns(patterns)
     names, w = list(patterns), np.asarray(list(patterns.values()), np.float64)
     pattern = names[int(rng.choice(len(names), p=w/w.sum()))]
@@ -167,7 +205,7 @@ def make_record(seed:int, # dataset seed
     if rng.random() < .5: dlg.append(dict(message=_pick(rng, AFTER), share_photo=False, user_id=1 - sharer))
     rid = f'{i:0{width}d}'
     return dict(dialogue=dlg, dialogue_id=i, photo_description=f'Objects in the photo: {object_words(S)}',
-                photo_url=f'images/{rid}.png', photo_id=f'shapeschat/{rid}',
+                photo_url=f'images/{rid}.png', photo_id=f"shapeschat/{'' if split == 'main' else split + '/'}{rid}",
                 shapes=dict(sharer_object=S, distractor_object=D, pattern=pattern, caption=f'a {object_words(S)}'))
 
 # %% ../nbs/03_shapeschat.ipynb #d0fa2ba5
@@ -191,24 +229,28 @@ def context_turns(record:dict)->list[tuple[int,str]]:
         said.append((m['user_id'], m['message']))
     return [(t.speaker, t.text) for t in merge_turns(said)]
 
-# %% ../nbs/03_shapeschat.ipynb #89fce8b8
+# %% ../nbs/03_shapeschat.ipynb #0fad03d0
 def _is_shapeschat_dir(p:Path)->bool:
     try: return json.loads((p/'meta.json').read_text()).get('dataset') == 'shapeschat'
     except (OSError, ValueError, AttributeError): return False
 
-def _write_record(tmp:Path, seed:int, i:int, size:int, patterns:dict, width:int)->tuple[dict, str]:
+def _write_record(tmp:Path, seed:int, i:int, size:int, patterns:dict, width:int, split:str, style:str)->tuple:
     "Make record `i`, save its image under `tmp`; return the record and its captions.jsonl line."
-    r = make_record(seed, i, patterns, width)
+    r = make_record(seed, i, patterns, width, split)
     S, img = r['shapes']['sharer_object'], f"{r['photo_url']}"
-    render_object(S, size, seed=[seed, i, 1]).save(tmp/img)
-    cap_rng = np.random.default_rng([seed, i, 2])
+    render_object(S, size, seed=_entropy(seed, split, i, 1), style=style).save(tmp/img)
+    if style != 'default': # pre-training pairs keep the default style: the same object and jitter, drawn as before
+        img = f"caption_{img}"; render_object(S, size, seed=_entropy(seed, split, i, 1)).save(tmp/img)
+    cap_rng = np.random.default_rng(_entropy(seed, split, i, 2))
     return r, json.dumps(dict(caption=_pick(cap_rng, CAPTIONS).format(object_words(S)), image=img, attrs=S)) + '\n'
 
-def _check_write_args(out:Path, n, size, patterns)->dict:
+def _check_write_args(out:Path, n, size, patterns, split, style)->dict:
     "Refuse bad arguments, and an `out` that holds something other than a ShapesChat dataset; return the checked patterns."
     if not isinstance(n, int) or n < 1: raise D2IError(f'n must be a positive integer, got {n!r}')
     if not isinstance(size, int) or size < 8: raise D2IError(f'size must be an integer of at least 8 pixels, got {size!r}')
-    patterns = _check_patterns(patterns)
+    patterns = _check_patterns(patterns); _entropy(0, split)
+    if not isinstance(style, str): raise D2IError(f'image_style must be a name in IMAGE_STYLES, got {style!r}')
+    image_style(style)
     if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not _is_shapeschat_dir(out))):
         raise D2IError(f'{out} exists and is not a ShapesChat dataset folder: refusing to overwrite it')
     return patterns
@@ -219,34 +261,41 @@ def _indices(n:int, progress:bool):
     from fastprogress.fastprogress import progress_bar # local: half a second that `d2i data` pays only for a large dataset
     return progress_bar(range(n), leave=False)
 
-def _meta(n:int, seed:int, size:int, patterns:dict, recs:list[dict], longest:dict)->dict:
+def _meta(n:int, seed:int, size:int, patterns:dict, recs:list[dict], longest:dict, split:str, style:str)->dict:
     "The folder's meta.json: arguments, the world, pattern counts, vocabulary size and the longest text per style."
-    return dict(dataset='shapeschat', version=1, n=n, seed=seed, size=size, attributes=ATTRIBUTES, colours=COLOURS,
-                background=BACKGROUND, patterns=patterns, pattern_counts=dict(Counter(r['shapes']['pattern'] for r in recs)),
-                vocab_size=len(shapes_vocab()), max_words=longest)
+    m = dict(dataset='shapeschat', version=1, n=n, seed=seed, size=size, attributes=ATTRIBUTES, colours=COLOURS,
+             background=BACKGROUND, patterns=patterns,
+             pattern_counts=dict(Counter(r['shapes']['pattern'] for r in recs)),
+             vocab_size=len(shapes_vocab()), max_words=longest)
+    if split != 'main': m['split'] = split # keys only for options off their default: a default folder keeps its bytes
+    if style != 'default': m['dialog_image_style'] = dict(name=style, **image_style(style)._asdict())
+    return m
 
-# %% ../nbs/03_shapeschat.ipynb #29a40911
+# %% ../nbs/03_shapeschat.ipynb #2e7a0f0e
 def write_shapeschat(out:str|Path, # output folder; replaced as a whole if it holds a ShapesChat dataset, refused if it holds anything else
                      n:int, # number of dialogs (one image each)
                      seed:int=0, # dataset seed
                      size:int=16, # image side in pixels
-                     patterns:dict|None=None, # pattern -> weight (default `PATTERNS`)
+                     patterns:dict|None=None, # pattern -> weight (default `PATTERNS`); {'turns_only': 1}: that one only
                      progress:bool=True, # show a progress bar when n is large
+                     split:str='main', # one of `SPLITS`: `valid` writes the seed's held-out records
+                     image_style:str='default', # `IMAGE_STYLES` name of the dialogs' images (captions': `default`)
                     )->Path:
     "Generate a ShapesChat dataset (dialogs, images, captions, meta) into `out`, deterministically."
     out = Path(out)
-    patterns = _check_write_args(out, n, size, patterns)
+    patterns = _check_write_args(out, n, size, patterns, split, image_style)
     width, recs, caps, longest = max(6, len(str(n - 1))), [], [], dict.fromkeys(STYLES, 0)
     with atomic_dir(out) as tmp:
         (tmp/'images').mkdir()
+        if image_style != 'default': (tmp/'caption_images').mkdir()
         for i in _indices(n, progress):
-            r, cap = _write_record(tmp, seed, i, size, patterns, width)
+            r, cap = _write_record(tmp, seed, i, size, patterns, width, split, image_style)
             turns = context_turns(r)
             for s in STYLES: longest[s] = max(longest[s], len(linearize(turns, s).split()))
             recs.append(r); caps.append(cap)
         atomic_write(tmp/'dialogs.json', json.dumps(recs, indent=1) + '\n')
         atomic_write(tmp/'captions.jsonl', ''.join(caps))
-        atomic_write_json(tmp/'meta.json', _meta(n, seed, size, patterns, recs, longest))
+        atomic_write_json(tmp/'meta.json', _meta(n, seed, size, patterns, recs, longest, split, image_style))
     return out
 
 # %% ../nbs/03_shapeschat.ipynb #f0b8f596
@@ -275,18 +324,33 @@ def read_captions(path:str|Path, # a captions.jsonl file
         recs.append({**r, 'image': str(path.parent/r['image'])})
     return recs
 
-# %% ../nbs/03_shapeschat.ipynb #72e9ee54
-def _data_main(name:Param("dataset to generate; only 'shapeschat' for now", str),
+# %% ../nbs/03_shapeschat.ipynb #7c598026
+def parse_patterns(specs:list[str]|None, # 'NAME' (weight 1) or 'NAME=WEIGHT', names of `PATTERNS`; None: the default
+                  )->dict|None:
+    "The pattern weights of `d2i data --patterns`."
+    if not specs: return None
+    out = {}
+    for sp in specs:
+        name, _, w = sp.partition('=')
+        try: out[name] = float(w) if w else 1.0
+        except ValueError: raise D2IError(f"--patterns: {sp!r} is not NAME or NAME=WEIGHT with a number") from None
+    return _check_patterns(out)
+
+def _data_main(name:Param("dataset to generate: 'shapeschat'", str),
                out:Param('output folder (created; an existing ShapesChat folder is replaced)', str)=None,
                n:Param('number of dialogs', int_in(1, 10**7))=1000,
                seed:Param('random seed: the same arguments give byte-identical files', int_in(0, 2**32 - 1))=0,
                size:Param('image side in pixels', int_in(4, 4096))=16,
+               split:Param("'main' or 'valid' (the seed's held-out records)", str)='main',
+               patterns:Param("dialog patterns, NAME or NAME=WEIGHT (e.g. turns_only); default: the standard mix",
+                              str, nargs='+')=None,
+               image_style:Param("dialog images' style: 'default' or 'shifted' (captions: 'default')", str)='default',
               ):
     "Generate a dataset: `d2i data shapeschat --n N --seed S --size 16 --out DIR`."
     if name != 'shapeschat': raise D2IError(f"unknown dataset {name!r}; choose from: shapeschat")
     if out is None: raise D2IError('--out DIR is required')
     t0 = time.perf_counter()
-    p = write_shapeschat(out, n, seed, size)
+    p = write_shapeschat(out, n, seed, size, parse_patterns(patterns), split=split, image_style=image_style)
     meta = json.loads((p/'meta.json').read_text())
     print(f"wrote {n} ShapesChat dialogs ({size}x{size} images, seed {seed}) to {p} in {time.perf_counter()-t0:.1f} s; "
           f"patterns {meta['pattern_counts']}; longest text {max(meta['max_words'].values())} words", file=sys.stderr)

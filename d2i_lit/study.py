@@ -7,25 +7,28 @@ from __future__ import annotations
 import re
 import numpy as np
 import pandas as pd
-from .linearize import STYLES, linearize_many, photo_labels, get_tokenizer
-from .shapeschat import make_record, context_turns, object_mentions
-import json, sys, time
+from scipy.stats import binomtest
+from .linearize import STYLES, Linearized, linearize_many, photo_labels, get_tokenizer, turn_pieces
+from .shapeschat import make_record, context_turns, object_mentions, load_shapeschat, write_shapeschat, PATTERNS
+import gzip, json, sys, time
 import matplotlib.pyplot as plt
 from pathlib import Path
 import torch
 from fastai.callback.core import Callback
 from torch.utils.data import ConcatDataset, Subset
-from .core import D2IError, atomic_write_json, set_seed, set_threads
+from .core import D2IError, atomic_write, atomic_write_json, set_seed, set_threads
 from .shapes_text import compact_clip_tokenizer, pretraining_words, SHAPES_TEXT_BUDGET
 from .datasets import text_image_dls
 from .finetune import finetune, ema_weights
 from .experiment import DEFAULT, ExperimentRun, sample_cell, score_images
-from .report import PER_IMAGE, load_stages
+from .report import PER_IMAGE, load_stages, seed_bootstrap, style_label, series_style, OKABE_ITO
 
 # %% auto #0
-__all__ = ['mentions', 'context_survival', 'survival_summary', 'paired_loss_contrast', 'shapes_survival', 'stage_cells',
-           'paired_ci', 'study_cells', 'condition_table', 'pooled_contrasts', 'factor_effect', 'plot_conditions',
-           'EvalEvery', 'curve_dataset', 'learning_curve', 'curve_frame', 'plot_curves']
+__all__ = ['TRUNCATIONS', 'mentions', 'fit_budget', 'context_survival', 'survival_summary', 'exact_paired_test', 'share_interval',
+           'paired_loss_contrast', 'loss_by_rule', 'photo_mentions', 'pattern_mix', 'shapes_survival', 'stage_cells',
+           'study_cells', 'condition_table', 'pattern_weights', 'style_contrasts', 'factor_effect', 'plot_conditions',
+           'read_runs', 'read_records', 'save_records', 'EvalEvery', 'curve_dataset', 'learning_curve', 'curve_frame',
+           'plot_curves']
 
 # %% ../nbs/09c_study.ipynb #08ffa838
 def mentions(label:str, # an object label, lower case ('tin can')
@@ -35,14 +38,41 @@ def mentions(label:str, # an object label, lower case ('tin can')
     return re.search(r'(?<![\w])' + re.escape(label.lower()) + r'(?:e?s)?(?![\w])', text.lower()) is not None
 
 # %% ../nbs/09c_study.ipynb #f5b2786e
+TRUNCATIONS = ('oldest', 'end') # drop the oldest turns (d2i_lit's rule); keep the first tokens (CLIP `truncation=True`)
+
+def _keep_first(dialogs, style:str, tok, budget:int)->list[Linearized]:
+    "CLIP's `truncation=True` on each whole linearized text: its first `budget` tokens, cut where the last one ends."
+    full = linearize_many(dialogs, style, max_tokens=None)
+    enc = tok([f.text for f in full], add_special_tokens=False, return_offsets_mapping=True, verbose=False)
+    out = []
+    for d, f, ids, offs in zip(dialogs, full, enc['input_ids'], enc['offset_mapping']):
+        if len(ids) <= budget: out.append(f); continue
+        end = offs[budget - 1][1]
+        starts = np.cumsum([0] + [len(p) + 1 for p in turn_pieces(d, style)])[:-1] # where each turn starts in the text
+        out.append(Linearized(f.text[:end], f.n_turns, int((starts >= end).sum())))
+    return out
+
+def fit_budget(dialogs, # `Dialog`s (or lists of turns)
+               style:str='hash', # one of `STYLES`
+               tokenizer=None, # see `get_tokenizer`; default CLIP's
+               budget:int=75, # text tokens (BOS/EOS aside)
+               truncation:str='oldest', # one of `TRUNCATIONS`
+              )->list[Linearized]:
+    "Each dialog linearized in `style` within `budget` tokens by a truncation rule (`n_turns_dropped`: turns cut)."
+    if truncation == 'oldest': return linearize_many(dialogs, style, tokenizer, budget)
+    if truncation == 'end': return _keep_first(dialogs, style, get_tokenizer(tokenizer), budget)
+    raise D2IError(f"unknown truncation rule {truncation!r}; choose from {', '.join(TRUNCATIONS)}")
+
+# %% ../nbs/09c_study.ipynb #45edb5ab
 def context_survival(dialogs, # `Dialog`s with a `photo_description`
                      style:str='hash', # one of `STYLES`
                      tokenizer=None, # see `get_tokenizer`; default CLIP's
                      budget:int=75, # text tokens (BOS/EOS aside)
+                     truncation:str='oldest', # one of `TRUNCATIONS`
                     )->pd.DataFrame:
     "One row per dialog: turns and tokens kept under `budget`, photo labels mentioned in the whole context and in the kept text."
     tok = get_tokenizer(tokenizer)
-    cut, full = linearize_many(dialogs, style, tok, budget), linearize_many(dialogs, style, max_tokens=None)
+    cut, full = fit_budget(dialogs, style, tok, budget, truncation), linearize_many(dialogs, style, max_tokens=None)
     n_full = [len(x) for x in tok([f.text for f in full], add_special_tokens=False).input_ids]
     n_kept = [len(x) for x in tok([c.text for c in cut], add_special_tokens=False).input_ids]
     rows = []
@@ -50,7 +80,8 @@ def context_survival(dialogs, # `Dialog`s with a `photo_description`
         labels = list(dict.fromkeys(photo_labels(d.photo_description)))
         m_all = [l for l in labels if mentions(l, f.text)]
         m_kept = [l for l in m_all if mentions(l, c.text)]
-        rows.append(dict(dialogue_id=d.dialogue_id, style=style, truncated=c.text != f.text, n_turns=c.n_turns,
+        rows.append(dict(dialogue_id=d.dialogue_id, style=style, truncation=truncation, truncated=c.text != f.text,
+                         n_turns=c.n_turns,
                          turns_kept=c.n_turns - c.n_turns_dropped, tokens=nf, tokens_kept=nk, n_labels=len(labels),
                          mentioned=len(m_all), mentioned_kept=len(m_kept),
                          lost_all=bool(m_all) and not m_kept, lost_some=len(m_kept) < len(m_all)))
@@ -76,13 +107,27 @@ def survival_summary(df:pd.DataFrame, # rows of `context_survival` for one or mo
         out[s] = row
     return pd.DataFrame(out).T
 
-# %% ../nbs/09c_study.ipynb #04478a13
+# %% ../nbs/09c_study.ipynb #f0429b6b
+def exact_paired_test(x, # paired booleans, one per unit (e.g. the base style loses the mention)
+                      y, # the same units under the other condition
+                     )->dict:
+    "Exact McNemar test: units where only `y` holds, where only `x` holds, and the two-sided p of that split."
+    x, y = np.asarray(x, bool), np.asarray(y, bool)
+    b, c = int((y & ~x).sum()), int((x & ~y).sum())
+    return dict(y_only=b, x_only=c, p=float(binomtest(b, b + c).pvalue) if b + c else 1.0)
+
+def share_interval(k:int, n:int)->tuple[float, float]:
+    "The exact (Clopper–Pearson) 95 % interval of a share `k`/`n`."
+    ci = binomtest(k, n).proportion_ci(0.95, 'exact')
+    return float(ci.low), float(ci.high)
+
+# %% ../nbs/09c_study.ipynb #08f1fbd7
 def paired_loss_contrast(df:pd.DataFrame, # `context_survival` rows for several styles
                          base:str='hash', # the style every other is compared with
                          col:str='lost_all', # a boolean column
                          n_boot:int=2000, seed:int=0,
                         )->pd.DataFrame:
-    "style − `base` in the share of `col` over dialogs with a mentioned label (paired by dialog), with a 95 % bootstrap interval."
+    "style − `base` in the share of `col` of dialogs with a mentioned label, paired by dialog; interval and exact test."
     w = df[df.mentioned > 0].pivot(index='dialogue_id', columns='style', values=col).astype(float)
     rng, rows = np.random.default_rng(seed), {}
     idx = rng.integers(len(w), size=(n_boot, len(w)))
@@ -90,14 +135,81 @@ def paired_loss_contrast(df:pd.DataFrame, # `context_survival` rows for several 
         if s == base: continue
         d = (w[s] - w[base]).values
         lo, hi = np.percentile(d[idx].mean(1), [2.5, 97.5])
-        rows[f'{s} − {base}'] = dict(diff=round(100*d.mean(), 1), lo=round(100*lo, 1), hi=round(100*hi, 1), n=len(d))
+        t = exact_paired_test(w[base].values, w[s].values)
+        rows[f'{s} − {base}'] = dict(diff=round(100*d.mean(), 1), lo=round(100*lo, 1), hi=round(100*hi, 1), n=len(d),
+                                     only_style=t['y_only'], only_base=t['x_only'], p_exact=round(t['p'], 4))
     return pd.DataFrame(rows).T
 
-# %% ../nbs/09c_study.ipynb #f0429b6b
+# %% ../nbs/09c_study.ipynb #1d155ae2
+def loss_by_rule(frames:dict, # truncation rule -> `context_survival` rows of every style
+                 col:str='lost_all', # a boolean column
+                )->pd.DataFrame:
+    "Per style and rule: dialogs with a label mentioned where `col` holds, exact interval, exact test against rule one."
+    rows, first = [], list(frames)[0]
+    for s in STYLES:
+        per = {t: f[(f['style'] == s) & (f.mentioned > 0)].set_index('dialogue_id')[col].astype(bool)
+               for t, f in frames.items()}
+        for t, v in per.items():
+            k, n = int(v.sum()), len(v); lo, hi = share_interval(k, n)
+            row = dict(style=s, truncation=t, dialogs=k, of=n, pct=round(100*k/n, 1), lo=round(100*lo, 1),
+                       hi=round(100*hi, 1))
+            if t != first:
+                tt = exact_paired_test(per[first].values, v.reindex(per[first].index).values)
+                row.update({f'only {t}': tt['y_only'], f'only {first}': tt['x_only'], 'p_exact': round(tt['p'], 4)})
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+# %% ../nbs/09c_study.ipynb #7f87431d
+def _possessive(label:str, text:str)->bool:
+    "Whether `label` follows 'my' or 'our' within two words in `text`."
+    pat = r'(?<![\w])(?:my|our)\s+(?:\S+\s+){0,2}' + re.escape(label.lower()) + r'(?:e?s)?(?![\w])'
+    return re.search(pat, text.lower()) is not None
+
+def _shapes_pattern(r:dict)->str:
+    "The ShapesChat pattern with a dialog's properties (`photo_mentions`' columns), or 'unmentioned' / 'other_only'."
+    if not r['mentioned']: return 'unmentioned'
+    if r['sharer_back'] is None: return 'other_only'
+    if r['in_sharer_newest']: return 'sharer_last' if r['competitor'] else 'solo'
+    return 'sharer_first' if r['possessive'] else 'turns_only'
+
+def photo_mentions(dialogs, # PhotoChat `Dialog`s
+                   vocab=None, # competitor labels: default, every label of every photo of `dialogs`
+                  )->pd.DataFrame:
+    "One row per dialog: where (turns before the share) and by whom its photo's labels are named; competitors; pattern."
+    vocab = vocab or sorted({l for d in dialogs for l in photo_labels(d.photo_description)})
+    rows = []
+    for d in dialogs:
+        labels, n = list(dict.fromkeys(photo_labels(d.photo_description))), len(d.turns)
+        hit = [j for j, t in enumerate(d.turns) if any(mentions(l, t.text) for l in labels)]
+        sh = [j for j in hit if d.turns[j].speaker == d.sharer]
+        newest_sh = max((j for j, t in enumerate(d.turns) if t.speaker == d.sharer), default=None)
+        back = lambda js: n - 1 - max(js) if js else None # turns between the newest of `js` and the share
+        r = dict(dialogue_id=d.dialogue_id, n_turns=n, mentioned=bool(hit), back=back(hit), sharer_back=back(sh),
+                 other_back=back(sorted(set(hit) - set(sh))),
+                 in_sharer_newest=bool(sh) and max(sh) == newest_sh,
+                 competitor=any(mentions(l, t.text) for t in d.turns for l in vocab if l not in labels),
+                 possessive=bool(sh) and any(_possessive(l, d.turns[max(sh)].text) for l in labels))
+        rows.append(dict(r, pattern=_shapes_pattern(r)))
+    return pd.DataFrame(rows)
+
+# %% ../nbs/09c_study.ipynb #b21d72ad
+def pattern_mix(table:pd.DataFrame, # `photo_mentions` rows
+               )->pd.DataFrame:
+    "Per ShapesChat pattern: the dialogs of `table` mapped to it, their share (exact interval), the generator's share."
+    mapped = table[table.pattern.isin(list(PATTERNS))]
+    rows = []
+    for p in PATTERNS:
+        k = int((mapped.pattern == p).sum()); lo, hi = share_interval(k, len(mapped))
+        rows.append(dict(pattern=p, dialogs=k, share=round(k/len(mapped), 3), lo=round(lo, 3), hi=round(hi, 3),
+                         generator=round(PATTERNS[p]/sum(PATTERNS.values()), 3)))
+    return pd.DataFrame(rows).set_index('pattern')
+
+# %% ../nbs/09c_study.ipynb #7b02efbe
 def shapes_survival(n:int=2000, # ShapesChat records
                     seed:int=0, # dataset seed
                     tokenizer=None, # default: `compact_clip_tokenizer(pretraining_words())`
                     budget:int|None=None, # default `SHAPES_TEXT_BUDGET`
+                    truncation:str='oldest', # one of `TRUNCATIONS`
                    )->pd.DataFrame:
     "One row per record and style: pattern, truncated, whether the sharer's and the distractor's objects survive in the kept text."
     tok = tokenizer or compact_clip_tokenizer(pretraining_words())
@@ -106,40 +218,43 @@ def shapes_survival(n:int=2000, # ShapesChat records
     turns = [context_turns(r) for r in recs]
     rows = []
     for s in STYLES:
-        cut, full = linearize_many(turns, s, tok, budget), linearize_many(turns, s, max_tokens=None)
+        cut, full = fit_budget(turns, s, tok, budget, truncation), linearize_many(turns, s, max_tokens=None)
         for r, c, f in zip(recs, cut, full):
             sh = r['shapes']; objs = [m['obj'] for m in object_mentions(c.text)]
-            rows.append(dict(id=r['dialogue_id'], style=s, pattern=sh['pattern'], truncated=c.text != f.text,
+            rows.append(dict(id=r['dialogue_id'], style=s, truncation=truncation, pattern=sh['pattern'],
+                             truncated=c.text != f.text,
                              sharer_kept=sh['sharer_object'] in objs,
                              distractor_kept=sh['distractor_object'] is not None and sh['distractor_object'] in objs))
     return pd.DataFrame(rows)
 
-# %% ../nbs/09c_study.ipynb #1d155ae2
+# %% ../nbs/09c_study.ipynb #da2b4bb9
 def stage_cells(run, # a `d2i demo` run folder (finished or not)
                )->dict:
     "(model, style, stage) -> per-image lists (`joint`, `coherent`, `distractor`, `pattern`) of every finished evaluation stage."
     return {(r['model'], r['style'], r['stage']): rec['per_image'] for rec in load_stages(run) for r in rec['rows'] if rec.get('per_image')}
 
-def paired_ci(d:np.ndarray, # per-image differences
-              n_boot:int=2000, seed:int=0)->tuple[float, float, float]:
-    "Mean of `d` with a 95 % bootstrap interval over images."
-    d = np.asarray(d, float)
-    b = d[np.random.default_rng(seed).integers(len(d), size=(n_boot, len(d)))].mean(1)
-    return float(d.mean()), *(float(x) for x in np.percentile(b, [2.5, 97.5]))
-
 # %% ../nbs/09c_study.ipynb #35ec5080
+def _cell_settings(s:dict)->dict:
+    "The settings of a run that name its cells: seed, budget, truncation rule, corpus, fine-tuning setting."
+    return dict(seed=s['seed'], budget=s['text_budget'] if s['text'] == 'clip' else None,
+                truncation=s.get('truncation', 'oldest'), corpus=s['pretrain_corpus'],
+                finetune=f"lr {s['lr_finetune']:g}, {s['finetune_steps']} steps")
+
 def study_cells(runs:dict, # {name: `d2i demo` run folder}
                )->list[dict]:
-    "One record per finished evaluation cell of `runs`: run name, seed, budget, corpus, fine-tuning setting, model, style, stage and per-image lists."
+    "One record per finished evaluation cell of `runs`: run, settings, model, style, stage, FID, IS, per-image lists."
     out = []
     for name, run in runs.items():
-        s = json.loads((Path(run)/'config.json').read_text())['settings']
-        for (model, style, stage), per in stage_cells(run).items():
-            out.append(dict(run=name, seed=s['seed'], budget=s['text_budget'] if s['text'] == 'clip' else None,
-                            corpus=s['pretrain_corpus'], finetune=f"lr {s['lr_finetune']:g}, {s['finetune_steps']} steps", model=model, style=style, stage=stage, **{k: per[k] for k in (*PER_IMAGE.values(), 'pattern')}))
+        s = _cell_settings(json.loads((Path(run)/'config.json').read_text())['settings'])
+        for rec in load_stages(run):
+            if not rec.get('per_image'): continue
+            for r in rec['rows']:
+                per = {k: rec['per_image'][k] for k in (*PER_IMAGE.values(), 'pattern')}
+                out.append(dict(run=name, **s, model=r['model'], style=r['style'], stage=r['stage'], fid=r.get('fid'),
+                                **{'is': r.get('is')}, **per))
     return out
 
-# %% ../nbs/09c_study.ipynb #4d084c3d
+# %% ../nbs/09c_study.ipynb #02a9c299
 def _cells_where(cells:list[dict], **kw)->list[dict]: return [c for c in cells if all(c[k] == v for k, v in kw.items())]
 
 def _pool(cells:list[dict], metric:str, patterns=None)->np.ndarray:
@@ -147,46 +262,83 @@ def _pool(cells:list[dict], metric:str, patterns=None)->np.ndarray:
     keep = lambda c: np.ones(len(c['pattern']), bool) if patterns is None else np.isin(c['pattern'], patterns)
     return np.concatenate([np.asarray(c[metric], float)[keep(c)] for c in cells]) if cells else np.zeros(0)
 
+def _by_seed(cells:list[dict], metric:str, patterns=None)->dict:
+    "seed -> the per-image values of `metric` in its cell (only `patterns`' dialogs, if given); empty seeds left out."
+    out = {c['seed']: _pool([c], metric, patterns) for c in sorted(cells, key=lambda c: c['seed'])}
+    return {k: v for k, v in out.items() if len(v)}
+
+def _iv_row(iv, p:int=3, sign:bool=True)->dict:
+    "The columns of an interval in a table: estimate, bounds, each seed's value (signed, for a contrast)."
+    return dict(mean=round(iv.estimate, p), lo=round(iv.lo, p), hi=round(iv.hi, p),
+                per_seed=' / '.join(f"{v:{'+' if sign else ''}.{p}f}" for v in iv.per_seed.values()))
+
 def condition_table(cells:list[dict], # from `study_cells`
                     stage:str='zero_shot', # 'zero_shot' | 'finetuned' | 'caption_oracle'
                     metric:str='joint', # a per-image key
                    )->pd.DataFrame:
-    "Per (budget, corpus, style): the mean of `metric` over every seed's images with a 95 % bootstrap interval, and per pattern."
+    "Per (budget, corpus, style): mean over seeds of `metric`, `seed_bootstrap` interval, per-seed values, per pattern."
     rows = []
     for (b, c, st) in sorted({(x['budget'], x['corpus'], x['style']) for x in cells if x['stage'] == stage}, key=str):
         sel = _cells_where(cells, budget=b, corpus=c, style=st, stage=stage)
-        v = _pool(sel, metric); m, lo, hi = paired_ci(v)
+        if len({x['seed'] for x in sel}) < len(sel):
+            raise D2IError(f"two cells of one seed for budget {b}, corpus {c}, style {st}, {stage}")
+        iv = seed_bootstrap(_by_seed(sel, metric))
         pats = sorted(set(np.concatenate([c_['pattern'] for c_ in sel])) - {''})
-        rows.append(dict(budget=b, corpus=c, style=st, seeds=len(sel), n=len(v), mean=round(m, 3), lo=round(lo, 3), hi=round(hi, 3),
+        rows.append(dict(budget=b, corpus=c, style=st, seeds=len(sel), n=iv.n, **_iv_row(iv, sign=False),
                          **{p: round(float(_pool(sel, metric, (p,)).mean()), 3) for p in pats}))
     return pd.DataFrame(rows)
 
-# %% ../nbs/09c_study.ipynb #f5cd4e0d
-def _paired(cells:list[dict], a:dict, b:dict, metric:str, patterns=None)->np.ndarray:
-    "Per-image differences b − a over the seeds where both cells exist (same seed: same test dialogs and noise)."
-    ds = []
+# %% ../nbs/09c_study.ipynb #c10002f9
+def pattern_weights(patterns, # the dialog pattern of each image
+                    mix:dict, # pattern -> weight (renormalised over the patterns present)
+                   )->np.ndarray:
+    "Per-image weights that make the plain mean of weighted values the `mix`-weighted mean of the pattern means."
+    patterns = np.asarray(patterns); w = np.zeros(len(patterns))
+    mix = {p: m for p, m in mix.items() if m > 0}
+    missing = [p for p in mix if not (patterns == p).any()]
+    if missing: raise D2IError(f"no image of pattern {missing[0]!r} to reweight to")
+    for p, m in mix.items(): w[patterns == p] = m/sum(mix.values()) / (patterns == p).mean()
+    return w
+
+def _paired(cells:list[dict], a:dict, b:dict, metric:str, patterns=None, mix:dict|None=None)->dict:
+    "seed -> per-image differences b − a where both cells exist (same seed: same dialogs, noise); reweighted to `mix`."
+    ds = {}
     for seed in sorted({c['seed'] for c in cells}):
         ca, cb = _cells_where(cells, seed=seed, **a), _cells_where(cells, seed=seed, **b)
-        if len(ca) == 1 and len(cb) == 1: ds.append(_pool(cb, metric, patterns) - _pool(ca, metric, patterns))
-    return np.concatenate(ds) if ds else np.zeros(0)
+        if len(ca) != 1 or len(cb) != 1: continue
+        d, pats = _pool(cb, metric, patterns) - _pool(ca, metric, patterns), np.asarray(ca[0]['pattern'])
+        if not len(d): continue
+        if mix is not None: d = d*pattern_weights(pats if patterns is None else pats[np.isin(pats, patterns)], mix)
+        ds[seed] = d
+    return ds
 
-def pooled_contrasts(cells:list[dict], # from `study_cells`
-                     stage:str='zero_shot', metric:str='joint',
-                     patterns:tuple|None=None, # only these dialog patterns
-                     base:str='hash', # every other style is compared with this one
-                    )->pd.DataFrame:
-    "Per (budget, corpus): each style − `base`, paired by image within each seed and pooled over seeds, with 95 % intervals."
+def style_contrasts(cells:list[dict], # from `study_cells`
+                    stage:str='zero_shot', metric:str='joint',
+                    patterns:tuple|None=None, # only these dialog patterns
+                    base:str='hash', # every other style is compared with this one
+                    mix:dict|None=None, # reweight the patterns to this mix (pattern -> weight); None: the test set's
+                   )->pd.DataFrame:
+    "Per (budget, corpus): each style − `base`, paired by image in each seed: mean over seeds, interval, seed values."
     rows = []
     for (b, c) in sorted({(x['budget'], x['corpus']) for x in cells if x['stage'] == stage}, key=str):
         for st in STYLES:
             if st == base: continue
-            d = _paired(cells, dict(budget=b, corpus=c, style=base, stage=stage), dict(budget=b, corpus=c, style=st, stage=stage), metric, patterns)
-            if not len(d): continue
-            m, lo, hi = paired_ci(d)
-            rows.append(dict(budget=b, corpus=c, contrast=f'{st} − {base}', diff=round(m, 3), lo=round(lo, 3), hi=round(hi, 3), n=len(d)))
-    return pd.DataFrame(rows)
+            cell = lambda s: dict(budget=b, corpus=c, style=s, stage=stage)
+            d = _paired(cells, cell(base), cell(st), metric, patterns, mix)
+            if not d: continue
+            iv = seed_bootstrap(d)
+            rows.append(dict(budget=b, corpus=c, contrast=f'{st} − {base}', seeds=len(d), n=iv.n, **_iv_row(iv)))
+    return pd.DataFrame(rows).rename(columns={'mean': 'diff'})
 
-# %% ../nbs/09c_study.ipynb #c1e4b9f4
+# %% ../nbs/09c_study.ipynb #fab9b286
+def _factor_diffs(cells:list, factor:str, a, b, fixed:dict, style:str, base, metric='joint', patterns=None)->dict:
+    "seed -> per-image change of `style` (minus that of `base`, if given) from level `a` to `b` of `factor`."
+    da = lambda lvl, s: dict(fixed, **{factor: lvl}, style=s)
+    d = _paired(cells, da(a, style), da(b, style), metric, patterns)
+    if base is None or not d: return d
+    db = _paired(cells, da(a, base), da(b, base), metric, patterns)
+    return {k: d[k] - db[k] for k in d if k in db}
+
 def factor_effect(cells:list[dict], # from `study_cells`
                   factor:str, # 'corpus' | 'budget' | 'stage'
                   a, b, # the two levels compared (b − a)
@@ -194,38 +346,72 @@ def factor_effect(cells:list[dict], # from `study_cells`
                   metric:str='joint', patterns:tuple|None=None,
                   base:str|None='hash', # None: the style's own change; a style: the change of (style − base), an interaction
                  )->pd.DataFrame:
-    "Per style: the change from level `a` to `b` of `factor` (of the style, or of its contrast with `base`), paired by image, pooled over seeds."
+    "Per style: the change from level `a` to `b` of `factor` (of the style, or of its contrast with `base`), by image."
     rows = []
     for st in STYLES:
         if st == base: continue
-        da = lambda lvl, s: dict(fixed, **{factor: lvl}, style=s)
-        d = _paired(cells, da(a, st), da(b, st), metric, patterns)
-        if base is not None and len(d): d = d - _paired(cells, da(a, base), da(b, base), metric, patterns)
-        if not len(d): continue
-        m, lo, hi = paired_ci(d)
-        rows.append(dict(style=st if base is None else f'({st} − {base})', change=f'{factor}: {a} → {b}', diff=round(m, 3),
-                         lo=round(lo, 3), hi=round(hi, 3), n=len(d)))
-    return pd.DataFrame(rows)
+        d = _factor_diffs(cells, factor, a, b, fixed, st, base, metric, patterns)
+        if not d: continue
+        iv = seed_bootstrap(d)
+        rows.append(dict(style=st if base is None else f'({st} − {base})', change=f'{factor}: {a} → {b}', seeds=len(d),
+                         n=iv.n, **_iv_row(iv)))
+    return pd.DataFrame(rows).rename(columns={'mean': 'diff'})
 
-# %% ../nbs/09c_study.ipynb #ac27102f
+# %% ../nbs/09c_study.ipynb #a53ae986
 def plot_conditions(cells:list[dict], # from `study_cells`
                     metric:str='joint', title:str='sharer accuracy (attr_acc)',
                    ):
-    "Bars per style with 95 % intervals: one panel per (budget, corpus), zero-shot and fine-tuned side by side, caption oracle dashed."
+    "Bars per style with seed-level intervals: a panel per (budget, corpus), zero-shot by fine-tuned, oracle dashed."
     conds = sorted({(x['budget'], x['corpus']) for x in cells}, key=str)
-    fig, axs = plt.subplots(1, len(conds), figsize=(3.2*len(conds), 2.8), sharey=True, squeeze=False)
+    if not conds: raise D2IError('plot_conditions: no cells to plot')
+    fig, axs = plt.subplots(1, len(conds), figsize=(3.2*len(conds), 2.9), sharey=True, squeeze=False)
     for ax, (b, c) in zip(axs[0], conds):
         for j, stage in enumerate(('zero_shot', 'finetuned')):
             t = condition_table(_cells_where(cells, budget=b, corpus=c), stage, metric)
             if t.empty: continue
             t = t.set_index('style').reindex(STYLES)
             x = np.arange(len(STYLES)) + (j - 0.5)*0.4
-            ax.bar(x, t['mean'], 0.4, yerr=[t['mean'] - t['lo'], t['hi'] - t['mean']], capsize=2, label=stage)
+            ax.bar(x, t['mean'], 0.4, yerr=[t['mean'] - t['lo'], t['hi'] - t['mean']], capsize=2, color=OKABE_ITO[j],
+                   label=stage.replace('_', '-').replace('finetuned', 'fine-tuned'))
         o = condition_table(_cells_where(cells, budget=b, corpus=c), 'caption_oracle', metric)
         if not o.empty: ax.axhline(o['mean'].iloc[0], color='k', ls='--', lw=1, label='caption oracle')
-        ax.set_xticks(range(len(STYLES)), STYLES); ax.set_title(f'budget {b}, {c}', fontsize=9); ax.set_ylim(0, 1)
+        ax.set_xticks(range(len(STYLES)), [style_label(s) for s in STYLES], fontsize=8, rotation=25, ha='right')
+        ax.set_title(f'budget {b}, {c}', fontsize=9); ax.set_ylim(0, 1)
     axs[0][0].set_ylabel(title); axs[0][0].legend(fontsize=7)
     return fig
+
+# %% ../nbs/09c_study.ipynb #2c141ad3
+def _relative_command(cmd:str, name:str)->str:
+    "A stored command with its `--out` the run's name (relative to the folder of runs): no machine's paths."
+    return re.sub(r'--out\s+\S+', f'--out {name}', cmd)
+
+def read_runs(runs_dir:Path, # a folder of `d2i demo` run folders named `*clip*-s<seed>`, each beside its `<name>.cmd`
+             )->dict:
+    "The study's records from run folders: their commands (`--out` relative) and `study_cells`."
+    runs = {p.name: p for p in sorted(Path(runs_dir).glob('*clip*-s[0-9]')) if (p/'config.json').exists()}
+    if not runs: raise D2IError(f"{runs_dir}: no run folders (*clip*-s<seed> with a config.json)")
+    cmds = {n: _relative_command((Path(runs_dir)/f'{n}.cmd').read_text().strip(), n) for n in runs}
+    return dict(commands=cmds, cells=study_cells(runs))
+
+def read_records(path:Path)->dict:
+    "Study records (`commands`, `cells`) from a gzipped JSON file; one-line errors for a missing or empty one."
+    try: rec = json.loads(gzip.open(path, 'rt').read())
+    except (OSError, ValueError) as e: raise D2IError(f"{path}: cannot read study records ({e})") from None
+    if not rec.get('cells'): raise D2IError(f"{path}: no study cells")
+    return rec
+
+def save_records(records:dict, path:Path)->Path:
+    "Merge study records into `path` (gzipped JSON, atomically): their runs' cells replace those runs' old ones."
+    path = Path(path)
+    old = read_records(path) if path.exists() else dict(commands={}, cells=[])
+    runs = set(records['commands']) | {c['run'] for c in records['cells']}
+    kept = [c for c in old['cells'] if c['run'] not in runs]
+    if len(kept) + len(records['cells']) < len(old['cells']): # a run now has fewer finished cells than recorded
+        n_new = len(kept) + len(records['cells'])
+        raise D2IError(f"{path} holds {len(old['cells'])} cells, merged with the runs {n_new}: not replaced")
+    merged = dict(commands={**{k: v for k, v in old['commands'].items() if k not in runs}, **records['commands']},
+                  cells=kept + records['cells'])
+    return atomic_write(path, gzip.compress(json.dumps(merged).encode(), mtime=0))
 
 # %% ../nbs/09c_study.ipynb #f24eda16
 class EvalEvery(Callback):
@@ -274,7 +460,7 @@ def learning_curve(run, # a `d2i demo` run folder whose pre-training stage has f
                    lr:float|None=None, # learning rate; None: the run's `lr_finetune`
                    bs:int|None=None, # batch size; None: the run's
                    caption_mix:float=0.0, # share of pre-training pairs in the fine-tuning data
-                   n_test:int|None=None, # evaluate on the first n test dialogs (None: all)
+                   test=None, # evaluated dialogs: None: the run's test split; n: its first n; a folder: a `valid` split
                    out=None, # JSON file written after every point (atomic); None: nothing written
                    threads:int|None=None, quiet:bool=False,
                   )->pd.DataFrame:
@@ -282,9 +468,13 @@ def learning_curve(run, # a `d2i demo` run folder whose pre-training stage has f
     run = Path(run); cfg = _run_settings(run); seed = cfg['seed']
     set_threads(threads); set_seed(seed)
     er = ExperimentRun(run, cfg, seed)
-    bb, net, test = er.pretrained(), er.data()['net'], er.data()['test'][:n_test]
+    bb, net = er.pretrained(), er.data()['net']
+    on = 'test' if test is None or isinstance(test, int) else Path(test).name # by name: no machine's paths
+    test = er.data()['test'][:test] if on == 'test' else load_shapeschat(test)
     lr, bs = lr or cfg['lr_finetune'], bs or cfg['bs']
-    meta, rows = dict(run=str(run), style=style, steps=steps, every=every, lr=lr, bs=bs, caption_mix=caption_mix, n_test=len(test), seed=seed, settings=cfg), []
+    meta = dict(run=run.name, style=style, steps=steps, every=every, lr=lr, bs=bs, caption_mix=caption_mix,
+                n_test=len(test), on=on, seed=seed, settings=cfg)
+    rows = []
     def point(step):
         rows.append(_curve_point(bb, test, cfg, style, net, step))
         if out is not None: atomic_write_json(Path(out), dict(meta, rows=rows), indent=None)
@@ -301,7 +491,7 @@ def curve_frame(rows:list[dict])->pd.DataFrame:
     "The rows of a learning curve as a table indexed by step (per-image lists left out)."
     return pd.DataFrame([{k: v for k, v in r.items() if k != 'per_image'} for r in rows]).set_index('step').round(3)
 
-# %% ../nbs/09c_study.ipynb #0cb3a908
+# %% ../nbs/09c_study.ipynb #022f2638
 def plot_curves(curves:dict, # {label: learning-curve JSON record (meta + rows)}
                 patterns:tuple=('all', 'solo', 'sharer_last', 'sharer_first', 'turns_only'),
                 oracle:float|None=None, # the caption oracle's sharer accuracy (dashed)
@@ -309,9 +499,10 @@ def plot_curves(curves:dict, # {label: learning-curve JSON record (meta + rows)}
     "Sharer accuracy against fine-tuning steps, one panel per dialog pattern, one line per curve."
     fig, axs = plt.subplots(1, len(patterns), figsize=(2.6*len(patterns), 2.6), sharey=True, squeeze=False)
     for ax, p in zip(axs[0], patterns):
-        for lab, rec in curves.items():
+        for i, (lab, rec) in enumerate(curves.items()):
             rows = rec['rows']
-            ax.plot([r['step'] for r in rows], [r['attr_acc' if p == 'all' else p] for r in rows], marker='.', label=lab)
+            y = [r['attr_acc' if p == 'all' else p] for r in rows]
+            ax.plot([r['step'] for r in rows], y, marker='.', label=lab, **series_style(i))
         if oracle is not None and p in ('all', 'solo'): ax.axhline(oracle, color='k', ls='--', lw=1)
         ax.set_title(p, fontsize=9); ax.set_xlabel('fine-tuning step'); ax.set_ylim(0, 1)
     axs[0][0].set_ylabel('sharer accuracy'); axs[0][0].legend(fontsize=7)

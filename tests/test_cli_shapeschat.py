@@ -62,3 +62,32 @@ def test_refuses_to_overwrite_other_folders(tmp_path):
     r = run('shapeschat', '--n', 5, '--out', tmp_path)
     assert r.returncode == 2 and 'refusing' in r.stderr
     assert (tmp_path/'mine.txt').read_text() == 'keep me'
+
+def test_options_put_what_they_say(tmp_path):
+    "--split valid, --patterns and --image-style: held-out records, one pattern, shifted dialog images beside default caption images."
+    base, valid, turns, shifted = (tmp_path/k for k in ('base', 'valid', 'turns', 'shifted'))
+    assert run('shapeschat', '--n', 40, '--seed', 2, '--out', base).returncode == 0
+    r = run('shapeschat', '--n', 40, '--seed', 2, '--split', 'valid', '--out', valid)
+    assert r.returncode == 0, r.stderr
+    bd, vd = (json.loads((p/'dialogs.json').read_text()) for p in (base, valid))
+    assert all(x['photo_id'].startswith('shapeschat/valid/') for x in vd) and sum(x['dialogue'] == y['dialogue'] for x, y in zip(bd, vd)) == 0
+    assert json.loads((valid/'meta.json').read_text())['split'] == 'valid' and 'split' not in json.loads((base/'meta.json').read_text())
+    assert run('shapeschat', '--n', 40, '--seed', 2, '--patterns', 'turns_only', '--out', turns).returncode == 0
+    assert {x['shapes']['pattern'] for x in json.loads((turns/'dialogs.json').read_text())} == {'turns_only'}
+    assert run('shapeschat', '--n', 40, '--seed', 2, '--image-style', 'shifted', '--out', shifted).returncode == 0
+    assert (shifted/'dialogs.json').read_bytes() == (base/'dialogs.json').read_bytes()
+    assert all((shifted/'caption_images'/f.name).read_bytes() == f.read_bytes() for f in (base/'images').glob('*.png'))
+    assert all((shifted/'images'/f.name).read_bytes() != f.read_bytes() for f in (base/'images').glob('*.png'))
+    caps = [json.loads(l) for l in (shifted/'captions.jsonl').read_text().splitlines()]
+    assert all(c['image'].startswith('caption_images/') and (shifted/c['image']).exists() for c in caps)
+
+@pytest.mark.parametrize('args,msg', [
+    (['--split', 'test'], "unknown ShapesChat split 'test'"),
+    (['--patterns', 'turns'], "unknown ShapesChat pattern 'turns'"),
+    (['--patterns', 'solo=x'], "'solo=x' is not NAME or NAME=WEIGHT"),
+    (['--image-style', 'sepia'], "unknown image style 'sepia'"),
+])
+def test_bad_options_exit_2(tmp_path, args, msg):
+    r = run('shapeschat', '--n', 5, '--out', tmp_path/'X', *args)
+    assert r.returncode == 2 and msg in r.stderr and 'Traceback' not in r.stderr, (r.returncode, r.stderr)
+    assert not (tmp_path/'X').exists()
