@@ -575,7 +575,7 @@ def record(self:Backbone)->dict:
     fmt = self.text_format.replace(tokenizer=tokenizer_name(self.tokenizer))
     return dict(kind=self.kind, resolution=self.resolution, positions=self.positions, text_format=fmt.record())
 
-# %% ../nbs/05_backbones.ipynb #7f2d0066
+# %% ../nbs/05_backbones.ipynb #4e7697db
 TINY_NAMES = {'tiny-sd': 'sd', 'tiny-pixart': 'pixart', 'tiny-unidiffuser': 'unidiffuser'} # name -> kind of the tiny-tier backbones `load_backbone` knows
 FULL_NAMES = {'full-sd': 'sd', 'full-pixart': 'pixart', 'full-unidiffuser': 'unidiffuser'} # name -> kind of the published architectures at full size, random weights
 

@@ -222,7 +222,7 @@ class StepProgress(Callback):
     def after_fit(self):
         if self.bar is not None: self.bar.close()
 
-# %% ../nbs/07a_callbacks.ipynb #72ec121d
+# %% ../nbs/07a_callbacks.ipynb #cf080a79
 class ValidationGrid(Callback):
     "Every `every` optimizer steps, sample fixed texts with fixed seeds and save `samples/step-NNNNNN.png`."
     order = 70
@@ -237,7 +237,7 @@ class ValidationGrid(Callback):
             imgs = sample_texts(self.bb, self.texts, self.seeds, self.sample_steps, self.guidance)
         return atomic_save_image(image_grid(imgs), self.out/f'step-{self.learn.opt_step:06d}.png')
 
-# %% ../nbs/07a_callbacks.ipynb #a2361578
+# %% ../nbs/07a_callbacks.ipynb #7c059a41
 class DataParallel(Callback):
     "Wrap the model in DDP via accelerate for the fit (launch with `accelerate launch`)."
     order = -30

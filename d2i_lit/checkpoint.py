@@ -259,7 +259,7 @@ def save_result(learn:Learner, path)->Path:
         else: bb.save_pretrained(tmp)
     return path
 
-# %% ../nbs/07b_checkpoint.ipynb #936c83eb
+# %% ../nbs/07b_checkpoint.ipynb #168f74f5
 def training_callbacks(s:TrainSettings, # the run's settings
                        batch_cb:Callback, # makes the model's inputs from a batch (`DiffusionBatch`, unified's `UnifiedBatch`)
                        out:str|Path|None=None, # the run folder: log and checkpoints (None: nothing written)
@@ -281,7 +281,7 @@ def training_callbacks(s:TrainSettings, # the run's settings
     if s.progress: cb.append(StepProgress(s.steps))
     return cb + list(extra)
 
-# %% ../nbs/07b_checkpoint.ipynb #697c0d37
+# %% ../nbs/07b_checkpoint.ipynb #15b5c669
 def _save_final(learn:Learner, save, path:Path):
     "`save(learn, path)`; a full disk is one line naming the checkpoint the trained weights are safe in."
     try: save(learn, path)

@@ -252,7 +252,7 @@ def set_threads(n:int|None=None, # intra-op threads; `None` reads `D2I_THREADS`,
     torch.set_num_threads(n)
     return torch.get_num_threads()
 
-# %% ../nbs/00_core.ipynb #218fa388
+# %% ../nbs/00_core.ipynb #1a6dc4ed
 class progress:
     "Progress over `seq`: a bar in a notebook, a line rewritten in a terminal, a line every tenth of the way in a log."
     def __init__(self, seq, # what is worked through (its length is the total)
@@ -563,7 +563,7 @@ def weights_fingerprint(name_or_path, # a model folder, a cached hub id, or a na
         except Exception: pass
     return f'name:{name_or_path}'
 
-# %% ../nbs/00_core.ipynb #f26ee3eb
+# %% ../nbs/00_core.ipynb #cf9d3f84
 class _OneProcess:
     "accelerate's `PartialState` for a run in one process."
     is_main_process, process_index, num_processes = True, 0, 1

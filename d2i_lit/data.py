@@ -438,7 +438,7 @@ def load_sample()->DialogList:
     "The bundled sample: the first 207 dialogs of PhotoChat's test split (see `d2i_lit/assets/ATTRIBUTION.md`)."
     return load_photochat(asset_path('photochat_test_00_first207.json'))
 
-# %% ../nbs/01_data.ipynb #f34cb0e4
+# %% ../nbs/01_data.ipynb #b40cf1cb
 def load_dialogs(path:str|Path|None, # PhotoChat/MMDialog files or folder, a folder with dialogs.json (+ images/), or None
                  images_dir:str|Path|None=None, # where the photos are ({photo_id}.jpg, ...); a dialogs.json folder: its images/
                  option:str='--data', # the option that named `path`, for messages

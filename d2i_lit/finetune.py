@@ -25,7 +25,7 @@ from .checkpoint import add_lora, fit_run, save_result, training_callbacks
 # %% auto #0
 __all__ = ['align_texts', 'dialog_dataset', 'train_settings', 'finetune']
 
-# %% ../nbs/07c_finetune.ipynb #575dde06
+# %% ../nbs/07c_finetune.ipynb #a163727a
 def align_texts(dls:DataLoaders, # loaders whose datasets may be `DialogImageDataset`s
                 backbone, # the model whose text format and tokenizer make the texts
                )->int:
@@ -124,7 +124,7 @@ def finetune(backbone, # a `Backbone`; its noise predictor is trained in place
     learn.backbone = backbone
     return fit_run(learn, s, out, _run_config(s, backbone, dls, record), save_result)
 
-# %% ../nbs/07c_finetune.ipynb #0b9b57a9
+# %% ../nbs/07c_finetune.ipynb #1ed5f59b
 def _training_backbone(o:FinetuneOptions, device):
     "The model `--model` on `device`, in the text format the options ask for (a budget it cannot hold: one line)."
     bb = load_backbone(o.model)

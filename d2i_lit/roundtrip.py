@@ -431,7 +431,7 @@ def roundtrip(direction:str, m:RoundTripModels, items:list[dict], k:int=10, seed
     meta = dict(k=k, seed=seed, generator=getattr(m.generator, 'name', ''), captioner=m.captioner.name)
     return assemble_roundtrip(direction, rows, getattr(m.embedder, 'name', 'image embedder'), meta)
 
-# %% ../nbs/10_roundtrip.ipynb #42919aec
+# %% ../nbs/10_roundtrip.ipynb #946989bf
 def i2t2i(images:list, # N PIL images or paths
           captioner:Captioner, generator, # `generator(texts, seeds=...) -> images`
           embedder, # image embedder (`PixelEmbedder`, `ClipEmbedder`)
@@ -531,7 +531,7 @@ def attribute_agreement(captions:list[str], # one caption per item
     out['n'] = len(pairs)
     return out
 
-# %% ../nbs/10_roundtrip.ipynb #9cb815fe
+# %% ../nbs/10_roundtrip.ipynb #5a527c3b
 def dialog_caption_agreement(dialogs:list, # `Dialog`s (PhotoChat or ShapesChat)
                              generator, captioner:Captioner,
                              style:str|None=None, seed:int=0, # style: of the dialogs' prompts (None: the model's)

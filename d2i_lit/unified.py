@@ -372,7 +372,7 @@ def save_unified(learn:Learner, path)->Path:
         learn.captioner.save_pretrained(tmp/'captioner')
     return path
 
-# %% ../nbs/11_unified.ipynb #0c6cd732
+# %% ../nbs/11_unified.ipynb #d3d2e1b6
 def _load_unified_inputs(o:UnifiedOptions):
     "Backbone, captioner and batches of the caption records, on the GPU when there is one."
     recs = caption_records(o.data, o.limit)
@@ -418,7 +418,7 @@ def _eval_generator(gen, items:list[dict])->dict:
     sim = (judge(imgs) * judge(real)).sum(1)
     return dict(t2i_acc=acc, t2i_sim=sim.tolist())
 
-# %% ../nbs/11_unified.ipynb #641ea345
+# %% ../nbs/11_unified.ipynb #2a11ccd2
 def _base_models(W:Path, train:list[dict], cap_steps:int, gen_steps:int, t0:float, log)->Path:
     "The common start in `W/base`: a ShapesChat captioner trained on the captions, and the shapes backbone pre-trained on them."
     base = W/'base'
