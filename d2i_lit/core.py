@@ -501,13 +501,14 @@ def _read_record(f:Path)->dict:
     if not isinstance(old, dict): raise D2IError(f"{f}: not a JSON run record (a {type(old).__name__})")
     return old
 
-def _settings_diff(old:dict, new:dict, may_change, legacy:dict)->list[str]:
-    "The settings of `new` that differ from the run recorded as `old`, as 'key: old there, new now'."
+def _settings_diff(old:dict, new:dict, may_change, legacy:dict, at:str='')->list[str]:
+    "The settings of `new` that differ from the run recorded as `old`, as 'key: old there, new now' (nested: 'a.b: ...')."
     diff = []
     for k, v in new.items():
         if k in may_change: continue
         was = old[k] if k in old else legacy.get(k, _MISSING)
-        if was != v: diff.append(f"{k}: {'(none)' if was is _MISSING else repr(was)} there, {v!r} now")
+        if isinstance(was, dict) and isinstance(v, dict): diff += _settings_diff(was, v, (), {}, f'{at}{k}.')
+        elif was != v: diff.append(f"{at}{k}: {'(none)' if was is _MISSING else repr(was)} there, {v!r} now")
     return diff
 
 def _foreign_entries(folder:Path)->list[str]:
@@ -519,7 +520,7 @@ def claim_run_folder(folder:str|Path, # the run folder (created if missing)
                      file:str='run.json', # where they are recorded
                      *, fresh:bool=False, # a new run: refuse a folder that holds one
                      may_change=(), # settings a rerun may change (recorded anew)
-                     legacy:dict|None=None, # what a record without a setting means by its absence
+                     legacy=None, # what a record without a setting means by its absence: a dict, or `legacy(old, new)->old` upgrading it
                     )->dict:
     "Record `settings` in `folder/file`, or check that the run recorded there is the same; a one-line `D2IError` otherwise."
     folder, settings = make_out_dir(folder), _json_value(settings)
@@ -527,6 +528,7 @@ def claim_run_folder(folder:str|Path, # the run folder (created if missing)
     if f.exists():
         if fresh: raise D2IError(f"{folder} already holds a run ({file}): resume it, or choose another --out")
         old = _read_record(f)
+        if callable(legacy): old, legacy = _json_value(legacy(old, settings)), {}
         diff = _settings_diff(old, settings, may_change, legacy or {})
         if diff: raise D2IError(f"{folder} holds a run with other settings ({'; '.join(diff)}): use another --out")
         settings = {**old, **settings}

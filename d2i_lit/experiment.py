@@ -4,22 +4,22 @@
 
 # %% ../nbs/09_experiment.ipynb #cd248a86
 from __future__ import annotations
-import json, platform, sys, time
+import contextlib, json, platform, sys, time
 from pathlib import Path
 import torch
 from diffusers.utils import logging as diffusers_logging
 from transformers.utils import logging as transformers_logging
 from fastcore.basics import patch, store_attr
-from fastcore.script import Param, store_true
-from fastprogress.fastprogress import progress_bar
-from .core import D2IError, set_seed, set_threads, atomic_write_json, cli_command, float_in, int_in, nonneg_int, pos_int, run_lock
-from .linearize import STYLES
+from .core import D2IError, atomic_write_json, claim_run_folder, progress, run_lock, set_seed, set_threads
+from .linearize import MARKERS, STYLES, TRUNCATIONS, TextFormat
+from .options import DemoOptions
 from .shapeschat import write_shapeschat, load_shapeschat
 from .shapes_text import SHAPES_TEXT_BUDGET, PRETRAIN_CORPORA, compact_clip_tokenizer, pretraining_words, pretraining_records
 from .datasets import DialogImageDataset, CaptionImageDataset, text_image_dls
 from .backbones import Backbone, shapes_backbone
 from .pipeline import DialogToImagePipeline, image_seed, to_pil
-from .finetune import ema_weights, finetune
+from .callbacks import ema_weights
+from .finetune import dialog_dataset, finetune
 from .classifier import predict
 from .metrics import ClassifierFeatureNet, evaluate_images, alignment_summary, attribute_judgements, image_features
 from .report import (MODEL, UNFROZEN, METRICS, ROW_KEYS, PER_IMAGE, load_stages, plot_metrics, plot_losses, stage_grid,
@@ -27,7 +27,7 @@ from .report import (MODEL, UNFROZEN, METRICS, ROW_KEYS, PER_IMAGE, load_stages,
                             default_contrasts, contrast_table, pattern_summary, write_seed_summary)
 
 # %% auto #0
-__all__ = ['DEFAULT', 'QUICK', 'shapes_model', 'demo_cli', 'experiment_backbone', 'sample_cell', 'score_images', 'fit_newest',
+__all__ = ['DEFAULT', 'QUICK', 'shapes_model', 'experiment_backbone', 'sample_cell', 'score_images', 'fit_newest',
            'experiment_settings', 'experiment_stages', 'ExperimentRun', 'run_experiment', 'MODEL', 'UNFROZEN',
            'METRICS', 'ROW_KEYS', 'PER_IMAGE', 'load_stages', 'plot_metrics', 'plot_losses', 'stage_grid',
            'results_table', 'pattern_table', 'write_outputs', 'aggregate_runs', 'ci_table', 'plot_aggregate',
@@ -48,9 +48,10 @@ DEFAULT = dict(n_train=6000, # training dialogs (their captions are the pre-trai
                unfrozen_styles=('hash',), # styles of the unfrozen ablation
                bs=64, lr_pretrain=1e-3, lr_finetune=1e-4, warmup=20, # fine-tuning at 5e-4 peaks lower and collapses after 200 steps (09c_study)
                sample_steps=10, guidance=3.0, # DDIM steps and classifier-free guidance for every evaluated image
-               size=16, max_tokens=64, ema=0.995, p_uncond=0.1,
-               text='clip', # 'clip': CLIP's BPE (03a), the budget binding as in the real tier; 'words': case-sensitive word tokens, each marker one token, `max_tokens` never binding
-               text_budget=SHAPES_TEXT_BUDGET, # with text='clip': text tokens kept (BOS/EOS aside), oldest turns dropped first
+               size=16, positions=64, ema=0.995, p_uncond=0.1, # positions: the word-token model's fixed text length
+               text='clip', # 'clip': CLIP's BPE (03a), the budget binding as in the real tier; 'words': case-sensitive word tokens, each marker one token, never binding
+               max_tokens=SHAPES_TEXT_BUDGET, # with text='clip': the text budget (text tokens, BOS/EOS aside)
+               truncation='oldest', # over the budget: drop the oldest turns ('oldest') or keep the first tokens ('end')
                pretrain_corpus='web') # pre-training text, one of `shapes_text.PRETRAIN_CORPORA`: 'web' (alt-text-like: object words at every position), 'web_tags' (with hashtags), 'captions'
 QUICK = {**DEFAULT, **dict(n_train=3000, n_test=192, pretrain_steps=130, finetune_steps=60, unfrozen_steps=0,
                            finetune_styles=('hash',), unfrozen_styles=())}
@@ -58,18 +59,18 @@ QUICK = {**DEFAULT, **dict(n_train=3000, n_test=192, pretrain_steps=130, finetun
 # %% ../nbs/09_experiment.ipynb #53ebd4b0
 def experiment_backbone(seed:int=0, # seeds the weights
                         size:int=16, # image side
-                        max_tokens:int=64, # fixed text length
+                        positions:int=64, # with text='words': the fixed text length
                         emb_scale:float=1.0, # std of the token and position embeddings at initialisation (CLIP's: 0.02)
                         text:str='words', # 'words' (`backbones.word_tokenizer`) or 'clip' (`shapes_text.compact_clip_tokenizer`)
-                        text_budget:int=SHAPES_TEXT_BUDGET, # with text='clip': text tokens; the model's length is this plus BOS and EOS
+                        max_tokens:int=SHAPES_TEXT_BUDGET, # with text='clip': the text budget; the model's positions are this plus BOS and EOS
                        ):
     "The experiment's backbone: `shapes_backbone` with token and position embeddings at `emb_scale`, word or CLIP tokens."
     tok = None
     if text == 'clip':
-        max_tokens = text_budget + 2
-        tok = compact_clip_tokenizer(pretraining_words(), max_tokens=max_tokens)
+        positions = max_tokens + 2
+        tok = compact_clip_tokenizer(pretraining_words(), max_tokens=positions)
     elif text != 'words': raise D2IError(f"unknown text side {text!r}; choose from words, clip")
-    return shapes_backbone(size=size, seed=seed, max_tokens=max_tokens, tokenizer=tok, position_scale=emb_scale, token_scale=emb_scale)
+    return shapes_backbone(size=size, seed=seed, positions=positions, tokenizer=tok, position_scale=emb_scale, token_scale=emb_scale)
 
 shapes_model = experiment_backbone # its name before issue 11
 
@@ -78,12 +79,12 @@ def sample_cell(backbone, # the model
                 items:list, # `Dialog`s (linearized with `style`) or prompt strings
                 style:str='hash', # linearization style (ignored for strings)
                 seed:int=0, # run seed: each item's noise comes from (seed, its index)
-                steps:int=10, guidance:float=3.0, batch_size:int=256,
+                sample_steps:int=10, guidance:float=3.0, batch_size:int=256,
                )->torch.Tensor:
     "Images [N,3,H,W] in [-1,1] for `items`, DDIM with classifier-free guidance, one fixed noise per item."
     pipe = DialogToImagePipeline(backbone, 'ddim')
     gens = [torch.Generator().manual_seed(image_seed(seed, i)) for i in range(len(items))]
-    return pipe(items, style if style in STYLES else 'hash', steps=steps, guidance=guidance, generator=gens,
+    return pipe(items, style if style in MARKERS else None, sample_steps=sample_steps, guidance=guidance, generator=gens,
                 batch_size=batch_size, output_type='pt')
 
 # %% ../nbs/09_experiment.ipynb #d44ecde6
@@ -112,13 +113,15 @@ def score_images(images:torch.Tensor, # [N,3,H,W] in [-1,1]
 def fit_newest(texts:list[str], # texts
                tokenizer, # counts the tokens
                budget:int, # text tokens allowed (BOS/EOS aside)
+               truncation:str='oldest', # 'oldest': keep the newest words | 'end': keep the first words
               )->list[str]:
-    "Each text cut to its newest whole words that fit `budget` tokens (the drop-oldest rule, applied to words)."
+    "Each text cut to whole words that fit `budget` tokens: its newest ones (the drop-oldest rule) or its first ones ('end')."
     out = []
     for t, ids in zip(texts, tokenizer(list(texts), add_special_tokens=False, verbose=False).input_ids): # counted, not fed: no length warning
         words = t.split()
         while len(ids) > budget and len(words) > 1:
-            words = words[1:]; ids = tokenizer(' '.join(words), add_special_tokens=False, verbose=False).input_ids
+            words = words[1:] if truncation == 'oldest' else words[:-1]
+            ids = tokenizer(' '.join(words), add_special_tokens=False, verbose=False).input_ids
         out.append(' '.join(words))
     return out
 
@@ -133,7 +136,8 @@ def experiment_settings(quick:bool=False, # start from `QUICK` (else `DEFAULT`)
     if cfg['text'] not in ('words', 'clip'): raise D2IError(f"text: unknown text side {cfg['text']!r}; choose from words, clip")
     if cfg['pretrain_corpus'] not in PRETRAIN_CORPORA:
         raise D2IError(f"pretrain_corpus: unknown corpus {cfg['pretrain_corpus']!r}; choose from {', '.join(PRETRAIN_CORPORA)}")
-    if not isinstance(cfg['text_budget'], int) or cfg['text_budget'] < 4: raise D2IError(f"text_budget must be an integer of at least 4, got {cfg['text_budget']!r}")
+    if not isinstance(cfg['max_tokens'], int) or cfg['max_tokens'] < 4: raise D2IError(f"max_tokens must be an integer of at least 4, got {cfg['max_tokens']!r}")
+    if cfg['truncation'] not in TRUNCATIONS: raise D2IError(f"truncation {cfg['truncation']!r}: choose from {', '.join(TRUNCATIONS)}")
     for k in ('finetune_styles', 'unfrozen_styles'):
         cfg[k] = tuple(cfg[k])
         wrong = [s for s in cfg[k] if s not in STYLES]
@@ -149,20 +153,19 @@ def experiment_stages(cfg:dict)->list[str]:
 # %% ../nbs/09_experiment.ipynb #e11bd5f1
 def _cfg_key(cfg:dict)->dict: return json.loads(json.dumps(cfg, default=list))
 
-def _claim_run_folder(out:Path, # the run folder
+def _upgrade_experiment(old:dict, new:dict)->dict:
+    "A `config.json` from before the budget's one name (and before the truncation rule was a setting), as today's."
+    s = dict(old.get('settings', {}))
+    if 'text_budget' in s: s['positions'], s['max_tokens'] = s.pop('max_tokens', 64), s.pop('text_budget')
+    s.setdefault('truncation', 'oldest')
+    return {**old, 'settings': s}
+
+def _claim_experiment(out:Path, # the run folder
                       key:dict, # its settings with seed and preset, as JSON values
                      ):
-    "Refuse a folder that holds another run or anything else; record the run's settings in `out/config.json`."
-    if out.exists() and not out.is_dir(): raise D2IError(f"{out} exists and is not a folder")
-    cfg_file = out/'config.json'
-    if cfg_file.exists():
-        old = json.loads(cfg_file.read_text())
-        if old.get('settings') != key:
-            diff = sorted(k for k in set(old.get('settings', {})) | set(key) if old.get('settings', {}).get(k) != key.get(k))
-            raise D2IError(f"{out} holds a run with other settings ({', '.join(diff)} differ): use another --out or remove it")
-    elif out.exists() and any(p.name != '.lock' for p in out.iterdir()): # `run_lock`'s file is not a run
-        raise D2IError(f"{out} is not empty and holds no experiment (no config.json): refusing to write into it")
-    atomic_write_json(cfg_file, dict(settings=key, torch=torch.__version__, python=platform.python_version()))
+    "Claim `out` for the run `key`: record it in `out/config.json`, or check that the run there is the same one."
+    claim_run_folder(out, dict(settings=key, torch=torch.__version__, python=platform.python_version()), 'config.json',
+                     may_change=('torch', 'python'), legacy=_upgrade_experiment)
 
 # %% ../nbs/09_experiment.ipynb #b542596e
 def _stage_file(out:Path, name:str)->Path: return out/'stages'/(name.replace('/', '--') + '.json')
@@ -198,14 +201,12 @@ class ExperimentRun:
         "The pre-training (text, image) pairs of `pretrain_corpus`; on the CLIP text side each text cut to the budget by `bb`'s tokenizer."
         cfg = self.cfg
         ds = CaptionImageDataset(pretraining_records(self.out/'data'/'train', cfg['pretrain_corpus'], self.seed), cfg['size'], progress=False) # one bar: the stages'
-        if cfg['text'] == 'clip': ds.texts = fit_newest(ds.texts, bb.tokenizer, cfg['text_budget'])
+        if cfg['text'] == 'clip': ds.texts = fit_newest(ds.texts, bb.tokenizer, cfg['max_tokens'], cfg['truncation'])
         return ds
 
     def dialog_dataset(self, bb, style:str)->DialogImageDataset:
-        "The training dialogs linearized in `style`; on the CLIP text side the oldest turns beyond the budget dropped, as the pipeline does when sampling."
-        cfg, clip = self.cfg, self.cfg['text'] == 'clip'
-        return DialogImageDataset(self.data()['train'], style, cfg['size'], tokenizer=bb.tokenizer if clip else None,
-                                  max_tokens=cfg['text_budget'] if clip else None, progress=False)
+        "The training dialogs in `style`, in the model's text format (its budget and truncation rule), as the pipeline prompts it."
+        return dialog_dataset(self.data()['train'], bb, style, progress=False)
 
 # %% ../nbs/09_experiment.ipynb #58a43a05
 @patch
@@ -220,10 +221,11 @@ def stage_data(self:ExperimentRun):
 def stage_pretrain(self:ExperimentRun)->dict:
     "Pre-train a fresh `experiment_backbone` on the training set's captions (text encoder + UNet); returns its steps and seconds."
     cfg, seed = self.cfg, self.seed
-    bb = experiment_backbone(seed, cfg['size'], cfg['max_tokens'], text=cfg['text'], text_budget=cfg['text_budget'])
-    learn = finetune(bb, text_image_dls(self.caption_dataset(bb), bs=cfg['bs'], seed=seed), cfg['pretrain_steps'], cfg['lr_pretrain'], out=self.out/'train'/'pretrain',
-                     ema=cfg['ema'], p_uncond=cfg['p_uncond'], seed=seed, warmup=cfg['warmup'], train_text_encoder=True,
-                     **_resumable(cfg['pretrain_steps']))
+    bb = experiment_backbone(seed, cfg['size'], cfg['positions'], text=cfg['text'], max_tokens=cfg['max_tokens'])
+    bb.text_format = TextFormat(truncation=cfg['truncation']) # the rule its dialogs are cut by, saved with it
+    learn = finetune(bb, text_image_dls(self.caption_dataset(bb), bs=cfg['bs'], seed=seed), cfg['pretrain_steps'], cfg['lr_pretrain'],
+                     out=self.out/'train'/'pretrain', ema=cfg['ema'], p_uncond=cfg['p_uncond'], seed=seed, lr_warmup_steps=cfg['warmup'],
+                     train_text_encoder=True, progress=False, **_resumable(cfg['pretrain_steps']))
     return dict(steps=learn.opt_step, seconds=round(learn.fit_time, 1))
 
 # %% ../nbs/09_experiment.ipynb #f66d733d
@@ -268,8 +270,8 @@ def stage_finetuned(self:ExperimentRun, style:str, # the linearization style of 
     steps = cfg['finetune_steps' if frozen else 'unfrozen_steps']
     learn = finetune(bb, text_image_dls(self.dialog_dataset(bb, style), bs=cfg['bs'], seed=seed), steps, cfg['lr_finetune'],
                      out=self.out/'train'/f"{'finetuned' if frozen else 'unfrozen'}-{style}",
-                     ema=cfg['ema'], p_uncond=cfg['p_uncond'], seed=seed, warmup=cfg['warmup'],
-                     cache=frozen, train_text_encoder=not frozen, **_resumable(steps))
+                     ema=cfg['ema'], p_uncond=cfg['p_uncond'], seed=seed, lr_warmup_steps=cfg['warmup'],
+                     cache=frozen, train_text_encoder=not frozen, progress=False, **_resumable(steps))
     extra = dict(train_steps=learn.opt_step, train_seconds=round(learn.fit_time, 1))
     with ema_weights(learn): return self.evaluate(bb, d['test'], style, MODEL if frozen else UNFROZEN, 'finetuned', extra)
 
@@ -304,19 +306,19 @@ def run_experiment(out:str|Path, # run folder: data/, train/, stages/, results.j
                    quick:bool=False, # the CI preset `QUICK` (else `DEFAULT`)
                    seed:int=0, # seeds data, weights, data order, noise
                    threads:int|None=2, # torch CPU threads
-                   progress:bool=True, # fastprogress bar over the stages
+                   show:bool=True, # show `progress` over the stages
                    quiet:bool=False, # no stage log on stderr
                    **overrides, # any key of `DEFAULT` (step budgets, sizes, styles, learning rates)
                   )->list[dict]:
     "Run (or resume) the whole ShapesChat experiment into `out`; returns the rows of `results.json`."
     cfg = experiment_settings(quick, **overrides)
     out = Path(out)
-    _claim_run_folder(out, dict(_cfg_key(cfg), seed=seed, quick=quick))
+    _claim_experiment(out, dict(_cfg_key(cfg), seed=seed, quick=quick))
     nthreads = set_threads(threads)
     diffusers_logging.disable_progress_bar(); transformers_logging.disable_progress_bar()  # one bar (the stages), not one per weight file
     t_start = time.time()
     run, names = ExperimentRun(out, cfg, seed), experiment_stages(cfg)
-    for name in progress_bar(names) if progress else names:
+    for name in progress(names, 'stages') if show else names:
         f = _stage_file(out, name)
         if f.exists(): _log(f'[{name}] done before, skipped', quiet); continue
         rec = run.run_stage(name)
@@ -325,32 +327,21 @@ def run_experiment(out:str|Path, # run folder: data/, train/, stages/, results.j
     return write_outputs(out, time.time() - t_start, nthreads)
 
 # %% ../nbs/09_experiment.ipynb #ee67f014
-def _demo_main(out:Param('run folder (resumed when it holds a run with the same settings)', str)='d2i-demo',
-               quick:Param('the CI preset: under 3 minutes, hash fine-tune only, no ablation', store_true)=False,
-               seeds:Param('seeds to run, one sub-folder each when several (e.g. --seeds 0 1 2)', int_in(0, 2**32 - 1), nargs='+')=None,
-               threads:Param('torch CPU threads', int_in(1, 1024))=2,
-               pretrain_steps:Param('optimizer steps of caption pre-training (default: the preset)', pos_int)=None,
-               finetune_steps:Param('optimizer steps of fine-tuning per style', pos_int)=None,
-               unfrozen_steps:Param('optimizer steps of the text-encoder-unfrozen ablation per style (0: skip it)', nonneg_int)=None,
-               n_train:Param('training dialogs', int_in(1, 10**7))=None,
-               n_test:Param('test dialogs (images per evaluated cell)', int_in(1, 10**7))=None,
-               styles:Param('styles to fine-tune', str, nargs='+')=None,
-               text:Param("text side: 'words' (word tokens, no binding budget) or 'clip' (CLIP's BPE, budget binding)", str)=None,
-               text_budget:Param("with --text clip: text tokens kept, oldest turns dropped first", int_in(1, 1 << 16))=None,
-               pretrain_corpus:Param("pre-training text: 'captions', 'web' (alt-text-like) or 'web_tags' (web with hashtags)", str)=None,
-               lr_finetune:Param('learning rate of fine-tuning', float_in(0, 10, lo_open=True))=None,
-               no_progress:Param('no progress bar', store_true)=False,
-              ):
+def _demo_overrides(o:DemoOptions)->dict:
+    "The preset settings the command's options change (those given)."
+    over = dict(pretrain_steps=o.pretrain_steps, finetune_steps=o.finetune_steps, unfrozen_steps=o.unfrozen_steps, n_train=o.n_train,
+                n_test=o.n_test, finetune_styles=tuple(o.styles) if o.styles else None, text=o.text, max_tokens=o.max_tokens,
+                truncation=o.truncation, pretrain_corpus=o.pretrain_corpus, lr_finetune=o.lr_finetune)
+    return {k: v for k, v in over.items() if v is not None}
+
+def _demo_main(o:DemoOptions):
     "Run the whole ShapesChat experiment and write OUT/results.json, OUT/report.md and PNG plots and grids."
-    over = {k: v for k, v in dict(pretrain_steps=pretrain_steps, finetune_steps=finetune_steps, unfrozen_steps=unfrozen_steps,
-                                  n_train=n_train, n_test=n_test, finetune_styles=tuple(styles) if styles else None,
-                                  text=text, text_budget=text_budget, pretrain_corpus=pretrain_corpus, lr_finetune=lr_finetune).items() if v is not None}
-    seeds = list(seeds) if seeds else [0]
-    t0 = time.time(); runs = [Path(out) if len(seeds) == 1 else Path(out)/f'seed-{s}' for s in seeds]
-    with run_lock(out): # one demo per folder: a second one would interleave its stages with this one's
-        for s, o in zip(seeds, runs): run_experiment(o, quick=quick, seed=s, threads=threads, progress=not no_progress, **over)
-        if len(seeds) > 1: write_seed_summary(out, runs, seeds)
+    seeds, t0 = list(o.seeds) if o.seeds else [0], time.time()
+    runs = [Path(o.out) if len(seeds) == 1 else Path(o.out)/f'seed-{s}' for s in seeds]
+    with run_lock(o.out): # one demo per folder: a second one would interleave its stages with this one's
+        for s, r in zip(seeds, runs):
+            with run_lock(r) if r != Path(o.out) else contextlib.nullcontext(): # each seed's folder is a run of its own
+                run_experiment(r, quick=o.quick, seed=s, threads=o.threads, show=o.progress, **_demo_overrides(o))
+        if len(seeds) > 1: write_seed_summary(o.out, runs, seeds)
     print(results_table(json.loads((runs[-1]/'results.json').read_text())))
     print(f"wrote {', '.join(str(r/'report.md') for r in runs)} in {time.time() - t0:.0f} s", file=sys.stderr)
-
-demo_cli = cli_command(_demo_main, 'd2i demo')

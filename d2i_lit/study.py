@@ -8,7 +8,7 @@ import re
 import numpy as np
 import pandas as pd
 from scipy.stats import binomtest
-from .linearize import STYLES, Linearized, linearize_many, photo_labels, get_tokenizer, turn_pieces
+from .linearize import STYLES, TRUNCATIONS, Linearized, linearize_many, photo_labels, get_tokenizer, turn_pieces
 from .shapeschat import make_record, context_turns, object_mentions, load_shapeschat, write_shapeschat, PATTERNS
 import gzip, json, sys, time
 import matplotlib.pyplot as plt
@@ -19,12 +19,13 @@ from torch.utils.data import ConcatDataset, Subset
 from .core import D2IError, atomic_write, atomic_write_json, set_seed, set_threads
 from .shapes_text import compact_clip_tokenizer, pretraining_words, SHAPES_TEXT_BUDGET
 from .datasets import text_image_dls
-from .finetune import finetune, ema_weights
+from .callbacks import ema_weights
+from .finetune import finetune
 from .experiment import DEFAULT, ExperimentRun, sample_cell, score_images
 from .report import PER_IMAGE, load_stages, seed_bootstrap, style_label, series_style, OKABE_ITO
 
 # %% auto #0
-__all__ = ['TRUNCATIONS', 'mentions', 'fit_budget', 'context_survival', 'survival_summary', 'exact_paired_test', 'share_interval',
+__all__ = ['mentions', 'fit_budget', 'context_survival', 'survival_summary', 'exact_paired_test', 'share_interval',
            'paired_loss_contrast', 'loss_by_rule', 'photo_mentions', 'pattern_mix', 'shapes_survival', 'stage_cells',
            'study_cells', 'condition_table', 'pattern_weights', 'style_contrasts', 'factor_effect', 'plot_conditions',
            'read_runs', 'read_records', 'save_records', 'EvalEvery', 'curve_dataset', 'learning_curve', 'curve_frame',
@@ -38,20 +39,6 @@ def mentions(label:str, # an object label, lower case ('tin can')
     return re.search(r'(?<![\w])' + re.escape(label.lower()) + r'(?:e?s)?(?![\w])', text.lower()) is not None
 
 # %% ../nbs/09c_study.ipynb #f5b2786e
-TRUNCATIONS = ('oldest', 'end') # drop the oldest turns (d2i_lit's rule); keep the first tokens (CLIP `truncation=True`)
-
-def _keep_first(dialogs, style:str, tok, budget:int)->list[Linearized]:
-    "CLIP's `truncation=True` on each whole linearized text: its first `budget` tokens, cut where the last one ends."
-    full = linearize_many(dialogs, style, max_tokens=None)
-    enc = tok([f.text for f in full], add_special_tokens=False, return_offsets_mapping=True, verbose=False)
-    out = []
-    for d, f, ids, offs in zip(dialogs, full, enc['input_ids'], enc['offset_mapping']):
-        if len(ids) <= budget: out.append(f); continue
-        end = offs[budget - 1][1]
-        starts = np.cumsum([0] + [len(p) + 1 for p in turn_pieces(d, style)])[:-1] # where each turn starts in the text
-        out.append(Linearized(f.text[:end], f.n_turns, int((starts >= end).sum())))
-    return out
-
 def fit_budget(dialogs, # `Dialog`s (or lists of turns)
                style:str='hash', # one of `STYLES`
                tokenizer=None, # see `get_tokenizer`; default CLIP's
@@ -59,9 +46,7 @@ def fit_budget(dialogs, # `Dialog`s (or lists of turns)
                truncation:str='oldest', # one of `TRUNCATIONS`
               )->list[Linearized]:
     "Each dialog linearized in `style` within `budget` tokens by a truncation rule (`n_turns_dropped`: turns cut)."
-    if truncation == 'oldest': return linearize_many(dialogs, style, tokenizer, budget)
-    if truncation == 'end': return _keep_first(dialogs, style, get_tokenizer(tokenizer), budget)
-    raise D2IError(f"unknown truncation rule {truncation!r}; choose from {', '.join(TRUNCATIONS)}")
+    return linearize_many(dialogs, style, tokenizer, budget, truncation)
 
 # %% ../nbs/09c_study.ipynb #45edb5ab
 def context_survival(dialogs, # `Dialog`s with a `photo_description`
@@ -236,7 +221,7 @@ def stage_cells(run, # a `d2i demo` run folder (finished or not)
 # %% ../nbs/09c_study.ipynb #35ec5080
 def _cell_settings(s:dict)->dict:
     "The settings of a run that name its cells: seed, budget, truncation rule, corpus, fine-tuning setting."
-    return dict(seed=s['seed'], budget=s['text_budget'] if s['text'] == 'clip' else None,
+    return dict(seed=s['seed'], budget=s.get('max_tokens' if 'positions' in s else 'text_budget') if s['text'] == 'clip' else None,
                 truncation=s.get('truncation', 'oldest'), corpus=s['pretrain_corpus'],
                 finetune=f"lr {s['lr_finetune']:g}, {s['finetune_steps']} steps")
 
@@ -483,7 +468,7 @@ def learning_curve(run, # a `d2i demo` run folder whose pre-training stage has f
     with torch.no_grad(): point(0)
     set_seed(seed)
     dls = text_image_dls(curve_dataset(er, bb, style, caption_mix), bs=bs, seed=seed)
-    finetune(bb, dls, steps, lr, ema=cfg['ema'], p_uncond=cfg['p_uncond'], seed=seed, warmup=cfg['warmup'], cache=True,
+    finetune(bb, dls, steps, lr, ema=cfg['ema'], p_uncond=cfg['p_uncond'], seed=seed, lr_warmup_steps=cfg['warmup'], cache=True, progress=False,
              cbs=[EvalEvery(every, point)])
     return curve_frame(rows)
 
