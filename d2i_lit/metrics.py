@@ -12,29 +12,31 @@ import numpy as np
 import torch
 import matplotlib.pyplot as plt
 from PIL import Image
-from fastcore.script import Param
 from fastprogress.fastprogress import progress_bar
 from torchmetrics.image.kid import KernelInceptionDistance
 from torchmetrics.image.fid import NoTrainInceptionV3
 from torchmetrics.utilities.imports import _TORCH_FIDELITY_AVAILABLE
 from transformers import AutoTokenizer, CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor
-from .core import D2IError, DTYPES, torch_dtype, atomic_dir, atomic_write, atomic_write_json, cli_command, error_line, float_in, int_in, open_image, unit_float
-from .data import load_photochat
-from .linearize import clip_tokenizer, linearize, linearize_tokens, photo_topic
+from .core import (D2IError, DTYPES, atomic_dir, atomic_write, atomic_write_json, error_line, open_image, torch_dtype,
+                          unique_ids)
+from .data import load_dialogs
+from .linearize import TextFormat, clip_tokenizer, linearize, linearize_tokens, photo_topic
+from .options import EVAL_METRICS, REFERENCES, EvaluateOptions
 from .datasets import check_images
 from .backbones import CLIP_MEAN, CLIP_STD # CLIP's pixel statistics have their home with the backbones
 from .pipeline import read_manifest
 from .classifier import AttributeClassifier, cache_dir, load_classifier, predict
 
 # %% auto #0
-__all__ = ['RESIZE', 'IMG_EXTS', 'INCEPTION_URL', 'INCEPTION_SHA256_PREFIX', 'MANIFEST', 'EVAL_METRICS', 'evaluate_cli',
-           'FeatureStats', 'frechet_distance', 'fid_from_features', 'inception_score_from_probs', 'ptb_tokenize',
-           'cider_scores', 'cider', 'list_images', 'resize_float', 'image_batches', 'FeatureNet', 'InceptionFeatureNet',
+__all__ = ['RESIZE', 'IMG_EXTS', 'INCEPTION_URL', 'INCEPTION_SHA256_PREFIX', 'MANIFEST', 'METRIC_NEEDS', 'FeatureStats',
+           'frechet_distance', 'fid_from_features', 'inception_score_from_probs', 'ptb_tokenize', 'cider_scores',
+           'cider', 'list_images', 'resize_float', 'image_batches', 'FeatureNet', 'InceptionFeatureNet',
            'write_random_inception_weights', 'image_features', 'real_statistics', 'feature_matrix', 'real_features',
            'clip_pixels', 'load_clip', 'clip_image_embeddings', 'clip_image_similarity', 'write_tiny_clip',
            'load_clip_tokenizer', 'clip_text_inputs', 'clip_text_embeddings', 'clip_scores', 'ClassifierFeatureNet',
            'attribute_judgements', 'attribute_metrics', 'alignment_summary', 'kid_from_features', 'evaluate_images',
-           'summary', 'load_manifest', 'evaluate_dirs', 'plot_by_topic', 'cache_dir']
+           'summary', 'load_manifest', 'MetricNeeds', 'needing', 'eval_text_format', 'evaluate_dirs', 'plot_by_topic',
+           'cache_dir']
 
 # %% ../nbs/08a_metrics.ipynb #f76eba10
 class FeatureStats:
@@ -482,16 +484,18 @@ def load_clip_tokenizer(name_or_path:str, # the CLIP folder or cached hub id (it
 
 # %% ../nbs/08a_metrics.ipynb #7826f52b
 def clip_text_inputs(tokenizer, # the CLIP tokenizer
-                     texts:list, # strings, or `Dialog`s (linearized within the budget, oldest turns dropped)
+                     texts:list, # strings, or `Dialog`s (linearized in `text_format` within CLIP's budget)
                      max_positions:int=77, # the text tower's positions (BOS and EOS included)
-                     style:str='hash', # linearization style of dialogs
+                     text_format:str|TextFormat='hash', # how dialogs become texts: a style, or a whole `TextFormat` (its rule, a tighter budget)
                     )->tuple[dict, int]:
     "Padded token ids and attention mask of `texts` cut to CLIP's budget with EOS kept, and how many texts were cut."
+    fmt = text_format if isinstance(text_format, TextFormat) else TextFormat(text_format)
     texts, cut = list(texts), 0
     dl = [i for i, t in enumerate(texts) if not isinstance(t, str)]
     if dl:
-        lin, _ = linearize_tokens([texts[i] for i in dl], style, tokenizer, max_positions - 2)
-        for i, l in zip(dl, lin): cut += l.text != linearize(texts[i], style); texts[i] = l.text
+        budget = min(fmt.max_tokens or max_positions, max_positions - 2)
+        lin, _ = linearize_tokens([texts[i] for i in dl], fmt.style, tokenizer, budget, fmt.truncation)
+        for i, l in zip(dl, lin): cut += l.text != linearize(texts[i], fmt.style); texts[i] = l.text
     plain = [t for i, t in enumerate(texts) if i not in set(dl)]
     if plain: cut += sum(len(ids) > max_positions for ids in tokenizer(plain)['input_ids'])
     enc = tokenizer(texts, padding=True, truncation=True, max_length=max_positions, return_tensors='pt')
@@ -501,14 +505,14 @@ def clip_text_inputs(tokenizer, # the CLIP tokenizer
 def clip_text_embeddings(model, # a transformers `CLIPModel`
                          tokenizer, # its tokenizer
                          texts:list, # strings or `Dialog`s (see `clip_text_inputs`)
-                         batch_size:int=64, style:str='hash',
+                         batch_size:int=64, text_format:str|TextFormat='hash',
                         )->tuple[torch.Tensor, int]:
     "L2-normalised CLIP text embeddings [N, D] (CPU, float32), texts cut to the budget with EOS kept; and the number cut."
     w, embs, cut = next(model.parameters()), [], 0
     mp = model.config.text_config.max_position_embeddings
     with torch.no_grad():
         for i in range(0, len(texts), batch_size):
-            enc, c = clip_text_inputs(tokenizer, texts[i:i+batch_size], mp, style); cut += c
+            enc, c = clip_text_inputs(tokenizer, texts[i:i+batch_size], mp, text_format); cut += c
             out = model.get_text_features(input_ids=enc['input_ids'].to(w.device), attention_mask=enc['attention_mask'].to(w.device))
             e = out if isinstance(out, torch.Tensor) else out.pooler_output
             embs.append(torch.nn.functional.normalize(e.float(), dim=-1).cpu())
@@ -669,7 +673,7 @@ def summary(result:dict)->dict:
     if 'clip' in result: out['clip'] = result['clip']['mean']; out.setdefault('n', result['clip']['n'])
     if 'kid' in result: out['kid'] = result['kid']['mean']
     for key, v in result.get('clip_t', {}).items():
-        if isinstance(v, dict): out[f'clip_t_{key}'] = v['mean']
+        if isinstance(v, dict) and 'mean' in v: out[f'clip_t_{key}'] = v['mean'] # the dialog and description scores
     return out
 
 # %% ../nbs/08a_metrics.ipynb #32edba1d
@@ -698,12 +702,29 @@ def load_manifest(path:str|Path)->list[dict]:
     return out
 
 # %% ../nbs/08a_metrics.ipynb #9e03cfe5
-EVAL_METRICS = ('fid', 'kid', 'is', 'clip', 'clip_t', 'attr')
+@dataclass(frozen=True)
+class MetricNeeds:
+    "What a metric of `d2i evaluate` needs besides the generated images."
+    manifest:bool=False # each image's dialog id: the manifest `d2i generate` writes
+    dialogs:bool=False # the dialogs themselves (`--dialogs`, or REAL/dialogs.json)
+    photos:bool=False # reference photos: the evaluated dialogs' (or every image under REAL)
+    features:bool=False # a feature network: InceptionV3's weights, or the ShapesChat classifier
+    clip:bool=False # a CLIP model (`--clip-model`)
+
+METRIC_NEEDS = {'fid': MetricNeeds(photos=True, features=True), 'kid': MetricNeeds(photos=True, features=True),
+                'is': MetricNeeds(features=True), 'clip': MetricNeeds(manifest=True, dialogs=True, photos=True, clip=True),
+                'clip_t': MetricNeeds(manifest=True, dialogs=True, clip=True), 'attr': MetricNeeds(manifest=True, dialogs=True)}
+
+def needing(metrics:list, # metric names
+            what:str, # a field of `MetricNeeds`
+           )->list[str]:
+    "The metrics among `metrics` that need `what`."
+    return [m for m in metrics if getattr(METRIC_NEEDS[m], what)]
 
 def _metric_list(metrics)->list[str]:
     ms = [m.strip() for m in metrics.split(',') if m.strip()] if isinstance(metrics, str) else list(metrics)
-    bad = set(ms) - set(EVAL_METRICS)
-    if bad or not ms: raise D2IError(f"unknown metric(s) {', '.join(sorted(bad)) or '(none)'}; choose from {', '.join(EVAL_METRICS)}")
+    bad = set(ms) - set(METRIC_NEEDS)
+    if bad or not ms: raise D2IError(f"unknown metric(s) {', '.join(sorted(bad)) or '(none)'}; choose from {', '.join(METRIC_NEEDS)}")
     return ms
 
 def _wanted(key:str, metrics:list)->bool:
@@ -716,10 +737,9 @@ def _load_eval_dialogs(dialogs, real:Path, real_root:Path):
     "The dialogs of an evaluation: `dialogs` (PhotoChat JSON file or folder), else REAL/dialogs.json, else None; photos paired under `real_root`."
     src = Path(dialogs) if dialogs else (real/'dialogs.json' if (real/'dialogs.json').is_file() else None)
     if src is None: return None, None
-    if not src.exists(): raise D2IError(f"--dialogs {src}: no such file or folder")
-    with warnings.catch_warnings():
-        warnings.simplefilter('ignore') # missing photos are reported below, for the dialogs evaluated
-        ds = load_photochat(src, images_dir=real_root)
+    ds = load_dialogs(src, real_root, option='--dialogs') # missing photos are reported below, for the dialogs evaluated
+    try: unique_ids([d.dialogue_id for d in ds], 'record')
+    except D2IError as e: raise D2IError(f"{src}: {e}") from None
     return {str(d.dialogue_id): d for d in ds}, src
 
 @dataclass
@@ -743,9 +763,9 @@ def _eval_inputs(generated:Path, real:Path, metrics:list, manifest, dialogs)->_E
     gen_files = [r['path'] for r in rows] if rows else list_images(generated)
     real_root = real/'images' if (real/'images').is_dir() else real
     dl, dsrc = _load_eval_dialogs(dialogs, real, real_root)
-    if {'attr', 'clip', 'clip_t'} & set(metrics):
-        if rows is None: raise D2IError(f"{generated}: 'attr', 'clip' and 'clip_t' need a manifest ({MANIFEST}) giving each image's dialogue id")
-        if dl is None: raise D2IError(f"{real}: 'attr', 'clip' and 'clip_t' need the dialogs: a ShapesChat/PhotoChat folder with dialogs.json, or --dialogs FILE")
+    if (need := needing(metrics, 'manifest')):
+        if rows is None: raise D2IError(f"{generated}: {', '.join(need)} need a manifest ({MANIFEST}) giving each image's dialogue id")
+        if dl is None: raise D2IError(f"{real}: {', '.join(need)} need the dialogs: a ShapesChat/PhotoChat folder with dialogs.json, or --dialogs FILE")
     ds = None
     if rows is not None and dl is not None:
         missing = [r['id'] for r in rows if str(r['id']) not in dl]
@@ -776,74 +796,71 @@ def _reference_set(inp:_EvalInputs, metrics:list)->tuple:
     "The reference images, their topics (None when unpaired), the usable dialogs, and the result's `reference` record (None: no reference needed)."
     if inp.ds is not None:
         uniq, skipped = list({str(d.dialogue_id): d for d in inp.ds}.values()), []
-        if {'fid', 'kid', 'clip'} & set(metrics): uniq, skipped = _usable_photos(uniq, inp.real_root)
+        if needing(metrics, 'photos'): uniq, skipped = _usable_photos(uniq, inp.real_root)
         ref = dict(set=f'the photos of the {len(uniq)} dialogs evaluated (ids from {inp.mf}, photos under {inp.real_root})', n=len(uniq), dialogs=str(inp.dsrc),
                    skipped=skipped)
         return [d.image_path for d in uniq], [photo_topic(d.photo_description) for d in uniq], uniq, ref
-    if {'fid', 'kid'} & set(metrics):
+    if needing(metrics, 'photos'):
         real_files = list_images(inp.real_root)
         return real_files, None, None, dict(set=f'every image under {inp.real_root} (no manifest/dialogs: not paired with the generated images)', n=len(real_files))
     return None, None, None, None
 
 # %% ../nbs/08a_metrics.ipynb #d9601bd2
-def _group_report(feats_g, feats_r, probs, splits:int, kid_subsets:int, kid_subset_size:int, seed:int)->dict:
+def _group_report(feats_g, feats_r, probs, o:EvaluateOptions)->dict:
     "FID, KID and IS of one set of generated features against one set of reference features (None where N is too small)."
     out = {}
     if feats_r is not None:
         if len(feats_g) >= 2 and len(feats_r) >= 2:
             a, b = FeatureStats().update(feats_r), FeatureStats().update(feats_g)
             out['fid'] = frechet_distance(a.mean, a.cov, b.mean, b.cov)
-            out['kid'], out['kid_std'], out['kid_subset_size'] = kid_from_features(feats_r, feats_g, kid_subsets, kid_subset_size, seed)
+            out['kid'], out['kid_std'], out['kid_subset_size'] = kid_from_features(feats_r, feats_g, o.kid_subsets, o.kid_subset_size, o.seed)
         else: out['fid'] = out['kid'] = None
     if probs is not None:
-        out['is'], out['is_std'] = inception_score_from_probs(probs, min(splits, len(probs)))
+        out['is'], out['is_std'] = inception_score_from_probs(probs, min(o.splits, len(probs)))
     return out
 
-def _feature_net(feature_net:str, inception_weights, is_shapes:bool, dev, dt)->FeatureNet:
+def _feature_net(o:EvaluateOptions, is_shapes:bool, dev, dt)->FeatureNet:
     "The FID/IS network asked for; 'auto' is Inception, or the ShapesChat classifier for ShapesChat without Inception weights."
-    kind = feature_net if feature_net != 'auto' else ('inception' if inception_weights or not is_shapes else 'classifier')
-    if kind not in ('inception', 'classifier'): raise D2IError(f"--feature-net {feature_net!r}: choose from auto, inception, classifier")
-    if kind == 'inception' and not inception_weights:
+    kind = o.feature_net if o.feature_net != 'auto' else ('inception' if o.inception_weights or not is_shapes else 'classifier')
+    if kind == 'inception' and not o.inception_weights:
         raise D2IError(f"FID/KID/IS on real photos need torch-fidelity's InceptionV3 weights: download pt_inception-2015-12-05-6726825d.pth from {INCEPTION_URL} and pass --inception-weights PATH (no other network is substituted)")
-    return InceptionFeatureNet(inception_weights, dev, dt) if kind == 'inception' else ClassifierFeatureNet(device=dev, dtype=dt)
+    return InceptionFeatureNet(o.inception_weights, dev, dt) if kind == 'inception' else ClassifierFeatureNet(device=dev, dtype=dt)
 
 # %% ../nbs/08a_metrics.ipynb #76c6e8ef
-def _fid_kid_is(over:dict, n_gen:int, n_real:int|None, probs, metrics:list, common:dict, cached:bool, t0:float, splits:int, kid_subsets:int)->dict:
+def _fid_kid_is(over:dict, n_gen:int, n_real:int|None, probs, metrics:list, common:dict, o:EvaluateOptions)->dict:
     "The 'fid', 'kid' and 'is' records of the whole set, from its `_group_report`."
     res = {}
-    if {'fid', 'kid'} & set(metrics):
+    if n_real is not None:
         warn = None
         if min(n_gen, n_real) < 2048:
             warn = f"FID on {min(n_gen, n_real)} < 2048 images is biased (upwards, more so the fewer images): compare FIDs only at equal N; KID is unbiased"
             print(f"warning: {warn}", file=sys.stderr)
-        if 'fid' in metrics:
-            res['fid'] = dict(value=over['fid'], n_generated=n_gen, n_real=n_real, **common, real_stats_cached=cached, seconds=round(time.time() - t0, 3),
-                              **({'warning': warn} if warn else {}))
+        if 'fid' in metrics: res['fid'] = dict(value=over['fid'], n_generated=n_gen, n_real=n_real, **common, **({'warning': warn} if warn else {}))
         if over.get('kid') is not None:
-            res['kid'] = dict(mean=over['kid'], std=over['kid_std'], subsets=kid_subsets, subset_size=over['kid_subset_size'],
+            res['kid'] = dict(mean=over['kid'], std=over['kid_std'], subsets=o.kid_subsets, subset_size=over['kid_subset_size'],
                               n_generated=n_gen, n_real=n_real, **common, definition="torchmetrics KernelInceptionDistance (polynomial kernel, degree 3) on the FID features")
     if 'is' in metrics:
         if probs is None: raise D2IError(f"feature network {common['feature_net']} gives no class probabilities for IS")
-        res['is'] = dict(mean=over['is'], std=over['is_std'], splits=min(splits, len(probs)), n=len(probs), classes=probs.shape[1], **common)
+        res['is'] = dict(mean=over['is'], std=over['is_std'], splits=min(o.splits, len(probs)), n=len(probs), classes=probs.shape[1], **common)
     return res
 
-def _feature_metrics(net:FeatureNet, inp:_EvalInputs, real_files, real_topics, gen_topics, metrics:list, cache, batch_size:int, progress:bool,
-                     splits:int, kid_subsets:int, kid_subset_size:int, seed:int)->tuple[dict, dict]:
+def _feature_metrics(net:FeatureNet, inp:_EvalInputs, refs:tuple, gen_topics, metrics:list, o:EvaluateOptions)->tuple[dict, dict]:
     "The preprocessing, 'fid', 'kid' and 'is' records, and per topic the values asked for."
+    real_files, real_topics = refs
     pre = f'{RESIZE} to {net.resolution}x{net.resolution}, the same for generated and reference images'
     t0 = time.time()
-    fg, probs = feature_matrix(inp.gen_files, net, batch_size, keep_probs='is' in metrics, progress=progress)
-    fr, cached = real_features(real_files, net, cache, batch_size, progress) if {'fid', 'kid'} & set(metrics) else (None, False)
-    common = dict(resolution=net.resolution, resize=RESIZE, preprocessing=pre, feature_net=net.name, relative_only=net.relative_only)
-    opts = dict(splits=splits, kid_subsets=kid_subsets, kid_subset_size=kid_subset_size, seed=seed)
-    over = _group_report(fg, fr, probs if 'is' in metrics else None, **opts)
-    res = dict(preprocessing=pre, **_fid_kid_is(over, len(fg), None if fr is None else len(fr), probs, metrics, common, cached, t0, splits, kid_subsets))
+    fg, probs = feature_matrix(inp.gen_files, net, o.batch_size, keep_probs='is' in metrics, progress=o.progress)
+    fr, cached = real_features(real_files, net, o.cache, o.batch_size, o.progress) if needing(metrics, 'photos') else (None, False)
+    common = dict(resolution=net.resolution, resize=RESIZE, preprocessing=pre, feature_net=net.name, relative_only=net.relative_only,
+                  real_stats_cached=cached, seconds=round(time.time() - t0, 3))
+    over = _group_report(fg, fr, probs if 'is' in metrics else None, o)
+    res = dict(preprocessing=pre, **_fid_kid_is(over, len(fg), None if fr is None else len(fr), probs, metrics, common, o))
     topics = {}
     for t in sorted(set(gen_topics or [])):
         gi = [i for i, g in enumerate(gen_topics) if g == t]
         ri = [i for i, g in enumerate(real_topics) if g == t] if fr is not None else None
         topics[t] = dict(n=len(gi), **({} if ri is None else dict(n_real=len(ri))),
-                         **{k: v for k, v in _group_report(fg[gi], None if ri is None else fr[ri], None if probs is None else probs[gi], **opts).items() if _wanted(k, metrics)})
+                         **{k: v for k, v in _group_report(fg[gi], None if ri is None else fr[ri], None if probs is None else probs[gi], o).items() if _wanted(k, metrics)})
     return res, topics
 
 # %% ../nbs/08a_metrics.ipynb #4c37c4f9
@@ -857,71 +874,71 @@ def _topic_means(per:dict, # metric -> [N] per-image values (NaN: none)
         topics[t] = dict(n=len(gi), **{k: (float(np.nanmean(v[gi])) if np.isfinite(v[gi]).any() else None) for k, v in per.items()})
     return topics
 
-def _clip_metrics(clip_model, inp:_EvalInputs, usable:list, gen_topics, metrics:list, dev, dt, batch_size:int, style:str)->tuple[dict, dict]:
+def eval_text_format(generated:str|Path, # the generated images' folder (its `run.json`, when `d2i generate` wrote it)
+                     o:EvaluateOptions, # `style`, `max_tokens`, `truncation` override the run's
+                    )->TextFormat:
+    "How the evaluated dialogs become texts: the generated run's text format, with what the options ask for."
+    f = Path(generated)/'run.json'
+    run = json.loads(f.read_text()) if f.is_file() else {}
+    run = {k: run.get(k) for k in ('style', 'max_tokens', 'truncation') if run.get(k) is not None and run.get(k) not in REFERENCES}
+    asked = {k: getattr(o, k) for k in ('style', 'max_tokens', 'truncation') if getattr(o, k) is not None}
+    return TextFormat(**{**run, **asked})
+
+def _clip_metrics(inp:_EvalInputs, usable:list, gen_topics, metrics:list, o:EvaluateOptions, fmt:TextFormat)->tuple[dict, dict]:
     "The 'clip' and 'clip_t' records, and per topic the mean of each per-image value."
-    if not clip_model: raise D2IError("'clip' and 'clip_t' need --clip-model (a CLIPModel folder)")
-    model, ds, res, per = load_clip(clip_model, dev, dt), inp.ds, {}, {}
-    ge = clip_image_embeddings(model, inp.gen_files, batch_size).double().numpy()
-    cdesc = dict(model=str(clip_model), resolution=model.config.vision_config.image_size, resize='CLIP preprocessing (bicubic short side, centre crop)')
+    if not o.clip_model: raise D2IError("'clip' and 'clip_t' need --clip-model (a CLIPModel folder)")
+    model, ds, res, per = load_clip(o.clip_model, *_device_dtype(o.device, o.dtype)), inp.ds, {}, {}
+    ge = clip_image_embeddings(model, inp.gen_files, o.batch_size).double().numpy()
+    cdesc = dict(model=str(o.clip_model), resolution=model.config.vision_config.image_size, resize='CLIP preprocessing (bicubic short side, centre crop)')
     if 'clip' in metrics:
         ok_ids = {str(d.dialogue_id) for d in usable}
         ok = [i for i, d in enumerate(ds) if str(d.dialogue_id) in ok_ids] # images whose dialog has a usable photo
         per['clip'] = np.full(len(ge), np.nan)
-        per['clip'][ok] = (ge[ok] * clip_image_embeddings(model, [ds[i].image_path for i in ok], batch_size).double().numpy()).sum(-1)
+        per['clip'][ok] = (ge[ok] * clip_image_embeddings(model, [ds[i].image_path for i in ok], o.batch_size).double().numpy()).sum(-1)
         res['clip'] = dict(mean=float(np.nanmean(per['clip'])), std=float(np.nanstd(per['clip'])), n=len(ok), **cdesc,
                            definition='CLIP-I: cosine of the CLIP image embeddings of each generated image and its dialog photo')
     if 'clip_t' in metrics:
-        tok = load_clip_tokenizer(clip_model)
-        res['clip_t'] = dict(definition='torchmetrics CLIPScore: 100 * max(cos(image, text), 0); texts cut to the text tower budget keeping EOS (dialogs: oldest turns dropped)',
-                             max_positions=model.config.text_config.max_position_embeddings, style=style, **cdesc)
+        tok = load_clip_tokenizer(o.clip_model)
+        res['clip_t'] = dict(definition='torchmetrics CLIPScore: 100 * max(cos(image, text), 0); texts cut to the text tower budget keeping EOS (dialogs: by the text format)',
+                             max_positions=model.config.text_config.max_position_embeddings, text_format=fmt.record(), **cdesc)
         for key, texts in (('description', [d.photo_description for d in ds]), ('dialog', ds)):
-            te, cut = clip_text_embeddings(model, tok, texts, batch_size, style)
+            te, cut = clip_text_embeddings(model, tok, texts, o.batch_size, fmt)
             per[f'clip_t_{key}'] = v = clip_scores(ge, te.double().numpy())
             res['clip_t'][key] = dict(mean=float(v.mean()), std=float(v.std()), n=len(v), n_cut=cut)
     return res, _topic_means(per, gen_topics)
 
 # %% ../nbs/08a_metrics.ipynb #fd08f0aa
-def _attr_metrics(inp:_EvalInputs, threshold:float, batch_size:int)->dict:
+def _attr_metrics(inp:_EvalInputs, o:EvaluateOptions)->dict:
     "The 'attr' record: each image judged against its ShapesChat dialog, overall and per linearization style."
     truths = []
     for r, d in zip(inp.rows, inp.ds):
         t = d.extra.get('shapes')
         if not t: raise D2IError(f"{inp.dsrc}: dialogue_id {r['id']!r}: no 'shapes' ground truth (not a ShapesChat record)")
         truths.append(t)
-    res = evaluate_images(inp.gen_files, metrics=['attr'], truths=truths, threshold=threshold, batch_size=batch_size)['attr']
+    res = evaluate_images(inp.gen_files, metrics=['attr'], truths=truths, threshold=o.threshold, batch_size=o.batch_size)['attr']
     if inp.rows and any('style' in r for r in inp.rows):
         by_style = defaultdict(list)
         for i, r in enumerate(inp.rows): by_style[r.get('style', '')].append(i)
         if len(by_style) > 1:
             clf = load_classifier()
             res['by_style'] = {s: {k: v for k, v in evaluate_images([inp.gen_files[i] for i in ix], metrics=['attr'], truths=[truths[i] for i in ix],
-                                                                    net=ClassifierFeatureNet(clf), threshold=threshold)['attr'].items() if k != 'by_pattern'}
+                                                                    net=ClassifierFeatureNet(clf), threshold=o.threshold)['attr'].items() if k != 'by_pattern'}
                                for s, ix in sorted(by_style.items())}
     return res
 
 # %% ../nbs/08a_metrics.ipynb #59ee09db
 def evaluate_dirs(generated:str|Path, # folder of generated images (with `manifest.jsonl` for attr/clip/per-topic)
                   real:str|Path, # real images: a ShapesChat/PhotoChat folder (images/ + dialogs.json) or a folder of photos
-                  metrics:str|list='fid,is', # comma-separated, from `EVAL_METRICS` (fid also gives kid)
-                  inception_weights:str|Path|None=None, # torch-fidelity InceptionV3 weights: needed for FID/IS/KID on anything but ShapesChat
-                  clip_model:str|None=None, # CLIPModel folder or cached hub id, for 'clip' and 'clip_t'
-                  manifest:str|Path|None=None, # manifest file (default GENERATED/manifest.jsonl when present)
-                  cache:str|Path|None=None, # statistics cache folder (default $D2I_CACHE or ~/.cache/d2i_lit)
-                  splits:int=10, threshold:float=0.9, batch_size:int=64, progress:bool=False,
-                  dialogs:str|Path|None=None, # PhotoChat JSON file or folder of the evaluated dialogs (default REAL/dialogs.json)
-                  feature_net:str='auto', # 'auto' (Inception; the ShapesChat classifier for ShapesChat without weights), 'inception', 'classifier'
-                  device:str|None=None, # torch device of every feature network (default: CUDA when there is one)
-                  dtype:str='fp32', # precision of the feature networks: 'fp32', 'fp16', 'bf16'
-                  kid_subsets:int=100, kid_subset_size:int=1000, # KID's subsets (the subset size is capped at N)
-                  style:str='hash', # linearization of dialogs for CLIP's dialog-image score
-                  seed:int=0, # KID's subset sampling
+                  metrics:str|list|None=None, # comma-separated, from `EVAL_METRICS` (fid also gives kid); default: the options'
+                  o:EvaluateOptions|None=None, # the evaluation's settings
+                  **changes, # fields of `o` to change, e.g. `clip_model='...'`
                  )->dict:
     "Evaluate a folder of generated images against the photos of their dialogs; every number states N, preprocessing and network, overall and per topic."
-    metrics = _metric_list(metrics)
-    generated, real = Path(generated), Path(real)
-    inp = _eval_inputs(generated, real, metrics, manifest, dialogs)
-    dev, dt = _device_dtype(device, dtype)
-    res = dict(generated=str(generated), real=str(real), n_generated=len(inp.gen_files), metrics=metrics, device=str(dev), dtype=dtype, batch_size=batch_size)
+    o = (o or EvaluateOptions(progress=False)).replace(**changes, **({} if metrics is None else dict(metrics=','.join(_metric_list(metrics)))))
+    metrics, generated, real = _metric_list(o.metrics), Path(generated), Path(real)
+    inp = _eval_inputs(generated, real, metrics, o.manifest, o.dialogs)
+    dev, dt = _device_dtype(o.device, o.dtype)
+    res = dict(generated=str(generated), real=str(real), n_generated=len(inp.gen_files), metrics=metrics, device=str(dev), dtype=o.dtype, batch_size=o.batch_size)
     real_files, real_topics, usable, ref = _reference_set(inp, metrics)
     if ref is not None: res['reference'] = ref
     gen_topics = [photo_topic(d.photo_description) for d in inp.ds] if inp.ds is not None else None
@@ -929,46 +946,23 @@ def evaluate_dirs(generated:str|Path, # folder of generated images (with `manife
     def add(part): # a step's records join the result, its per-topic values join that topic's row
         out, topics = part; res.update(out)
         for t, v in topics.items(): groups.setdefault(t, {}).update(v)
-    if {'fid', 'kid', 'is'} & set(metrics):
-        net = _feature_net(feature_net, inception_weights, inp.is_shapes, dev, dt)
-        add(_feature_metrics(net, inp, real_files, real_topics, gen_topics, metrics, cache, batch_size, progress, splits, kid_subsets, kid_subset_size, seed))
-    if {'clip', 'clip_t'} & set(metrics): add(_clip_metrics(clip_model, inp, usable, gen_topics, metrics, dev, dt, batch_size, style))
-    if 'attr' in metrics: res['attr'] = _attr_metrics(inp, threshold, batch_size)
+    if needing(metrics, 'features'):
+        add(_feature_metrics(_feature_net(o, inp.is_shapes, dev, dt), inp, (real_files, real_topics), gen_topics, metrics, o))
+    if needing(metrics, 'clip'): add(_clip_metrics(inp, usable, gen_topics, metrics, o, eval_text_format(generated, o)))
+    if 'attr' in metrics: res['attr'] = _attr_metrics(inp, o)
     if groups:
         res['by_topic'] = {t: groups[t] for t in sorted(groups, key=lambda t: (-groups[t]['n'], t))}
         res['topics'] = 'linearize.photo_topic of each dialog photo_description; per-topic FID/KID against the reference photos of that topic'
     return res
 
 # %% ../nbs/08a_metrics.ipynb #a37c1a89
-def _evaluate_main(generated:Param('folder of generated images (with manifest.jsonl for per-dialog reference, clip, clip_t, attr, per-topic)', str)=None,
-                   real:Param('real photos: a folder of images, or a ShapesChat/PhotoChat folder (images/ + dialogs.json)', str)=None,
-                   dialogs:Param('PhotoChat JSON file or folder of the evaluated dialogs (default REAL/dialogs.json); photos are paired under REAL', str)=None,
-                   metrics:Param('comma-separated: fid (with kid), kid, is, clip (image-image), clip_t (text-image), attr', str)='fid,is',
-                   inception_weights:Param("torch-fidelity InceptionV3 weights (pt_inception-2015-12-05-6726825d.pth): FID/KID/IS on real photos", str)=None,
-                   feature_net:Param("FID/IS network: auto (Inception; the ShapesChat classifier for ShapesChat without weights), inception, classifier", str)='auto',
-                   clip_model:Param('CLIPModel folder or cached hub id, for clip and clip_t', str)=None,
-                   manifest:Param('manifest file (default GENERATED/manifest.jsonl when present)', str)=None,
-                   out:Param('JSON output file (default GENERATED/metrics.json)', str)=None,
-                   cache:Param('statistics cache folder (default $D2I_CACHE or ~/.cache/d2i_lit)', str)=None,
-                   splits:Param('IS splits', int_in(1, 10**5))=10,
-                   threshold:Param('confidence threshold of coherence', unit_float)=0.9,
-                   batch_size:Param('images per feature batch (every feature network)', int_in(1, 1 << 16))=64,
-                   device:Param('torch device of the feature networks (default: CUDA when there is one)', str)=None,
-                   dtype:Param('precision of the feature networks', str, choices=DTYPES)='fp32',
-                   kid_subsets:Param('KID subsets', int_in(1, 10**6))=100,
-                   kid_subset_size:Param('KID subset size (capped at N)', int_in(2, 10**7))=1000,
-                  ):
+def _evaluate_main(o:EvaluateOptions):
     "Evaluate generated images; print the result as JSON and write it atomically."
-    if not generated or not real: raise D2IError("both --generated DIR and --real DIR are required")
-    res = evaluate_dirs(generated, real, metrics, inception_weights, clip_model, manifest, cache, splits, threshold, batch_size,
-                        progress=sys.stderr.isatty(), dialogs=dialogs, feature_net=feature_net, device=device, dtype=dtype,
-                        kid_subsets=kid_subsets, kid_subset_size=kid_subset_size)
-    out = Path(out) if out else Path(generated)/'metrics.json'
+    res = evaluate_dirs(o.generated, o.real, o=o.replace(progress=o.progress and sys.stderr.isatty()))
+    out = Path(o.out) if o.out else Path(o.generated)/'metrics.json'
     atomic_write_json(out, res)
     print(json.dumps(res, indent=2))
     return res
-
-evaluate_cli = cli_command(_evaluate_main, 'd2i evaluate', aliases={'--batch': '--batch-size'})
 
 # %% ../nbs/08a_metrics.ipynb #53d87b40
 def plot_by_topic(result:dict, # from `evaluate_dirs` (with `by_topic`)
