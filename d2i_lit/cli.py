@@ -69,7 +69,7 @@ def main(argv:list[str]|None=None, # arguments after `d2i`; `None` reads `sys.ar
 
 # %% ../nbs/90_cli.ipynb #8f623494
 DATA_CORPORA = {
-    'shapeschat': ('d2i_lit.shapeschat', 'data_cli', 'generate ShapesChat: `d2i data shapeschat --n N --seed S --size 16 --out DIR`'),
+    'shapeschat': ('d2i_lit.options', 'shapeschat_data_cli', 'generate ShapesChat: `d2i data shapeschat --n N --seed S --size 16 --out DIR`'),
     'photochat':  ('d2i_lit.options', 'photochat_data_cli', "fetch the photos of PhotoChat records: "
                                                             "`d2i data photochat FILE|DIR --out DIR [--base-url URL]`"),
 }
@@ -81,12 +81,10 @@ def data_cli(args:list[str]): # the arguments after `d2i data`
         print('\n'.join(['usage: d2i data CORPUS [options]', '', 'corpora:'] + [f'  {k:<{w}}  {v[2]}' for k,v in DATA_CORPORA.items()]
                         + ['', "Run `d2i data CORPUS --help` for a corpus' options."]))
         return
-    if args and not args[0].startswith('-') and args[0] not in DATA_CORPORA:
-        raise D2IError(f"unknown dataset {args[0]!r}; choose from: {', '.join(DATA_CORPORA)}")
-    corpus = args[0] if args and args[0] in DATA_CORPORA else 'shapeschat'  # no corpus named: shapeschat's parser says what is missing, as before
-    mod, attr, _ = DATA_CORPORA[corpus]
-    fn = getattr(importlib.import_module(mod), attr)
-    return fn(args) if corpus == 'shapeschat' else fn(args[1:])  # shapeschat's parser takes the corpus name itself
+    if not args or args[0] not in DATA_CORPORA:
+        raise D2IError(f"{'unknown dataset ' + repr(args[0]) if args else 'name a dataset'}; choose from: {', '.join(DATA_CORPORA)}")
+    mod, attr, _ = DATA_CORPORA[args[0]]
+    return getattr(importlib.import_module(mod), attr)(args[1:])
 
 # %% ../nbs/90_cli.ipynb #fe566e49
 #| eval: false

@@ -17,8 +17,8 @@ __all__ = ['ASSETS', 'pos_int', 'nonneg_int', 'pos_float', 'nonneg_float', 'unit
            'settings_parser', 'check_settings', 'Settings', 'Command', 'cli_command', 'set_seed', 'available_cores',
            'set_threads', 'progress', 'torch_dtype', 'atomic_write', 'atomic_write_json', 'atomic_save_image',
            'atomic_dir', 'make_out_dir', 'launcher_rank', 'run_lock', 'open_append', 'jsonl', 'read_jsonl', 'safe_name',
-           'unique_ids', 'claim_run_folder', 'weights_fingerprint', 'write_items', 'load_pretrained', 'ImageError',
-           'open_image']
+           'unique_ids', 'folder_contents', 'claim_run_folder', 'weights_fingerprint', 'write_items', 'load_pretrained',
+           'ImageError', 'open_image']
 
 # %% ../nbs/00_core.ipynb #39d2a5c8
 ASSETS = Path(d2i_lit.__file__).parent/'assets' # the installed package's folder, also from a notebook
@@ -209,28 +209,12 @@ class Command:
 
 def cli_command(settings:type, # the settings dataclass the options fill
                 prog:str, # the command as the user types it, e.g. 'd2i generate'
-                run=None, # 'module:function' that runs a settings record (or the function itself)
+                run, # 'module:function' that runs a settings record (or the function itself)
                 aliases:dict|None=None, # old spellings -> current ones, e.g. {'--batch': '--batch-size'}
                 retired:dict|None=None, # spellings refused -> what to type instead
                )->Command:
     "The subcommand whose options fill `settings` and which runs `run` on them."
-    if run is None: return _legacy_command(settings, prog, aliases)
     return Command(settings, prog, run, aliases, retired)
-
-# %% ../nbs/00_core.ipynb #ece8db53
-def _legacy_command(main, prog:str, aliases:dict|None=None):
-    "A subcommand from a function with fastcore `Param` annotations (the form before settings records), until it is converted."
-    from fastcore.script import anno_parser # local: as in `settings_parser`
-    def cmd(argv:list[str]|None=None):
-        argv = _canonical(sys.argv[1:] if argv is None else list(argv), aliases or {}, {})
-        p = anno_parser(main, prog=prog)
-        def error(msg): raise D2IError(_dashed(msg))
-        p.error = error
-        args = vars(p.parse_args([re.sub(r'^--([^=]+)', lambda m: '--' + m[1].replace('-', '_'), a) for a in argv]))
-        args.pop('pdb', None); args.pop('xtra', None) # fastcore's own options, not `main`'s
-        return main(**args)
-    cmd.main, cmd.prog = main, prog
-    return cmd
 
 # %% ../nbs/00_core.ipynb #cf670bec
 def set_seed(seed:int, # seed for python, numpy and torch
@@ -511,8 +495,8 @@ def _settings_diff(old:dict, new:dict, may_change, legacy:dict, at:str='')->list
         elif was != v: diff.append(f"{at}{k}: {'(none)' if was is _MISSING else repr(was)} there, {v!r} now")
     return diff
 
-def _foreign_entries(folder:Path)->list[str]:
-    "What a folder without a run record holds, beyond a lock and temporary files."
+def folder_contents(folder:Path)->list[str]:
+    "The names of what a folder holds, beyond a run's lock and temporary files."
     return sorted(p.name for p in folder.iterdir() if p.name != '.lock' and not p.name.endswith('.tmp'))
 
 def claim_run_folder(folder:str|Path, # the run folder (created if missing)
@@ -532,7 +516,7 @@ def claim_run_folder(folder:str|Path, # the run folder (created if missing)
         diff = _settings_diff(old, settings, may_change, legacy or {})
         if diff: raise D2IError(f"{folder} holds a run with other settings ({'; '.join(diff)}): use another --out")
         settings = {**old, **settings}
-    elif (other := _foreign_entries(folder)):
+    elif (other := folder_contents(folder)):
         raise D2IError(f"{folder} is not empty and holds no d2i run ({file} missing; it holds {', '.join(other[:3])}"
                        f"{', ...' if len(other) > 3 else ''}): choose an empty or new --out")
     atomic_write_json(f, settings)

@@ -15,9 +15,9 @@ from .shapes_text import PRETRAIN_CORPORA
 __all__ = ['Seed', 'Threads', 'BatchSize', 'MaxTokens', 'Required', 'SampleSteps', 'Guidance', 'REFERENCES', 'SCHEDULERS',
            'BAD_IMAGE_MODES', 'REPORT_TO', 'linearize_cli', 'generate_cli', 'TRAIN_ALIASES', 'TRAIN_MAY_CHANGE',
            'finetune_cli', 'UNIFIED_TRAINABLE', 'UNIFIED_OBJECTIVES', 'unified_cli', 'EVAL_METRICS', 'evaluate_cli',
-           'DATA_FORMATS', 'roundtrip_cli', 'demo_cli', 'photochat_data_cli', 'LinearizeOptions', 'GenerateOptions',
-           'TrainSettings', 'FinetuneOptions', 'UnifiedOptions', 'EvaluateOptions', 'RoundTripOptions', 'DemoOptions',
-           'PhotoChatDataOptions']
+           'DATA_FORMATS', 'roundtrip_cli', 'demo_cli', 'photochat_data_cli', 'shapeschat_data_cli', 'LinearizeOptions',
+           'GenerateOptions', 'TrainSettings', 'FinetuneOptions', 'UnifiedOptions', 'EvaluateOptions',
+           'RoundTripOptions', 'DemoOptions', 'PhotoChatDataOptions', 'ShapesChatDataOptions']
 
 # %% ../nbs/03b_options.ipynb #07ed4311
 Seed = A[int, Opt(int_in(0, 2**63 - 1))] # a run's seed
@@ -260,3 +260,17 @@ class PhotoChatDataOptions(Settings):
     progress:bool=True # show a progress bar
 
 photochat_data_cli = cli_command(PhotoChatDataOptions, 'd2i data photochat', 'd2i_lit.photos:_photochat_main')
+
+# %% ../nbs/03b_options.ipynb #841b9756
+@dataclass
+class ShapesChatDataOptions(Settings):
+    "Generate a ShapesChat dataset: `d2i data shapeschat --n N --seed S --size 16 --out DIR`."
+    out:Required=None # output folder (created; the files of a ShapesChat dataset there are replaced, nothing else)
+    n:A[int, Opt(int_in(1, 10**7))]=1000 # number of dialogs
+    seed:A[int, Opt(int_in(0, 2**32 - 1))]=0 # random seed: the same arguments give byte-identical files
+    size:A[int, Opt(int_in(8, 4096))]=16 # image side in pixels
+    split:A[str, Opt(choices=('main', 'valid'))]='main' # 'main', or 'valid': the seed's held-out records
+    patterns:list[str]|None=None # dialog patterns, NAME or NAME=WEIGHT (e.g. turns_only); default: the standard mix
+    image_style:A[str, Opt(choices=('default', 'shifted'))]='default' # the dialog images' style (the captions' images: default)
+
+shapeschat_data_cli = cli_command(ShapesChatDataOptions, 'd2i data shapeschat', 'd2i_lit.shapeschat:_shapeschat_main')

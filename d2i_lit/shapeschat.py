@@ -4,20 +4,19 @@
 
 # %% ../nbs/03_shapeschat.ipynb #3ece853e
 from __future__ import annotations
-import json, sys, functools, time
+import json, os, shutil, sys, functools, tempfile, time
 from pathlib import Path
 from collections import Counter
 import numpy as np
 from PIL import Image
 from typing import NamedTuple
-from fastcore.script import Param
-from .core import D2IError, atomic_dir, atomic_write, atomic_write_json, cli_command, int_in
+from .core import D2IError, atomic_write, atomic_write_json, folder_contents, run_lock
 from .data import load_photochat, Dialog, merge_turns
 from .linearize import linearize, STYLES, MARKERS as STYLE_MARKERS
 
 # %% auto #0
 __all__ = ['ATTRIBUTES', 'COLOURS', 'BACKGROUND', 'OBJECT_RADIUS', 'IMAGE_STYLES', 'GREETINGS', 'QUESTIONS', 'FILLERS', 'SAW',
-           'MY', 'SHARE_MY', 'SHARE', 'HAVE', 'AFTER', 'CAPTIONS', 'PATTERNS', 'SPLITS', 'MARKERS', 'data_cli',
+           'MY', 'SHARE_MY', 'SHARE', 'HAVE', 'AFTER', 'CAPTIONS', 'PATTERNS', 'SPLITS', 'MARKERS', 'DATASET_ENTRIES',
            'READERS', 'ImageStyle', 'image_style', 'render_object', 'object_words', 'dialog_phrases', 'make_record',
            'shapes_vocab', 'context_turns', 'write_shapeschat', 'load_shapeschat', 'read_captions', 'parse_patterns',
            'object_mentions', 'in_final_speakers_turn', 'read_sharer']
@@ -251,7 +250,7 @@ def _check_write_args(out:Path, n, size, patterns, split, style)->dict:
     patterns = _check_patterns(patterns); _entropy(0, split)
     if not isinstance(style, str): raise D2IError(f'image_style must be a name in IMAGE_STYLES, got {style!r}')
     image_style(style)
-    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not _is_shapeschat_dir(out))):
+    if out.exists() and (not out.is_dir() or (folder_contents(out) and not _is_shapeschat_dir(out))):
         raise D2IError(f'{out} exists and is not a ShapesChat dataset folder: refusing to overwrite it')
     return patterns
 
@@ -272,7 +271,18 @@ def _meta(n:int, seed:int, size:int, patterns:dict, recs:list[dict], longest:dic
     return m
 
 # %% ../nbs/03_shapeschat.ipynb #2e7a0f0e
-def write_shapeschat(out:str|Path, # output folder; replaced as a whole if it holds a ShapesChat dataset, refused if it holds anything else
+DATASET_ENTRIES = ('images', 'caption_images', 'dialogs.json', 'captions.jsonl', 'meta.json') # what `write_shapeschat` writes into its folder
+
+def _replace_entries(out:Path, tmp:Path):
+    "Move the dataset entries of `tmp` into `out`, each replacing its old one; nothing else in `out` is touched."
+    old = Path(tempfile.mkdtemp(dir=out, prefix='.old-', suffix='.tmp'))
+    for name in DATASET_ENTRIES:
+        if (out/name).exists() or (out/name).is_symlink(): os.replace(out/name, old/name)
+    for name in DATASET_ENTRIES:
+        if (tmp/name).exists(): os.replace(tmp/name, out/name)
+    shutil.rmtree(old); shutil.rmtree(tmp)
+
+def write_shapeschat(out:str|Path, # output folder: its dataset files replaced if it holds a ShapesChat dataset (anything else in it kept), refused if it holds other things
                      n:int, # number of dialogs (one image each)
                      seed:int=0, # dataset seed
                      size:int=16, # image side in pixels
@@ -285,7 +295,9 @@ def write_shapeschat(out:str|Path, # output folder; replaced as a whole if it ho
     out = Path(out)
     patterns = _check_write_args(out, n, size, patterns, split, image_style)
     width, recs, caps, longest = max(6, len(str(n - 1))), [], [], dict.fromkeys(STYLES, 0)
-    with atomic_dir(out) as tmp:
+    out.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=out, prefix='.new-', suffix='.tmp')) # beside what it replaces: a rename moves it in
+    try:
         (tmp/'images').mkdir()
         if image_style != 'default': (tmp/'caption_images').mkdir()
         for i in _indices(n, progress):
@@ -296,6 +308,10 @@ def write_shapeschat(out:str|Path, # output folder; replaced as a whole if it ho
         atomic_write(tmp/'dialogs.json', json.dumps(recs, indent=1) + '\n')
         atomic_write(tmp/'captions.jsonl', ''.join(caps))
         atomic_write_json(tmp/'meta.json', _meta(n, seed, size, patterns, recs, longest, split, image_style))
+        _replace_entries(out, tmp)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     return out
 
 # %% ../nbs/03_shapeschat.ipynb #f0b8f596
@@ -336,26 +352,15 @@ def parse_patterns(specs:list[str]|None, # 'NAME' (weight 1) or 'NAME=WEIGHT', n
         except ValueError: raise D2IError(f"--patterns: {sp!r} is not NAME or NAME=WEIGHT with a number") from None
     return _check_patterns(out)
 
-def _data_main(name:Param("dataset to generate: 'shapeschat'", str),
-               out:Param('output folder (created; an existing ShapesChat folder is replaced)', str)=None,
-               n:Param('number of dialogs', int_in(1, 10**7))=1000,
-               seed:Param('random seed: the same arguments give byte-identical files', int_in(0, 2**32 - 1))=0,
-               size:Param('image side in pixels', int_in(4, 4096))=16,
-               split:Param("'main' or 'valid' (the seed's held-out records)", str)='main',
-               patterns:Param("dialog patterns, NAME or NAME=WEIGHT (e.g. turns_only); default: the standard mix",
-                              str, nargs='+')=None,
-               image_style:Param("dialog images' style: 'default' or 'shifted' (captions: 'default')", str)='default',
-              ):
+def _shapeschat_main(o, # an `options.ShapesChatDataOptions`
+                    ):
     "Generate a dataset: `d2i data shapeschat --n N --seed S --size 16 --out DIR`."
-    if name != 'shapeschat': raise D2IError(f"unknown dataset {name!r}; choose from: shapeschat")
-    if out is None: raise D2IError('--out DIR is required')
     t0 = time.perf_counter()
-    p = write_shapeschat(out, n, seed, size, parse_patterns(patterns), split=split, image_style=image_style)
+    with run_lock(o.out): # one writer per folder
+        p = write_shapeschat(o.out, o.n, o.seed, o.size, parse_patterns(o.patterns), split=o.split, image_style=o.image_style)
     meta = json.loads((p/'meta.json').read_text())
-    print(f"wrote {n} ShapesChat dialogs ({size}x{size} images, seed {seed}) to {p} in {time.perf_counter()-t0:.1f} s; "
+    print(f"wrote {o.n} ShapesChat dialogs ({o.size}x{o.size} images, seed {o.seed}) to {p} in {time.perf_counter()-t0:.1f} s; "
           f"patterns {meta['pattern_counts']}; longest text {max(meta['max_words'].values())} words", file=sys.stderr)
-
-data_cli = cli_command(_data_main, 'd2i data')
 
 # %% ../nbs/03_shapeschat.ipynb #8c5e2a42
 def object_mentions(text:str, # a linearized dialog or a caption
