@@ -264,7 +264,7 @@ def generate_to_dir(pipe:DialogToImagePipeline, # the pipeline to sample with
     how = pipe.text_format(opts.style, _asked_format(pipe.backbone, opts))
     if state.is_main_process: claim_run_folder(out, _run_record(pipe, opts, how), legacy=_upgrade_run)
     recs, skipped = write_items(out, [k for k, _ in items], _image_maker(pipe, items, out, opts, how), state,
-                                batch=opts.batch_size, progress=opts.progress)
+                                batch=opts.batch_size, show=opts.progress)
     if state.is_main_process: _report_unfinished(len(items), recs, skipped, out)
     return out/'manifest.jsonl'
 

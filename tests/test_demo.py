@@ -45,7 +45,7 @@ def test_demo_quick(tmp_path):
 @pytest.mark.parametrize('args, msg', [(['--finetune-steps', '-1'], 'finetune-steps'), (['--styles', 'nope'], 'nope'),
                                        (['--threads', '0'], 'threads'), (['--text', 'bytes'], 'unknown text side'),
                                        (['--pretrain-corpus', 'tweets'], 'unknown corpus'),
-                                       (['--text', 'clip', '--text-budget', '2'], 'text_budget')])
+                                       (['--text', 'clip', '--text-budget', '2'], 'max_tokens')])
 def test_demo_bad_input(tmp_path, args, msg):
     p = _run(['--quick', '--out', str(tmp_path/'r'), '--no-progress', *args], timeout=120)
     assert p.returncode == 2, p.stderr

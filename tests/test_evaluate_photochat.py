@@ -23,7 +23,7 @@ def pc(tmp_path_factory):
     for r in recs[:N + 6]: # photos for more dialogs than are evaluated: they must not enter the reference set
         p = root/'photos'/f"{r['photo_id']}.jpg"; p.parent.mkdir(parents=True, exist_ok=True)
         Image.fromarray(rng.integers(0, 256, (48, 64, 3), dtype=np.uint8)).save(p, quality=95)
-    r = d2i('generate', '--model', 'tiny-sd', '--dialogs', root/'test_00.json', '--limit', N, '--steps', 2, '--scheduler', 'ddim', '--out', root/'gen')
+    r = d2i('generate', '--model', 'tiny-sd', '--dialogs', root/'test_00.json', '--limit', N, '--sample-steps', 2, '--scheduler', 'ddim', '--out', root/'gen')
     assert r.returncode == 0, r.stderr[-2000:]
     from d2i_lit.metrics import write_random_inception_weights, write_tiny_clip
     write_random_inception_weights(root/'pt_inception-2015-12-05-random.pth')

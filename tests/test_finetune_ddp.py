@@ -13,13 +13,14 @@ SCRIPT = textwrap.dedent('''
     from d2i_lit.shapeschat import load_shapeschat
     from d2i_lit.datasets import DialogImageDataset, text_image_dls
     from d2i_lit.backbones import shapes_backbone
-    from d2i_lit.finetune import finetune, _rank_world
+    from d2i_lit.finetune import finetune
+    from d2i_lit.learner import rank_world
     data, out = Path(sys.argv[1]), Path(sys.argv[2])
     set_threads(1); set_seed(0)
     bb = shapes_backbone()
     dls = text_image_dls(DialogImageDataset(load_shapeschat(data), 'hash', 16), bs=8, seed=0)  # global batch 8
     finetune(bb, dls, steps=3, lr=1e-3, ema=None, cbs=[])
-    rank, world = _rank_world()
+    rank, world = rank_world()
     out.mkdir(parents=True, exist_ok=True)
     save_file({k: v.detach().contiguous() for k,v in bb.noise_predictor.state_dict().items()}, out/f'rank{rank}-of-{world}.safetensors')
 ''')

@@ -13,13 +13,14 @@ SCRIPT = textwrap.dedent('''
     from d2i_lit.shapeschat import load_shapeschat
     from d2i_lit.datasets import text_image_dls
     from d2i_lit.backbones import tiny_backbone
-    from d2i_lit.finetune import finetune, dialog_dataset, trainable, _rank_world
+    from d2i_lit.finetune import finetune, dialog_dataset, trainable
+    from d2i_lit.learner import rank_world
     kind, data, out = sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3])
     set_threads(1); set_seed(0)
     bb = tiny_backbone(kind)
     dls = text_image_dls(dialog_dataset(load_shapeschat(data), bb), bs=4, seed=0)  # global batch 4
     learn = finetune(bb, dls, steps=2, lr=1e-3, ema=None)
-    rank, world = _rank_world()
+    rank, world = rank_world()
     out.mkdir(parents=True, exist_ok=True)
     save_file({k: v.detach().contiguous() for k,v in trainable(learn.model).items()}, out/f'{kind}-rank{rank}-of-{world}.safetensors')
 ''')
@@ -60,7 +61,7 @@ def test_cli_unidiffuser_two_processes(shapes, tmp_path):
     run(['-m', 'd2i_lit.cli', 'finetune', '--model', 'tiny-unidiffuser', '--data', str(shapes/'sc'), '--out', str(tmp_path/'run'),
          '--steps', '2', '--batch-size', '4', '--lora-rank', '2', '--num-workers', '1'], 29544)
     cfg = json.loads((tmp_path/'run/config.json').read_text())
-    assert (cfg['processes'], cfg['data_parallel'], cfg['lora_rank'], cfg['num_workers'], cfg['model']) == (2, True, 2, 1, 'tiny-unidiffuser')
+    assert (cfg['run']['processes'], cfg['lora_rank'], cfg['num_workers'], cfg['model']) == (2, 2, 1, 'tiny-unidiffuser')
     from diffusers import UniDiffuserPipeline
     pipe = UniDiffuserPipeline.from_pretrained(tmp_path/'run/final')
     img = pipe(prompt='# a red circle', num_inference_steps=2, height=32, width=32, generator=torch.Generator().manual_seed(0), output_type='pt').images

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 from d2i_lit.cli import SUBCOMMANDS, main
-from d2i_lit.core import cli_parser
+from d2i_lit.core import Command
 
 ENV = {**os.environ, 'HF_HUB_OFFLINE': '1', 'D2I_THREADS': '1', 'OMP_NUM_THREADS': '1'}
 FUZZ = settings(max_examples=int(os.environ.get('D2I_FUZZ_EXAMPLES', 60)), deadline=None,
@@ -54,17 +54,17 @@ def numeric_options():
     "(command words, option, argparse type) for every option of every subcommand that takes a number."
     out = []
     for words, fn in commands():
-        if not hasattr(fn, 'main'): continue
-        for a in cli_parser(fn.main, fn.prog)._actions:
+        if not isinstance(fn, Command): continue
+        for a in fn.parser()._actions:
             if a.option_strings and a.type is not None and getattr(a.type, '__name__', '') in ('int', 'float'):
                 out.append((words, a.option_strings[0], a.type))
     return out
 
 NUMERIC = numeric_options()
 
-def test_every_subcommand_parses_through_run_cli():
-    "Each subcommand is made by `core.cli_command`: its options come from one function, parsed by `core.run_cli`."
-    missing = [' '.join(w) for w,fn in commands() if not hasattr(fn, 'main')]
+def test_every_subcommand_is_a_command():
+    "Each subcommand is made by `core.cli_command`: its options come from one settings dataclass (`d2i_lit.options`)."
+    missing = [' '.join(w) for w,fn in commands() if not isinstance(fn, Command)]
     assert not missing, f'subcommands not made by cli_command: {missing}'
 
 def test_every_numeric_option_declares_its_range():

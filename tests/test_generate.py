@@ -5,7 +5,7 @@ import numpy as np, pytest
 from PIL import Image
 
 ENV = {**os.environ, 'HF_HUB_OFFLINE': '1', 'D2I_THREADS': '1', 'OMP_NUM_THREADS': '1', 'PYTHONUNBUFFERED': '1'}
-ARGS = ['--model', 'tiny-sd', '--style', 'hash', '--steps', '3', '--guidance', '7.5', '--seed', '0', '--scheduler', 'ddim', '--batch-size', '2']
+ARGS = ['--model', 'tiny-sd', '--style', 'hash', '--sample-steps', '3', '--guidance', '7.5', '--seed', '0', '--scheduler', 'ddim', '--batch-size', '2']
 N = 8
 
 def d2i(*args, **kw): return [sys.executable, '-m', 'd2i_lit.cli', 'generate', *args]

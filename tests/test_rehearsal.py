@@ -67,7 +67,7 @@ def test_whole_job(job):
     assert img.shape == (1, 3, 32, 32) and torch.isfinite(img).all()
 
     # 3. generate sharded on 2 processes: one image per dialog, one manifest
-    sh('generate', '--model', d/'ft/final', '--dialogs', d/'test_00.json', '--steps', 2, '--out', d/'gen', procs=2, port=29562)
+    sh('generate', '--model', d/'ft/final', '--dialogs', d/'test_00.json', '--sample-steps', 2, '--out', d/'gen', procs=2, port=29562)
     man = [json.loads(l) for l in (d/'gen/manifest.jsonl').read_text().splitlines()]
     assert sorted(m['id'] for m in man) == sorted(r['dialogue_id'] for r in recs)
     assert {Image.open(d/'gen'/m['file']).size for m in man} == {(64, 64)}  # the tiny folder's resolution

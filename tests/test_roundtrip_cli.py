@@ -23,7 +23,7 @@ def data(tmp_path_factory):
 def test_both_directions(data, tmp_path, direction):
     out = tmp_path/'out'
     r = run('--direction', direction, '--captioner', 'tiny', '--generator', 'tiny', '--k', 2, '--data', data, '--out', out,
-            '--steps', 2, '--boot', 50, '--similarity', 'tiny-clip')
+            '--sample-steps', 2, '--boot', 50, '--similarity', 'tiny-clip')
     assert r.returncode == 0, r.stderr
     assert sorted(p.name for p in out.iterdir()) == ['.lock', 'candidates.jsonl', 'images', 'items.jsonl', 'rank.png', 'run.json', 'scores.json'] # no temporary files left
     assert sorted(p.name for p in (out/'images').iterdir()) == [f'{i}_{j}.png' for i in range(3) for j in range(2)]
@@ -40,7 +40,7 @@ def test_deterministic(data, tmp_path):
     outs = []
     for n in (1, 2):
         r = run('--direction', 'i2t2i', '--captioner', 'tiny', '--generator', 'tiny', '--k', 2, '--data', data, '--out', tmp_path/str(n),
-                '--steps', 2, '--boot', 10, '--similarity', 'pixels', '--limit', 2, '--batch', n) # batch size must not matter
+                '--sample-steps', 2, '--boot', 10, '--similarity', 'pixels', '--limit', 2, '--batch', n) # batch size must not matter
         assert r.returncode == 0, r.stderr
         outs.append((tmp_path/str(n)/'candidates.jsonl').read_text())
     assert outs[0] == outs[1]
@@ -62,3 +62,28 @@ def test_bad_args_exit_2(data, tmp_path, args, msg):
 def test_missing_required(tmp_path):
     r = run('--direction', 'i2t2i', timeout=120)
     assert r.returncode == 2 and '--captioner is required' in r.stderr
+
+@pytest.mark.parametrize('direction', ['i2t2i', 't2i2t'])
+def test_cli_equals_in_memory(data, tmp_path, direction):
+    "One engine: `d2i roundtrip` on disk gives the candidates and scores of `roundtrip()` in memory on the same items, models and seed."
+    import numpy as np
+    from d2i_lit.core import read_jsonl, set_threads
+    from d2i_lit.options import RoundTripOptions
+    from d2i_lit.roundtrip import _load_roundtrip_models, load_roundtrip_dir, load_roundtrip_items, roundtrip
+    args = dict(direction=direction, captioner='tiny', generator='tiny', k=2, data=data, out=tmp_path/'out', sample_steps=2, seed=3,
+                similarity='tiny-clip', batch_size=2)
+    r = run(*[x for k, v in args.items() for x in (f"--{k.replace('_', '-')}", v)], '--boot', 10)
+    assert r.returncode == 0, r.stderr
+    disk = read_jsonl(tmp_path/'out'/'candidates.jsonl')
+    set_threads(1)
+    o = RoundTripOptions(**{**args, 'data': str(data), 'out': str(tmp_path/'unused')})
+    items = load_roundtrip_items(o.data, o.format, o.images_dir, o.split, o.limit)
+    caption_kw = dict(top_p=o.top_p, repetition_penalty=o.repetition_penalty)  # the CLI's sampling options
+    mem = roundtrip(direction, _load_roundtrip_models(o)[1], items, k=2, seed=3, caption_kw=caption_kw)
+    saved = load_roundtrip_dir(tmp_path/'out')
+    assert [r['id'] for r in disk] == [it['id'] for it in items for _ in range(2)]
+    assert [r['caption'] for r in disk] == [c for row in mem.captions for c in row] and saved.captions == mem.captions
+    np.testing.assert_allclose(saved.recon, mem.recon, atol=1e-5)
+    assert mem.quality is not None  # both directions have a quality here (references; the real image)
+    np.testing.assert_allclose(saved.quality, mem.quality, atol=1e-5)
+    assert saved.recon_name == mem.recon_name

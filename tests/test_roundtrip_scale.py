@@ -7,7 +7,7 @@ from PIL import Image
 
 ENV = dict(os.environ, HF_HUB_OFFLINE='1', D2I_THREADS='1', OMP_NUM_THREADS='1', PYTHONUNBUFFERED='1')
 MOD = ['-m', 'd2i_lit.cli', 'roundtrip']
-TINY = ['--captioner', 'tiny', '--generator', 'tiny', '--k', '2', '--steps', '2', '--boot', '50', '--similarity', 'tiny-clip', '--batch-size', '2']
+TINY = ['--captioner', 'tiny', '--generator', 'tiny', '--k', '2', '--sample-steps', '2', '--boot', '50', '--similarity', 'tiny-clip', '--batch-size', '2']
 
 def d2i(*args, timeout=300):
     return subprocess.run([sys.executable, *MOD, *map(str, args)], capture_output=True, text=True, env=ENV, timeout=timeout)

@@ -38,13 +38,13 @@ GEN = ['generate', '--model', 'tiny-sd', '--style', 'hash', '--scheduler', 'ddim
 
 def test_second_generate_into_a_running_folder_is_refused(tmp_path):
     out, n = tmp_path/'out', 40
-    a = subprocess.Popen(d2i(*GEN, '--steps', '4', '--batch-size', '2', '--limit', n, '--out', out), env=ENV,
+    a = subprocess.Popen(d2i(*GEN, '--sample-steps', '4', '--batch-size', '2', '--limit', n, '--out', out), env=ENV,
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     t0 = time.time()
     while not (out/'manifest.rank0.jsonl').exists():  # the first run holds the folder and is generating
         assert a.poll() is None, a.communicate()[1][-3000:]
         assert time.time() - t0 < 240; time.sleep(0.05)
-    b = run(*GEN, '--steps', '4', '--batch-size', '2', '--limit', n, '--out', out)
+    b = run(*GEN, '--sample-steps', '4', '--batch-size', '2', '--limit', n, '--out', out)
     assert a.poll() is None, 'the first run finished before the second tried: make it longer'
     assert 'in use by another d2i process' in one_line_error(b, 'generate')
     _, err = a.communicate(timeout=600)
@@ -71,7 +71,7 @@ def nan_models(tmp_path_factory):
 
 def test_all_images_nan_exits_2(nan_models, tmp_path):
     d, _ = nan_models
-    r = run(*GEN, '--model', d/'all', '--steps', '2', '--batch-size', '2', '--limit', '3', '--out', tmp_path/'out')
+    r = run(*GEN, '--model', d/'all', '--sample-steps', '2', '--batch-size', '2', '--limit', '3', '--out', tmp_path/'out')
     assert 'all 3 images are not finite' in one_line_error(r, 'generate', alone=False)  # (loading a folder: transformers' progress bars before it)
     assert manifest(tmp_path/'out') == [] and list((tmp_path/'out/images').iterdir()) == []
 
@@ -85,7 +85,7 @@ def test_some_images_nan_are_left_out_and_counted(nan_models, tmp_path):
     ds = load_sample()[:n]
     with_the = {dl.dialogue_id for dl,p in zip(ds, DialogToImagePipeline(bb).prompts(ds)) if tok in bb.tokenizer(p).input_ids}
     assert 0 < len(with_the) < n
-    r = run(*GEN, '--model', d/'the', '--steps', '2', '--batch-size', '2', '--limit', n, '--out', tmp_path/'out')
+    r = run(*GEN, '--model', d/'the', '--sample-steps', '2', '--batch-size', '2', '--limit', n, '--out', tmp_path/'out')
     assert r.returncode == 0, r.stderr[-3000:]
     warn = [l for l in r.stderr.splitlines() if 'not finite' in l]
     assert len(warn) == 1 and f'{len(with_the)} of {n} images are not finite' in warn[0], r.stderr
