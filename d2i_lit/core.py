@@ -16,9 +16,9 @@ __all__ = ['ASSETS', 'pos_int', 'nonneg_int', 'pos_float', 'nonneg_float', 'unit
            'MAX_IMAGE_PIXELS', 'asset_path', 'D2IError', 'DiskFull', 'error_line', 'Opt', 'int_in', 'float_in',
            'settings_parser', 'check_settings', 'Settings', 'Command', 'cli_command', 'set_seed', 'available_cores',
            'set_threads', 'progress', 'torch_dtype', 'atomic_write', 'atomic_write_json', 'atomic_save_image',
-           'atomic_dir', 'make_out_dir', 'launcher_rank', 'run_lock', 'open_append', 'jsonl', 'read_jsonl', 'safe_name',
-           'unique_ids', 'folder_contents', 'claim_run_folder', 'weights_fingerprint', 'write_items', 'load_pretrained',
-           'ImageError', 'open_image']
+           'atomic_dir', 'make_out_dir', 'launcher_rank', 'main_decides', 'run_lock', 'open_append', 'jsonl',
+           'read_jsonl', 'safe_name', 'unique_ids', 'folder_contents', 'claim_run_folder', 'weights_fingerprint',
+           'write_items', 'load_pretrained', 'ImageError', 'open_image']
 
 # %% ../nbs/00_core.ipynb #39d2a5c8
 ASSETS = Path(d2i_lit.__file__).parent/'assets' # the installed package's folder, also from a notebook
@@ -401,6 +401,22 @@ def launcher_rank()->int:
     "This process's rank as torchrun or accelerate launched it (`RANK`), 0 when not launched (known before any process group)."
     return int(os.environ.get('RANK', 0) or 0)
 
+# %% ../nbs/00_core.ipynb #a85b836c
+def main_decides(fn, # `fn()`: run on process 0 only; may raise `D2IError`
+                 state=None, # accelerate's `PartialState` (None or one process: just `fn()`)
+                ):
+    "`fn()` on process 0, its result returned there (None elsewhere); its `D2IError` stops every process, process 0 saying why."
+    if state is None or state.num_processes == 1: return fn()
+    from accelerate.utils import broadcast_object_list # local: `d2i --help` imports this module
+    out, err = None, None
+    if state.is_main_process:
+        try: out = fn()
+        except D2IError as e: err = e
+    refused = broadcast_object_list([None if err is None else str(err)])[0]
+    if err is not None: raise err
+    if refused is not None: raise SystemExit(2) # process 0 printed the reason
+    return out
+
 # %% ../nbs/00_core.ipynb #c31d4479
 @contextlib.contextmanager
 def run_lock(folder:str|Path, # the run folder to hold
@@ -474,7 +490,7 @@ def unique_ids(ids, # the ids of a run's items, in input order
         seen[k] = i
     return list(seen)
 
-# %% ../nbs/00_core.ipynb #0e6a6bf9
+# %% ../nbs/00_core.ipynb #e8fc964e
 _MISSING = object()
 
 def _json_value(o): return json.loads(json.dumps(o))
@@ -510,12 +526,13 @@ def claim_run_folder(folder:str|Path, # the run folder (created if missing)
     folder, settings = make_out_dir(folder), _json_value(settings)
     f = folder/file
     if f.exists():
-        if fresh: raise D2IError(f"{folder} already holds a run ({file}): resume it, or choose another --out")
+        if fresh: raise D2IError(f"{folder} already holds a run ({file}): pass --resume latest to continue it, or choose another --out")
         old = _read_record(f)
         if callable(legacy): old, legacy = _json_value(legacy(old, settings)), {}
-        diff = _settings_diff(old, settings, may_change, legacy or {})
+        diff = _settings_diff(old, settings, (*may_change, 'out'), legacy or {}) # the folder may have moved
         if diff: raise D2IError(f"{folder} holds a run with other settings ({'; '.join(diff)}): use another --out")
         settings = {**old, **settings}
+        if settings == old: return old # the same record: the file is left as it is
     elif (other := folder_contents(folder)):
         raise D2IError(f"{folder} is not empty and holds no d2i run ({file} missing; it holds {', '.join(other[:3])}"
                        f"{', ...' if len(other) > 3 else ''}): choose an empty or new --out")
@@ -566,7 +583,7 @@ def _merge_parts(out:Path, name:str, order:dict, per_item:int|None)->list[dict]:
     for i in sorted(by, key=lambda i: order.get(i, len(order))):
         rows = [by[i][j] for j in sorted(by[i])]
         if per_item is None or (len(rows) == per_item and all((out/r['file']).is_file() for r in rows if 'file' in r)): recs += rows
-    if recs or (out/f'{name}.jsonl').exists(): atomic_write(out/f'{name}.jsonl', jsonl(recs))
+    if recs or per_item is not None or (out/f'{name}.jsonl').exists(): atomic_write(out/f'{name}.jsonl', jsonl(recs)) # the items' file, even empty
     for f in parts: f.unlink()
     return recs
 

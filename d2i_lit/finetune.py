@@ -10,7 +10,7 @@ import torch
 from accelerate import PartialState
 from fastai.learner import Learner
 from fastai.data.core import DataLoaders
-from .core import (D2IError, MIXED_PRECISION, atomic_write, atomic_write_json, claim_run_folder, jsonl, launcher_rank,
+from .core import (D2IError, MIXED_PRECISION, atomic_write, atomic_write_json, claim_run_folder, jsonl, main_decides,
                           run_lock, set_seed, set_threads, torch_dtype, weights_fingerprint)
 from .data import load_dialogs
 from .linearize import TextFormat
@@ -177,10 +177,10 @@ def _claim_training_run(o:FinetuneOptions)->dict:
 def _finetune_main(o:FinetuneOptions):
     "Fine-tune a backbone's noise predictor on dialog-image pairs."
     set_threads(o.threads); set_seed(o.seed)
-    state = PartialState() # before anything moves: each process's own device (cuda:local_rank on GPUs)
-    main, o = launcher_rank() == 0, _absolute(o) # no process group exists yet on CPU
+    state = PartialState(cpu=not torch.cuda.is_available()) # before anything moves: each process its own device (cuda:local_rank; gloo ranks on CPUs)
+    main, o = state.is_main_process, _absolute(o)
     with run_lock(o.out, hold=main): # one run per folder; its other processes share it
-        rec = _claim_training_run(o) if main else {}
+        rec = main_decides(lambda: _claim_training_run(o), state) or {}
         bb = _training_backbone(o, state.device)
         if main: say_if_random(bb, o.model)
         ds, dls = _training_data(o, bb, state.device)

@@ -930,11 +930,14 @@ def _attr_metrics(inp:_EvalInputs, o:EvaluateOptions)->dict:
 def evaluate_dirs(generated:str|Path, # folder of generated images (with `manifest.jsonl` for attr/clip/per-topic)
                   real:str|Path, # real images: a ShapesChat/PhotoChat folder (images/ + dialogs.json) or a folder of photos
                   metrics:str|list|None=None, # comma-separated, from `EVAL_METRICS` (fid also gives kid); default: the options'
-                  o:EvaluateOptions|None=None, # the evaluation's settings
+                  inception_weights:str|Path|None=None, # torch-fidelity InceptionV3 weights: FID/IS/KID on anything but ShapesChat
+                  *, o:EvaluateOptions|None=None, # the evaluation's settings
                   **changes, # fields of `o` to change, e.g. `clip_model='...'`
                  )->dict:
     "Evaluate a folder of generated images against the photos of their dialogs; every number states N, preprocessing and network, overall and per topic."
-    o = (o or EvaluateOptions(progress=False)).replace(**changes, **({} if metrics is None else dict(metrics=','.join(_metric_list(metrics)))))
+    if metrics is not None: changes['metrics'] = ','.join(_metric_list(metrics))
+    if inception_weights is not None: changes['inception_weights'] = str(inception_weights)
+    o = (o or EvaluateOptions(progress=False)).replace(**changes)
     metrics, generated, real = _metric_list(o.metrics), Path(generated), Path(real)
     inp = _eval_inputs(generated, real, metrics, o.manifest, o.dialogs)
     dev, dt = _device_dtype(o.device, o.dtype)

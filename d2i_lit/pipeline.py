@@ -13,7 +13,7 @@ from diffusers import DDIMScheduler, DPMSolverMultistepScheduler
 from diffusers.utils.torch_utils import randn_tensor
 from fastcore.basics import patch
 from torchvision.utils import make_grid
-from .core import (D2IError, atomic_save_image, atomic_write_json, claim_run_folder, read_jsonl, run_lock, safe_name,
+from .core import (D2IError, atomic_save_image, atomic_write_json, claim_run_folder, main_decides, read_jsonl, run_lock, safe_name,
                           set_threads, torch_dtype, weights_fingerprint, write_items)
 from .data import Dialog, load_dialogs, load_sample
 from .linearize import TextFormat, dialog_turns
@@ -246,9 +246,15 @@ def _image_maker(pipe:DialogToImagePipeline, items:list[tuple], out:Path, opts:G
 def _report_unfinished(n_items:int, recs:list[dict], skipped:list[dict], out:Path):
     "After every process has finished, the items skipped: a warning on stderr, or an error when none was made."
     if not skipped: return
-    why = skipped[0]['error']
-    if not recs: raise D2IError(f"none of the {n_items} images could be made ({why}; e.g. {skipped[0]['id']!r}): broken weights, or fp16 overflow? Reasons in {out/'skipped.jsonl'}")
-    print(f"warning: {len(skipped)} of {n_items} images were skipped (first: {skipped[0]['id']!r}: {why}); listed in {out/'skipped.jsonl'}", file=sys.stderr)
+    m, listed = out/'manifest.jsonl', out/'skipped.jsonl'
+    if all('not finite' in s['error'] for s in skipped): # the one way an image fails: say what it usually means
+        if not recs: raise D2IError(f"all {len(skipped)} images are not finite (NaN or infinite decoder output: broken weights, "
+                                    f"or fp16 overflow?); nothing written to {m}; listed in {listed}")
+        print(f"warning: {len(skipped)} of {n_items} images are not finite (NaN or infinite decoder output) and are left out of {m}; "
+              f"listed in {listed}", file=sys.stderr)
+    elif not recs: raise D2IError(f"none of the {n_items} images could be made (e.g. {skipped[0]['id']!r}: {skipped[0]['error']}); reasons in {listed}")
+    else: print(f"warning: {len(skipped)} of {n_items} images were skipped (first: {skipped[0]['id']!r}: {skipped[0]['error']}); "
+                f"listed in {listed}", file=sys.stderr)
 
 # %% ../nbs/06_pipeline.ipynb #f3850303
 def generate_to_dir(pipe:DialogToImagePipeline, # the pipeline to sample with
@@ -262,7 +268,7 @@ def generate_to_dir(pipe:DialogToImagePipeline, # the pipeline to sample with
     state, out = PartialState(), Path(out)
     items = _items(dialogs)
     how = pipe.text_format(opts.style, _asked_format(pipe.backbone, opts))
-    if state.is_main_process: claim_run_folder(out, _run_record(pipe, opts, how), legacy=_upgrade_run)
+    main_decides(lambda: claim_run_folder(out, _run_record(pipe, opts, how), legacy=_upgrade_run), state)
     recs, skipped = write_items(out, [k for k, _ in items], _image_maker(pipe, items, out, opts, how), state,
                                 batch=opts.batch_size, show=opts.progress)
     if state.is_main_process: _report_unfinished(len(items), recs, skipped, out)

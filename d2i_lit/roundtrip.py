@@ -18,7 +18,7 @@ from fastprogress.fastprogress import progress_bar
 from tokenizers.pre_tokenizers import BertPreTokenizer
 from transformers import (AutoTokenizer, BertTokenizer, BlipConfig, BlipForConditionalGeneration, BlipImageProcessor,
                           CLIPConfig, CLIPModel)
-from .core import (D2IError, atomic_dir, atomic_save_image, atomic_write, atomic_write_json, claim_run_folder, jsonl,
+from .core import (D2IError, atomic_dir, atomic_save_image, atomic_write, atomic_write_json, claim_run_folder, jsonl, main_decides,
                           load_pretrained, open_image, read_jsonl, run_lock, safe_name, set_seed, set_threads, torch_dtype,
                           unique_ids, weights_fingerprint, write_items)
 from .options import DATA_FORMATS, RoundTripOptions
@@ -766,8 +766,8 @@ def roundtrip_to_dir(m:RoundTripModels, # the models
     state, out = PartialState(), Path(out)
     unique_ids([it['id'] for it in items], 'item')
     run = dict(direction=o.direction, k=o.k, seed=o.seed, caption_kw=dict(top_p=o.top_p, repetition_penalty=o.repetition_penalty), **(record or {}))
+    main_decides(lambda: claim_run_folder(out, run, legacy=_upgrade_run), state)
     if state.is_main_process:
-        claim_run_folder(out, run, legacy=_upgrade_run)
         atomic_write(out/'items.jsonl', jsonl(dict(id=it['id'], image=str(it['image']), input=_item_input(o.direction, it),
                                                    references=it['references']) for it in items))
     write_items(out, [it['id'] for it in items], _candidate_maker(o.direction, m, items, out, o), state, name='candidates',

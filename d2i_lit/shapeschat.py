@@ -355,9 +355,9 @@ def parse_patterns(specs:list[str]|None, # 'NAME' (weight 1) or 'NAME=WEIGHT', n
 def _shapeschat_main(o, # an `options.ShapesChatDataOptions`
                     ):
     "Generate a dataset: `d2i data shapeschat --n N --seed S --size 16 --out DIR`."
-    t0 = time.perf_counter()
+    t0, patterns = time.perf_counter(), parse_patterns(o.patterns) # a bad --patterns creates no folder
     with run_lock(o.out): # one writer per folder
-        p = write_shapeschat(o.out, o.n, o.seed, o.size, parse_patterns(o.patterns), split=o.split, image_style=o.image_style)
+        p = write_shapeschat(o.out, o.n, o.seed, o.size, patterns, split=o.split, image_style=o.image_style)
     meta = json.loads((p/'meta.json').read_text())
     print(f"wrote {o.n} ShapesChat dialogs ({o.size}x{o.size} images, seed {o.seed}) to {p} in {time.perf_counter()-t0:.1f} s; "
           f"patterns {meta['pattern_counts']}; longest text {max(meta['max_words'].values())} words", file=sys.stderr)

@@ -13,8 +13,9 @@ import matplotlib.pyplot as plt
 from fastai.learner import Learner
 from fastai.optimizer import OptimWrapper
 from fastcore.basics import patch
-from .core import (D2IError, MIXED_PRECISION, atomic_dir, atomic_write_json, claim_run_folder, launcher_rank, open_image, run_lock, set_seed,
-                          set_threads, torch_dtype, weights_fingerprint)
+from accelerate import PartialState
+from .core import (D2IError, MIXED_PRECISION, atomic_dir, atomic_write_json, claim_run_folder, main_decides, open_image, run_lock,
+                          set_seed, set_threads, torch_dtype, weights_fingerprint)
 from .options import TRAIN_MAY_CHANGE, UnifiedOptions
 from .shapeschat import ATTRIBUTES, write_shapeschat
 from .datasets import CaptionImageDataset, text_image_dls
@@ -373,14 +374,14 @@ def save_unified(learn:Learner, path)->Path:
     return path
 
 # %% ../nbs/11_unified.ipynb #d3d2e1b6
-def _load_unified_inputs(o:UnifiedOptions):
-    "Backbone, captioner and batches of the caption records, on the GPU when there is one."
+def _load_unified_inputs(o:UnifiedOptions, device=None):
+    "Backbone, captioner and batches of the caption records, on `device` (default: the GPU when there is one)."
     recs = caption_records(o.data, o.limit)
     bb = load_backbone('tiny-sd' if o.generator == 'tiny' else o.generator)
     cap = load_captioner(o.captioner)
-    dev = 'cuda' if torch.cuda.is_available() else 'cpu'
+    dev = torch.device(device or ('cuda' if torch.cuda.is_available() else 'cpu'))
     dls = text_image_dls(CaptionImageDataset(recs, bb.resolution), bs=o.batch_size, seed=o.seed, device=dev)
-    if dev == 'cuda': bb.to(dev); cap.model.to(dev)
+    if dev.type != 'cpu': bb.to(dev); cap.model.to(dev)
     return bb, cap, dls
 
 def _unified_line(learn:Learner, objective:str, out)->str:
@@ -392,13 +393,14 @@ def _unified_line(learn:Learner, objective:str, out)->str:
 def _unified_main(o:UnifiedOptions):
     "Fine-tune a captioner and a generator through each other."
     set_threads(o.threads); set_seed(o.seed)
-    main = launcher_rank() == 0
-    with run_lock(o.out, hold=main): # one run per folder; its other ranks share it
+    state = PartialState(cpu=not torch.cuda.is_available()) # each process its own device (cuda:local_rank; gloo ranks on CPUs)
+    with run_lock(o.out, hold=state.is_main_process): # one run per folder; its other ranks share it
         top = dict(weights=weights_fingerprint(o.generator), captioner_weights=weights_fingerprint(o.captioner))
-        if main: claim_run_folder(o.out, {**o.record(), **top}, 'config.json', fresh=o.resume is None, may_change=TRAIN_MAY_CHANGE)
-        bb, cap, dls = _load_unified_inputs(o)
+        main_decides(lambda: claim_run_folder(o.out, {**o.record(), **top}, 'config.json', fresh=o.resume is None,
+                                              may_change=TRAIN_MAY_CHANGE), state)
+        bb, cap, dls = _load_unified_inputs(o, state.device)
         learn = unified_finetune(bb, cap, dls, settings=o, out=o.out, record=top)
-    if rank_world()[0] == 0: print(_unified_line(learn, o.objective, o.out))
+    if state.is_main_process: print(_unified_line(learn, o.objective, o.out))
 
 # %% ../nbs/11_unified.ipynb #ea2b5a02
 def _eval_captioner(cap:Captioner, items:list[dict])->dict:

@@ -22,7 +22,7 @@ def test_deterministic_and_loadable(tmp_path):
         assert r.returncode == 0, r.stderr
     assert tree_hash(a) == tree_hash(b)
     assert len(list((a/'images').glob('*.png'))) == 60
-    assert [p.name for p in a.iterdir() if p.name.startswith('.')] == []  # no temporary leftovers
+    assert [p.name for p in a.iterdir() if p.name.startswith('.')] == ['.lock']  # the writer's lock; no temporary leftovers
     from d2i_lit.data import load_photochat
     ds = load_photochat(a/'dialogs.json', images_dir=a/'images')
     assert len(ds) == 60 and all(d.image_path is not None for d in ds)
@@ -47,8 +47,8 @@ def test_size(tmp_path):
     (['shapeschat', '--n', '0', '--out', 'X'], "argument --n: must be an integer in [1, 10000000], got '0'"),
     (['shapeschat', '--n', 'ten', '--out', 'X'], "argument --n: must be an integer in [1, 10000000], got 'ten'"),
     (['shapeschat', '--size', '2', '--out', 'X'], 'size'),
-    (['shapeschat', '--n', '5'], '--out DIR is required'),
-    ([], 'required: name'),
+    (['shapeschat', '--n', '5'], 'the following arguments are required: --out'),
+    ([], 'name a dataset; choose from: shapeschat, photochat'),
 ])
 def test_bad_args_exit_2(tmp_path, args, msg):
     r = run(*[str(tmp_path/a) if a == 'X' else a for a in args])
@@ -82,10 +82,10 @@ def test_options_put_what_they_say(tmp_path):
     assert all(c['image'].startswith('caption_images/') and (shifted/c['image']).exists() for c in caps)
 
 @pytest.mark.parametrize('args,msg', [
-    (['--split', 'test'], "unknown ShapesChat split 'test'"),
+    (['--split', 'test'], "argument --split: invalid choice: 'test'"),
     (['--patterns', 'turns'], "unknown ShapesChat pattern 'turns'"),
     (['--patterns', 'solo=x'], "'solo=x' is not NAME or NAME=WEIGHT"),
-    (['--image-style', 'sepia'], "unknown image style 'sepia'"),
+    (['--image-style', 'sepia'], "argument --image-style: invalid choice: 'sepia'"),
 ])
 def test_bad_options_exit_2(tmp_path, args, msg):
     r = run('shapeschat', '--n', 5, '--out', tmp_path/'X', *args)

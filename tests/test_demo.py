@@ -43,8 +43,8 @@ def test_demo_quick(tmp_path):
     assert json.loads((out/'results.json').read_text()) == rows
 
 @pytest.mark.parametrize('args, msg', [(['--finetune-steps', '-1'], 'finetune-steps'), (['--styles', 'nope'], 'nope'),
-                                       (['--threads', '0'], 'threads'), (['--text', 'bytes'], 'unknown text side'),
-                                       (['--pretrain-corpus', 'tweets'], 'unknown corpus'),
+                                       (['--threads', '0'], 'threads'), (['--text', 'bytes'], "argument --text: invalid choice: 'bytes'"),
+                                       (['--pretrain-corpus', 'tweets'], "argument --pretrain-corpus: invalid choice: 'tweets'"),
                                        (['--text', 'clip', '--text-budget', '2'], 'max_tokens')])
 def test_demo_bad_input(tmp_path, args, msg):
     p = _run(['--quick', '--out', str(tmp_path/'r'), '--no-progress', *args], timeout=120)

@@ -13,7 +13,8 @@ SCRIPT = textwrap.dedent('''
     from d2i_lit.shapeschat import load_shapeschat
     from d2i_lit.datasets import text_image_dls
     from d2i_lit.backbones import tiny_backbone
-    from d2i_lit.finetune import finetune, dialog_dataset, trainable
+    from d2i_lit.finetune import finetune, dialog_dataset
+    from d2i_lit.callbacks import trainable
     from d2i_lit.learner import rank_world
     kind, data, out = sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3])
     set_threads(1); set_seed(0)

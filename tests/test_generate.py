@@ -28,7 +28,7 @@ def test_cli_on_sample(reference):
     assert [r['id'] for r in recs] == [d.dialogue_id for d in load_sample()[:N]]
     assert set(recs[0]) == {'id', 'style', 'seed', 'prompt', 'file'} and recs[0]['prompt'].startswith('#')
     assert all(Image.open(reference/r['file']).size == (64, 64) for r in recs)
-    assert not list(reference.glob('manifest.rank*')) and json.loads((reference/'run.json').read_text())['steps'] == 3
+    assert not list(reference.glob('manifest.rank*')) and json.loads((reference/'run.json').read_text())['sample_steps'] == 3
 
 def test_cli_errors_are_one_line(tmp_path):
     r = subprocess.run(d2i('--dialogs', str(tmp_path/'nope.json'), '--out', str(tmp_path/'o')), env=ENV, capture_output=True, text=True, timeout=120)

@@ -56,7 +56,7 @@ def test_whole_job(job):
     sh('finetune', '--model', d/'sd-tiny', '--data', d/'test_00.json', '--images-dir', d/'photos', '--style', 'hash',
        '--steps', 3, '--batch-size', 4, '--lr', 1e-3, '--out', d/'ft', procs=2, port=29561)
     cfg = json.loads((d/'ft/config.json').read_text())
-    assert cfg['processes'] == 2 and cfg['style'] == 'hash' and cfg['model'] == str(d/'sd-tiny'), cfg
+    assert cfg['run']['processes'] == 2 and cfg['style'] == 'hash' and cfg['model'] == str(d/'sd-tiny'), cfg
     skipped = json.loads((d/'ft/skipped_images.json').read_text())
     assert skipped['n_pairs'] == N - 2 and skipped['n_skipped'] == 2, skipped
     assert any(photos[0].name in json.dumps(s) for s in skipped['skipped'])

@@ -73,7 +73,7 @@ def test_all_images_nan_exits_2(nan_models, tmp_path):
     d, _ = nan_models
     r = run(*GEN, '--model', d/'all', '--sample-steps', '2', '--batch-size', '2', '--limit', '3', '--out', tmp_path/'out')
     assert 'all 3 images are not finite' in one_line_error(r, 'generate', alone=False)  # (loading a folder: transformers' progress bars before it)
-    assert manifest(tmp_path/'out') == [] and list((tmp_path/'out/images').iterdir()) == []
+    assert manifest(tmp_path/'out') == [] and not list((tmp_path/'out').glob('images/*'))
 
 def test_some_images_nan_are_left_out_and_counted(nan_models, tmp_path):
     d, tok = nan_models
@@ -153,5 +153,8 @@ def test_no_good_checkpoint_is_one_line(runs, tmp_path):
     r = run(*FT, '--data', runs/'sc', '--steps', '6', '--checkpoint-every', '2', '--resume', 'latest', '--out', out)
     line = one_line_error(r, 'finetune', alone=False)  # (diffusers warns about `Backbone.to` before it)
     assert 'no usable checkpoint' in line and 'checkpoint-4' in line
-    after = tree(out)
-    assert {k: v for k,v in after.items() if k != 'texts.jsonl'} == {k: v for k,v in before.items() if k != 'texts.jsonl'}  # config, log, checkpoints, model
+    after, kept = tree(out), lambda t: {k: v for k, v in t.items() if k not in ('texts.jsonl', 'config.json')}
+    assert kept(after) == kept(before)  # log, checkpoints, model
+    cfg = json.loads((out/'config.json').read_text())
+    base = json.loads((runs/'base'/'config.json').read_text())
+    assert cfg['out'] == str(out) and (cfg['run'], cfg['weights'], cfg['lr']) == (base['run'], base['weights'], base['lr'])  # the moved folder's place
