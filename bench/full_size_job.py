@@ -116,7 +116,7 @@ def unified_job(kind:str, batch:int, out:Path, ema:bool)->dict:
     recs = [dict(caption=f'a photo of a dog number {i}', image=p) for i, p in enumerate(sorted((out/'photos').iterdir()))]
     dls = text_image_dls(CaptionImageDataset(recs, bb.resolution), bs=batch, seed=0)
     m = StepMeter()
-    learn = unified_finetune(bb, cap, dls, steps=1, warmup=0, out=out/'run', cbs=[m], seed=0)
+    learn = unified_finetune(bb, cap, dls, steps=1, warmup=0, mixed_precision='bf16', out=out/'run', cbs=[m], seed=0)
     return dict(build_s=round(build, 1), step_s=round(m.t1 - m.t0, 1), rss_before_step_gib=round(m.rss0/GiB, 4),
                 step_peak_gib=round(m.peak/GiB, 2), loss=m.first_loss)
 

@@ -89,7 +89,7 @@ def test_finetune_step_full_size(kind, tmp_path, request):
     rec = run_job('finetune', kind, tmp_path)
     assert rec['loss'] > 0 and rec['step_peak_gib'] > rec['rss_before_step_gib']
     pipe_cls = dict(sd=diffusers.StableDiffusionPipeline, pixart=diffusers.PixArtAlphaPipeline, unidiffuser=diffusers.UniDiffuserPipeline)[kind]
-    pipe = pipe_cls.from_pretrained(tmp_path/'run'/'final', torch_dtype=torch.bfloat16 if kind == 'pixart' else None)
+    pipe = pipe_cls.from_pretrained(tmp_path/'run'/'final', dtype=torch.bfloat16 if kind == 'pixart' else None)
     pred = pipe.transformer if kind == 'pixart' else pipe.unet
     assert _count(pred) == PUBLISHED_PARAMS_EXACT[kind]
     assert pipe.vae.config.block_out_channels == [128, 256, 512, 512]
@@ -111,7 +111,7 @@ def test_roundtrip_item_full_size(tmp_path, request):
     run_job('roundtrip', 'sd', tmp_path)
     recs = [json.loads(l) for l in (tmp_path/'run'/'candidates.jsonl').read_text().splitlines()]
     assert len(recs) == 2 and all(isinstance(r['caption'], str) for r in recs)
-    for r in recs: assert Image.open(tmp_path/'run'/r['image']).size == (512, 512)
+    for r in recs: assert Image.open(tmp_path/'run'/r['file']).size == (512, 512)
 
 @pytest.mark.slow
 def test_unified_step_full_size(tmp_path, request):
