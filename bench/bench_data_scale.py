@@ -4,13 +4,13 @@ The bundled real PhotoChat records (207) are replicated with new dialogue and ph
 few dozen distinct Flickr-sized JPEGs (1024x768, noisy so that they do not compress to nothing: 150-300 KB) served under
 every record's own name by `tests/photo_server.py` on 127.0.0.1. Measured:
 
-1. `d2i data photochat` at each N (a fresh process each): wall time, photos/s, and the peak resident memory of the process
-   tree (polled every 0.1 s): memory should stay flat in N and time grow linearly;
-2. at the largest N, a fetch killed with SIGTERM midway and run again: the rerun asks the server only for what is missing,
-   and the final folder equals the uninterrupted run's (same names, same bytes);
-3. the training data path at 512 px (`DialogImageDataset` + `text_image_dls`, as `d2i finetune` builds it): the dataset's
-   construction (linearization and the up-front image check) at each N, and the loader's images/s with `num_workers`
-   0 and 2, against the images/s one GPU step would consume.
+1. `d2i data photochat` at each N (a fresh process each): wall time, photos/s, and the peak resident memory of the
+   process tree (polled every 0.1 s): memory should stay flat in N and time grow linearly;
+2. at the largest N, a fetch killed with SIGTERM midway and run again: the rerun asks the server only for what is
+   missing, and the final folder equals the uninterrupted run's (same names, same bytes);
+3. the training data path at 512 px (`DialogImageDataset` + `text_image_dls`, as `d2i finetune` builds it): the
+   dataset's construction (linearization and the up-front image check) at each N, and the loader's images/s with
+   `num_workers` 0 and 2, against the images/s one GPU step would consume.
 
 `python bench/bench_data_scale.py --sizes 1000 10000 --out /tmp/data_scale` (about 15 minutes on 2 cores)."""
 import argparse, io, json, os, random, shutil, signal, subprocess, sys, threading, time
@@ -31,7 +31,8 @@ def photo_bodies(n:int=40, seed:int=0)->list[bytes]:
     for i in range(n):
         base = Image.fromarray((g.random((24, 32, 3))*255).astype('uint8')).resize((1024, 768), Image.BICUBIC)
         a = np.asarray(base, dtype=np.float32) + g.normal(0, 8 + 10*i/max(1, n-1), (768, 1024, 3))
-        buf = io.BytesIO(); Image.fromarray(a.clip(0, 255).astype('uint8')).save(buf, 'JPEG', quality=85); out.append(buf.getvalue())
+        buf = io.BytesIO(); Image.fromarray(a.clip(0, 255).astype('uint8')).save(buf, 'JPEG', quality=85)
+        out.append(buf.getvalue())
     return out
 
 def records(n:int)->list[dict]:
@@ -46,8 +47,9 @@ def records(n:int)->list[dict]:
 
 def serve(recs:list[dict], bodies:list[bytes])->PhotoServer:
     "A photo server answering `/p/{photo id}.jpg` for every record with one of `bodies`; sets each record's `photo_url`."
-    srv = PhotoServer({f"/p/{r['photo_id'].rsplit('/', 1)[-1]}.jpg": dict(body=bodies[i % len(bodies)]) for i,r in enumerate(recs)})
-    for r in recs: r['photo_url'] = srv.url(f"/p/{r['photo_id'].rsplit('/', 1)[-1]}.jpg")
+    path = lambda r: f"/p/{r['photo_id'].rsplit('/', 1)[-1]}.jpg"
+    srv = PhotoServer({path(r): dict(body=bodies[i % len(bodies)]) for i,r in enumerate(recs)}) # bodies shared, not copied
+    for r in recs: r['photo_url'] = srv.url(path(r))
     return srv
 
 def _tree_rss(pid:int)->int:
@@ -60,12 +62,13 @@ def _tree_rss(pid:int)->int:
     todo = [pid]
     while todo:
         q = todo.pop(); todo += kids.get(q, [])
-        try: total += int(next(l for l in (Path('/proc')/str(q)/'status').read_text().splitlines() if l.startswith('VmRSS')).split()[1]) * 1024
-        except (OSError, StopIteration): pass
+        try: lines = (Path('/proc')/str(q)/'status').read_text().splitlines()
+        except OSError: continue
+        total += next((int(l.split()[1]) * 1024 for l in lines if l.startswith('VmRSS')), 0)
     return total
 
 def run_measured(cmd:list, kill_when=None, poll:float=0.1)->dict:
-    "Run `cmd`, polling the process tree's memory; `kill_when()` true sends SIGTERM. Wall time, peak tree RSS, return code."
+    "Run `cmd`, polling its process tree's memory (`kill_when()` true: SIGTERM); wall time, peak RSS, return code, output."
     t0, peak = time.perf_counter(), 0
     p = subprocess.Popen(cmd, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     killed = False
@@ -74,11 +77,11 @@ def run_measured(cmd:list, kill_when=None, poll:float=0.1)->dict:
         if kill_when is not None and not killed and kill_when(): p.send_signal(signal.SIGTERM); killed = True
         time.sleep(poll)
     out, err = p.communicate()
-    return dict(seconds=time.perf_counter() - t0, peak_rss=peak, rc=p.returncode, killed=killed, stderr=err[-2000:])
+    return dict(seconds=time.perf_counter() - t0, peak_rss=peak, rc=p.returncode, killed=killed, stdout=out, stderr=err[-2000:])
 
 def fetch_cmd(f:Path, out:Path, workers:int)->list:
-    return [sys.executable, '-m', 'd2i_lit.cli', 'data', 'photochat', str(f), '--out', str(out), '--workers', str(workers),
-            '--timeout', '30', '--retries', '2', '--no-progress']
+    return [sys.executable, '-m', 'd2i_lit.cli', 'data', 'photochat', str(f), '--out', str(out),
+            '--workers', str(workers), '--timeout', '30', '--retries', '2', '--no-progress']
 
 def folder_state(d:Path)->dict:
     "File name -> size and a hash of its bytes, for the photos of a folder (report.json and temporaries left out)."
@@ -111,11 +114,12 @@ def bench_kill_resume(n:int, work:Path, bodies, workers:int, reference:Path)->di
         asked = sum(srv.counts.values()) - before
         assert r2['rc'] == 0, r2['stderr']
         same = folder_state(out) == folder_state(reference)
-    return dict(records=n, killed_after_s=round(r1['seconds'], 1), killed_rc=r1['rc'], present_at_kill=present, temporaries_left=len(left),
-                resumed_requests=asked, missing_at_kill=n - present, resumed_s=round(r2['seconds'], 1), final_equals_uninterrupted=same)
+    return dict(records=n, killed_after_s=round(r1['seconds'], 1), killed_rc=r1['rc'], present_at_kill=present,
+                temporaries_left=len(left), resumed_requests=asked, missing_at_kill=n - present,
+                resumed_s=round(r2['seconds'], 1), final_equals_uninterrupted=same)
 
 def bench_dataset(n:int, photos:Path, work:Path)->dict:
-    "`DialogImageDataset` of `n` records at 512 px as `d2i finetune` builds it (CLIP's budget): load, linearize, check; peak memory."
+    "`DialogImageDataset` of `n` records at 512 px as `d2i finetune` builds it (CLIP's budget): load, linearize, check."
     code = f"""
 import json, time, sys, warnings
 from d2i_lit.data import load_photochat
@@ -132,17 +136,15 @@ t_text = time.perf_counter() - t; t = time.perf_counter()
 with warnings.catch_warnings():
     warnings.simplefilter('ignore')
     pairs = DialogImageDataset(ds, 'hash', 512, tokenizer=clip_tokenizer(), max_tokens=75, progress=False)
-print(json.dumps(dict(pairs=len(pairs), load_s=round(t_load, 2), linearize_s=round(t_text, 2), dataset_with_check_s=round(time.perf_counter() - t, 2))))
+t_check = time.perf_counter() - t
+print(json.dumps(dict(pairs=len(pairs), load_s=round(t_load, 2), linearize_s=round(t_text, 2), dataset_with_check_s=round(t_check, 2))))
 """
-    p = subprocess.Popen([sys.executable, '-c', code], env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    peak = 0
-    while p.poll() is None: peak = max(peak, _tree_rss(p.pid)); time.sleep(0.1)
-    out, err = p.communicate()
-    assert p.returncode == 0, err[-2000:]
-    return dict(records=n, peak_rss_mib=round(peak/MiB, 1), **json.loads(out.strip().splitlines()[-1]))
+    r = run_measured([sys.executable, '-c', code])
+    assert r['rc'] == 0, r['stderr']
+    return dict(records=n, peak_rss_mib=round(r['peak_rss']/MiB, 1), **json.loads(r['stdout'].strip().splitlines()[-1]))
 
 def bench_loader(photos:Path, work:Path, n:int, workers:int, batches:int, bs:int)->dict:
-    "Images/s of `text_image_dls` over a `DialogImageDataset` at 512 px, `num_workers` processes (first batch excluded)."
+    "Images/s of `text_image_dls` over a `DialogImageDataset` at 512 px with `workers` processes (first batch excluded)."
     code = f"""
 import json, time, sys, warnings
 from d2i_lit.data import load_photochat
@@ -156,14 +158,12 @@ dls = text_image_dls(pairs, bs={bs}, seed=0, num_workers={workers}, device='cpu'
 it = iter(dls.train); next(it); t = time.perf_counter()
 for _ in range({batches}): texts, x = next(it)
 dt = time.perf_counter() - t
-print(json.dumps(dict(num_workers={workers}, batch={bs}, batches={batches}, images_per_s=round({batches}*{bs}/dt, 1), shape=list(x.shape))))
+rate = round({batches}*{bs}/dt, 1)
+print(json.dumps(dict(num_workers={workers}, batch={bs}, batches={batches}, images_per_s=rate, shape=list(x.shape))))
 """
-    p = subprocess.Popen([sys.executable, '-c', code], env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    peak = 0
-    while p.poll() is None: peak = max(peak, _tree_rss(p.pid)); time.sleep(0.1)
-    out, err = p.communicate()
-    assert p.returncode == 0, err[-2000:]
-    return dict(peak_rss_mib=round(peak/MiB, 1), **json.loads(out.strip().splitlines()[-1]))
+    r = run_measured([sys.executable, '-c', code])
+    assert r['rc'] == 0, r['stderr']
+    return dict(peak_rss_mib=round(r['peak_rss']/MiB, 1), **json.loads(r['stdout'].strip().splitlines()[-1]))
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -176,12 +176,15 @@ def main(argv=None):
     work = Path(a.out); work.mkdir(parents=True, exist_ok=True)
     bodies = photo_bodies(a.distinct)
     res = dict(machine=dict(cores=os.cpu_count(), load_before=os.getloadavg()[0]),
-               photos=dict(distinct=len(bodies), kb_min=min(map(len, bodies))//1024, kb_max=max(map(len, bodies))//1024))
+               photos=dict(distinct=len(bodies), kb_min=min(map(len, bodies))//1024,
+                           kb_max=max(map(len, bodies))//1024))
     if 'fetch' not in a.skip: res['fetch'] = [bench_fetch(n, work, bodies, a.workers) for n in a.sizes]
     big = max(a.sizes)
-    if 'resume' not in a.skip: res['kill_resume'] = bench_kill_resume(big, work, bodies, a.workers, work/f'photos_{big}')
+    if 'resume' not in a.skip:
+        res['kill_resume'] = bench_kill_resume(big, work, bodies, a.workers, work/f'photos_{big}')
     if 'dataset' not in a.skip: res['dataset'] = [bench_dataset(n, work/f'photos_{n}', work) for n in a.sizes]
-    if 'loader' not in a.skip: res['loader'] = [bench_loader(work/f'photos_{big}', work, big, w, a.batches, a.bs) for w in (0, 2)]
+    if 'loader' not in a.skip:
+        res['loader'] = [bench_loader(work/f'photos_{big}', work, big, w, a.batches, a.bs) for w in (0, 2)]
     res['machine']['load_after'] = os.getloadavg()[0]
     print(json.dumps(res, indent=1))
     (work/'data_scale.json').write_text(json.dumps(res, indent=1))

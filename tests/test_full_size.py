@@ -1,16 +1,17 @@
 """The real sizes: every shipped configuration builds on the meta device with its published parameter count (quick), and
 (marked `slow`, skipped unless asked for) one step of every job at full size in its own process, measured, with what it
 writes loaded by diffusers/transformers. Each slow test is one command, e.g.
-`D2I_SLOW=1 pytest -q tests/test_full_size.py -k "finetune and sd"` (or `-m slow`); each needs up to 20 GiB of memory and
-minutes of CPU. `D2I_FULL_SIZE_LOG=FILE` appends each run's measurement (one JSON line) to FILE."""
+`D2I_SLOW=1 pytest -q tests/test_full_size.py -k "finetune and sd"` (or `-m slow`); each needs up to 20 GiB of
+memory and minutes of CPU. `D2I_FULL_SIZE_LOG=FILE` appends each run's measurement (one JSON line) to FILE."""
 import json, os, subprocess, sys
 from pathlib import Path
 import pytest, torch
 from PIL import Image
 from d2i_lit.backbones import tiny_backbone
 from d2i_lit.core import D2IError
-from d2i_lit.full_size import (FULL_NAMES, FULL_PARTS, PUBLISHED_PARAMS, GiB, full_backbone, full_config, largest_batch, memory_line,
-                               param_counts, predict_memory, static_memory, t5_standin_tokenizer, bert_standin_tokenizer)
+from d2i_lit.full_size import (FULL_NAMES, FULL_PARTS, PUBLISHED_PARAMS, GiB, full_backbone, full_config, largest_batch,
+                               memory_line, param_counts, predict_memory, static_memory, t5_standin_tokenizer,
+                               bert_standin_tokenizer)
 
 ROOT = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, 'HF_HUB_OFFLINE': '1', 'PYTHONPATH': str(ROOT)}
@@ -54,7 +55,8 @@ def test_memory_model_is_consistent():
 def test_gpu_check_smoke(tmp_path):
     "bench/gpu_check.sh --smoke: the GPU check's logic on the CPU with the tiny tier (its figures mean nothing here)."
     env = {**ENV, 'D2I_THREADS': '1'}
-    r = subprocess.run(['bash', str(ROOT/'bench'/'gpu_check.sh'), '--smoke', str(tmp_path)], capture_output=True, text=True, env=env, timeout=900)
+    cmd = ['bash', str(ROOT/'bench'/'gpu_check.sh'), '--smoke', str(tmp_path)]
+    r = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=900)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     res = json.loads((tmp_path/'gpu_check.json').read_text())
     assert [f['batch'] for f in res['finetune']] == [2, 4] and res['smoke'] and res['device'] == 'cpu'
@@ -71,8 +73,8 @@ def _slow(request):
 
 def run_job(job, kind, out, batch=1):
     "Run `bench/full_size_job.py` in its own process (its own peak memory); its JSON record."
-    r = subprocess.run([sys.executable, str(ROOT/'bench'/'full_size_job.py'), job, kind, '--batch', str(batch), '--out', str(out)],
-                       capture_output=True, text=True, env=ENV, timeout=3600)
+    cmd = [sys.executable, str(ROOT/'bench'/'full_size_job.py'), job, kind, '--batch', str(batch), '--out', str(out)]
+    r = subprocess.run(cmd, capture_output=True, text=True, env=ENV, timeout=3600)
     assert r.returncode == 0, r.stderr[-4000:]
     rec = json.loads(r.stdout.strip().splitlines()[-1])
     if os.environ.get('D2I_FULL_SIZE_LOG'):
@@ -81,6 +83,8 @@ def run_job(job, kind, out, batch=1):
 
 def _count(m): return sum(p.numel() for p in m.parameters())
 
+MODEL_COUNTS = dict(sd=859_520_964, pixart=610_856_096, unidiffuser=952_535_632) # the meta builds' noise predictors
+
 @pytest.mark.slow
 @pytest.mark.parametrize('kind', ['sd', 'pixart', 'unidiffuser'])
 def test_finetune_step_full_size(kind, tmp_path, request):
@@ -88,13 +92,13 @@ def test_finetune_step_full_size(kind, tmp_path, request):
     import diffusers
     rec = run_job('finetune', kind, tmp_path)
     assert rec['loss'] > 0 and rec['step_peak_gib'] > rec['rss_before_step_gib']
-    pipe_cls = dict(sd=diffusers.StableDiffusionPipeline, pixart=diffusers.PixArtAlphaPipeline, unidiffuser=diffusers.UniDiffuserPipeline)[kind]
+    pipe_cls = dict(sd=diffusers.StableDiffusionPipeline, pixart=diffusers.PixArtAlphaPipeline,
+                    unidiffuser=diffusers.UniDiffuserPipeline)[kind]
     pipe = pipe_cls.from_pretrained(tmp_path/'run'/'final', dtype=torch.bfloat16 if kind == 'pixart' else None)
     pred = pipe.transformer if kind == 'pixart' else pipe.unet
-    assert _count(pred) == PUBLISHED_PARAMS_EXACT[kind]
+    assert _count(pred) == MODEL_COUNTS[kind]
     assert pipe.vae.config.block_out_channels == [128, 256, 512, 512]
 
-PUBLISHED_PARAMS_EXACT = dict(sd=859_520_964, pixart=610_856_096, unidiffuser=952_535_632) # what the meta build counts
 
 @pytest.mark.slow
 @pytest.mark.parametrize('kind', ['sd', 'pixart', 'unidiffuser'])
