@@ -2,7 +2,7 @@
 (marked `slow`, skipped unless asked for) one step of every job at full size in its own process, measured, with what it
 writes loaded by diffusers/transformers. Each slow test is one command, e.g.
 `D2I_SLOW=1 pytest -q tests/test_full_size.py -k "finetune and sd"` (or `-m slow`); each needs up to 20 GiB of
-memory and minutes of CPU. `D2I_FULL_SIZE_LOG=FILE` appends each run's measurement (one JSON line) to FILE."""
+memory, minutes of CPU and disk for what it saves (4 GB for SD 1.5, 12 GB for PixArt-α with T5-XXL in bf16). `D2I_FULL_SIZE_LOG=FILE` appends each run's measurement (one JSON line) to FILE."""
 import json, os, subprocess, sys
 from pathlib import Path
 import pytest, torch
