@@ -401,7 +401,7 @@ def launcher_rank()->int:
     "This process's rank as torchrun or accelerate launched it (`RANK`), 0 when not launched (known before any process group)."
     return int(os.environ.get('RANK', 0) or 0)
 
-# %% ../nbs/00_core.ipynb #a85b836c
+# %% ../nbs/00_core.ipynb #77e72d08
 def main_decides(fn, # `fn()`: run on process 0 only; may raise `D2IError`
                  state=None, # accelerate's `PartialState` (None or one process: just `fn()`)
                 ):
@@ -490,7 +490,7 @@ def unique_ids(ids, # the ids of a run's items, in input order
         seen[k] = i
     return list(seen)
 
-# %% ../nbs/00_core.ipynb #e8fc964e
+# %% ../nbs/00_core.ipynb #da29fb23
 _MISSING = object()
 
 def _json_value(o): return json.loads(json.dumps(o))
@@ -527,12 +527,12 @@ def claim_run_folder(folder:str|Path, # the run folder (created if missing)
     f = folder/file
     if f.exists():
         if fresh: raise D2IError(f"{folder} already holds a run ({file}): pass --resume latest to continue it, or choose another --out")
-        old = _read_record(f)
+        old = raw = _read_record(f)
         if callable(legacy): old, legacy = _json_value(legacy(old, settings)), {}
         diff = _settings_diff(old, settings, (*may_change, 'out'), legacy or {}) # the folder may have moved
         if diff: raise D2IError(f"{folder} holds a run with other settings ({'; '.join(diff)}): use another --out")
         settings = {**old, **settings}
-        if settings == old: return old # the same record: the file is left as it is
+        if settings == raw: return raw # the same record: the file is left as it is
     elif (other := folder_contents(folder)):
         raise D2IError(f"{folder} is not empty and holds no d2i run ({file} missing; it holds {', '.join(other[:3])}"
                        f"{', ...' if len(other) > 3 else ''}): choose an empty or new --out")

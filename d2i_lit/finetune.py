@@ -17,6 +17,7 @@ from .linearize import TextFormat
 from .options import FinetuneOptions, TRAIN_MAY_CHANGE
 from .datasets import DialogImageDataset, text_image_dls
 from .backbones import load_backbone
+from .full_size import device_memory, memory_line
 from .pipeline import say_if_random
 from .learner import DiffusionBatch, EncodedDataset, freeze_frozen_parts, is_main, rank_world, text_learner
 from .callbacks import ValidationGrid
@@ -174,6 +175,12 @@ def _claim_training_run(o:FinetuneOptions)->dict:
                             legacy=_upgrade_train_config)
 
 # %% ../nbs/07c_finetune.ipynb #56580d6c
+def _say_memory(bb, o:FinetuneOptions, state)->None:
+    "The predicted peak memory per device (`full_size.memory_line`) on stderr: always on a GPU, on CPUs when it is known."
+    line = memory_line(bb, max(1, o.batch_size // state.num_processes), device_memory(state.device), o.mixed_precision,
+                       o.grad_checkpointing, ema=o.ema > 0)
+    if state.device.type == 'cuda' or 'unknown' not in line: print(line, file=sys.stderr)
+
 def _finetune_main(o:FinetuneOptions):
     "Fine-tune a backbone's noise predictor on dialog-image pairs."
     set_threads(o.threads); set_seed(o.seed)
@@ -182,7 +189,7 @@ def _finetune_main(o:FinetuneOptions):
     with run_lock(o.out, hold=main): # one run per folder; its other processes share it
         rec = main_decides(lambda: _claim_training_run(o), state) or {}
         bb = _training_backbone(o, state.device)
-        if main: say_if_random(bb, o.model)
+        if main: say_if_random(bb, o.model); _say_memory(bb, o, state)
         ds, dls = _training_data(o, bb, state.device)
         if main: _write_training_texts(Path(o.out), ds)
         finetune(bb, dls, settings=o, out=o.out, valid_items=ds.dialogs[:8], record=dict(weights=rec.get('weights')))

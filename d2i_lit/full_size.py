@@ -17,19 +17,18 @@ from transformers import (BertTokenizer, BlipConfig, BlipForConditionalGeneratio
                           T5Tokenizer)
 from .core import ASSETS, D2IError
 from .linearize import clip_bpe, clip_tokenizer, _bytes_to_unicode
-from .backbones import Backbone, _KINDS
+from .backbones import FULL_NAMES, Backbone, _KINDS
 
 # %% auto #0
-__all__ = ['FULL_NAMES', 'FULL_CAPTIONERS', 'HUB_IDS', 'FULL_DIR', 'FULL_PARTS', 'PUBLISHED_PARAMS', 'BERT_SPECIALS',
-           'FULL_TOKENIZERS', 'MP_BYTES', 'GiB', 'ACTIVATIONS', 'full_config', 'full_part', 'meta_model',
-           'param_counts', 't5_standin_tokenizer', 'bert_standin_tokenizer', 'gpt2_standin_tokenizer', 'full_backbone',
+__all__ = ['FULL_CAPTIONERS', 'HUB_IDS', 'FULL_DIR', 'FULL_PARTS', 'PUBLISHED_PARAMS', 'BERT_SPECIALS', 'FULL_TOKENIZERS',
+           'MP_BYTES', 'GiB', 'ACTIVATIONS', 'full_config', 'full_part', 'meta_model', 'param_counts',
+           't5_standin_tokenizer', 'bert_standin_tokenizer', 'gpt2_standin_tokenizer', 'full_backbone',
            'full_captioner', 'CachedTextEncoder', 'cache_text_encoder', 'trainable_count', 'static_memory',
            'memory_now', 'peak_memory', 'reset_peak_memory', 'StepMeter', 'measure_step', 'fit_activations',
            'activation_profile', 'activation_memory', 'predict_memory', 'largest_batch', 'device_memory', 'memory_line']
 
 # %% ../nbs/05a_full_size.ipynb #ae5575f3
-# `--model` name -> backbone kind
-FULL_NAMES = {'full-sd': 'sd', 'full-pixart': 'pixart', 'full-unidiffuser': 'unidiffuser'}
+# `--model` names -> backbone kind: `backbones.FULL_NAMES` (where `load_backbone` reads them)
 FULL_CAPTIONERS = {'full-blip': 'blip'} # `--captioner` name -> model
 HUB_IDS = dict(sd='runwayml/stable-diffusion-v1-5', pixart='PixArt-alpha/PixArt-XL-2-512x512', # configs shipped
                unidiffuser='thu-ml/unidiffuser-v1', blip='Salesforce/blip-image-captioning-base')

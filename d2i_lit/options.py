@@ -49,7 +49,7 @@ linearize_cli = cli_command(LinearizeOptions, 'd2i linearize', 'd2i_lit.lineariz
 @dataclass
 class GenerateOptions(Settings):
     "Generate one image per dialog with a text-to-image model."
-    model:str='tiny-sd' # the model: a folder (e.g. a fine-tuned run's final/), a hub id, or 'tiny-sd', 'tiny-pixart', 'tiny-unidiffuser', 'shapes' (random weights)
+    model:str|None='tiny-sd' # the model: a folder (e.g. a fine-tuned run's final/), a hub id, or 'tiny-sd', 'tiny-pixart', 'tiny-unidiffuser', 'shapes' (random weights)
     out:Required=None # output folder: images/, manifest.jsonl, run.json (a rerun resumes)
     dialogs:str|None=None # dialogs: a PhotoChat JSON file or folder, a ShapesChat folder, an imagefolder with metadata.jsonl or a saved dataset (default: the bundled 207-dialog sample)
     style:A[str|None, Opt(choices=STYLES + REFERENCES)]=None # linearization style, or 'caption' / 'last' (default: the model's)

@@ -264,7 +264,7 @@ def generate_to_dir(pipe:DialogToImagePipeline, # the pipeline to sample with
                     **changes, # fields of `opts` to change, e.g. `seed=1`
                    )->Path:
     "Generate one image per item into `out`, resumably, sharded over `accelerate` processes; returns the manifest's path."
-    opts = (opts or GenerateOptions()).replace(**changes)
+    opts = (opts or GenerateOptions(model=None)).replace(**changes) # the model's name: unknown unless given
     state, out = PartialState(), Path(out)
     items = _items(dialogs)
     how = pipe.text_format(opts.style, _asked_format(pipe.backbone, opts))

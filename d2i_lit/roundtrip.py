@@ -27,6 +27,7 @@ from .shapeschat import ATTRIBUTES, CAPTIONS, object_words, render_object, shape
 from .pipeline import DialogToImagePipeline, image_seed
 from .classifier import load_classifier, to_input
 from .backbones import CLIP_MEAN, CLIP_STD
+from .full_size import full_captioner
 from .metrics import cider_scores, clip_image_embeddings, list_images, load_clip
 
 # %% auto #0
@@ -168,6 +169,7 @@ def load_captioner(name_or_path:str|Path, # 'tiny', 'shapes' (untrained), a fold
     name = str(name_or_path)
     if name == 'tiny': return tiny_captioner()
     if name == 'shapes': return shapes_captioner()
+    if name == 'full-blip': return full_captioner() # BLIP-base at full size, random weights (`05a_full_size`)
     try:
         model = load_pretrained(BlipForConditionalGeneration, name, local_files_only=True)
         tok = load_pretrained(AutoTokenizer, name, local_files_only=True)
