@@ -126,13 +126,15 @@ def _add_option(p, f, t, opt:Opt, many:bool, doc:str|None):
     name, default = f.name.replace('_', '-'), _field_default(f)
     if t is bool:
         flag, act = (f'--no-{name}', 'store_false') if default else (f'--{name}', 'store_true')
-        return p.add_argument(flag, dest=f.name, action=act, default=default, help=(doc or '').replace('%', '%%'))
+        doc = (doc or '').replace('%', '%%')
+        return p.add_argument(flag, dest=f.name, action=act, default=default, help=f'turn off: {doc}' if default and doc else doc)
     kw = dict(type=opt.type or t, default=default, help=_help(doc, default, opt.required))
     if opt.choices: kw['choices'] = list(opt.choices)
     nargs = opt.nargs or ('+' if many else None)
     if nargs: kw['nargs'] = nargs
     if opt.positional: return p.add_argument(f.name, metavar=name.upper(), **({'nargs': None if opt.required else '?'} | kw))
-    p.add_argument(f'--{name}', dest=f.name, required=opt.required, metavar=name.upper().replace('-', '_'), **kw)
+    metavar = None if opt.choices else name.upper().replace('-', '_') # choices show as {a,b,c}
+    p.add_argument(f'--{name}', dest=f.name, required=opt.required, metavar=metavar, **kw)
 
 def settings_parser(cls, # a settings dataclass
                     prog:str, # the command as the user types it, e.g. 'd2i generate'
@@ -205,7 +207,9 @@ class Command:
         if callable(self.run): return self.run
         mod, fn = self.run.split(':')
         return getattr(importlib.import_module(mod), fn)
-    def __call__(self, argv:list[str]|None=None): return self.runner()(self.parse(argv))
+    def __call__(self, argv:list[str]|None=None):
+        o = self.parse(argv) # first: `--help` and bad options answer before the command's module (torch, models) loads
+        return self.runner()(o)
 
 def cli_command(settings:type, # the settings dataclass the options fill
                 prog:str, # the command as the user types it, e.g. 'd2i generate'
