@@ -15,10 +15,10 @@ import d2i_lit
 __all__ = ['ASSETS', 'pos_int', 'nonneg_int', 'pos_float', 'nonneg_float', 'unit_float', 'DTYPES', 'MIXED_PRECISION',
            'MAX_IMAGE_PIXELS', 'asset_path', 'D2IError', 'DiskFull', 'error_line', 'Opt', 'int_in', 'float_in',
            'settings_parser', 'check_settings', 'Settings', 'Command', 'cli_command', 'set_seed', 'available_cores',
-           'set_threads', 'progress', 'torch_dtype', 'atomic_write', 'atomic_write_json', 'atomic_save_image',
-           'atomic_dir', 'make_out_dir', 'launcher_rank', 'main_decides', 'run_lock', 'open_append', 'jsonl',
-           'read_jsonl', 'safe_name', 'unique_ids', 'folder_contents', 'claim_run_folder', 'weights_fingerprint',
-           'write_items', 'load_pretrained', 'ImageError', 'open_image']
+           'set_threads', 'import_fastai', 'progress', 'torch_dtype', 'atomic_write', 'atomic_write_json',
+           'atomic_save_image', 'atomic_dir', 'make_out_dir', 'launcher_rank', 'main_decides', 'run_lock',
+           'open_append', 'jsonl', 'read_jsonl', 'safe_name', 'unique_ids', 'folder_contents', 'claim_run_folder',
+           'weights_fingerprint', 'write_items', 'load_pretrained', 'ImageError', 'open_image']
 
 # %% ../nbs/00_core.ipynb #39d2a5c8
 ASSETS = Path(d2i_lit.__file__).parent/'assets' # the installed package's folder, also from a notebook
@@ -239,6 +239,15 @@ def set_threads(n:int|None=None, # intra-op threads; `None` reads `D2I_THREADS`,
     n = n or int(os.environ.get('D2I_THREADS', 0) or 0) or available_cores()
     torch.set_num_threads(n)
     return torch.get_num_threads()
+
+# %% ../nbs/00_core.ipynb #e1d2fe19
+def import_fastai()->None:
+    "Import fastai (once) with its `torch.jit.script` deprecation warning held back; the warning filters are left as they were."
+    if 'fastai.layers' in sys.modules: return
+    import warnings # local: only the modules that train call this
+    with warnings.catch_warnings():
+        warnings.filterwarnings('ignore', message=r'`torch\.jit\.script` is deprecated', category=FutureWarning)
+        importlib.import_module('fastai.layers')
 
 # %% ../nbs/00_core.ipynb #1a6dc4ed
 class progress:
