@@ -123,7 +123,8 @@ def bench_dataset(n:int, photos:Path, work:Path)->dict:
     code = f"""
 import json, time, sys, warnings
 from d2i_lit.data import load_photochat
-from d2i_lit.linearize import clip_tokenizer
+from d2i_lit.linearize import TextFormat, clip_tokenizer
+texts = lambda d: [x.text for x in TextFormat('hash', 75).linearize(d, clip_tokenizer())] # CLIP's budget, oldest turns dropped
 from d2i_lit.datasets import DialogImageDataset
 clip_tokenizer() # built once (cached): not part of the scaling
 t = time.perf_counter()
@@ -131,11 +132,11 @@ ds = load_photochat({str(work/f'photochat_{n}.json')!r}, images_dir={str(photos)
 t_load = time.perf_counter() - t; t = time.perf_counter()
 with warnings.catch_warnings():
     warnings.simplefilter('ignore')
-    pairs = DialogImageDataset(ds, 'hash', 512, tokenizer=clip_tokenizer(), max_tokens=75, check=False)
+    pairs = DialogImageDataset(ds, 'hash', 512, texts=texts, check=False)
 t_text = time.perf_counter() - t; t = time.perf_counter()
 with warnings.catch_warnings():
     warnings.simplefilter('ignore')
-    pairs = DialogImageDataset(ds, 'hash', 512, tokenizer=clip_tokenizer(), max_tokens=75, progress=False)
+    pairs = DialogImageDataset(ds, 'hash', 512, texts=texts, progress=False)
 t_check = time.perf_counter() - t
 print(json.dumps(dict(pairs=len(pairs), load_s=round(t_load, 2), linearize_s=round(t_text, 2), dataset_with_check_s=round(t_check, 2))))
 """
@@ -148,12 +149,13 @@ def bench_loader(photos:Path, work:Path, n:int, workers:int, batches:int, bs:int
     code = f"""
 import json, time, sys, warnings
 from d2i_lit.data import load_photochat
-from d2i_lit.linearize import clip_tokenizer
+from d2i_lit.linearize import TextFormat, clip_tokenizer
+texts = lambda d: [x.text for x in TextFormat('hash', 75).linearize(d, clip_tokenizer())] # CLIP's budget, oldest turns dropped
 from d2i_lit.datasets import DialogImageDataset, text_image_dls
 ds = load_photochat({str(work/f'photochat_{n}.json')!r}, images_dir={str(photos)!r})
 with warnings.catch_warnings():
     warnings.simplefilter('ignore')
-    pairs = DialogImageDataset(ds, 'hash', 512, tokenizer=clip_tokenizer(), max_tokens=75, check=False)
+    pairs = DialogImageDataset(ds, 'hash', 512, texts=texts, check=False)
 dls = text_image_dls(pairs, bs={bs}, seed=0, num_workers={workers}, device='cpu')
 it = iter(dls.train); next(it); t = time.perf_counter()
 for _ in range({batches}): texts, x = next(it)

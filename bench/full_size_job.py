@@ -62,7 +62,7 @@ def finetune_job(kind:str, batch:int, out:Path, ema:bool)->dict:
     ds, dls = _dls(out, bb, batch)
     info = _cache_t5(bb, list(ds.texts)) if kind == 'pixart' else {}
     m, ckpt = StepMeter(), kind != 'unidiffuser' # diffusers' UniDiffuserModel has no gradient checkpointing
-    learn = finetune(bb, dls, steps=1, mixed_precision='bf16', grad_checkpointing=ckpt, ema=0.995 if ema else None,
+    learn = finetune(bb, dls, steps=1, mixed_precision='bf16', grad_checkpointing=ckpt, ema=0.995 if ema else 0.,
                      out=None if kind == 'pixart' else out/'run', cbs=[m], seed=0)
     res = dict(grad_checkpointing=ckpt, build_s=round(build, 1), **_meter(m), **info)
     if kind == 'pixart': _save_pixart(learn, m, bb, out/'run'/'final')
@@ -78,7 +78,7 @@ def generate_job(kind:str, batch:int, out:Path, ema:bool)->dict:
     pipe, ds = DialogToImagePipeline(bb, 'dpm'), load_photochat(asset_path('photochat_test_00_first207.json'))[:batch]
     rss0 = memory_now(); reset_peak_memory(); t = time.perf_counter()
     gens = [torch.Generator().manual_seed(i) for i in range(batch)]
-    ims = pipe(ds, steps=2, guidance=7.5, generator=gens, batch_size=batch)
+    ims = pipe(ds, sample_steps=2, guidance=7.5, generator=gens, batch_size=batch)
     step = time.perf_counter() - t
     (out/'images').mkdir(parents=True, exist_ok=True)
     for i, im in enumerate(ims): im.save(out/'images'/f'{i}.png')
@@ -90,7 +90,7 @@ def roundtrip_job(kind:str, batch:int, out:Path, ema:bool)->dict:
     from d2i_lit.roundtrip import PipelineGenerator, PixelEmbedder, roundtrip_to_dir
     t = time.perf_counter()
     cap = full_captioner()
-    gen = PipelineGenerator(DialogToImagePipeline(full_backbone('sd'), 'dpm'), steps=2, batch_size=2, name='full-sd')
+    gen = PipelineGenerator(DialogToImagePipeline(full_backbone('sd'), 'dpm'), sample_steps=2, batch_size=2, name='full-sd')
     build = time.perf_counter() - t
     photos(out, 1)
     items = [dict(id='0', image=next((out/'photos').iterdir()), texts=['a photo'], references=['a photo'])]

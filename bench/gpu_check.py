@@ -47,7 +47,7 @@ def ours(bb, n:int, steps:int, dev)->dict:
         def after_step(self): _sync(dev); self.seconds.append(time.perf_counter() - self.t)
     st = StepTimes()
     reset_peak_memory(dev); base = memory_now(dev)
-    learn = finetune(bb, dls, steps=steps, mixed_precision='bf16', grad_checkpointing=True, ema=None, cbs=[st], seed=0)
+    learn = finetune(bb, dls, steps=steps, mixed_precision='bf16', grad_checkpointing=True, ema=0., cbs=[st], seed=0)
     t = st.seconds
     res = dict(step_s=statistics.median(t[1:] or t), first_step_s=t[0], peak_gib=peak_memory(dev)/GiB,
                base_gib=base/GiB)
@@ -103,7 +103,7 @@ def generation(bb, n:int, steps:int, dev)->dict:
         f(); _sync(dev); t = time.perf_counter(); f(); _sync(dev)
         return n/(time.perf_counter() - t)
     g = lambda: [torch.Generator(dev).manual_seed(i) for i in range(n)]
-    res = dict(ours=one(lambda: ours_pipe(texts, style='caption', steps=steps, guidance=7.5, generator=g(),
+    res = dict(ours=one(lambda: ours_pipe(texts, style='caption', sample_steps=steps, guidance=7.5, generator=g(),
                                           batch_size=n)),
                diffusers=one(lambda: ref(texts, num_inference_steps=steps, guidance_scale=7.5, generator=g(),
                                          height=bb.resolution, width=bb.resolution)))

@@ -213,9 +213,9 @@ class CSVLog(Callback):
 class StepProgress(Callback):
     "A progress bar over the run's optimizer steps, with the loss (process 0 only)."
     order = 80 # after the step is counted, logged and checkpointed; before `StopAfter` ends the fit
-    def __init__(self, total:int|None): self.total = total
+    def __init__(self, total:int|None, file=None): self.total, self.file = total, file # file: where its lines go (default: stderr, or a notebook bar)
     def before_fit(self):
-        self.bar = progress(range(self.total), 'steps') if self.total and is_main() else None
+        self.bar = progress(range(self.total), 'steps', file=self.file) if self.total and is_main() else None
         if self.bar is not None: self.bar.update(self.learn.opt_step)
     def after_step(self):
         if self.bar is not None: self.bar.update(self.learn.opt_step, f'loss {self.learn.loss.item():.4f}')

@@ -240,7 +240,7 @@ def set_threads(n:int|None=None, # intra-op threads; `None` reads `D2I_THREADS`,
     torch.set_num_threads(n)
     return torch.get_num_threads()
 
-# %% ../nbs/00_core.ipynb #e1d2fe19
+# %% ../nbs/00_core.ipynb #bbbe5ba4
 def import_fastai()->None:
     "Import fastai (once) with its `torch.jit.script` deprecation warning held back; the warning filters are left as they were."
     if 'fastai.layers' in sys.modules: return
@@ -259,7 +259,7 @@ class progress:
         self.seq, self.total, self.what, self.file = seq, len(seq), what, file or sys.stderr
         self.n, self.comment, self.t0, self.last, self.tenth = 0, '', time.monotonic(), 0., -1
         self.tty = getattr(self.file, 'isatty', lambda: False)()
-        self.bar = self._notebook_bar()
+        self.bar = self._notebook_bar() if file is None else None # a file given: its lines go there
 
     def _notebook_bar(self):
         from fastcore.imports import IN_NOTEBOOK # local: as in `settings_parser`

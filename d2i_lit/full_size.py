@@ -120,7 +120,7 @@ def _bpe_words()->list[tuple[str,bool]]:
     toks = sorted(vocab, key=vocab.get)[512:-2] # after the bytes and their word-final forms, before the two specials
     return [(t[:-4], True) if t.endswith('</w>') else (t, False) for t in toks]
 
-def t5_standin_tokenizer(max_tokens:int=120, # PixArt-α's text budget (the pipeline's `max_sequence_length`)
+def t5_standin_tokenizer(positions:int=120, # PixArt-α's T5 positions (the pipeline's `max_sequence_length`)
                         )->T5Tokenizer:
     "A stand-in of T5's shape (pad 0, `</s>` 1, unk 2, 32,000 pieces, 100 sentinels), its pieces CLIP's BPE words."
     chars = [chr(c) for c in range(32, 127)]
@@ -134,7 +134,7 @@ def t5_standin_tokenizer(max_tokens:int=120, # PixArt-α's text budget (the pipe
     vocab = [('<pad>', 0.), ('</s>', 0.), ('<unk>', 0.)] + [(p, -8. - math.log1p(i)/10) for i,p in enumerate(pieces)]
     sentinels = [f'<extra_id_{i}>' for i in range(100)] # at the top of the vocabulary, counting down, as T5's are
     vocab += [(t, 0.) for t in reversed(sentinels)]
-    tok = T5Tokenizer(vocab=vocab, extra_ids=0, additional_special_tokens=sentinels, model_max_length=max_tokens)
+    tok = T5Tokenizer(vocab=vocab, extra_ids=0, additional_special_tokens=sentinels, model_max_length=positions)
     be = tok.backend_tokenizer # the pieces are CLIP's, which are lower case
     low = normalizers.Lowercase()
     be.normalizer = normalizers.Sequence([be.normalizer, low]) if be.normalizer else low
@@ -188,8 +188,8 @@ def full_backbone(kind:str, # 'sd' | 'pixart' | 'unidiffuser'
     tok, spec = FULL_TOKENIZERS[kind](), _KINDS[kind]
     pred, text, vae = parts.pop('noise_predictor'), parts.pop('text_encoder'), parts.pop('vae')
     res = pred.config.sample_size * 2 ** (len(vae.config.block_out_channels) - 1)
-    mt = spec.default_max_tokens(pred, text, tok)
-    bb = Backbone(kind, pred, text, tok, vae, sched, resolution=res, max_tokens=mt, **parts)
+    positions = spec.default_positions(pred, text, tok)
+    bb = Backbone(kind, pred, text, tok, vae, sched, resolution=res, positions=positions, parts=parts)
     bb.extras = spec.pipeline_extras(bb)
     if kind == 'unidiffuser': bb.extras['text_tokenizer'] = gpt2_standin_tokenizer() # of the decoder's 50,258 ids
     return bb

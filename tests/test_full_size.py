@@ -25,7 +25,7 @@ def test_full_backbones_on_meta():
     for name, kind in FULL_NAMES.items():
         bb = full_backbone(kind, device='meta')
         assert (bb.kind, bb.resolution, bb.device.type) == (kind, 512, 'meta')
-        assert bb.max_tokens == (120 if kind == 'pixart' else 77)
+        assert bb.positions == (120 if kind == 'pixart' else 77)
         assert set(bb.modules) == set(FULL_PARTS[kind]), name
         # the tokenizer's ids fit the text encoder's embedding table
         assert len(bb.tokenizer) <= bb.text_encoder.get_input_embeddings().num_embeddings
