@@ -120,7 +120,7 @@ def text_capacity(tokenizer, # a Hugging Face tokenizer
 
 def _ids(tok, texts:list[str])->list[list[int]]:
     if not texts: return []
-    return tok(list(texts), add_special_tokens=False)['input_ids']
+    return tok(list(texts), add_special_tokens=False, verbose=False)['input_ids'] # counting whole dialogs: longer than 77 is expected
 
 def _fit_one(tok, turns:list[Turn], style:str, budget:int)->tuple[Linearized, list[int]]:
     "Reference path, one tokenizer call per try: drop the oldest turn until the text fits; else cut the newest."

@@ -101,8 +101,23 @@ def _flags(cell):
     return {m.group(1) for m in re.finditer(r'^#\|\s*([\w-]+)\s*$', src, re.M)} | (
         {'eval-false'} if re.search(r'^#\|\s*eval:\s*false', src, re.M) else set())
 
+# What may differ between two runs of the same cell and is not a result: how long it took (durations, rates, timers, the
+# load average) and progress bars (console and notebook). Everything else a cell prints must reproduce.
+_VOLATILE = [(re.compile(r'\b\d+(?:\.\d+)?(?: ?(?:s|ms|min|seconds|minutes)\b)'), '<time>'),
+             (re.compile(r'\b\d+(?:\.\d+)? ?[\w ]*?/s\b'), '<rate>'),
+             (re.compile(r'\b\d\d:\d\d(?::\d\d)?(?:<\d\d:\d\d(?::\d\d)?)?'), '<timer>'),
+             (re.compile(r'load average( at the end)? \d+(?:\.\d+)?'), 'load average <n>')]
+_BAR = re.compile(r'\|[\u2588-\u258f #-]*\|? *\d+(?:\.\d+)?%|\d+%\|[^\n]*\||<progress |IPython\.core\.display\.HTML object')
+
+def _steady(text:str)->str:
+    "`text` without progress bars and with durations, rates and timers masked."
+    lines = [l for l in re.split(r'[\r\n]+', text) if l.strip() and not _BAR.search(l)]
+    out = '\n'.join(lines)
+    for pat, rep in _VOLATILE: out = pat.sub(rep, out)
+    return out
+
 def text_outputs(cell):
-    "A code cell's text outputs: consecutive stream chunks joined per stream, `text/plain` of results without a picture."
+    "A code cell's text outputs (durations and progress bars masked): streams joined per stream, `text/plain` of results without a picture."
     out = []
     for o in cell.get('outputs', []):
         kind = o.get('output_type')
@@ -115,7 +130,7 @@ def text_outputs(cell):
             if not any(k.startswith('image/') for k in data) and 'text/plain' in data:
                 out.append(('text/plain', ''.join(data['text/plain'])))
         elif kind == 'error': out.append(('error', f"{o['ename']}: {o['evalue']}"))
-    return out
+    return [(k, t) for k, t in ((k, _steady(t)) for k, t in out) if t]
 
 def first_difference(stored, rerun):
     "The first code cell whose text outputs differ, as a message; cells flagged `cuda` or `eval: false` are not compared."
@@ -151,3 +166,13 @@ def test_first_difference_names_the_cell():
     b.cells[2].outputs[0]['data']['text/plain'] = '1'
     b.cells[0].outputs.append(nbformat.from_dict(s('warning\n', 'stderr')))
     assert first_difference(a, b).startswith('cell 0 ')
+
+def test_durations_and_bars_are_not_results():
+    "Timings, rates, timers and progress bars are masked; a number that is a result is not."
+    assert _steady('300 records in 0.32 s (930 records/s)') == _steady('300 records in 0.18 s (1637 records/s)')
+    assert _steady('trained in 10.9 s; load average at the end 7.3') == _steady('trained in 14.1 s; load average at the end 1.8')
+    bar = ' |\u2588\u2588----| 50.00% [3/6 00:13<00:13]\r |\u2588\u2588\u2588\u2588| 100.00% [6/6 00:26<00:00]\n'
+    assert _steady(bar + 'done\n') == 'done' == _steady('<IPython.core.display.HTML object>\ndone')
+    assert _steady('Loading weights: 100%|\u2588\u2588\u2588\u2588\u2588| 36/36 [00:00<00:00, 25398.64it/s]') == ''
+    assert _steady('FID 14.07 over 48 images') != _steady('FID 14.08 over 48 images')
+    assert _steady('seed 0: 0.625') != _steady('seed 0: 0.650')
