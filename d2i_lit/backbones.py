@@ -539,6 +539,7 @@ def _kind_of_folder(name, meta:dict)->str:
     if kind is None: raise D2IError(f"{name}: pipeline {idx.get('_class_name')!r} is not supported; expected one of {', '.join(by_pipeline)}")
     return kind
 
+# %% ../nbs/05_backbones.ipynb #c7a3f67f
 @patch(cls_method=True)
 def from_pretrained(cls:Backbone, name_or_path:str|Path, # a folder written by `save_pretrained`, a real model's folder, or a hub id
                      device=None, # where to put the parts

@@ -76,6 +76,7 @@ def is_main()->bool:
     "Whether this is the process that writes a run's files (rank 0)."
     return rank_world()[0] == 0
 
+# %% ../nbs/07_learner.ipynb #0bb66222
 class DiffusionBatch(Callback):
     "Turn `(texts, images)` into `xb=(x_t, t, text_emb)`, `yb=(target, weight)` with the frozen encoders."
     order = -10

@@ -148,6 +148,7 @@ def _tail_start(text:str, starts:list[int], first:int, n:int)->int:
     while first < n and starts[first] > 0 and text[starts[first]-1] != ' ': first += 1
     return first
 
+# %% ../nbs/02_linearize.ipynb #629454e1
 def _counting_backend(tok):
     "A private copy of `tok`'s Rust tokenizer with padding and truncation off: transformers leaves them switched on in the shared one after a padded call, which would corrupt the counts."
     if getattr(tok, '_d2i_counting', None) is None:
@@ -202,6 +203,7 @@ def _end_rule(tok, texts:list[str], ps_list:list, budget:int)->tuple[list[Linear
             if len(out_ids[j]) <= budget: break
     return out, out_ids
 
+# %% ../nbs/02_linearize.ipynb #7823e063
 def linearize_tokens(dialogs, # `Dialog`s (or lists of turns)
                      style:str='hash', # a linearization style (`STYLES`)
                      tokenizer=None, # see `get_tokenizer`; default: `clip_tokenizer()`

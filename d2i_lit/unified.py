@@ -4,18 +4,20 @@
 
 # %% ../nbs/11_unified.ipynb #7b2010ac
 from __future__ import annotations
-import json, time
+import dataclasses, json, time
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 import numpy as np
 import torch, torch.nn as nn, torch.nn.functional as F
 import matplotlib.pyplot as plt
+from .core import (D2IError, MIXED_PRECISION, atomic_dir, atomic_write_json, claim_run_folder, import_fastai, main_decides,
+                          open_image, run_lock, set_seed, set_threads, torch_dtype, weights_fingerprint)
+import_fastai() # before fastai's first import: its jit deprecation warning held back (see `core`)
 from fastai.learner import Learner
 from fastai.optimizer import OptimWrapper
 from fastcore.basics import patch
 from accelerate import PartialState
-from .core import (D2IError, MIXED_PRECISION, atomic_dir, atomic_write_json, claim_run_folder, main_decides, open_image, run_lock,
-                          set_seed, set_threads, torch_dtype, weights_fingerprint)
 from .options import TRAIN_MAY_CHANGE, UnifiedOptions
 from .shapeschat import ATTRIBUTES, write_shapeschat
 from .datasets import CaptionImageDataset, text_image_dls
@@ -26,6 +28,7 @@ from .callbacks import CSVLog, ema_weights
 from .checkpoint import fit_run, training_callbacks
 from .finetune import finetune
 from .classifier import predict, to_input
+from .report import seed_bootstrap
 from .roundtrip import (Captioner, ClassifierEmbedder, caption_attributes, caption_records, cider_matrix, load_captioner,
                                load_generator, roundtrip_items, run_roundtrip, shapes_captioner, shapes_references, train_captioner)
 
@@ -33,7 +36,7 @@ from .roundtrip import (Captioner, ClassifierEmbedder, caption_attributes, capti
 __all__ = ['TRAINABLE', 'MODES', 'LOSSES', 'METRICS', 'select_trainable', 'VocabMap', 'text_layout', 'soft_text',
            'encode_soft_text', 'caption_inputs', 'lm_loss', 'predicted_x0', 'captioner_pixels', 'UnifiedModel',
            'unified_loss', 'UnifiedBatch', 'LossLog', 'unified_learner', 'unified_settings', 'unified_finetune',
-           'save_unified', 'unified_experiment', 'experiment_table', 'plot_experiment']
+           'save_unified', 'UnifiedExperiment', 'unified_experiment', 'experiment_table', 'plot_experiment']
 
 # %% ../nbs/11_unified.ipynb #8deae08c
 TRAINABLE = {'q': ('query',), 'kv': ('key', 'value'), 'qkv': ('query', 'key', 'value')} # --trainable -> projections
@@ -421,80 +424,99 @@ def _eval_generator(gen, items:list[dict])->dict:
     return dict(t2i_acc=acc, t2i_sim=sim.tolist())
 
 # %% ../nbs/11_unified.ipynb #2a11ccd2
-def _base_models(W:Path, train:list[dict], cap_steps:int, gen_steps:int, t0:float, log)->Path:
+@dataclass(frozen=True)
+class UnifiedExperiment:
+    "Settings of the ShapesChat comparison of unified and separate fine-tuning."
+    seeds:tuple=(0, 1, 2) # one fine-tuning of each arm per seed
+    steps:int=100 # fine-tuning steps per arm
+    lr:float=1e-3 # peak learning rate of fine-tuning
+    warmup:int=10 # warm-up steps of fine-tuning
+    bs:int=32 # fine-tuning batch size
+    trainable_proj:str='q' # the generator's trainable attention projections (`UnifiedOptions.trainable`)
+    n_data:int=3000 # ShapesChat records written
+    n_train:int=2800 # of them for training; the rest are held out
+    n_caption:int=200 # held-out items whose captions are scored
+    n_t2i:int=96 # held-out items generated from their captions
+    n_rank:int=30 # held-out items of the I2T2I rank analysis
+    k:int=10 # round-trip candidates per item
+    cap_steps:int=150 # captioner training steps of the common start
+    gen_steps:int=100 # generator pre-training steps of the common start
+    sample_steps:int=20 # sampler steps of every generation
+
+# %% ../nbs/11_unified.ipynb #feb8588f
+def _base_models(W:Path, train:list[dict], s:UnifiedExperiment, t0:float, log)->Path:
     "The common start in `W/base`: a ShapesChat captioner trained on the captions, and the shapes backbone pre-trained on them."
     base = W/'base'
     if not (base/'captioner').exists():
         cap = shapes_captioner(); set_seed(0)
-        train_captioner(cap, train, steps=cap_steps, bs=64, lr=2e-3, progress=False)
+        train_captioner(cap, train, steps=s.cap_steps, bs=64, lr=2e-3, progress=False)
         cap.save_pretrained(base/'captioner'); log(f'captioner trained ({time.time()-t0:.0f} s)')
     if not (base/'generator').exists():
         bb = shapes_backbone(); set_seed(0)
-        finetune(bb, text_image_dls(CaptionImageDataset(train), bs=64, seed=0), steps=gen_steps, lr=1e-3, ema=None, progress=False)
+        dls = text_image_dls(CaptionImageDataset(train), bs=64, seed=0)
+        finetune(bb, dls, steps=s.gen_steps, lr=1e-3, ema=0., progress=False)
         DialogToImagePipeline(bb).save_pretrained(base/'generator'); log(f'generator pre-trained ({time.time()-t0:.0f} s)')
     return base
 
-def _fine_tune_arms(W:Path, base:Path, train:list[dict], seeds, steps:int, lr:float, warmup:int, bs:int, trainable_proj:str,
-                    t0:float, log)->dict:
+def _fine_tune_arms(W:Path, base:Path, train:list[dict], s:UnifiedExperiment, t0:float, log)->dict:
     "Each arm fine-tuned from the common start per seed (resumable); the generator folder of every model, the start's first."
     runs = {'start': base/'generator'}
-    for s in seeds:
+    for seed in s.seeds:
         for arm in ('unified', 'separate'):
-            out = W/f'{arm}-{s}'; runs[f'{arm}-{s}'] = out/'final'
+            out = W/f'{arm}-{seed}'; runs[f'{arm}-{seed}'] = out/'final'
             if (out/'final').exists(): continue
-            set_seed(s)
+            set_seed(seed)
             bb, cap = load_backbone(base/'generator'), load_captioner(base/'captioner')
-            unified_finetune(bb, cap, text_image_dls(CaptionImageDataset(train), bs=bs, seed=s), steps, lr, progress=False,
-                             objective=arm if arm == 'separate' else 'unified',
-                             trainable_proj=trainable_proj, warmup=warmup, seed=s, out=out, checkpoint_every=50, keep=1, resume='latest')
-            log(f'{arm} seed {s} fine-tuned ({time.time()-t0:.0f} s)')
+            dls = text_image_dls(CaptionImageDataset(train), bs=s.bs, seed=seed)
+            unified_finetune(bb, cap, dls, s.steps, s.lr, progress=False, objective=arm if arm == 'separate' else 'unified',
+                             trainable_proj=s.trainable_proj, warmup=s.warmup, seed=seed, out=out, checkpoint_every=50,
+                             keep=1, resume='latest')
+            log(f'{arm} seed {seed} fine-tuned ({time.time()-t0:.0f} s)')
     return runs
 
-def _evaluate_runs(W:Path, base:Path, runs:dict, held:list[dict], n_caption:int, n_t2i:int, n_rank:int, k:int, sampler_steps:int,
-                   t0:float, log)->dict:
+def _evaluate_runs(W:Path, base:Path, runs:dict, held:list[dict], s:UnifiedExperiment, t0:float, log)->dict:
     "Per-item scores of every model, each cached in `W/eval/<name>.json`."
     res = {}
     for name, gdir in runs.items():
         f = W/'eval'/f'{name}.json'
         if f.exists(): res[name] = json.loads(f.read_text()); continue
         cap = load_captioner(base/'captioner' if name == 'start' else gdir/'captioner')
-        gen = load_generator(gdir, sample_steps=sampler_steps, batch_size=64)
-        r = dict(_eval_captioner(cap, held[:n_caption]), **_eval_generator(gen, held[:n_t2i]))
-        _, sc = run_roundtrip('i2t2i', cap, gen, ClassifierEmbedder(), held[:n_rank], k=k, seed=0, n_boot=1000)
+        gen = load_generator(gdir, sample_steps=s.sample_steps, batch_size=64)
+        r = dict(_eval_captioner(cap, held[:s.n_caption]), **_eval_generator(gen, held[:s.n_t2i]))
+        _, sc = run_roundtrip('i2t2i', cap, gen, ClassifierEmbedder(), held[:s.n_rank], k=s.k, seed=0, n_boot=1000)
         r['rank'] = {key: sc['rank_analysis'][key] for key in ('rho_curve', 'rho_curve_ci', 'rho_pooled', 'rho_pooled_ci', 'curve')}
         r['i2t2i_quality_best_of_k'], r['i2t2i_quality_mean'] = sc['quality_best_of_k'], sc['quality_mean']
         atomic_write_json(f, r); res[name] = r; log(f'{name} evaluated ({time.time()-t0:.0f} s)')
     return res
 
-# %% ../nbs/11_unified.ipynb #50d47c44
+# %% ../nbs/11_unified.ipynb #36010443
 def unified_experiment(work:str|Path, # work folder (cached stages)
-                       seeds=(0, 1, 2), steps:int=100, # fine-tuning steps per arm
-                       lr:float=1e-3, warmup:int=10, bs:int=32, trainable_proj:str='q',
-                       n_data:int=3000, n_train:int=2800, n_caption:int=200, n_t2i:int=96, n_rank:int=30, k:int=10,
-                       cap_steps:int=150, gen_steps:int=100, sampler_steps:int=20, log=print)->dict:
+                       s:UnifiedExperiment|None=None, # the settings (default: `UnifiedExperiment()`)
+                       log=print, # where progress lines go
+                       **changes, # settings to change, e.g. `seeds=(0,)`
+                      )->dict:
     "The ShapesChat comparison: common start, unified and separate arms per seed, per-item scores of every model."
+    s = dataclasses.replace(s or UnifiedExperiment(), **changes)
     W = Path(work); W.mkdir(parents=True, exist_ok=True); t0 = time.time()
-    if not (W/'data'/'captions.jsonl').exists(): write_shapeschat(W/'data', n=n_data, seed=0, progress=False)
+    if not (W/'data'/'captions.jsonl').exists(): write_shapeschat(W/'data', n=s.n_data, seed=0, progress=False)
     recs = caption_records(W/'data'); items = roundtrip_items(W/'data')
-    train, held = recs[:n_train], items[n_train:]
-    base = _base_models(W, train, cap_steps, gen_steps, t0, log)
-    runs = _fine_tune_arms(W, base, train, seeds, steps, lr, warmup, bs, trainable_proj, t0, log)
-    return _evaluate_runs(W, base, runs, held, n_caption, n_t2i, n_rank, k, sampler_steps, t0, log)
+    train, held = recs[:s.n_train], items[s.n_train:]
+    base = _base_models(W, train, s, t0, log)
+    return _evaluate_runs(W, base, _fine_tune_arms(W, base, train, s, t0, log), held, s, t0, log)
 
 # %% ../nbs/11_unified.ipynb #9599e3d6
 METRICS = {'caption_cider': 'caption CIDEr-D', 'caption_acc': 'caption attribute acc.', 't2i_acc': 'T2I attribute acc.', 't2i_sim': 'T2I classifier sim.'}
 
 # %% ../nbs/11_unified.ipynb #b646e3f3
-def _boot(v:np.ndarray, n:int=1000, seed:int=0)->list:
-    idx = np.random.default_rng(seed).integers(0, len(v), (n, len(v)))
-    return np.percentile(v[idx].mean(1), [2.5, 97.5]).tolist()
+def _interval(si)->list: return [si.estimate, [si.lo, si.hi]]
 
 def experiment_table(res:dict)->dict:
-    "Mean [95 % bootstrap CI] per metric for the start and each arm (items averaged over seeds), and unified − separate."
+    "Mean [95 % two-level bootstrap CI: seeds, then items] per metric for the start and each arm, and unified − separate."
     arms = {'start': ['start'], **{a: sorted(k for k in res if k.startswith(a + '-')) for a in ('unified', 'separate')}}
-    per = {a: {m: np.mean([res[r][m] for r in rs], 0) for m in METRICS} for a, rs in arms.items()}
-    tab = {a: {m: [float(per[a][m].mean()), _boot(per[a][m])] for m in METRICS} for a in arms}
-    tab['unified - separate'] = {m: [float((per['unified'][m] - per['separate'][m]).mean()), _boot(per['unified'][m] - per['separate'][m])] for m in METRICS}
+    seeds = [r.split('-', 1)[1] for r in arms['unified'] if f"separate-{r.split('-', 1)[1]}" in res]
+    tab = {a: {m: _interval(seed_bootstrap({r: res[r][m] for r in rs})) for m in METRICS} for a, rs in arms.items()}
+    tab['unified - separate'] = {m: _interval(seed_bootstrap({s: res[f'separate-{s}'][m] for s in seeds}, # paired by seed and item
+                                                             paired={s: res[f'unified-{s}'][m] for s in seeds})) for m in METRICS}
     tab['rank'] = {r: [res[r]['rank']['rho_curve'], res[r]['rank']['rho_curve_ci'], res[r]['rank']['rho_pooled']] for r in res}
     return tab
 
