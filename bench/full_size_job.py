@@ -87,7 +87,7 @@ def generate_job(kind:str, batch:int, out:Path, ema:bool)->dict:
 
 def roundtrip_job(kind:str, batch:int, out:Path, ema:bool)->dict:
     from d2i_lit.pipeline import DialogToImagePipeline
-    from d2i_lit.roundtrip import PipelineGenerator, PixelEmbedder, roundtrip_to_dir
+    from d2i_lit.roundtrip import PipelineGenerator, PixelEmbedder, RoundTripModels, roundtrip_to_dir
     t = time.perf_counter()
     cap = full_captioner()
     gen = PipelineGenerator(DialogToImagePipeline(full_backbone('sd'), 'dpm'), sample_steps=2, batch_size=2, name='full-sd')
@@ -95,7 +95,7 @@ def roundtrip_job(kind:str, batch:int, out:Path, ema:bool)->dict:
     photos(out, 1)
     items = [dict(id='0', image=next((out/'photos').iterdir()), texts=['a photo'], references=['a photo'])]
     rss0 = memory_now(); reset_peak_memory(); t = time.perf_counter()
-    roundtrip_to_dir('i2t2i', cap, gen, PixelEmbedder(), items, out/'run', k=2, seed=0, progress=False)
+    roundtrip_to_dir(RoundTripModels(cap, gen, PixelEmbedder()), items, out/'run', direction='i2t2i', k=2, seed=0, progress=False)
     return dict(build_s=round(build, 1), step_s=round(time.perf_counter() - t, 1), rss_before_step_gib=gib(rss0),
                 step_peak_gib=gib(peak_memory(), 2))
 

@@ -5,7 +5,7 @@
 # %% ../nbs/00_core.ipynb #3b676405
 from __future__ import annotations
 import argparse, contextlib, dataclasses, errno, hashlib, importlib, io, json, math, os, random, re, shutil, stat, sys
-import tempfile, time, types, typing
+import tempfile, time, types, typing, warnings
 from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps
@@ -244,12 +244,11 @@ def set_threads(n:int|None=None, # intra-op threads; `None` reads `D2I_THREADS`,
 def import_fastai()->None:
     "Import fastai (once) with its `torch.jit.script` deprecation warning held back; the warning filters are left as they were."
     if 'fastai.layers' in sys.modules: return
-    import warnings # local: only the modules that train call this
     with warnings.catch_warnings():
         warnings.filterwarnings('ignore', message=r'`torch\.jit\.script` is deprecated', category=FutureWarning)
         importlib.import_module('fastai.layers')
 
-# %% ../nbs/00_core.ipynb #1a6dc4ed
+# %% ../nbs/00_core.ipynb #d5c69552
 class progress:
     "Progress over `seq`: a bar in a notebook, a line rewritten in a terminal, a line every tenth of the way in a log."
     def __init__(self, seq, # what is worked through (its length is the total)
@@ -264,7 +263,7 @@ class progress:
     def _notebook_bar(self):
         from fastcore.imports import IN_NOTEBOOK # local: as in `settings_parser`
         if not IN_NOTEBOOK: return None
-        from fastprogress.fastprogress import NBProgressBar
+        from fastprogress.fastprogress import NBProgressBar # local: as in `settings_parser`
         return NBProgressBar(range(self.total))
 
     def text(self)->str:

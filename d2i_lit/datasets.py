@@ -12,6 +12,8 @@ import numpy as np
 import torch
 from PIL import Image
 from torch.utils.data import Dataset
+from .core import import_fastai
+import_fastai() # before fastai's first import: its jit deprecation warning held back (see `core`)
 from fastai.data.core import DataLoaders
 from fastai.data.load import DataLoader
 from fastprogress.fastprogress import progress_bar

@@ -8,6 +8,8 @@ import json, os, sys, warnings
 from pathlib import Path
 import torch
 from accelerate import PartialState
+from .core import import_fastai
+import_fastai() # before fastai's first import: its jit deprecation warning held back (see `core`)
 from fastai.learner import Learner
 from fastai.data.core import DataLoaders
 from .core import (D2IError, MIXED_PRECISION, atomic_write, atomic_write_json, claim_run_folder, jsonl, main_decides,

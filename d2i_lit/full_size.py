@@ -10,6 +10,8 @@ import torch
 from torch import nn
 import diffusers
 from diffusers import DDPMScheduler
+from .core import import_fastai
+import_fastai() # before fastai's first import: its jit deprecation warning held back (see `core`)
 from fastai.callback.core import Callback
 from tokenizers import normalizers
 from transformers import (BertTokenizer, BlipConfig, BlipForConditionalGeneration, CLIPTextConfig, CLIPTextModel,

@@ -9,6 +9,8 @@ from functools import partial
 import torch, torch.nn as nn, torch.nn.functional as F
 import torch.distributed as dist
 from fastcore.basics import store_attr
+from .core import import_fastai
+import_fastai() # before fastai's first import: its jit deprecation warning held back (see `core`)
 from fastai.learner import Learner
 from fastai.callback.core import Callback, CancelValidException
 from fastai.data.core import DataLoaders

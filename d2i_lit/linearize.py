@@ -258,7 +258,7 @@ def linearize_in_budget(dialog, # a `Dialog`, a list of `Turn`s, or a list of (s
 @dataclass
 class TextFormat(Settings):
     "How a model's prompts are made from dialogs: the style, the budget and the truncation rule it was trained with."
-    style:Annotated[str, Opt(choices=MARKERS)]='hash' # linearization style
+    style:Annotated[str|None, Opt(choices=MARKERS)]='hash' # linearization style (None: a model not trained on dialogs; prompted with hash)
     max_tokens:Annotated[int|None, Opt(pos_int)]=None # the budget: text tokens, BOS/EOS not counted (None: all the encoder holds)
     truncation:Annotated[str, Opt(choices=TRUNCATIONS)]='oldest' # over the budget: drop the oldest turns, or cut the end
     tokenizer:str|None=None # the tokenizer that counts, as recorded with a model (its class and vocabulary size)
@@ -277,7 +277,7 @@ class TextFormat(Settings):
                   positions:int|None=None, # the text encoder's positions (default: the tokenizer's)
                  )->list[Linearized]:
         "The dialogs linearized in this format."
-        return linearize_many(dialogs, self.style, tokenizer, self.budget(tokenizer, positions), self.truncation)
+        return linearize_many(dialogs, self.style or 'hash', tokenizer, self.budget(tokenizer, positions), self.truncation)
 
 def tokenizer_name(tokenizer)->str:
     "What a model records of its tokenizer: its class and vocabulary size."

@@ -87,7 +87,7 @@ class DialogToImagePipeline:
         "Warn once per setting that differs from the format the model recorded (it was trained with)."
         for k in ('style', 'max_tokens', 'truncation'):
             mine, asked = getattr(self.backbone.text_format, k), getattr(fmt, k)
-            if mine != asked and (k, asked) not in self._said:
+            if mine is not None and mine != asked and (k, asked) not in self._said: # None: not trained on dialogs
                 self._said.add((k, asked))
                 warnings.warn(f"the model was trained with {k} {mine!r}; prompting it with {asked!r} as asked", stacklevel=3)
 
