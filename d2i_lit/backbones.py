@@ -196,7 +196,11 @@ def predict(self:Backbone, x_t:torch.Tensor, # noisy input in diffusion space
 @patch
 def to(self:Backbone, device=None, dtype=None):
     "Move (and cast) every part; returns `self`."
-    for m in self.modules.values(): m.to(device=device, **({} if dtype is None else dict(dtype=dtype))) # `dtype=None` makes diffusers print a warning
+    for m in self.modules.values():
+        floats = [p.dtype for p in m.parameters() if p.is_floating_point()]
+        if dtype is None or all(d == dtype for d in floats): m.to(device=device) # no cast: diffusers warns on any dtype
+        elif not getattr(m, '_keep_in_fp32_modules', None): nn.Module.to(m, device=device, dtype=dtype) # nothing kept in fp32
+        else: m.to(device=device, dtype=dtype) # diffusers' own cast and its warning about the fp32 modules
     return self
 
 @patch

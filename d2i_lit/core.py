@@ -15,10 +15,10 @@ import d2i_lit
 __all__ = ['ASSETS', 'pos_int', 'nonneg_int', 'pos_float', 'nonneg_float', 'unit_float', 'DTYPES', 'MIXED_PRECISION',
            'MAX_IMAGE_PIXELS', 'asset_path', 'D2IError', 'DiskFull', 'error_line', 'Opt', 'int_in', 'float_in',
            'settings_parser', 'check_settings', 'Settings', 'Command', 'cli_command', 'set_seed', 'available_cores',
-           'set_threads', 'progress', 'torch_dtype', 'atomic_write', 'atomic_write_json', 'atomic_save_image',
-           'atomic_dir', 'make_out_dir', 'launcher_rank', 'main_decides', 'run_lock', 'open_append', 'jsonl',
-           'read_jsonl', 'safe_name', 'unique_ids', 'folder_contents', 'claim_run_folder', 'weights_fingerprint',
-           'write_items', 'load_pretrained', 'ImageError', 'open_image']
+           'set_threads', 'import_fastai', 'progress', 'torch_dtype', 'atomic_write', 'atomic_write_json',
+           'atomic_save_image', 'atomic_dir', 'make_out_dir', 'launcher_rank', 'main_decides', 'run_lock',
+           'open_append', 'jsonl', 'read_jsonl', 'safe_name', 'unique_ids', 'folder_contents', 'claim_run_folder',
+           'weights_fingerprint', 'write_items', 'load_pretrained', 'ImageError', 'open_image']
 
 # %% ../nbs/00_core.ipynb #39d2a5c8
 ASSETS = Path(d2i_lit.__file__).parent/'assets' # the installed package's folder, also from a notebook
@@ -126,13 +126,15 @@ def _add_option(p, f, t, opt:Opt, many:bool, doc:str|None):
     name, default = f.name.replace('_', '-'), _field_default(f)
     if t is bool:
         flag, act = (f'--no-{name}', 'store_false') if default else (f'--{name}', 'store_true')
-        return p.add_argument(flag, dest=f.name, action=act, default=default, help=(doc or '').replace('%', '%%'))
+        doc = (doc or '').replace('%', '%%')
+        return p.add_argument(flag, dest=f.name, action=act, default=default, help=f'turn off: {doc}' if default and doc else doc)
     kw = dict(type=opt.type or t, default=default, help=_help(doc, default, opt.required))
     if opt.choices: kw['choices'] = list(opt.choices)
     nargs = opt.nargs or ('+' if many else None)
     if nargs: kw['nargs'] = nargs
     if opt.positional: return p.add_argument(f.name, metavar=name.upper(), **({'nargs': None if opt.required else '?'} | kw))
-    p.add_argument(f'--{name}', dest=f.name, required=opt.required, metavar=name.upper().replace('-', '_'), **kw)
+    metavar = None if opt.choices else name.upper().replace('-', '_') # choices show as {a,b,c}
+    p.add_argument(f'--{name}', dest=f.name, required=opt.required, metavar=metavar, **kw)
 
 def settings_parser(cls, # a settings dataclass
                     prog:str, # the command as the user types it, e.g. 'd2i generate'
@@ -205,7 +207,9 @@ class Command:
         if callable(self.run): return self.run
         mod, fn = self.run.split(':')
         return getattr(importlib.import_module(mod), fn)
-    def __call__(self, argv:list[str]|None=None): return self.runner()(self.parse(argv))
+    def __call__(self, argv:list[str]|None=None):
+        o = self.parse(argv) # first: `--help` and bad options answer before the command's module (torch, models) loads
+        return self.runner()(o)
 
 def cli_command(settings:type, # the settings dataclass the options fill
                 prog:str, # the command as the user types it, e.g. 'd2i generate'
@@ -235,6 +239,15 @@ def set_threads(n:int|None=None, # intra-op threads; `None` reads `D2I_THREADS`,
     n = n or int(os.environ.get('D2I_THREADS', 0) or 0) or available_cores()
     torch.set_num_threads(n)
     return torch.get_num_threads()
+
+# %% ../nbs/00_core.ipynb #e1d2fe19
+def import_fastai()->None:
+    "Import fastai (once) with its `torch.jit.script` deprecation warning held back; the warning filters are left as they were."
+    if 'fastai.layers' in sys.modules: return
+    import warnings # local: only the modules that train call this
+    with warnings.catch_warnings():
+        warnings.filterwarnings('ignore', message=r'`torch\.jit\.script` is deprecated', category=FutureWarning)
+        importlib.import_module('fastai.layers')
 
 # %% ../nbs/00_core.ipynb #1a6dc4ed
 class progress:
