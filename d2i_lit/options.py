@@ -247,7 +247,7 @@ class DemoOptions(Settings):
 
 demo_cli = cli_command(DemoOptions, 'd2i demo', 'd2i_lit.experiment:_demo_main', aliases={'--text-budget': '--max-tokens'})
 
-# %% ../nbs/03b_options.ipynb #99203bd5
+# %% ../nbs/03b_options.ipynb #fb8c123f
 @dataclass
 class AppOptions(Settings):
     "A playground in the browser: type a dialog, see the prompt a model is given (dropped turns marked, tokens used) and its image."
