@@ -249,6 +249,12 @@ def _summary_writer():
     except ImportError: raise D2IError("--report-to tensorboard needs the tensorboard package (pip install 'd2i_lit[tensorboard]')") from None
     return SummaryWriter
 
+def _grad_norm(learn)->float:
+    "The step's gradient norm: as `GradClip` measured it, else measured now (the gradients are zeroed after the step)."
+    if getattr(learn, 'grad_norm', None) is not None: return learn.grad_norm
+    gs = [p.grad for p in learn.model.parameters() if p.grad is not None]
+    return float(torch.nn.utils.get_total_norm(gs)) if gs else float('nan')
+
 def _item_markdown(item, prompt:str)->str:
     "A validation item as TensorBoard shows it: the dialog's turns (speaker: text), then the prompt the model was given."
     turns = [] if isinstance(item, str) else [f'**{t.speaker}**: {t.text}' for t in dialog_turns(item)]
@@ -266,7 +272,7 @@ class TensorBoardLog(Callback):
         if self.w is None: return
         s, l = self.learn.opt_step, self.learn
         self.w.add_scalar('train/loss', l.loss.item(), s); self.w.add_scalar('train/lr', l.opt.hypers[0]['lr'], s)
-        if getattr(l, 'grad_norm', None) is not None: self.w.add_scalar('train/grad_norm', l.grad_norm, s)
+        self.w.add_scalar('train/grad_norm', _grad_norm(l), s)
         vg = getattr(l, 'validation_grid', None)
         if vg is not None and getattr(vg, 'last', (None,))[0] == s: self.images(vg, s)
     def images(self, vg, step:int):
