@@ -219,8 +219,9 @@ def _eval_results(result:dict, summary:dict, config:str)->list[EvalResult]:
     "One `EvalResult` per headline metric of an evaluation of the generated folder named `config`."
     real = Path(result.get('real', 'real')).name
     net = next((result[k]['feature_net'] for k in ('fid', 'is') if isinstance(result.get(k), dict) and 'feature_net' in result[k]), None)
+    about = lambda k: ([net] if net and k in ('fid', 'kid', 'is', 'is_std') else []) + ([f"N={summary['n']}"] if 'n' in summary else [])
     return [EvalResult(task_type=_TASK, dataset_type='images', dataset_name=real, metric_type=k, metric_value=float(v),
-                       metric_config=config, metric_name=f'{k} ({net})' if net and k in ('fid', 'kid', 'is', 'is_std') else k)
+                       metric_config=config, metric_name=k + (f" ({', '.join(a)})" if (a := about(k)) else ''))
             for k, v in summary.items() if k != 'n' and isinstance(v, (int, float))]
 
 def _metrics_table(results:list[EvalResult])->str:
@@ -241,7 +242,8 @@ def add_evaluation(card_path, # a model card written by `write_model_card`
     if METRICS_BEGIN not in card.text: raise D2IError(f"{card_path}: not a d2i_lit model card (no {METRICS_BEGIN} section)")
     new = _eval_results(result, summary, generated)
     old = [r for r in (card.data.eval_results or []) if (r.metric_config, r.dataset_name) != (generated, new[0].dataset_name if new else None)]
-    card.data.eval_results, card.data.model_name = old + new, card.data.model_name or Path(card_path).parent.name
+    folder = Path(card_path).resolve().parent
+    card.data.eval_results, card.data.model_name = old + new, card.data.model_name or f'{folder.parent.name}/{folder.name}'
     body = re.sub(re.escape(METRICS_BEGIN) + '.*?' + re.escape(METRICS_END), lambda m: f'{METRICS_BEGIN}\n{_metrics_table(old + new)}\n{METRICS_END}',
                   card.text, flags=re.S)
     atomic_write(card_path, f"---\n{card.data.to_yaml()}\n---\n{body}")
