@@ -119,8 +119,9 @@ def card_data(s, config:dict, kind:str, pipeline:str|None, lora:bool=False)->Mod
     "The card's metadata: library, pipeline tag, tags, and the base model and datasets where they are hub repositories."
     base = hub_id(getattr(s, 'model', None) or getattr(s, 'generator', None))
     data = hub_id(s.data, 'datasets')
-    tags = ['d2i_lit', 'text-to-image', 'dialog-to-image', kind] + (['lora'] if lora else [])
-    if isinstance(s, FinetuneOptions): tags.append(f'linearization-{s.style}')
+    dialogs = isinstance(s, FinetuneOptions)
+    tags = ['d2i_lit', 'text-to-image', *(['dialog-to-image'] if dialogs else []), kind, *(['lora'] if lora else [])]
+    if dialogs: tags.append(f'linearization-{s.style}')
     return ModelCardData(library_name='diffusers' if pipeline else 'd2i_lit', pipeline_tag='text-to-image', tags=tags,
                          base_model=base, datasets=[data] if data else None)
 
@@ -134,6 +135,13 @@ def _prompt_section(fmt:TextFormat, budget:int, cap:int, example:str)->str:
             f"speaker 1: `{m1}`), joined by one space, within a budget of **{budget} text tokens** (`max_tokens`; BOS/EOS not "
             f"counted; the text encoder holds {cap}). A longer dialog {rule} (`truncation: {fmt.truncation}`). Prompt it the "
             f"same way. A worked example, made by `d2i_lit`'s own linearizer:\n\n{example}\n")
+
+def _caption_use(pipeline:str|None, where:str)->str:
+    "How to use a unified run's generator (prompted with captions) and its captioner."
+    gen = (f"```python\nfrom diffusers import {pipeline}\npipe = {pipeline}.from_pretrained({where!r})\n"
+           "image = pipe('a red circle on a white background').images[0]\n```\n\n") if pipeline else ''
+    return (f"## How to use it\n\n{gen}The captioner trained with it is in `captioner/` "
+            f"(`BlipForConditionalGeneration.from_pretrained({where + '/captioner'!r})`, `d2i roundtrip --captioner`).\n")
 
 def _use_section(pipeline:str|None, where:str, fmt:TextFormat, budget:int, lora:bool)->str:
     load = (f"pipe = {pipeline}.from_pretrained({where!r})" if not lora else
@@ -190,11 +198,15 @@ def model_card(s, # the run's settings (`FinetuneOptions` or `UnifiedOptions`)
     bb, kind = backbone, backbone.kind
     pipeline, fmt = bb.spec.pipeline, bb.text_format
     budget = bb.budget
-    title = f"# {_KIND_NAMES.get(kind, kind)} {'LoRA adapters ' if lora else ''}fine-tuned on dialogs with d2i_lit\n\n"
-    intro = ("It generates the photo one speaker shares in a conversation, from the dialog before it "
-             f"(`{_command(s).prog}`, [d2i_lit](https://github.com/d2i-lit/d2i_lit)).\n\n")
+    dialogs = isinstance(s, FinetuneOptions) # else a unified run: a generator trained on captions with a captioner
+    what = 'fine-tuned on dialogs' if dialogs else 'fine-tuned with a captioner (unified fine-tuning, Li et al. 2023)'
+    title = f"# {_KIND_NAMES.get(kind, kind)} {'LoRA adapters ' if lora else ''}{what} with d2i_lit\n\n"
+    intro = (("It generates the photo one speaker shares in a conversation, from the dialog before it " if dialogs else
+              "It generates images from captions; its captioner and it were trained through each other ")
+             + f"(`{_command(s).prog}`, [d2i_lit](https://github.com/d2i-lit/d2i_lit)).\n\n")
     prompt = _prompt_part(s, bb)
-    text = '\n'.join([title + intro + prompt, _use_section(pipeline, where, fmt, budget, lora), _training_section(s, config, steps),
+    use = _use_section(pipeline, where, fmt, budget, lora) if dialogs else _caption_use(pipeline, where)
+    text = '\n'.join([title + intro + prompt, use, _training_section(s, config, steps),
                       f"## Evaluation\n\n{METRICS_BEGIN}\n{_NOT_EVALUATED}\n{METRICS_END}\n", _share_section(where)])
     return ModelCard(f"---\n{card_data(s, config, kind, pipeline, lora).to_yaml()}\n---\n\n{text}")
 
