@@ -17,7 +17,7 @@ from .learner import rank_world, is_main
 # %% auto #0
 __all__ = ['StepCounter', 'StopAfter', 'LRSchedule', 'GradAccum', 'GradClip', 'NonFiniteLoss', 'NonFiniteGuard', 'MixedPrecision',
            'ScaledStep', 'GradCheckpointing', 'EMA', 'trainable', 'EMACallback', 'ema_weights', 'CSVLog',
-           'StepProgress', 'ValidationGrid', 'DataParallel']
+           'StepProgress', 'ValidationGrid', 'TensorBoardLog', 'DataParallel']
 
 # %% ../nbs/07a_callbacks.ipynb #bcec0160
 class StepCounter(Callback):
@@ -235,7 +235,54 @@ class ValidationGrid(Callback):
     def save(self):
         with ema_weights(self.learn):
             imgs = sample_texts(self.bb, self.texts, self.seeds, self.sample_steps, self.guidance)
+        self.last = (self.learn.opt_step, imgs) # for a tracker (`TensorBoardLog`)
         return atomic_save_image(image_grid(imgs), self.out/f'step-{self.learn.opt_step:06d}.png')
+
+# %% ../nbs/07a_callbacks.ipynb #024281aa
+from .linearize import dialog_turns
+from .pipeline import dialog_prompts
+
+# %% ../nbs/07a_callbacks.ipynb #571e0452
+def _summary_writer():
+    "tensorboard's `SummaryWriter` class; a one-line `D2IError` when tensorboard is not installed."
+    try: from torch.utils.tensorboard import SummaryWriter # local: an optional extra
+    except ImportError: raise D2IError("--report-to tensorboard needs the tensorboard package (pip install 'd2i_lit[tensorboard]')") from None
+    return SummaryWriter
+
+def _grad_norm(learn)->float:
+    "The step's gradient norm: as `GradClip` measured it, else measured now (the gradients are zeroed after the step)."
+    if getattr(learn, 'grad_norm', None) is not None: return learn.grad_norm
+    gs = [p.grad for p in learn.model.parameters() if p.grad is not None]
+    return float(torch.nn.utils.get_total_norm(gs)) if gs else float('nan')
+
+def _item_markdown(item, prompt:str)->str:
+    "A validation item as TensorBoard shows it: the dialog's turns (speaker: text), then the prompt the model was given."
+    turns = [] if isinstance(item, str) else [f'**{t.speaker}**: {t.text}' for t in dialog_turns(item)]
+    return '  \n'.join(turns) + ('\n\n' if turns else '') + f'prompt: `{prompt}`'
+
+# %% ../nbs/07a_callbacks.ipynb #bc41e22d
+class TensorBoardLog(Callback):
+    "Log each optimizer step's loss, learning rate and gradient norm, and the validation images with their dialogs, to TensorBoard (process 0)."
+    order = 75 # after the step is logged and its validation grid sampled
+    def __init__(self, logdir): self.logdir, self.writer_cls = Path(logdir), _summary_writer() # a missing package: said before the fit
+    def before_fit(self):
+        step = getattr(self.learn, 'opt_step', 0) # a resumed run: the events after its step are dropped
+        self.w = self.writer_cls(str(self.logdir), purge_step=step + 1 if step else None) if is_main() else None
+    def after_step(self):
+        if self.w is None: return
+        s, l = self.learn.opt_step, self.learn
+        self.w.add_scalar('train/loss', l.loss.item(), s); self.w.add_scalar('train/lr', l.opt.hypers[0]['lr'], s)
+        self.w.add_scalar('train/grad_norm', _grad_norm(l), s)
+        vg = getattr(l, 'validation_grid', None)
+        if vg is not None and getattr(vg, 'last', (None,))[0] == s: self.images(vg, s)
+    def images(self, vg, step:int):
+        "The validation grid's images, each with its dialog and prompt."
+        prompts = dialog_prompts(vg.texts, vg.bb.text_format, vg.bb)
+        for i, (item, p, img) in enumerate(zip(vg.texts, prompts, vg.last[1])):
+            self.w.add_image(f'validation/{i:02d}', (img.float().cpu() + 1)/2, step)
+            self.w.add_text(f'validation/{i:02d}', _item_markdown(item, p), step)
+    def after_fit(self):
+        if self.w is not None: self.w.close()
 
 # %% ../nbs/07a_callbacks.ipynb #7c059a41
 class DataParallel(Callback):

@@ -23,7 +23,8 @@ from .backbones import _KINDS
 from .learner import DiffusionBatch, is_main, rank_world
 from .callbacks import (CSVLog, DataParallel, EMA, EMACallback, GradAccum, GradCheckpointing, GradClip, LRSchedule,
                                MixedPrecision, NonFiniteGuard, ScaledStep, StepCounter, StepProgress, StopAfter, ema_weights,
-                               trainable)
+                               trainable, TensorBoardLog)
+from .model_card import write_model_card
 
 # %% auto #0
 __all__ = ['LORA_TARGETS', 'list_checkpoints', 'Checkpoint', 'add_lora', 'save_lora', 'load_lora', 'merge_lora', 'save_result',
@@ -278,6 +279,7 @@ def training_callbacks(s:TrainSettings, # the run's settings
     if out is not None:
         cb.append(log_cls(Path(out)/'log.csv'))
         if s.checkpoint_every or s.resume: cb.append(Checkpoint(Path(out)/'ckpts', s.checkpoint_every, s.keep, s.resume))
+        if s.report_to == 'tensorboard': cb.append(TensorBoardLog(Path(out)/'logs'))
     if s.progress: cb.append(StepProgress(s.steps))
     return cb + list(extra)
 
@@ -305,5 +307,8 @@ def fit_run(learn:Learner, # a `Learner` with `training_callbacks`
     n_epoch = math.ceil(s.steps*s.grad_accum/len(learn.dls.train)) if s.steps else 10**6
     learn.fit(n_epoch, start_epoch=start_epoch)
     learn.model.eval() # ready to sample: dropout off
-    if out is not None and is_main() and save is not None: _save_final(learn, save, Path(out)/'final')
+    if out is not None and is_main() and save is not None:
+        _save_final(learn, save, Path(out)/'final')
+        bb = getattr(learn, 'backbone', None) or getattr(learn, 'generator', None)
+        if bb is not None and config is not None: write_model_card(Path(out)/'final', s, config, bb, learn.opt_step)
     return learn

@@ -23,6 +23,7 @@ SUBCOMMANDS = {
     'unified':   ('d2i_lit.options', 'unified_cli',   'fine-tune a captioner and a generator through each other (Li et al. 2023)'),
     'demo':      ('d2i_lit.options', 'demo_cli',      'the whole ShapesChat experiment: data, pre-train, zero-shot, fine-tune, '
                                                       'evaluate, report'),
+    'app':       ('d2i_lit.options', 'app_cli',       'a playground in the browser: a dialog, its prompt and its image (Gradio)'),
 }
 
 def _usage()->str:

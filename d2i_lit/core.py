@@ -142,7 +142,10 @@ def settings_parser(cls, # a settings dataclass
                    )->argparse.ArgumentParser:
     "An argparse parser for the fields of `cls`, whose errors raise `D2IError` instead of printing usage and exiting."
     from fastcore.docments import docments # local: only a command that parses pays for it
-    hints, docs = typing.get_type_hints(cls, include_extras=True), docments(cls)
+    hints = typing.get_type_hints(cls, include_extras=True)
+    docs = {} # each field's comment where it is declared: a subclass's own, else its base's (docments reads one class)
+    for c in reversed([c for c in cls.__mro__ if dataclasses.is_dataclass(c)]):
+        docs.update({k: v for k, v in docments(c).items() if v})
     p = argparse.ArgumentParser(prog=prog, description=(cls.__doc__ or '').strip(), epilog=epilog, allow_abbrev=False)
     for f in dataclasses.fields(cls):
         if f.init and not f.name.startswith('_'):

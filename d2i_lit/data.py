@@ -11,10 +11,10 @@ from urllib.parse import urlsplit, unquote
 from .core import D2IError, asset_path
 
 # %% auto #0
-__all__ = ['IMAGE_EXTS', 'EMOJI_MODES', 'Turn', 'Dialog', 'merge_turns', 'DataError', 'norm_ws', 'parse_record',
+__all__ = ['IMAGE_EXTS', 'EMOJI_MODES', 'METADATA_FILE', 'Turn', 'Dialog', 'merge_turns', 'DataError', 'norm_ws', 'parse_record',
            'photochat_files', 'read_records', 'url_stem', 'photo_stem', 'pair_image', 'emoji_text', 'parse_session',
            'read_sessions', 'is_mmdialog_file', 'DialogList', 'load_photochat', 'load_mmdialog', 'load_sample',
-           'load_dialogs']
+           'RowError', 'row_dialog', 'load_imagefolder', 'is_saved_dataset', 'load_saved_dataset', 'load_dialogs']
 
 # %% ../nbs/01_data.ipynb #3cc418fd
 @dataclass
@@ -438,15 +438,191 @@ def load_sample()->DialogList:
     "The bundled sample: the first 207 dialogs of PhotoChat's test split (see `d2i_lit/assets/ATTRIBUTION.md`)."
     return load_photochat(asset_path('photochat_test_00_first207.json'))
 
+# %% ../nbs/01_data.ipynb #7d2b5752
+import hashlib
+from .core import atomic_write
+
+# %% ../nbs/01_data.ipynb #a273ec87
+METADATA_FILE = 'metadata.jsonl' # an imagefolder's rows, as Hugging Face's `imagefolder` loader reads them
+
+class RowError(DataError):
+    "A bad row of a table layout (an imagefolder's `metadata.jsonl`, a saved dataset): one line naming file, row and column."
+    def __init__(self, source, where:str, column:str|None, msg:str):
+        self.source, self.index, self.dialogue_id, self.field = str(source), where, None, column
+        self.reason = ' '.join(str(msg).split())
+        D2IError.__init__(self, f"{source}: {where}: " + (f"column {column!r}: " if column else '') + self.reason)
+
+def _row_id(row:dict, default, err):
+    "The row's `dialogue_id` column, else `default` (its position)."
+    did = row.get('dialogue_id', default)
+    if not isinstance(did, (int, str)) or isinstance(did, bool): raise err('dialogue_id', f'must be an int or a string, got {_tname(did)}')
+    return did
+
+def _column_of(fld:str|None, column:str)->str|None:
+    "The column a `parse_record` field is in: `dialogue[2].user_id` of the dialog column `turns` is `turns[2].user_id`."
+    return column + fld[len('dialogue'):] if fld and (fld == 'dialogue' or fld.startswith('dialogue[')) else fld
+
+# %% ../nbs/01_data.ipynb #2d3d707f
+def _turns_dialog(row:dict, did, column:str, source, err)->Dialog:
+    "A row's dialog column (PhotoChat's turns, `share_photo` optional) as a `Dialog`, through `parse_record`'s checks."
+    dlg = row[column]
+    if not isinstance(dlg, list): raise err(column, f"must be a list of {{message, user_id}} turns (PhotoChat's format), got {_tname(dlg)}")
+    last = next((m.get('user_id') for m in reversed(dlg) if isinstance(m, dict)), 1)
+    sharer = row.get('sharer', last if last in (0, 1) else 1)
+    if isinstance(sharer, bool) or sharer not in (0, 1): raise err('sharer', f'must be 0 or 1, got {sharer!r}')
+    msgs = [{'share_photo': False, **m} if isinstance(m, dict) else m for m in dlg]
+    if not any(isinstance(m, dict) and m.get('share_photo') is True for m in msgs):
+        msgs.append(dict(message='', share_photo=True, user_id=sharer)) # the row's image is shared after the last message
+    rec = dict(dialogue=msgs, dialogue_id=did, photo_description=row.get('photo_description') or '', photo_url=row.get('photo_url') or '')
+    try: return parse_record(rec, str(source))
+    except DataError as e: raise err(_column_of(e.field, column), e.reason) from None
+
+def _caption_dialog(row:dict, did, source, err)->Dialog:
+    "A row's `text` caption as a one-turn dialog of speaker 0."
+    t = row['text']
+    if not isinstance(t, str): raise err('text', f'must be a string, got {_tname(t)}')
+    if (why := _text_problem(t)): raise err('text', why)
+    if not norm_ws(t): raise err('text', 'empty caption')
+    return Dialog(did, [Turn(0, norm_ws(t))], 1, row.get('photo_description') or '', '', '', source=str(source))
+
+# %% ../nbs/01_data.ipynb #5c281031
+_ROW_KEYS = ('dialogue_id', 'sharer', 'text', 'photo_description', 'photo_url', 'file_name')
+
+def row_dialog(row:dict, # one row: its columns by name (the image column taken out)
+               source, # the file (or saved dataset), for messages
+               where:str, # the row, for messages: 'line 3', 'row 2'
+               column:str='dialogue', # the dialog column (PhotoChat's turns); a row without it may have a `text` caption
+               default_id=0, # the id of a row without a `dialogue_id` column (its position)
+              )->Dialog:
+    "The `Dialog` of one table row; a one-line `RowError` naming the file, row and column."
+    def err(col, msg): return RowError(source, where, col, msg)
+    row = {k: v for k, v in row.items() if v is not None} # a table's missing cell (a column other rows have) is null
+    if not isinstance(row.get('photo_description', ''), str):
+        raise err('photo_description', f"must be a string, got {_tname(row['photo_description'])}")
+    did = _row_id(row, default_id, err)
+    if column in row: d = _turns_dialog(row, did, column, source, err)
+    elif 'text' in row: d = _caption_dialog(row, did, source, err)
+    else: raise err(column, f"missing: each row needs a {column!r} column (PhotoChat's turns) or a 'text' caption")
+    d.extra = {k: v for k, v in row.items() if k not in (column, *_ROW_KEYS) and isinstance(v, (str, int, float, bool))}
+    return d
+
+# %% ../nbs/01_data.ipynb #3744a21c
+def _metadata_rows(path:Path)->list[tuple[int, dict]]:
+    "(line number, row) of each non-blank line of `metadata.jsonl`; a line that is not a JSON object is a one-line `RowError`."
+    try: lines = path.read_bytes().decode('utf-8').splitlines()
+    except OSError as e: raise DataError(path, f'cannot read: {e.strerror}') from None
+    except UnicodeDecodeError as e: raise DataError(path, f'invalid UTF-8 at byte {e.start}') from None
+    out = []
+    for n, line in enumerate(lines, 1):
+        if not line.strip(): continue
+        try: row = json.loads(line)
+        except json.JSONDecodeError as e: raise RowError(path, f'line {n}', None, f'invalid JSON at column {e.colno}: {e.msg}') from None
+        except RecursionError: raise RowError(path, f'line {n}', None, _TOO_DEEP) from None
+        if not isinstance(row, dict): raise RowError(path, f'line {n}', None, f'a row must be a JSON object, got {_tname(row)}')
+        out.append((n, row))
+    return out
+
+def _row_image(folder:Path, row:dict, source, where:str)->Path|None:
+    "The image file a row's `file_name` names inside `folder`; None when there is no such file."
+    name = row.get('file_name')
+    if not isinstance(name, str) or not name.strip():
+        raise RowError(source, where, 'file_name', 'missing' if name is None else f'must be a file name, got {name!r}')
+    rel = PurePosixPath(name)
+    if rel.is_absolute() or '..' in rel.parts: raise RowError(source, where, 'file_name', f'must be a path inside {folder}, got {name!r}')
+    p = folder/rel
+    return p if p.is_file() else None
+
+# %% ../nbs/01_data.ipynb #9bd6c3d1
+def load_imagefolder(path, # a folder with `metadata.jsonl`, or that file
+                     column:str='dialogue', # the dialog column (PhotoChat's turns); a row without it may have a `text` caption
+                    )->DialogList:
+    "The dialogs of a Hugging Face `imagefolder`, each paired with the image its `file_name` names."
+    path = Path(path)
+    f = path/METADATA_FILE if path.is_dir() else path
+    out = DialogList(images_dir=f.parent)
+    for i, (n, row) in enumerate(_metadata_rows(f)):
+        img = _row_image(f.parent, row, f, f'line {n}')
+        d = row_dialog(row, f, f'line {n}', column, default_id=i)
+        d.image_path, d.index = img, i
+        if img is None: out.missing_images.append((d.dialogue_id, row['file_name']))
+        out.append(d)
+    if not out: raise DataError(f, 'no rows')
+    return out
+
+# %% ../nbs/01_data.ipynb #968ae661
+def is_saved_dataset(path)->bool:
+    "Whether `path` is a folder written by `datasets`' `save_to_disk` (a `Dataset` or a `DatasetDict`)."
+    p = Path(path)
+    return p.is_dir() and ((p/'dataset_dict.json').is_file() or ((p/'state.json').is_file() and (p/'dataset_info.json').is_file()))
+
+def _open_saved(folder:Path):
+    "The saved `Dataset` in `folder` (of a `DatasetDict`: its 'train' split, or its only one)."
+    try: import datasets # local: an optional extra, and heavy to import
+    except ImportError: raise D2IError(f"{folder} is a saved dataset: reading it needs the datasets package (pip install 'd2i_lit[datasets]')") from None
+    ds = datasets.load_from_disk(str(folder))
+    if isinstance(ds, datasets.DatasetDict):
+        if 'train' not in ds and len(ds) != 1: raise D2IError(f"{folder}: a DatasetDict with splits {', '.join(ds)}: give one split's folder")
+        ds = ds['train'] if 'train' in ds else next(iter(ds.values()))
+    return ds
+
+def _image_cache()->Path: return Path(os.environ.get('D2I_CACHE') or Path.home()/'.cache'/'d2i_lit')/'dataset_images'
+
+# %% ../nbs/01_data.ipynb #212d2343
+def _image_suffix(b:bytes)->str:
+    "The usual file suffix of encoded image bytes (a file's name does not decide how PIL reads it; a person looking does)."
+    for sig, suf in ((b'\x89PNG', '.png'), (b'\xff\xd8', '.jpg'), (b'GIF8', '.gif'), (b'RIFF', '.webp'), (b'BM', '.bmp')):
+        if b.startswith(sig): return suf
+    return '.img'
+
+def _saved_image(value, folder:Path, source, where:str, column:str)->Path|None:
+    "A saved dataset's image cell as a file: the file it names (None when missing), or its bytes written once into the cache."
+    if isinstance(value, str): value = dict(path=value, bytes=None)
+    if value is None: return None
+    if not isinstance(value, dict): raise RowError(source, where, column, f'must be an image (datasets.Image) or a path, got {_tname(value)}')
+    b, p = value.get('bytes'), value.get('path')
+    if b is None:
+        q = (Path(p) if Path(p).is_absolute() else folder/p) if p else None
+        return q if q is not None and q.is_file() else None
+    h = hashlib.sha256(b).hexdigest()
+    f = _image_cache()/h[:2]/(h + _image_suffix(b))
+    if not f.is_file(): atomic_write(f, b) # named by its contents: several processes write the same file
+    return f
+
+# %% ../nbs/01_data.ipynb #75388d8e
+def load_saved_dataset(path, # a folder written by `save_to_disk`
+                       image_column:str='image', # the image column (a `datasets.Image`, or paths)
+                       column:str='dialogue', # the dialog column (PhotoChat's turns); a row without it may have a `text` caption
+                      )->DialogList:
+    "The dialogs of a dataset saved with `datasets`, each paired with its image; read with `datasets.load_from_disk`."
+    folder = Path(path); ds = _open_saved(folder); cols = ds.column_names
+    if image_column not in cols: raise D2IError(f"{folder}: no image column {image_column!r} (it has {', '.join(cols)}): name it with --image-column")
+    if column not in cols and 'text' not in cols:
+        raise D2IError(f"{folder}: no dialog column {column!r} and no 'text' caption (it has {', '.join(cols)}): name it with --dialogue-column")
+    import datasets # local: as in `_open_saved`
+    if isinstance(ds.features[image_column], datasets.Image): ds = ds.cast_column(image_column, datasets.Image(decode=False))
+    out = DialogList(images_dir=folder)
+    for i, row in enumerate(ds):
+        img = _saved_image(row.pop(image_column), folder, folder, f'row {i}', image_column)
+        d = row_dialog(row, folder, f'row {i}', column, default_id=i)
+        d.image_path, d.index = img, i
+        if img is None: out.missing_images.append((d.dialogue_id, f'row {i}'))
+        out.append(d)
+    if not out: raise DataError(folder, 'no rows')
+    return out
+
 # %% ../nbs/01_data.ipynb #b40cf1cb
-def load_dialogs(path:str|Path|None, # PhotoChat/MMDialog files or folder, a folder with dialogs.json (+ images/), or None
+def load_dialogs(path:str|Path|None, # PhotoChat/MMDialog files or folder, a folder with dialogs.json (+ images/), an imagefolder, a saved dataset, or None
                  images_dir:str|Path|None=None, # where the photos are ({photo_id}.jpg, ...); a dialogs.json folder: its images/
                  option:str='--data', # the option that named `path`, for messages
+                 image_column:str='image', # a saved dataset's image column
+                 dialogue_column:str='dialogue', # an imagefolder's or saved dataset's dialog column (PhotoChat's turns)
                 )->DialogList:
-    "The dialogs a command reads: the bundled sample, a folder laid out as ShapesChat's, or PhotoChat/MMDialog files."
+    "The dialogs a command reads: the bundled sample, a folder laid out as ShapesChat's, an imagefolder, a saved dataset, or PhotoChat/MMDialog files."
     if path is None: return load_sample()
     p = Path(path)
     if not p.exists(): raise D2IError(f"{option} {path}: no such file or folder")
+    if (p.is_dir() and (p/METADATA_FILE).is_file()) or p.name == METADATA_FILE: return load_imagefolder(p, dialogue_column)
+    if is_saved_dataset(p): return load_saved_dataset(p, image_column, dialogue_column)
     if p.is_dir() and (p/'dialogs.json').is_file():
         p, images_dir = p/'dialogs.json', (p/'images' if (p/'images').is_dir() else images_dir)
     with warnings.catch_warnings(): # the loader's summary warning: each command reports what it skipped its own way

@@ -26,7 +26,7 @@ from .callbacks import ValidationGrid
 from .checkpoint import add_lora, fit_run, save_result, training_callbacks
 
 # %% auto #0
-__all__ = ['align_texts', 'dialog_dataset', 'train_settings', 'finetune']
+__all__ = ['VALID_HELD_OUT', 'align_texts', 'dialog_dataset', 'train_settings', 'finetune']
 
 # %% ../nbs/07c_finetune.ipynb #a163727a
 def align_texts(dls:DataLoaders, # loaders whose datasets may be `DialogImageDataset`s
@@ -98,7 +98,8 @@ def _run_config(s:FinetuneOptions, backbone, dls:DataLoaders, top:dict|None)->di
     run = dict(kind=getattr(bb, 'kind', None), prediction_type=bb.noise_scheduler.config.prediction_type, resolution=bb.resolution,
                positions=bb.positions, text_format=bb.text_format.record(), batch_size=dls.train.bs, processes=rank_world()[1],
                pairs=len(dls.train.dataset))
-    return {**s.record(), **(top or {}), 'run': run}
+    top = top or {} # its `run` entries join what the run found (the dialogs held out for validation)
+    return {**s.record(), **{k: v for k, v in top.items() if k != 'run'}, 'run': {**run, **top.get('run', {})}}
 
 # %% ../nbs/07c_finetune.ipynb #27fe11b3
 def finetune(backbone, # a `Backbone`; its noise predictor is trained in place
@@ -136,9 +137,17 @@ def _training_backbone(o:FinetuneOptions, device):
     if o.resolution: bb.resolution = o.resolution
     return bb.to(device)
 
-def _training_data(o:FinetuneOptions, bb, device):
+def _data_dialogs(o:FinetuneOptions):
+    "The dialogs of `--data` (any layout `load_dialogs` reads, with the options' image and dialog columns)."
+    return load_dialogs(o.data, o.images_dir, image_column=o.image_column, dialogue_column=o.dialogue_column)
+
+def _training_data(o:FinetuneOptions, bb, device,
+                   dialogs:list|None=None, # the dialogs of `--data` (default: loaded now)
+                   held=(), # ids of dialogs held out of training (for the validation images)
+                  ):
     "The training pairs of `--data` for `bb` and their loaders."
-    dialogs = load_dialogs(o.data, o.images_dir)[:o.max_train_samples]
+    held = set(held)
+    dialogs = [d for d in (_data_dialogs(o) if dialogs is None else dialogs) if d.dialogue_id not in held][:o.max_train_samples]
     if dialogs and not any(d.image_path is not None for d in dialogs):
         raise D2IError(f"--data {o.data}: none of {len(dialogs)} dialogs has a paired image (give --images-dir with {{photo_id}}.jpg/.png)")
     with warnings.catch_warnings(): # the dataset's skip warning: the summary line the command prints says it once
@@ -152,6 +161,26 @@ def _write_training_texts(out:Path, ds):
         print(ds.summary, file=sys.stderr)
         atomic_write_json(out/'skipped_images.json', ds.report())
     atomic_write(out/'texts.jsonl', jsonl(dict(id=d.dialogue_id, text=t) for d,t in zip(ds.dialogs, ds.texts)))
+
+# %% ../nbs/07c_finetune.ipynb #31a1ce06
+VALID_HELD_OUT = 4 # dialogs of --data held out for the validation images when --validation-dialogs gives none
+
+def _held_out(o:FinetuneOptions, dialogs:list)->list:
+    "Ids of the dialogs held out of training for the validation images (a resumed run: those it held out)."
+    cfg = Path(o.out)/'config.json' if o.out else None
+    if o.resume is not None and cfg is not None and cfg.is_file(): return json.loads(cfg.read_text()).get('run', {}).get('held_out', [])
+    if not o.valid_every or o.validation_dialogs or len(dialogs) <= 2*VALID_HELD_OUT: return []
+    return [d.dialogue_id for d in dialogs[-VALID_HELD_OUT:]]
+
+def _validation_dialogs(o:FinetuneOptions, dialogs:list, held:list, train:list, say:bool=True)->list:
+    "The validation images' dialogs: the first 8 of --validation-dialogs, else those held out, else the first 8 training ones."
+    if o.validation_dialogs:
+        return list(load_dialogs(o.validation_dialogs, option='--validation-dialogs', image_column=o.image_column,
+                                 dialogue_column=o.dialogue_column))[:8]
+    held = set(held); out = [d for d in dialogs if d.dialogue_id in held]
+    if out or not o.valid_every: return out
+    if say: print('validation images of training dialogs: this run held none out (give --validation-dialogs)', file=sys.stderr)
+    return list(train[:8])
 
 # %% ../nbs/07c_finetune.ipynb #ed50c51a
 _SAME_MEANING = ('model', 'data', 'images_dir', 'style', 'lr', 'batch_size', 'grad_accum', 'ema', 'lora_rank', 'mixed_precision',
@@ -192,7 +221,9 @@ def _finetune_main(o:FinetuneOptions):
         rec = main_decides(lambda: _claim_training_run(o), state) or {}
         bb = _training_backbone(o, state.device)
         if main: say_if_random(bb, o.model); _say_memory(bb, o, state)
-        ds, dls = _training_data(o, bb, state.device)
+        dialogs = _data_dialogs(o); held = _held_out(o, dialogs)
+        ds, dls = _training_data(o, bb, state.device, dialogs, held)
         if main: _write_training_texts(Path(o.out), ds)
-        finetune(bb, dls, settings=o, out=o.out, valid_items=ds.dialogs[:8], record=dict(weights=rec.get('weights')))
+        finetune(bb, dls, settings=o, out=o.out, valid_items=_validation_dialogs(o, dialogs, held, ds.dialogs, main),
+                 record=dict(weights=rec.get('weights'), run=dict(held_out=held)))
     if is_main(): print(f'fine-tuned model in {Path(o.out)/"final"}')

@@ -958,13 +958,18 @@ def evaluate_dirs(generated:str|Path, # folder of generated images (with `manife
         res['topics'] = 'linearize.photo_topic of each dialog photo_description; per-topic FID/KID against the reference photos of that topic'
     return res
 
+# %% ../nbs/08a_metrics.ipynb #62e31369
+from .model_card import update_model_card
+
 # %% ../nbs/08a_metrics.ipynb #a37c1a89
 def _evaluate_main(o:EvaluateOptions):
-    "Evaluate generated images; print the result as JSON and write it atomically."
+    "Evaluate generated images; print the result as JSON and write it atomically; add it to the model's card."
     res = evaluate_dirs(o.generated, o.real, o=o.replace(progress=o.progress and sys.stderr.isatty()))
     out = Path(o.out) if o.out else Path(o.generated)/'metrics.json'
     atomic_write_json(out, res)
     print(json.dumps(res, indent=2))
+    card = update_model_card(o.generated, res, summary(res)) # the model's card, when d2i_lit wrote one
+    if card is not None: print(f'metrics added to the model card {card}', file=sys.stderr)
     return res
 
 # %% ../nbs/08a_metrics.ipynb #53d87b40

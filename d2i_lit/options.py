@@ -15,9 +15,10 @@ from .shapes_text import PRETRAIN_CORPORA
 __all__ = ['Seed', 'Threads', 'BatchSize', 'MaxTokens', 'Required', 'SampleSteps', 'Guidance', 'REFERENCES', 'SCHEDULERS',
            'BAD_IMAGE_MODES', 'REPORT_TO', 'linearize_cli', 'generate_cli', 'TRAIN_ALIASES', 'TRAIN_MAY_CHANGE',
            'finetune_cli', 'UNIFIED_TRAINABLE', 'UNIFIED_OBJECTIVES', 'unified_cli', 'EVAL_METRICS', 'evaluate_cli',
-           'DATA_FORMATS', 'roundtrip_cli', 'demo_cli', 'photochat_data_cli', 'shapeschat_data_cli', 'LinearizeOptions',
-           'GenerateOptions', 'TrainSettings', 'FinetuneOptions', 'UnifiedOptions', 'EvaluateOptions',
-           'RoundTripOptions', 'DemoOptions', 'PhotoChatDataOptions', 'ShapesChatDataOptions']
+           'DATA_FORMATS', 'roundtrip_cli', 'demo_cli', 'app_cli', 'photochat_data_cli', 'shapeschat_data_cli',
+           'LinearizeOptions', 'GenerateOptions', 'TrainSettings', 'FinetuneOptions', 'UnifiedOptions',
+           'EvaluateOptions', 'RoundTripOptions', 'DemoOptions', 'AppOptions', 'PhotoChatDataOptions',
+           'ShapesChatDataOptions']
 
 # %% ../nbs/03b_options.ipynb #07ed4311
 Seed = A[int, Opt(int_in(0, 2**63 - 1))] # a run's seed
@@ -125,11 +126,14 @@ class FinetuneOptions(TrainSettings):
     max_train_samples:A[int|None, Opt(pos_int)]=None # use only the first N pairs
     validation_dialogs:str|None=None # dialogs for the validation images (a file or folder as --data; default: a few held-out dialogs)
     image_column:str='image' # saved dataset: the image column
-    dialogue_column:str='dialogue' # saved dataset / imagefolder: the dialog column (PhotoChat's turn format)
+    dialogue_column:str='dialogue' # saved dataset / imagefolder: the dialog column (PhotoChat's turn format; a row without it may have a `text` caption)
+    batch_size:BatchSize=16 # the global batch: split across processes, per device = batch size / processes (diffusers' --train_batch_size is per device)
 
 finetune_cli = cli_command(FinetuneOptions, 'd2i finetune', 'd2i_lit.finetune:_finetune_main',
                            aliases={**TRAIN_ALIASES, '--train-data-dir': '--data', '--pretrained-model-name-or-path': '--model',
-                                    '--dataloader-num-workers': '--num-workers', '--train-batch-size': '--batch-size'})
+                                    '--dataloader-num-workers': '--num-workers'},
+                           retired={'--train-batch-size': "d2i finetune takes --batch-size, the global batch split across processes "
+                                                          "(diffusers' --train_batch_size is per device: multiply it by the processes)"})
 
 # %% ../nbs/03b_options.ipynb #c06459b2
 UNIFIED_TRAINABLE = ('q', 'kv', 'qkv') # cross-attention projections that train
@@ -150,7 +154,7 @@ class UnifiedOptions(TrainSettings):
     limit:A[int|None, Opt(pos_int)]=None # use the first N records
     weight_decay_captioner:A[float, Opt(float_in(0, 10))]=0. # AdamW weight decay of the captioner
     lr_warmup_steps:A[int, Opt(nonneg_int)]=500 # linear warm-up steps
-    batch_size:BatchSize=8 # global batch size: split across processes
+    batch_size:BatchSize=8 # the global batch: split across processes, per device = batch size / processes
     ema:A[float, Opt(float_in(0, 0.999999))]=0. # EMA decay of the trained weights (0: no EMA)
 
 unified_cli = cli_command(UnifiedOptions, 'd2i unified', 'd2i_lit.unified:_unified_main', aliases=TRAIN_ALIASES)
@@ -242,6 +246,21 @@ class DemoOptions(Settings):
     progress:bool=True # show a progress bar over the stages
 
 demo_cli = cli_command(DemoOptions, 'd2i demo', 'd2i_lit.experiment:_demo_main', aliases={'--text-budget': '--max-tokens'})
+
+# %% ../nbs/03b_options.ipynb #fb8c123f
+@dataclass
+class AppOptions(Settings):
+    "A playground in the browser: type a dialog, see the prompt a model is given (dropped turns marked, tokens used) and its image."
+    model:list[str]|None=None # model folders (a run's final/), hub ids or names to choose from; the first is the default
+    demo:str|None=None # a d2i demo folder whose fine-tuned ShapesChat model is offered (trained there first, ~3 minutes on a CPU, when it has none); default without --model: $D2I_CACHE/app-demo
+    host:str='127.0.0.1' # address to serve on (0.0.0.0: every interface)
+    port:A[int, Opt(int_in(0, 65535))]=7860 # port to serve on (0: a free one)
+    sample_steps:SampleSteps=20 # sampler steps (changeable in the page)
+    guidance:Guidance=3.0 # classifier-free guidance scale (changeable in the page)
+    seed:Seed=0 # the image's seed (changeable in the page)
+    threads:Threads=None # torch CPU threads
+
+app_cli = cli_command(AppOptions, 'd2i app', 'd2i_lit.app:_app_main')
 
 # %% ../nbs/03b_options.ipynb #fe010ffa
 @dataclass
