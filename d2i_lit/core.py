@@ -460,11 +460,12 @@ def read_jsonl(path:str|Path, # a JSON-lines file; a missing file reads as empty
     path = Path(path)
     if not path.exists(): return []
     out = []
-    for i, line in enumerate(path.read_text(encoding='utf-8').split('\n'), 1):
+    for i, line in enumerate(path.read_bytes().split(b'\n'), 1): # a killed writer may cut a character: lines decode alone
         if not line.strip(): continue
-        try: out.append(json.loads(line))
-        except json.JSONDecodeError as e:
-            if strict: raise D2IError(f"{path}:{i}: not JSON ({e.msg})") from None
+        try: out.append(json.loads(line.decode('utf-8')))
+        except ValueError as e: # not UTF-8, not JSON, or a number past Python's integer-string limit (4300 digits)
+            why = 'not UTF-8' if isinstance(e, UnicodeDecodeError) else getattr(e, 'msg', str(e))
+            if strict: raise D2IError(f"{path}:{i}: not JSON ({why})") from None
     return out
 
 # %% ../nbs/00_core.ipynb #4cbf7cca
@@ -473,10 +474,11 @@ _RESERVED_NAMES = {'con', 'prn', 'aux', 'nul', *(f'com{i}' for i in range(10)), 
 
 def safe_name(id, # any id: a string, a number
               suffix:str='', # appended, e.g. '.png'
+              hashed:bool=False, # always the cleaned prefix and hash, even for a plain id (where its plain name is ambiguous)
              )->str:
     "A file name for `id`: the id itself when it is plain, else a cleaned prefix and a hash (bounded, collision-free)."
     s = str(id)
-    if _PLAIN_ID.fullmatch(s) and not s.endswith('.') and s.split('.')[0].lower() not in _RESERVED_NAMES: return s + suffix
+    if not hashed and _PLAIN_ID.fullmatch(s) and not s.endswith('.') and s.split('.')[0].lower() not in _RESERVED_NAMES: return s + suffix
     stem = re.sub(r'[^A-Za-z0-9._-]+', '_', s).strip('._-')[:60] or 'id'
     return f"{stem}~{hashlib.sha256(s.encode('utf-8', 'surrogatepass')).hexdigest()[:16]}{suffix}"
 
