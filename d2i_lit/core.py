@@ -460,7 +460,7 @@ def read_jsonl(path:str|Path, # a JSON-lines file; a missing file reads as empty
     path = Path(path)
     if not path.exists(): return []
     out = []
-    for i, line in enumerate(path.read_bytes().split(b'\n'), 1): # a killed writer may cut a character: lines decode alone
+    for i, line in enumerate(path.read_bytes().split(b'\n'), 1): # a killed writer may cut a character: decode each line
         if not line.strip(): continue
         try: out.append(json.loads(line.decode('utf-8')))
         except ValueError as e: # not UTF-8, not JSON, or a number past Python's integer-string limit (4300 digits)
@@ -474,7 +474,7 @@ _RESERVED_NAMES = {'con', 'prn', 'aux', 'nul', *(f'com{i}' for i in range(10)), 
 
 def safe_name(id, # any id: a string, a number
               suffix:str='', # appended, e.g. '.png'
-              hashed:bool=False, # always the cleaned prefix and hash, even for a plain id (where its plain name is ambiguous)
+              hashed:bool=False, # always the cleaned prefix and hash, even for a plain id (its plain name is ambiguous)
              )->str:
     "A file name for `id`: the id itself when it is plain, else a cleaned prefix and a hash (bounded, collision-free)."
     s = str(id)

@@ -171,7 +171,7 @@ def _locate_json_error(text:str, pos:int)->int|None:
 _TOO_DEEP = "JSON nested too deeply to read (deeper than Python's recursion limit)"
 _INT_DIGITS = getattr(sys, 'get_int_max_str_digits', lambda: 0)() # Python refuses to read longer integers (0: no limit)
 
-class _LongNumber(str): "A JSON integer longer than Python reads, kept as its digits so that the error can say where it is."
+class _LongNumber(str): "A JSON integer longer than Python reads, kept as its digits: the error says where it is."
 
 def _long_number_at(obj)->tuple[str, int]:
     "The path ('[3].dialogue_id') and length of the first `_LongNumber` in a loaded JSON value."
@@ -186,7 +186,9 @@ def _long_number_at(obj)->tuple[str, int]:
 def _json_loads(text:str, path, index:int|None=None):
     "`json.loads`; an integer longer than Python reads (4300 digits) is a `DataError` naming its record and field."
     long = []
-    def num(s): return (long.append(s), _LongNumber(s))[1] if _INT_DIGITS and len(s.lstrip('-')) > _INT_DIGITS else int(s)
+    def num(s):
+        if not _INT_DIGITS or len(s.lstrip('-')) <= _INT_DIGITS: return int(s)
+        long.append(s); return _LongNumber(s)
     obj = json.loads(text, parse_int=num)
     if not long: return obj
     at, n = _long_number_at(obj)
@@ -258,9 +260,9 @@ def pair_image(photo_id:str, # a record's `photo_id`, e.g. 'train/29bedd00fb2be0
                photo_url:str='', # the record's `photo_url`: its file name pairs when `photo_id` does not
                listing:dict|None=None, # folder listings to reuse across calls (`load_photochat` passes one)
               )->Path|None:
-    "The local photo `{safe_name(photo_key, hashed=True)}`, `{photo_id}`, `{last part of photo_id}` or `{URL file name}` with extension .jpg/.jpeg/.png in any case, if it exists."
+    "The local photo `{photo_id}`, `{last part of photo_id}` or `{URL file name}` with extension .jpg/.jpeg/.png in any case, if it exists."
     listing, key = {} if listing is None else listing, photo_key(photo_id, photo_url)
-    named = safe_name(key, hashed=True) if key else '' # how `d2i data photochat` names a photo whose plain name is ambiguous
+    named = safe_name(key, hashed=True) if key else '' # `d2i data photochat`'s name where a plain one is ambiguous
     for stem in dict.fromkeys((named, photo_id, photo_id.rsplit('/', 1)[-1], url_stem(photo_url))):
         if not stem or '..' in Path(stem).parts or Path(stem).is_absolute(): continue
         sub = Path(images_dir)/stem
