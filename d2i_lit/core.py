@@ -366,23 +366,27 @@ def atomic_dir(path:str|Path, # destination folder, replaced as a whole
     try:
         yield tmp
         _umask_modes(tmp) # libraries writing through mkstemp (safetensors) leave 0600 files
-        if path.exists():
+        if path.exists() or path.is_symlink():
             old = path.with_name(f'.{path.name}.old')
-            if old.exists(): shutil.rmtree(old)
-            os.replace(path, old); os.replace(tmp, path); shutil.rmtree(old)
+            _remove(old); os.replace(path, old); os.replace(tmp, path); _remove(old)
         else: os.replace(tmp, path)
     except BaseException as e:
         shutil.rmtree(tmp, ignore_errors=True)
         _raise_if_disk_full(e, path)
         raise
 
+def _remove(p:Path)->None:
+    "Remove `p` if it is there: a link itself (never what it points to), a folder with all it holds, or a file."
+    if p.is_symlink() or p.is_file(): p.unlink()
+    elif p.exists(): shutil.rmtree(p)
+
 def _umask_modes(folder:Path)->None:
     "Give every file and folder under `folder` (and itself) the mode a plain `open`/`mkdir` would."
     m = _umask()
     os.chmod(folder, 0o777 & ~m)
     for root, dirs, files in os.walk(folder):
-        for n in dirs: os.chmod(os.path.join(root, n), 0o777 & ~m)
-        for n in files: os.chmod(os.path.join(root, n), 0o666 & ~m)
+        for n, mode in [(n, 0o777) for n in dirs] + [(n, 0o666) for n in files]:
+            if not os.path.islink(f := os.path.join(root, n)): os.chmod(f, mode & ~m) # chmod would change a link's target
 
 # %% ../nbs/00_core.ipynb #bf16c812
 def make_out_dir(path:str|Path, # an output folder, created if missing
