@@ -251,7 +251,7 @@ def _image_names(folder:Path, listing:dict)->dict:
                 for e in it:
                     stem, ext = os.path.splitext(e.name)
                     if ext.lower() in IMAGE_EXTS: names.setdefault(stem, []).append(e.name)
-        except OSError: pass
+        except (OSError, ValueError): pass # no such folder; a NUL byte in a photo_id's folder part
         listing[folder] = {k: sorted(v, key=lambda n: (IMAGE_EXTS.index(os.path.splitext(n)[1].lower()), n)) for k,v in names.items()}
     return listing[folder]
 
