@@ -14,7 +14,7 @@ from PIL import Image
 import d2i_lit
 from .core import (D2IError, ImageError, _raise_if_disk_full, atomic_write, atomic_write_json, claim_run_folder,
                           folder_contents, jsonl, open_append, open_image, progress, read_jsonl, run_lock, safe_name)
-from .data import IMAGE_EXTS, load_photochat, photo_key, photo_stem, photochat_files
+from .data import IMAGE_EXTS, load_photochat, photo_key, photo_stem, photochat_files, url_stem
 from .options import PhotoChatDataOptions
 
 # %% auto #0
@@ -50,27 +50,33 @@ def photo_url_for(d, # a `Dialog`
     return _FIELD.sub(lambda m: vals[m[1]], check_base_url(base_url))
 
 def _name_jobs(jobs:list[dict], taken:dict)->list[dict]:
-    "Give each job its file `name`: its plain `stem` where that names it alone, else `safe_name(key, hashed=True)`."
-    count = Counter(j['stem'].lower() for j in jobs if j['stem']) # 'ABC.jpg' and 'abc.jpg' are one file on some disks
+    "Give each job its file `name`: its plain `stem` unless the folder holds that name for another photo, else hashed."
     for j in jobs:
-        s = j['stem']
-        plain = s and count[s.lower()] == 1 and taken.get(s.lower(), j['key']) == j['key']
-        j['name'] = s if plain else safe_name(j['key'], hashed=True)
+        plain = j['stem'] and taken.get(j['stem'].lower(), j['key']) == j['key'] # any case: one file on some disks
+        j['name'] = j['stem'] if plain else safe_name(j['key'], hashed=True)
     return jobs
+
+def _lookups(d)->set:
+    "The plain names `pair_image` may look a dialog's photo up by (its stem falls back to them), in lower case."
+    return {n.lower() for n in (d.photo_id.rsplit('/', 1)[-1], url_stem(d.photo_url)) if n}
 
 def photo_jobs(dialogs, # `Dialog`s, e.g. from `load_photochat` (any iterable: a fetch reads them file by file)
                base_url:str|None=None, # see `photo_url_for`
                taken:dict|None=None, # lower-case file name -> photo key of the photos a folder already holds
               )->list[dict]:
     "One job per distinct photo (`photo_key`): key, plain stem, file name, URL and the dialogs that share it, in order."
-    jobs, base_url = {}, check_base_url(base_url)
+    jobs, looked, base_url = {}, Counter(), check_base_url(base_url)
     for d in dialogs:
         k = photo_key(d.photo_id, d.photo_url)
         if (j := jobs.get(k)) is None:
             stem = photo_stem(d.photo_id, d.photo_url)
             j = jobs[k] = dict(key=k, stem=stem if safe_name(stem) == stem else '', name='',
-                               url=photo_url_for(d, base_url), dialogue_ids=[])
-        j['dialogue_ids'].append(d.dialogue_id)
+                               url=photo_url_for(d, base_url), dialogue_ids=[], lookups=set())
+        j['dialogue_ids'].append(d.dialogue_id); j['lookups'] |= _lookups(d)
+    for j in jobs.values(): looked.update(j['lookups'])
+    for j in jobs.values(): # a plain name another photo could be looked up by would pair that photo's dialogs with this one
+        if j['stem'] and looked[j['stem'].lower()] > 1: j['stem'] = ''
+        del j['lookups']
     return _name_jobs(list(jobs.values()), taken or {})
 
 # %% ../nbs/01a_photos.ipynb #4e0564a4
