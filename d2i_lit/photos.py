@@ -57,8 +57,8 @@ def _name_jobs(jobs:list[dict], taken:dict)->list[dict]:
     return jobs
 
 def _lookups(d)->set:
-    "The plain names `pair_image` may look a dialog's photo up by (its stem falls back to them), in lower case."
-    return {n.lower() for n in (d.photo_id.rsplit('/', 1)[-1], url_stem(d.photo_url)) if n}
+    "The plain names `pair_image` looks a dialog's photo up by when its hashed name is absent."
+    return {n for n in (d.photo_id.rsplit('/', 1)[-1], url_stem(d.photo_url)) if n}
 
 def photo_jobs(dialogs, # `Dialog`s, e.g. from `load_photochat` (any iterable: a fetch reads them file by file)
                base_url:str|None=None, # see `photo_url_for`
@@ -67,16 +67,16 @@ def photo_jobs(dialogs, # `Dialog`s, e.g. from `load_photochat` (any iterable: a
     "One job per distinct photo (`photo_key`): key, plain stem, file name, URL and the dialogs that share it, in order."
     jobs, looked, base_url = {}, Counter(), check_base_url(base_url)
     for d in dialogs:
-        k = photo_key(d.photo_id, d.photo_url)
+        k, names = photo_key(d.photo_id, d.photo_url), _lookups(d)
         if (j := jobs.get(k)) is None:
             stem = photo_stem(d.photo_id, d.photo_url)
             j = jobs[k] = dict(key=k, stem=stem if safe_name(stem) == stem else '', name='',
-                               url=photo_url_for(d, base_url), dialogue_ids=[], lookups=set())
-        j['dialogue_ids'].append(d.dialogue_id); j['lookups'] |= _lookups(d)
-    for j in jobs.values(): looked.update(j['lookups'])
-    for j in jobs.values(): # a plain name another photo could be looked up by would pair that photo's dialogs with this one
-        if j['stem'] and looked[j['stem'].lower()] > 1: j['stem'] = ''
-        del j['lookups']
+                               url=photo_url_for(d, base_url), dialogue_ids=[], lower=set(), every=names)
+        j['dialogue_ids'].append(d.dialogue_id); j['lower'] |= {n.lower() for n in names}; j['every'] &= names
+    for j in jobs.values(): looked.update(j['lower'])
+    for j in jobs.values(): # plain only if each of its dialogs finds it, and no other photo's dialog could (any case)
+        if j['stem'] not in j.pop('every') or looked[j['stem'].lower()] > 1: j['stem'] = ''
+        del j['lower']
     return _name_jobs(list(jobs.values()), taken or {})
 
 # %% ../nbs/01a_photos.ipynb #4e0564a4
