@@ -210,19 +210,18 @@ def _save_diffusers_lora(sd:dict, path:Path, kind:str, c:dict):
 def save_lora(net:nn.Module, path,
               kind:str|None=None, # the backbone kind: also save the file its diffusers pipeline's `load_lora_weights` reads, if it has one
              )->Path:
-    "Write the adapters of `net` for `load_lora` (`lora.safetensors`, `lora.json`), for peft (`adapter_config.json`, `adapter_model.safetensors`) and, where `kind`'s pipeline has `load_lora_weights`, for diffusers."
-    path = Path(path); path.mkdir(parents=True, exist_ok=True)
+    "Write the adapters of `net` for `load_lora` (`lora.safetensors`, `lora.json`), for peft (`adapter_config.json`, `adapter_model.safetensors`) and, where `kind`'s pipeline has `load_lora_weights`, for diffusers; the folder replaced atomically."
     sd = {k: v.detach().cpu().contiguous() for k,v in get_peft_model_state_dict(net).items()}
     c = net.d2i_lora
-    save_file(sd, path/'lora.safetensors.tmp'); os.replace(path/'lora.safetensors.tmp', path/'lora.safetensors')
-    # peft's adapter folder: `PeftModel.from_pretrained(base, path)` keys its weights under the wrapper's `base_model.model.`
-    save_file({f'base_model.model.{k}': v for k,v in sd.items()}, path/'adapter_model.safetensors.tmp')
-    os.replace(path/'adapter_model.safetensors.tmp', path/'adapter_model.safetensors')
-    cfg = LoraConfig(r=c['rank'], lora_alpha=c['alpha'], target_modules=list(c['targets']), init_lora_weights=True)
-    atomic_write_json(path/'adapter_config.json', {k: sorted(v) if isinstance(v, set) else v for k,v in cfg.to_dict().items()})
-    if kind is not None: _save_diffusers_lora(sd, path, kind, c)
-    atomic_write_json(path/'lora.json', c)
-    return path
+    with atomic_dir(path) as tmp: # whole or not at all, files with the umask's mode (safetensors makes them 0600)
+        save_file(sd, tmp/'lora.safetensors')
+        # peft's adapter folder: `PeftModel.from_pretrained(base, path)` keys its weights under the wrapper's `base_model.model.`
+        save_file({f'base_model.model.{k}': v for k,v in sd.items()}, tmp/'adapter_model.safetensors')
+        cfg = LoraConfig(r=c['rank'], lora_alpha=c['alpha'], target_modules=list(c['targets']), init_lora_weights=True)
+        atomic_write_json(tmp/'adapter_config.json', {k: sorted(v) if isinstance(v, set) else v for k,v in cfg.to_dict().items()})
+        if kind is not None: _save_diffusers_lora(sd, tmp, kind, c)
+        atomic_write_json(tmp/'lora.json', c)
+    return Path(path)
 
 # %% ../nbs/07b_checkpoint.ipynb #6d940f6d
 def load_lora(net:nn.Module, path)->nn.Module:

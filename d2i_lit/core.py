@@ -381,23 +381,28 @@ def atomic_dir(path:str|Path, # destination folder, replaced as a whole
     try:
         yield tmp
         _umask_modes(tmp) # libraries writing through mkstemp (safetensors) leave 0600 files
-        if path.exists():
+        if path.exists() or path.is_symlink():
             old = path.with_name(f'.{path.name}.old')
-            if old.exists(): shutil.rmtree(old)
-            os.replace(path, old); os.replace(tmp, path); shutil.rmtree(old)
+            _remove(old); os.replace(path, old); os.replace(tmp, path); _remove(old)
         else: os.replace(tmp, path)
     except BaseException as e:
+        full = not isinstance(e, D2IError) and _disk_full(e, tmp/'x') # before the partial files are removed (then it has room)
         shutil.rmtree(tmp, ignore_errors=True)
-        _raise_if_disk_full(e, path)
+        if full: raise DiskFull(f"no space left on the device while writing {path}: free some space and run again") from None
         raise
+
+def _remove(p:Path)->None:
+    "Remove `p` if it is there: a link itself (never what it points to), a folder with all it holds, or a file."
+    if p.is_symlink() or p.is_file(): p.unlink()
+    elif p.exists(): shutil.rmtree(p)
 
 def _umask_modes(folder:Path)->None:
     "Give every file and folder under `folder` (and itself) the mode a plain `open`/`mkdir` would."
     m = _umask()
     os.chmod(folder, 0o777 & ~m)
     for root, dirs, files in os.walk(folder):
-        for n in dirs: os.chmod(os.path.join(root, n), 0o777 & ~m)
-        for n in files: os.chmod(os.path.join(root, n), 0o666 & ~m)
+        for n, mode in [(n, 0o777) for n in dirs] + [(n, 0o666) for n in files]:
+            if not os.path.islink(f := os.path.join(root, n)): os.chmod(f, mode & ~m) # chmod would change a link's target
 
 # %% ../nbs/00_core.ipynb #bf16c812
 def make_out_dir(path:str|Path, # an output folder, created if missing
@@ -475,11 +480,12 @@ def read_jsonl(path:str|Path, # a JSON-lines file; a missing file reads as empty
     path = Path(path)
     if not path.exists(): return []
     out = []
-    for i, line in enumerate(path.read_text(encoding='utf-8').split('\n'), 1):
+    for i, line in enumerate(path.read_bytes().split(b'\n'), 1): # a killed writer may cut a character: decode each line
         if not line.strip(): continue
-        try: out.append(json.loads(line))
-        except json.JSONDecodeError as e:
-            if strict: raise D2IError(f"{path}:{i}: not JSON ({e.msg})") from None
+        try: out.append(json.loads(line.decode('utf-8')))
+        except ValueError as e: # not UTF-8, not JSON, or a number past Python's integer-string limit (4300 digits)
+            why = 'not UTF-8' if isinstance(e, UnicodeDecodeError) else getattr(e, 'msg', str(e))
+            if strict: raise D2IError(f"{path}:{i}: not JSON ({why})") from None
     return out
 
 # %% ../nbs/00_core.ipynb #4cbf7cca
@@ -488,10 +494,11 @@ _RESERVED_NAMES = {'con', 'prn', 'aux', 'nul', *(f'com{i}' for i in range(10)), 
 
 def safe_name(id, # any id: a string, a number
               suffix:str='', # appended, e.g. '.png'
+              hashed:bool=False, # always the cleaned prefix and hash, even for a plain id (its plain name is ambiguous)
              )->str:
     "A file name for `id`: the id itself when it is plain, else a cleaned prefix and a hash (bounded, collision-free)."
     s = str(id)
-    if _PLAIN_ID.fullmatch(s) and not s.endswith('.') and s.split('.')[0].lower() not in _RESERVED_NAMES: return s + suffix
+    if not hashed and _PLAIN_ID.fullmatch(s) and not s.endswith('.') and s.split('.')[0].lower() not in _RESERVED_NAMES: return s + suffix
     stem = re.sub(r'[^A-Za-z0-9._-]+', '_', s).strip('._-')[:60] or 'id'
     return f"{stem}~{hashlib.sha256(s.encode('utf-8', 'surrogatepass')).hexdigest()[:16]}{suffix}"
 

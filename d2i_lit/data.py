@@ -4,17 +4,18 @@
 
 # %% ../nbs/01_data.ipynb #0328762b
 from __future__ import annotations
-import json, os, re, warnings
+import json, os, re, sys, warnings
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from urllib.parse import urlsplit, unquote
-from .core import D2IError, asset_path
+from .core import D2IError, asset_path, safe_name
 
 # %% auto #0
 __all__ = ['IMAGE_EXTS', 'EMOJI_MODES', 'METADATA_FILE', 'Turn', 'Dialog', 'merge_turns', 'DataError', 'norm_ws', 'parse_record',
-           'photochat_files', 'read_records', 'url_stem', 'photo_stem', 'pair_image', 'emoji_text', 'parse_session',
-           'read_sessions', 'is_mmdialog_file', 'DialogList', 'load_photochat', 'load_mmdialog', 'load_sample',
-           'RowError', 'row_dialog', 'load_imagefolder', 'is_saved_dataset', 'load_saved_dataset', 'load_dialogs']
+           'photochat_files', 'read_records', 'url_stem', 'photo_key', 'photo_stem', 'pair_image', 'emoji_text',
+           'parse_session', 'read_sessions', 'is_mmdialog_file', 'DialogList', 'load_photochat', 'load_mmdialog',
+           'load_sample', 'RowError', 'row_dialog', 'load_imagefolder', 'is_saved_dataset', 'load_saved_dataset',
+           'load_dialogs']
 
 # %% ../nbs/01_data.ipynb #3cc418fd
 @dataclass
@@ -169,6 +170,32 @@ def _locate_json_error(text:str, pos:int)->int|None:
         n += 1
 
 _TOO_DEEP = "JSON nested too deeply to read (deeper than Python's recursion limit)"
+_INT_DIGITS = getattr(sys, 'get_int_max_str_digits', lambda: 0)() # Python refuses to read longer integers (0: no limit)
+
+class _LongNumber(str): "A JSON integer longer than Python reads, kept as its digits: the error says where it is."
+
+def _long_number_at(obj)->tuple[str, int]:
+    "The path ('[3].dialogue_id') and length of the first `_LongNumber` in a loaded JSON value."
+    stack = [(obj, '')]
+    while stack:
+        o, at = stack.pop()
+        if isinstance(o, _LongNumber): return at, len(o.lstrip('-'))
+        kids = o.items() if isinstance(o, dict) else enumerate(o) if isinstance(o, list) else ()
+        stack += reversed([(v, f'{at}.{k}' if isinstance(o, dict) else f'{at}[{k}]') for k,v in kids])
+    return '', 0
+
+def _json_loads(text:str, path, index:int|None=None):
+    "`json.loads`; an integer longer than Python reads (4300 digits) is a `DataError` naming its record and field."
+    long = []
+    def num(s):
+        if not _INT_DIGITS or len(s.lstrip('-')) <= _INT_DIGITS: return int(s)
+        long.append(s); return _LongNumber(s)
+    obj = json.loads(text, parse_int=num)
+    if not long: return obj
+    at, n = _long_number_at(obj)
+    if index is None and (m := re.match(r'\[(\d+)\]\.?', at)): index, at = int(m[1]), at[m.end():]
+    raise DataError(path, f'an integer of {n} digits: Python reads at most {_INT_DIGITS} (write a long id as a string)',
+                    index, fld=at.lstrip('.') or None)
 
 def read_records(path:Path, # a PhotoChat JSON file
                 )->list:
@@ -180,7 +207,7 @@ def read_records(path:Path, # a PhotoChat JSON file
     except UnicodeDecodeError as e:
         # decode losslessly so bad bytes inside a string land in a field that `parse_record` names
         bad_utf8, text = e.start, raw.decode('utf-8', 'surrogateescape')
-    try: recs = json.loads(text)
+    try: recs = _json_loads(text, path)
     except json.JSONDecodeError as e:
         if bad_utf8 is not None:
             n = _locate_json_error(text, len(raw[:bad_utf8].decode('utf-8')))
@@ -202,6 +229,12 @@ def url_stem(url:str, # a photo URL, e.g. 'https://farm6.staticflickr.com/151/36
     stem = name.rsplit('.', 1)[0] if '.' in name else name
     return stem if _SAFE_STEM.match(stem) else ''
 
+def photo_key(photo_id:str, # a record's `photo_id` ('' in the older release)
+              photo_url:str='', # the record's `photo_url`
+             )->str:
+    "What identifies a record's photo: its `photo_id`, else its URL (records with the same key share one photo)."
+    return photo_id or photo_url
+
 def photo_stem(photo_id:str, # a record's `photo_id` ('' in the older release)
                photo_url:str='', # the record's `photo_url`
               )->str:
@@ -219,7 +252,7 @@ def _image_names(folder:Path, listing:dict)->dict:
                 for e in it:
                     stem, ext = os.path.splitext(e.name)
                     if ext.lower() in IMAGE_EXTS: names.setdefault(stem, []).append(e.name)
-        except OSError: pass
+        except (OSError, ValueError): pass # no such folder; a NUL byte in a photo_id's folder part
         listing[folder] = {k: sorted(v, key=lambda n: (IMAGE_EXTS.index(os.path.splitext(n)[1].lower()), n)) for k,v in names.items()}
     return listing[folder]
 
@@ -229,8 +262,9 @@ def pair_image(photo_id:str, # a record's `photo_id`, e.g. 'train/29bedd00fb2be0
                listing:dict|None=None, # folder listings to reuse across calls (`load_photochat` passes one)
               )->Path|None:
     "The local photo `{photo_id}`, `{last part of photo_id}` or `{URL file name}` with extension .jpg/.jpeg/.png in any case, if it exists."
-    listing = {} if listing is None else listing
-    for stem in dict.fromkeys((photo_id, photo_id.rsplit('/', 1)[-1], url_stem(photo_url))):
+    listing, key = {} if listing is None else listing, photo_key(photo_id, photo_url)
+    named = safe_name(key, hashed=True) if key else '' # `d2i data photochat`'s name where a plain one is ambiguous
+    for stem in dict.fromkeys((named, photo_id, photo_id.rsplit('/', 1)[-1], url_stem(photo_url))):
         if not stem or '..' in Path(stem).parts or Path(stem).is_absolute(): continue
         sub = Path(images_dir)/stem
         for name in _image_names(sub.parent, listing).get(sub.name, []):
@@ -321,14 +355,14 @@ def read_sessions(path:Path, # an MMDialog conversations.json
     try: raw = Path(path).read_bytes()
     except OSError as e: raise DataError(path, f'cannot read: {e.strerror}') from None
     text = raw.decode('utf-8', 'surrogateescape')  # bad bytes inside strings are named by their field in `parse_session`
-    try: obj = json.loads(text)
+    try: obj = _json_loads(text, path)
     except json.JSONDecodeError as e:
         if e.msg != 'Extra data':
             raise DataError(path, f'invalid JSON at line {e.lineno} column {e.colno}: {e.msg}', _locate_json_error(text, e.pos)) from None
         out = []  # JSON lines: one session per line
         for ln,line in enumerate(text.splitlines(), 1):
             if not line.strip(): continue
-            try: out.append((len(out), json.loads(line), None))
+            try: out.append((len(out), _json_loads(line, path, len(out)), None))
             except json.JSONDecodeError as e:
                 raise DataError(path, f'invalid JSON at line {ln} column {e.colno}: {e.msg}', len(out)) from None
             except RecursionError: raise DataError(path, _TOO_DEEP, len(out)) from None

@@ -268,9 +268,9 @@ class PhotoChatDataOptions(Settings):
     "Fetch the photos of PhotoChat records: `d2i data photochat FILE|DIR --out DIR`."
     data:A[str|None, Opt(positional=True, required=True)]=None # a PhotoChat JSON file or a folder of them (train_NN.json, ...)
     out:Required=None # photos folder: one file per photo, and report.json
-    base_url:str|None=None # fetch from an Open Images mirror: '{base_url}/{photo_id}.jpg', or a template with {photo_id} or {id}
+    base_url:str|None=None # fetch from an Open Images mirror: '{base_url}/{photo_id}.jpg', or a template with {photo_id}, {id}
     workers:A[int, Opt(int_in(1, 256))]=16 # parallel downloads
-    timeout:A[float, Opt(pos_float)]=30 # seconds for each photo, all of its reads together
+    timeout:A[float, Opt(pos_float)]=30 # seconds a photo's download may take in all (connect, headers, body; per try)
     retries:A[int, Opt(int_in(0, 100))]=3 # further tries after a timeout, dropped connection, truncated body or 5xx
     backoff:A[float, Opt(float_in(0, 3600))]=1.0 # seconds before the first retry, doubled each time
     max_side:A[int|None, Opt(int_in(1, 65535))]=None # downscale photos whose longer side is larger

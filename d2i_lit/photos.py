@@ -4,22 +4,39 @@
 
 # %% ../nbs/01a_photos.ipynb #fc12460c
 from __future__ import annotations
-import contextlib, io, json, os, socket, sys, tempfile, time, urllib.error, urllib.request
-from concurrent.futures import ThreadPoolExecutor, as_completed
+import contextlib, functools, http.client, io, json, os, re, socket, sys, threading, time, urllib.error, urllib.request
+from collections import Counter
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from http.client import HTTPException, IncompleteRead
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 from PIL import Image
 import d2i_lit
-from .core import D2IError, ImageError, open_image, atomic_write, atomic_write_json, _umask
-from .data import load_photochat, photo_stem, IMAGE_EXTS
+from .core import (D2IError, ImageError, _raise_if_disk_full, atomic_write, atomic_write_json, claim_run_folder,
+                          folder_contents, jsonl, open_append, open_image, progress, read_jsonl, run_lock, safe_name)
+from .data import IMAGE_EXTS, load_photochat, photo_key, photo_stem, photochat_files, url_stem
+from .options import PhotoChatDataOptions
 
 # %% auto #0
-__all__ = ['STATUSES', 'FINAL', 'photo_url_for', 'photo_jobs', 'present_photo', 'fetch_photo', 'fetch_photos', 'summary_line']
+__all__ = ['STATUSES', 'FINAL', 'check_base_url', 'photo_url_for', 'photo_jobs', 'present_photo', 'fetch_photo', 'fetch_photos',
+           'summary_line']
 
 # %% ../nbs/01a_photos.ipynb #ca8d3830
 STATUSES = ('ok', 'not_found', 'not_an_image', 'timed_out', 'failed') # the outcome of one photo, as counted in report.json
 FINAL = ('not_found', 'not_an_image') # outcomes a rerun does not try again (unless asked to): the server answered
+_FIELD = re.compile(r'\{([^{}]*)\}')
+
+def check_base_url(base_url:str|None, # a mirror: its URL, or a template with `{photo_id}` and/or `{id}`
+                  )->str|None:
+    "`base_url` if it is an http(s) URL whose only `{fields}` are `photo_id` and `id`; else a one-line `D2IError`."
+    if base_url is None: return None
+    if (bad := [f for f in _FIELD.findall(base_url) if f not in ('photo_id', 'id')]):
+        raise D2IError(f"--base-url {base_url!r}: unknown field {{{bad[0]}}}: a template holds {{photo_id}}, {{id}}")
+    if set('{}') & set(_FIELD.sub('', base_url)): raise D2IError(f"--base-url {base_url!r}: a brace without its pair")
+    try: scheme = urlsplit(base_url).scheme
+    except ValueError as e: raise D2IError(f"--base-url {base_url!r}: not a URL ({e})") from None
+    if scheme not in ('http', 'https'): raise D2IError(f"--base-url {base_url!r}: not an http(s) URL")
+    return base_url
 
 def photo_url_for(d, # a `Dialog`
                   base_url:str|None=None, # None: the record's `photo_url`; else a mirror: `{base_url}/{photo_id}.jpg`, or a template with `{photo_id}`/`{id}`
@@ -27,21 +44,42 @@ def photo_url_for(d, # a `Dialog`
     "The URL to fetch a dialog's photo from; '' when there is none (no `photo_id` for a mirror)."
     if base_url is None: return d.photo_url
     if not d.photo_id: return ''
-    if '{' in base_url: return base_url.format(photo_id=d.photo_id, id=d.photo_id.rsplit('/', 1)[-1])
-    return f"{base_url.rstrip('/')}/{d.photo_id}.jpg"
+    pid = quote(d.photo_id, safe='/') # a path on the mirror: '?', '#', spaces and control characters are quoted
+    if '{' not in base_url: return f"{base_url.rstrip('/')}/{pid}.jpg"
+    vals = dict(photo_id=pid, id=quote(d.photo_id.rsplit('/', 1)[-1], safe=''))
+    return _FIELD.sub(lambda m: vals[m[1]], check_base_url(base_url))
 
-def photo_jobs(dialogs, # `Dialog`s, e.g. from `load_photochat`
+def _name_jobs(jobs:list[dict], taken:dict)->list[dict]:
+    "Give each job its file `name`: its plain `stem` unless the folder holds that name for another photo, else hashed."
+    for j in jobs:
+        plain = j['stem'] and taken.get(j['stem'].lower(), j['key']) == j['key'] # any case: one file on some disks
+        j['name'] = j['stem'] if plain else safe_name(j['key'], hashed=True)
+    return jobs
+
+def _lookups(d)->set:
+    "The plain names `pair_image` looks a dialog's photo up by when its hashed name is absent."
+    return {n for n in (d.photo_id.rsplit('/', 1)[-1], url_stem(d.photo_url)) if n}
+
+def photo_jobs(dialogs, # `Dialog`s, e.g. from `load_photochat` (any iterable: a fetch reads them file by file)
                base_url:str|None=None, # see `photo_url_for`
+               taken:dict|None=None, # lower-case file name -> photo key of the photos a folder already holds
               )->list[dict]:
-    "One job per distinct photo: its file stem, URL and the dialogs that share it, in first-seen order."
-    jobs = {}
+    "One job per distinct photo (`photo_key`): key, plain stem, file name, URL and the dialogs that share it, in order."
+    jobs, looked, base_url = {}, Counter(), check_base_url(base_url)
     for d in dialogs:
-        stem = photo_stem(d.photo_id, d.photo_url) or f'dialogue_{d.dialogue_id}'
-        j = jobs.setdefault(stem, dict(stem=stem, url=photo_url_for(d, base_url), dialogue_ids=[]))
-        j['dialogue_ids'].append(d.dialogue_id)
-    return list(jobs.values())
+        k, names = photo_key(d.photo_id, d.photo_url), _lookups(d)
+        if (j := jobs.get(k)) is None:
+            stem = photo_stem(d.photo_id, d.photo_url)
+            j = jobs[k] = dict(key=k, stem=stem if safe_name(stem) == stem else '', name='',
+                               url=photo_url_for(d, base_url), dialogue_ids=[], lower=set(), every=names)
+        j['dialogue_ids'].append(d.dialogue_id); j['lower'] |= {n.lower() for n in names}; j['every'] &= names
+    for j in jobs.values(): looked.update(j['lower'])
+    for j in jobs.values(): # plain only if each of its dialogs finds it, and no other photo's dialog could (any case)
+        if j['stem'] not in j.pop('every') or looked[j['stem'].lower()] > 1: j['stem'] = ''
+        del j['lower']
+    return _name_jobs(list(jobs.values()), taken or {})
 
-# %% ../nbs/01a_photos.ipynb #9da8e469
+# %% ../nbs/01a_photos.ipynb #4e0564a4
 class _HTTPRedirects(urllib.request.HTTPRedirectHandler):
     "Follow redirects to http(s) URLs only."
     def redirect_request(self, req, fp, code, msg, headers, newurl):
@@ -49,20 +87,71 @@ class _HTTPRedirects(urllib.request.HTTPRedirectHandler):
             raise urllib.error.HTTPError(newurl, code, f'redirect to a non-HTTP URL refused: {newurl}', headers, fp)
         return super().redirect_request(req, fp, code, msg, headers, newurl)
 
-_OPENER = urllib.request.build_opener(_HTTPRedirects)
 _USER_AGENT = f'd2i_lit/{d2i_lit.__version__} (PhotoChat photo fetcher; Python urllib)'
 
+class _Stop:
+    "Set when a fetch stops (Ctrl-C, a full disk): no further try starts, and every download in progress is cut."
+    def __init__(self): self.event, self.active, self.lock = threading.Event(), set(), threading.Lock()
+    def __call__(self):
+        self.event.set()
+        with self.lock: active = list(self.active)
+        for d in active: d.cut()
+
+def _shut(sock):
+    with contextlib.suppress(OSError): socket.socket.shutdown(sock, socket.SHUT_RDWR) # the OS socket, under TLS too
+
+class _Deadline:
+    "Cut one download's connections when `seconds` have passed or the fetch stops: a blocked read then ends at once."
+    def __init__(self, seconds:float, stop:_Stop):
+        self.seconds, self.stop, self.socks, self.expired, self.lock = seconds, stop, [], False, threading.Lock()
+        self.timer = threading.Timer(seconds, self.cut); self.timer.daemon = True
+    def watch(self, sock):
+        with self.lock: self.socks.append(sock); expired = self.expired
+        if expired: _shut(sock)
+    def cut(self):
+        with self.lock: self.expired, socks = True, list(self.socks)
+        for s in socks: _shut(s)
+    def __enter__(self):
+        with self.stop.lock: self.stop.active.add(self)
+        if self.stop.event.is_set(): self.cut()
+        self.timer.start(); return self
+    def __exit__(self, *exc):
+        self.timer.cancel()
+        with self.stop.lock: self.stop.active.discard(self)
+
+def _watched(base):
+    "The `http.client` connection class `base`, its socket watched by a `_Deadline` once connected."
+    class Watched(base):
+        def __init__(self, *a, deadline, **k): super().__init__(*a, **k); self.deadline = deadline
+        def connect(self): super().connect(); self.deadline.watch(self.sock)
+    return Watched
+
+_WATCHED = {c: _watched(c) for c in (http.client.HTTPConnection, http.client.HTTPSConnection)}
+
+class _Watching:
+    "A urllib handler whose connections its `deadline` watches."
+    def do_open(self, http_class, req, **kw):
+        return super().do_open(functools.partial(_WATCHED[http_class], deadline=self.deadline), req, **kw)
+
+class _HTTPHandler(_Watching, urllib.request.HTTPHandler): pass
+class _HTTPSHandler(_Watching, urllib.request.HTTPSHandler): pass
+
+def _opener(deadline:_Deadline):
+    hs = [_HTTPHandler(), _HTTPSHandler()]
+    for h in hs: h.deadline = deadline
+    return urllib.request.build_opener(_HTTPRedirects, *hs)
+
+# %% ../nbs/01a_photos.ipynb #335c31f8
 class _Failed(Exception):
     "A final failure: one of `STATUSES` and a one-line reason."
     def __init__(self, status, error): self.status, self.error = status, error
 
 class _Retry(_Failed): "A failure worth another try: timeouts, dropped connections, truncated bodies, 5xx/408/429."
 
-def _download(url:str, timeout:float, max_bytes:int)->bytes:
-    "The body at `url`; `_Retry` for transient failures, `_Failed` for final ones."
-    req = urllib.request.Request(url, headers={'User-Agent': _USER_AGENT})
+def _read(req, dl:_Deadline, max_bytes:int)->bytes:
+    "The body answering `req`, its connections watched by `dl`; `_Retry` if transient, `_Failed` if final."
     try:
-        with _OPENER.open(req, timeout=timeout) as r:
+        with _opener(dl).open(req, timeout=dl.seconds) as r:
             n = r.headers.get('Content-Length')
             chunks, got = [], 0
             while chunk := r.read(1 << 16):
@@ -74,26 +163,39 @@ def _download(url:str, timeout:float, max_bytes:int)->bytes:
         if e.code in (404, 410): raise _Failed('not_found', f'HTTP {e.code} {e.reason}') from None
         if e.code in (408, 429) or e.code >= 500: raise _Retry('failed', f'HTTP {e.code} {e.reason}') from None
         raise _Failed('failed', f'HTTP {e.code} {e.reason}') from None
-    except (TimeoutError, socket.timeout) as e: raise _Retry('timed_out', f'timed out after {timeout} s') from None
+    except (TimeoutError, socket.timeout) as e: raise _Retry('timed_out', f'timed out after {dl.seconds} s') from None
     except urllib.error.URLError as e:
-        if isinstance(e.reason, (TimeoutError, socket.timeout)): raise _Retry('timed_out', f'timed out after {timeout} s') from None
+        if isinstance(e.reason, (TimeoutError, socket.timeout)):
+            raise _Retry('timed_out', f'timed out after {dl.seconds} s') from None
         raise _Retry('failed', f'{e.reason}') from None
     except IncompleteRead as e: raise _Retry('failed', f'truncated body: got {len(e.partial)} bytes, {e.expected} more expected') from None
+    except (http.client.InvalidURL, ValueError) as e: raise _Failed('failed', f'bad URL: {e}') from None # control chars
     except (HTTPException, ConnectionError, OSError) as e: raise _Retry('failed', f'{type(e).__name__}: {e}') from None
 
-# %% ../nbs/01a_photos.ipynb #58c40add
+def _download(url:str, timeout:float, max_bytes:int, stop:_Stop)->bytes:
+    "The body at `url`, all of it within `timeout` seconds; `_Retry` for transient failures, `_Failed` for final ones."
+    try: req = urllib.request.Request(url, headers={'User-Agent': _USER_AGENT})
+    except ValueError as e: raise _Failed('failed', f'bad URL: {e}') from None
+    with _Deadline(timeout, stop) as dl:
+        try: body, err = _read(req, dl, max_bytes), None
+        except _Failed as e: body, err = None, e
+    if dl.expired: raise _Retry('timed_out', f'timed out after {timeout} s (the whole download)') # a cut read ends
+    if err is not None: raise err
+    return body
+
+# %% ../nbs/01a_photos.ipynb #83cee455
 def present_photo(out:Path, # the photos folder
-                  stem:str, # the photo's file stem
+                  name:str, # the photo's file name, without extension
                  )->Path|None:
-    "The photo `{out}/{stem}.jpg|.jpeg|.png` (any case) if one is present and decodes."
+    "The photo `{out}/{name}.jpg|.jpeg|.png` (any case) if one is present and decodes."
     for ext in IMAGE_EXTS:
-        for p in (out/f'{stem}{ext}', out/f'{stem}{ext.upper()}'):
+        for p in (out/f'{name}{ext}', out/f'{name}{ext.upper()}'):
             if p.is_file():
                 try: open_image(p, draft=64); return p
                 except ImageError: pass
     return None
 
-def _place(tmp:Path, out:Path, stem:str, max_side:int|None)->Path:
+def _place(tmp:Path, out:Path, name:str, max_side:int|None)->Path:
     "Check that `tmp` decodes and give it its final name; `ImageError` if it is not an image."
     im = open_image(tmp)
     with Image.open(tmp) as f: fmt = f.format
@@ -102,120 +204,159 @@ def _place(tmp:Path, out:Path, stem:str, max_side:int|None)->Path:
         im = im.resize((max(1, round(im.width*s)), max(1, round(im.height*s))), Image.LANCZOS)
         fmt = 'resized-' + ('JPEG' if fmt == 'JPEG' else 'PNG')
     if fmt in ('JPEG', 'PNG'):
-        dest = out/f"{stem}.{'jpg' if fmt == 'JPEG' else 'png'}"
-        os.chmod(tmp, 0o666 & ~_umask()); os.replace(tmp, dest)
+        dest = out/f"{name}.{'jpg' if fmt == 'JPEG' else 'png'}"
+        os.replace(tmp, dest) # `tmp` was written by `atomic_write`: whole, with the umask's mode
     else:  # re-encoded: downscaled, or a format `images_dir` does not pair (GIF, WebP, TIFF...)
         jpeg = fmt == 'resized-JPEG'
-        dest, buf = out/f"{stem}.{'jpg' if jpeg else 'png'}", io.BytesIO()
+        dest, buf = out/f"{name}.{'jpg' if jpeg else 'png'}", io.BytesIO()
         im.save(buf, 'JPEG', quality=95) if jpeg else im.save(buf, 'PNG')
         atomic_write(dest, buf.getvalue())
-    for ext in IMAGE_EXTS:  # an unreadable file of the same stem and another extension would shadow or confuse pairing
-        for p in (out/f'{stem}{ext}', out/f'{stem}{ext.upper()}'):
+    for ext in IMAGE_EXTS:  # an unreadable file of the same name and another extension would shadow or confuse pairing
+        for p in (out/f'{name}{ext}', out/f'{name}{ext.upper()}'):
             if p != dest and p.is_file(): p.unlink()
     return dest
 
-def _save_body(body:bytes, out:Path, stem:str, max_side:int|None)->Path:
+def _save_body(body:bytes, out:Path, name:str, max_side:int|None)->Path:
     "Write a downloaded body to a temporary file beside its destination and place it (`_place`); `ImageError` if it is not an image."
-    fd, tmp = tempfile.mkstemp(dir=out, prefix=f".{stem}.", suffix='.tmp')
-    try:
-        with os.fdopen(fd, 'wb') as f: f.write(body); f.flush(); os.fsync(f.fileno())
-        return _place(Path(tmp), out, stem, max_side)
+    tmp = atomic_write(out/f'.{name}.part.tmp', body) # `core`'s writer: no link followed, a full disk is `DiskFull`
+    try: return _place(tmp, out, name, max_side)
     finally:
         with contextlib.suppress(FileNotFoundError): os.unlink(tmp)
 
-# %% ../nbs/01a_photos.ipynb #4e0564a4
-def fetch_photo(job:dict, # from `photo_jobs`: stem, url, dialogue_ids
-                out:Path, # the photos folder
-                timeout:float=30, # seconds for each request (connect and each read)
-                retries:int=3, # further tries after a transient failure
-                backoff:float=1.0, # seconds before the first retry, doubled each time
-                max_side:int|None=None, # downscale photos whose longer side is larger
-                max_bytes:int=64 << 20, # refuse larger bodies
-               )->dict:
-    "Fetch one photo into `out`; the job with `status` (one of `STATUSES`), `file`, `error`, `attempts` and `already_present`."
-    out = Path(out); res = dict(job, status='ok', file=None, error=None, attempts=0, already_present=False)
-    if (p := present_photo(out, job['stem'])) is not None: return dict(res, file=p.name, already_present=True)
+# %% ../nbs/01a_photos.ipynb #8a11e903
+def _scheme(url:str)->str:
+    try: return urlsplit(url).scheme
+    except ValueError: return '' # 'http://[::1' and other URLs that do not parse
+
+def _fetch_one(job:dict, out:Path, o, stop:_Stop, res:dict)->dict:
+    "`fetch_photo`'s work: the present photo, or each try in turn until one ends it."
+    if (p := present_photo(out, job['name'])) is not None: return dict(res, file=p.name, already_present=True)
     if not job['url']: return dict(res, status='failed', error='no URL: a mirror (base_url) needs a photo_id, and this record has none')
-    if urlsplit(job['url']).scheme not in ('http', 'https'):
+    if _scheme(job['url']) not in ('http', 'https'):
         return dict(res, status='failed', error=f"not an http(s) URL: {job['url']!r}")
-    for attempt in range(retries + 1):
+    for attempt in range(o.retries + 1):
+        if stop.event.is_set(): break
         res['attempts'] = attempt + 1
-        try: body = _download(job['url'], timeout, max_bytes)
+        try: body = _download(job['url'], o.timeout, int(o.max_mb * (1 << 20)), stop)
         except _Retry as e:
             res.update(status=e.status, error=e.error)
-            if attempt < retries: time.sleep(backoff * 2**attempt)
+            if attempt < o.retries: stop.event.wait(o.backoff * 2**attempt) # a stop ends the wait at once
             continue
         except _Failed as e: return dict(res, status=e.status, error=e.error)
-        try: return dict(res, status='ok', error=None, file=_save_body(body, out, job['stem'], max_side).name)
+        try: return dict(res, status='ok', error=None, file=_save_body(body, out, job['name'], o.max_side).name)
         except ImageError as e: return dict(res, status='not_an_image', error=f"{e.reason} ({len(body)} bytes)")
     return res
 
-# %% ../nbs/01a_photos.ipynb #d8cad80b
+def fetch_photo(job:dict, # from `photo_jobs`: key, name, url, dialogue_ids
+                out:Path, # the photos folder
+                o:PhotoChatDataOptions|None=None, # `timeout` (a download's, in all), `retries`, `backoff`, `max_side`...
+                stop:_Stop|None=None, # set when the fetch stops: no further try
+               )->dict:
+    "Fetch one photo into `out`; the job with `status` (of `STATUSES`), `file`, `error`, `attempts`, `already_present`."
+    res = dict(job, status='ok', file=None, error=None, attempts=0, already_present=False)
+    try: return _fetch_one(job, Path(out), o or PhotoChatDataOptions(), stop or _Stop(), res)
+    except OSError as e: # this photo's file could not be placed: reported with it, unless the disk is full (`DiskFull`)
+        _raise_if_disk_full(e, Path(out)/job['name'])
+        return dict(res, status='failed', error=f'{type(e).__name__}: {e}')
+
+# %% ../nbs/01a_photos.ipynb #8d01d3df
+_RECORD, _MANIFEST = 'fetch.json', 'photos.jsonl'
+
+def _claim(out:Path, o)->dict:
+    "Claim the photos folder `out` for this fetch (`claim_run_folder`); a folder of photos alone is adopted."
+    rec = dict(command='d2i data photochat', max_side=o.max_side) # what decides the files' contents
+    ours = lambda n: os.path.splitext(n)[1].lower() in IMAGE_EXTS or n in ('report.json', _MANIFEST)
+    if not (out/_RECORD).exists() and all(map(ours, folder_contents(out))): atomic_write_json(out/_RECORD, rec)
+    return claim_run_folder(out, rec, _RECORD)
+
 def _clean_temporaries(out:Path):
     "Remove temporary files a killed run left behind (`.{name}.*.tmp`, as written by this module and `atomic_write`)."
     for p in out.glob('.*.tmp'):
-        if p.is_file(): p.unlink()
+        if p.is_file() and not p.is_symlink(): p.unlink()
+
+def _taken(out:Path)->dict:
+    "Lower-case file name -> photo key of each photo `photos.jsonl` records in `out`."
+    return {r['name'].lower(): r['key'] for r in read_jsonl(out/_MANIFEST)
+            if isinstance(r, dict) and isinstance(r.get('name'), str) and isinstance(r.get('key'), str)}
 
 def _known_failures(out:Path)->dict:
-    "Stem -> final failure (`FINAL`) recorded in a previous run's report.json, if there is a readable one."
+    "URL -> final failure (`FINAL`) recorded in a previous run's report.json, if there is a readable one."
     try: rep = json.loads((out/'report.json').read_text())
     except (OSError, ValueError): return {}
     fs = rep.get('failures') if isinstance(rep, dict) else None
-    return {f['stem']: f for f in fs if isinstance(f, dict) and f.get('status') in FINAL and 'stem' in f} if isinstance(fs, list) else {}
+    if not isinstance(fs, list): return {}
+    return {f['url']: f for f in fs if isinstance(f, dict) and f.get('status') in FINAL and isinstance(f.get('url'), str)}
 
 def _known_results(jobs:list[dict], known:dict)->list:
     "Each job's result where a previous run's report already has a final failure for its URL, else None (to fetch)."
     results = [None]*len(jobs)
     for i,j in enumerate(jobs):  # the server already answered for these: a rerun only asks again with `retry_failed`
-        f = known.get(j['stem'])
-        if f is not None and f.get('url') == j['url']:
+        f = known.get(j['url'])
+        if f is not None and f.get('key', j['key']) == j['key']:
             results[i] = dict(j, status=f['status'], error=f.get('error'), file=None, attempts=f.get('attempts', 0), already_present=False, known=True)
     return results
 
-def _fetch_todo(jobs:list[dict], results:list, out:Path, workers:int, progress:bool, *args):
-    "Fetch (`fetch_photo(job, out, *args)`) every job whose result is None, in `workers` threads, filling `results` in place."
-    todo = [i for i,r in enumerate(results) if r is None]
-    with ThreadPoolExecutor(max(1, workers)) as ex:
-        futs = {ex.submit(fetch_photo, jobs[i], out, *args): i for i in todo}
-        it = as_completed(futs)
-        if progress and todo:
-            from fastprogress.fastprogress import progress_bar # local: half a second that `d2i data photochat` pays only for a long fetch
-            it = progress_bar(it, total=len(todo), leave=False); it.comment = 'photos' # the console bar takes no `comment=`
-        for f in it: results[futs[f]] = f.result()
+# %% ../nbs/01a_photos.ipynb #04a698d7
+def _fetch_todo(jobs:list[dict], out:Path, o, done):
+    "Fetch `jobs` in `o.workers` threads, four per thread in flight; `done(i, result)` here as each ends."
+    stop, todo, running, n = _Stop(), iter(enumerate(jobs)), {}, 0
+    bar = progress(range(len(jobs)), 'photos') if o.progress and jobs else None
+    with ThreadPoolExecutor(o.workers) as ex:
+        try:
+            while True:
+                while len(running) < 4*o.workers and (x := next(todo, None)) is not None:
+                    running[ex.submit(fetch_photo, x[1], out, o, stop)] = x[0]
+                if not running: break
+                for f in wait(running, return_when=FIRST_COMPLETED)[0]: done(running.pop(f), f.result()); n += 1
+                if bar is not None: bar.update(n)
+        except BaseException: # Ctrl-C, a full disk: cut the downloads in progress and start no other
+            stop(); ex.shutdown(wait=True, cancel_futures=True)
+            raise
+        finally:
+            if bar is not None: bar.close()
 
-def _report(jobs:list[dict], dialogs:list, results:list[dict], base_url:str|None, seconds:float)->dict:
+def _report(jobs:list[dict], results:list[dict], base_url:str|None, seconds:float)->dict:
     "The report.json of a fetch: counts per status, what was fetched or already there, and each failure."
     counts = {s: sum(r['status'] == s for r in results) for s in STATUSES}
-    return dict(photos=len(jobs), dialogs=len(dialogs), counts=counts,
+    return dict(photos=len(jobs), dialogs=sum(len(j['dialogue_ids']) for j in jobs), counts=counts,
                 fetched=sum(r['status'] == 'ok' and not r['already_present'] for r in results),
                 already_present=sum(r['already_present'] for r in results),
                 known_failures=sum(r.get('known', False) for r in results),
                 source=base_url or 'photo_url', seconds=round(seconds, 2),
-                failures=[{k: r[k] for k in ('stem', 'url', 'status', 'error', 'attempts', 'dialogue_ids')}
+                failures=[{k: r[k] for k in ('key', 'name', 'url', 'status', 'error', 'attempts', 'dialogue_ids')}
                           for r in results if r['status'] != 'ok'])
 
+def _dialogs(paths):
+    "The `Dialog`s of `paths` one file at a time (a list of `Dialog`s as it is)."
+    if isinstance(paths, (list, tuple)) and paths and not isinstance(paths[0], (str, Path)): yield from paths; return
+    for f in photochat_files(paths): yield from load_photochat(f)
+
+# %% ../nbs/01a_photos.ipynb #f6175b95
+def _record(m, r:dict, taken:dict):
+    "Append a photo placed (or found) under a name `photos.jsonl` does not yet give its key."
+    if r['status'] != 'ok' or taken.get(r['name'].lower()) == r['key']: return
+    try: m.write(jsonl([{k: r[k] for k in ('name', 'key', 'url')}])); m.flush()
+    except OSError as e: _raise_if_disk_full(e, m.name); raise
+    taken[r['name'].lower()] = r['key']
+
 def fetch_photos(paths, # a PhotoChat JSON file, a folder of them, a list of both, or a list of `Dialog`s
-                 out:str|Path, # the photos folder (created); `load_photochat(..., images_dir=out)` pairs its files
-                 base_url:str|None=None, # fetch from an Open Images mirror by `photo_id` instead of `photo_url` (see `photo_url_for`)
-                 workers:int=16, # parallel downloads
-                 timeout:float=30, # seconds for each request
-                 retries:int=3, # further tries after a transient failure
-                 backoff:float=1.0, # seconds before the first retry, doubled each time
-                 max_side:int|None=None, # downscale photos whose longer side is larger
-                 max_bytes:int=64 << 20, # refuse larger bodies
-                 progress:bool=True, # show a progress bar
-                 retry_failed:bool=False, # also try again photos a previous run found missing (404) or not an image
+                 out:str|Path, # the photos folder (claimed); `load_photochat(..., images_dir=out)` pairs its files
+                 o:PhotoChatDataOptions|None=None, # the settings (`d2i data photochat`'s options); None: their defaults
+                 **changes, # settings to change, e.g. `max_side=100, progress=False`
                 )->dict:
     "Fetch the photos of PhotoChat records into `out` and write `out/report.json`; the report as a dict."
-    t0 = time.perf_counter()
-    dialogs = list(paths) if isinstance(paths, list) and paths and not isinstance(paths[0], (str, Path)) else load_photochat(paths)
-    out = Path(out); out.mkdir(parents=True, exist_ok=True); _clean_temporaries(out)
-    jobs = photo_jobs(dialogs, base_url)
-    known = {} if retry_failed else _known_failures(out)
-    results = _known_results(jobs, known)
-    _fetch_todo(jobs, results, out, workers, progress, timeout, retries, backoff, max_side, max_bytes)
-    report = _report(jobs, dialogs, results, base_url, time.perf_counter() - t0)
-    atomic_write_json(out/'report.json', report)
+    o, t0 = (o or PhotoChatDataOptions()).replace(**changes), time.perf_counter()
+    jobs = photo_jobs(_dialogs(paths), o.base_url) # every record read and checked before the folder is touched
+    with run_lock(out) as out:
+        _claim(out, o); _clean_temporaries(out)
+        taken = _taken(out); _name_jobs(jobs, taken)
+        results = _known_results(jobs, {} if o.retry_failed else _known_failures(out))
+        with open_append(out/_MANIFEST) as m:
+            def done(i, r): results[todo[i]] = r; _record(m, r, taken)
+            todo = [i for i,r in enumerate(results) if r is None]
+            _fetch_todo([jobs[i] for i in todo], out, o, done)
+        report = _report(jobs, results, o.base_url, time.perf_counter() - t0)
+        atomic_write_json(out/'report.json', report)
     return report
 
 def summary_line(report:dict, out)->str:
@@ -225,11 +366,10 @@ def summary_line(report:dict, out)->str:
             f"{report['known_failures']} failures of an earlier run not retried); "
             + ', '.join(f"{k.replace('_', ' ')} {v}" for k,v in c.items() if k != 'ok') + f"; report in {Path(out)/'report.json'}")
 
-# %% ../nbs/01a_photos.ipynb #b3676f59
+# %% ../nbs/01a_photos.ipynb #5e85a560
 def _photochat_main(o, # an `options.PhotoChatDataOptions`
                    ):
     "Fetch the photos of PhotoChat records: `d2i data photochat FILE|DIR --out DIR`."
-    rep = fetch_photos(o.data, o.out, o.base_url, o.workers, o.timeout, o.retries, o.backoff, o.max_side,
-                       int(o.max_mb*(1 << 20)), o.progress, o.retry_failed)
+    rep = fetch_photos(o.data, o.out, o)
     print(summary_line(rep, o.out), file=sys.stderr)
     return rep

@@ -20,7 +20,7 @@ from transformers import (AutoTokenizer, BertTokenizer, BlipConfig, BlipForCondi
                           CLIPConfig, CLIPModel)
 from .core import (D2IError, atomic_dir, atomic_save_image, atomic_write, atomic_write_json, claim_run_folder, jsonl, main_decides,
                           load_pretrained, open_image, read_jsonl, run_lock, safe_name, set_seed, set_threads, torch_dtype,
-                          unique_ids, weights_fingerprint, write_items)
+                          unique_ids, weights_fingerprint, write_items, _read_record)
 from .options import DATA_FORMATS, RoundTripOptions
 from .linearize import linearize
 from .shapeschat import ATTRIBUTES, CAPTIONS, object_words, render_object, shapes_vocab
@@ -625,6 +625,8 @@ def _json_file(path:Path)->object:
     try: return json.loads(Path(path).read_text())
     except json.JSONDecodeError as e: raise D2IError(f"{path}: not JSON ({e.msg} at line {e.lineno})") from None
     except UnicodeDecodeError: raise D2IError(f"{path}: not a UTF-8 text file") from None
+    except ValueError as e: raise D2IError(f"{path}: not JSON Python reads ({e})") from None # an integer of 4301+ digits
+    except RecursionError: raise D2IError(f"{path}: JSON nested too deeply to read") from None
 
 def _image_root(images:str|Path|None, path:Path)->Path:
     root = Path(images) if images else path.parent
@@ -653,6 +655,8 @@ def karpathy_items(path:str|Path, # COCO Karpathy `dataset_coco.json`
         if not isinstance(r, dict): raise D2IError(f"{path}: images[{i}]: expected an object, got {type(r).__name__}")
         for f in ('filename', 'sentences', 'split'):
             if f not in r: raise D2IError(f"{path}: images[{i}]: missing field {f!r} (COCO Karpathy format)")
+        for f in ('filename', 'filepath'):
+            if not isinstance(r.get(f, ''), str): raise D2IError(f"{path}: images[{i}]: field {f!r} must be a string, got {type(r[f]).__name__}")
         if split and r['split'] != split: continue
         sents = r['sentences']
         if not isinstance(sents, list) or not sents or not all(isinstance(s, dict) and isinstance(s.get('raw'), str) for s in sents):
@@ -777,12 +781,36 @@ def roundtrip_to_dir(m:RoundTripModels, # the models
     return out/'candidates.jsonl'
 
 # %% ../nbs/10_roundtrip.ipynb #673e78de
-def _read_records(f:Path)->list[dict]:
-    "The records of one of a round-trip folder's JSON-lines files; a damaged line is a one-line error naming it."
+def _read_records(f:Path, # one of a round-trip folder's JSON-lines files
+                  checks:dict|None=None, # field -> (`ok(record)`, what the field must be)
+                 )->list[dict]:
+    "The records of one of a round-trip folder's JSON-lines files; a damaged line or field is a one-line error naming it."
     recs = read_jsonl(f, strict=True)
     for i, r in enumerate(recs, 1):
-        if not isinstance(r, dict) or 'id' not in r: raise D2IError(f"{f}: record {i}: not an object with an 'id'")
+        if not isinstance(r, dict) or type(r.get('id')) not in (str, int):
+            raise D2IError(f"{f}: record {i}: not an object with an 'id' (a string or an integer)")
+        for k, (ok, what) in (checks or {}).items():
+            if not ok(r): raise D2IError(f"{f}: record {i}: field {k!r} must be {what}")
     return recs
+
+def _is_num(v)->bool: return type(v) in (int, float) and math.isfinite(v)
+def _inside(v)->bool: return isinstance(v, str) and bool(v) and not Path(v).is_absolute() and '..' not in Path(v).parts
+_ITEM_CHECKS = dict(input=(lambda r: isinstance(r.get('input'), str), 'a string'),
+                    references=(lambda r: isinstance(r.get('references'), list) and all(isinstance(x, str) for x in r['references']),
+                                'a list of strings'))
+
+def _candidate_checks(k:int)->dict:
+    return dict(candidate=(lambda r: type(r.get('candidate')) is int and 0 <= r['candidate'] < k, f'an integer in [0, {k})'),
+                caption=(lambda r: isinstance(r.get('caption'), str), 'a string'),
+                file=(lambda r: _inside(r.get('file')), 'a relative path inside the folder'),
+                image_cos=(lambda r: 'image_cos' not in r or _is_num(r['image_cos']), 'a finite number'))
+
+def _read_run(f:Path)->dict:
+    "A round-trip folder's run.json, its direction and k checked."
+    run = _read_record(f)
+    if run.get('direction') not in ('i2t2i', 't2i2t'): raise D2IError(f"{f}: field 'direction' must be 'i2t2i' or 't2i2t'")
+    if type(run.get('k')) is not int or not 1 <= run['k'] <= 1000: raise D2IError(f"{f}: field 'k' must be an integer in [1, 1000]")
+    return run
 
 def load_roundtrip_dir(out:str|Path, # a `roundtrip_to_dir` folder
                       )->RoundTrip:
@@ -790,15 +818,16 @@ def load_roundtrip_dir(out:str|Path, # a `roundtrip_to_dir` folder
     out = Path(out)
     for f in ('run.json', 'items.jsonl', 'candidates.jsonl'):
         if not (out/f).is_file(): raise D2IError(f"{out}: no {f} (not a finished `d2i roundtrip` folder)")
-    run = json.loads((out/'run.json').read_text()); k = run['k']
-    items, by = {str(r['id']): r for r in _read_records(out/'items.jsonl')}, {}
-    try:
-        for r in _read_records(out/'candidates.jsonl'): by.setdefault(str(r['id']), {})[r['candidate']] = r
-        rows = [[by[i][j] for j in range(k)] for i in items if len(by.get(i, {})) == k]
-        rows = [dict(id=rr[0]['id'], input=items[str(rr[0]['id'])]['input'], references=items[str(rr[0]['id'])]['references'],
-                     captions=[r['caption'] for r in rr], images=[out/r['file'] for r in rr],
-                     cos=None if any('image_cos' not in r for r in rr) else [r['image_cos'] for r in rr]) for rr in rows]
-    except (KeyError, TypeError) as e: raise D2IError(f"{out}/candidates.jsonl: a record lacks a field ({e})") from None
+    run = _read_run(out/'run.json'); k = run['k']
+    items, by = {str(r['id']): r for r in _read_records(out/'items.jsonl', _ITEM_CHECKS)}, {}
+    for n, r in enumerate(_read_records(out/'candidates.jsonl', _candidate_checks(k)), 1):
+        if r['candidate'] in (c := by.setdefault(str(r['id']), {})):
+            raise D2IError(f"{out/'candidates.jsonl'}: record {n}: candidate {r['candidate']} of item {r['id']!r} again")
+        c[r['candidate']] = r
+    rows = [[by[i][j] for j in range(k)] for i in items if len(by.get(i, {})) == k]
+    rows = [dict(id=rr[0]['id'], input=items[str(rr[0]['id'])]['input'], references=items[str(rr[0]['id'])]['references'],
+                 captions=[r['caption'] for r in rr], images=[out/r['file'] for r in rr],
+                 cos=None if any('image_cos' not in r for r in rr) else [r['image_cos'] for r in rr]) for rr in rows]
     if not rows: raise D2IError(f"{out}/candidates.jsonl: no item has all its {k} candidates")
     return assemble_roundtrip(run['direction'], rows, run.get('similarity', 'image embedder'), run)
 
@@ -863,7 +892,8 @@ def _run_line(s:dict, out)->str:
 def _roundtrip_main(o:RoundTripOptions):
     "Run one round trip into a folder (streamed, sharded, resumable) and write candidates, scores and the rank plot."
     if o.analyze:
-        s = analyze_roundtrip(o.analyze, n_boot=o.boot, seed=o.seed)
+        if not Path(o.analyze).is_dir(): raise D2IError(f"--analyze {o.analyze}: no such folder")
+        with run_lock(o.analyze): s = analyze_roundtrip(o.analyze, n_boot=o.boot, seed=o.seed) # not while a run writes it
         print(_analysis_line(s, o.analyze))
         return s
     _require_options(o)

@@ -51,7 +51,7 @@ def test_fetch_resume_and_pair(corpus):
     rep = json.loads((out/'report.json').read_text())
     assert rep['counts'] == dict(ok=5, not_found=2, not_an_image=1, timed_out=1, failed=1)
     assert (rep['photos'], rep['dialogs'], rep['fetched'], rep['already_present']) == (10, 11, 5, 0)
-    fail = {x['stem']: x for x in rep['failures']}
+    fail = {x['name']: x for x in rep['failures']}
     assert {s: fail[stems[i]]['status'] for i,s in [(4, 4), (5, 5), (6, 6), (7, 7), (8, 8)]} == \
         {4: 'not_found', 5: 'not_found', 6: 'timed_out', 7: 'failed', 8: 'not_an_image'}
     assert 'HTTP 404' in fail[stems[4]]['error'] and 'timed out after 0.5 s' in fail[stems[6]]['error']
@@ -59,8 +59,12 @@ def test_fetch_resume_and_pair(corpus):
     assert [fail[stems[i]]['attempts'] for i in (4, 6, 7, 8)] == [1, 2, 2, 1]  # transient failures retried, final ones not
     assert fail[stems[4]]['dialogue_ids'] == [corpus['recs'][4]['dialogue_id']]
     # the folder: whole photos under their final names, nothing else
-    assert sorted(p.name for p in out.iterdir()) == sorted(
-        [f'{stems[0]}.jpg', f'{stems[1]}.png', f'{stems[2]}.jpg', f'{stems[3]}.jpg', f'{OLD_URL_STEM}.jpg', 'report.json'])
+    assert sorted(p.name for p in out.iterdir() if p.name != '.lock') == sorted(
+        [f'{stems[0]}.jpg', f'{stems[1]}.png', f'{stems[2]}.jpg', f'{stems[3]}.jpg', f'{OLD_URL_STEM}.jpg', 'report.json',
+         'fetch.json', 'photos.jsonl'])
+    # photos.jsonl names each photo's key: the file name reverses to the record's photo_id (or URL, the older release)
+    assert {r['name']: r['key'] for r in map(json.loads, (out/'photos.jsonl').read_text().splitlines())} == \
+        {**{stems[i]: corpus['recs'][i]['photo_id'] for i in range(4)}, OLD_URL_STEM: corpus['recs'][9]['photo_url']}
     assert (out/f'{stems[0]}.jpg').read_bytes() == corpus['bodies'][0]  # kept byte for byte
     assert Image.open(out/f'{stems[1]}.png').convert('RGB').getpixel((0, 0)) == (10, 200, 30)
     assert Image.open(out/f'{stems[3]}.jpg').convert('RGB').getpixel((5, 5))[2] > 240  # the redirect's target
