@@ -9,7 +9,7 @@ from typing import Annotated as A
 from .core import (DTYPES, MIXED_PRECISION, Opt, Settings, cli_command, float_in, int_in, nonneg_int, pos_float,
                           pos_int, unit_float)
 from .linearize import STYLES, TRUNCATIONS
-from .shapes_text import PRETRAIN_CORPORA
+from .shapes_text import PRETRAIN_CORPORA, STUDY_STYLES
 
 # %% auto #0
 __all__ = ['Seed', 'Threads', 'BatchSize', 'MaxTokens', 'Required', 'SampleSteps', 'Guidance', 'REFERENCES', 'SCHEDULERS',
@@ -225,6 +225,8 @@ roundtrip_cli = cli_command(RoundTripOptions, 'd2i roundtrip', 'd2i_lit.roundtri
                             retired={'--steps': 'd2i roundtrip takes --sample-steps (sampler steps); --steps counts optimizer steps of training'})
 
 # %% ../nbs/03b_options.ipynb #c21ebe15
+_DEMO_STYLES = STYLES + tuple(STUDY_STYLES) # `d2i demo` may fine-tune the study's `xy` too (with --xy-control)
+
 @dataclass
 class DemoOptions(Settings):
     "Run the whole ShapesChat experiment and write OUT/results.json, OUT/report.md and PNG plots and grids."
@@ -237,12 +239,22 @@ class DemoOptions(Settings):
     unfrozen_steps:A[int|None, Opt(nonneg_int)]=None # optimizer steps of the text-encoder-unfrozen ablation per style, 0: skip it (default: 160; quick 0)
     n_train:A[int|None, Opt(int_in(1, 10**7))]=None # training dialogs (default: 6000; quick 3000)
     n_test:A[int|None, Opt(int_in(1, 10**7))]=None # test dialogs, the images per evaluated cell (default: 384; quick 192)
-    styles:A[list[str]|None, Opt(choices=STYLES)]=None # styles to fine-tune (default: all four; quick: hash)
+    styles:A[list[str]|None, Opt(choices=_DEMO_STYLES)]=None # styles to fine-tune (default: all four; quick: hash)
+    unfrozen_styles:A[list[str]|None, Opt(choices=_DEMO_STYLES)]=None # styles of the unfrozen ablation (default: hash)
     text:A[str|None, Opt(choices=('words', 'clip'))]=None # text side: 'clip' (CLIP's BPE, the budget binding) or 'words' (word tokens, no binding budget) (default: clip)
     max_tokens:MaxTokens=None # with --text clip: the text budget, oldest turns dropped first (default: 18)
     truncation:A[str|None, Opt(choices=TRUNCATIONS)]=None # over the budget: drop the oldest turns, or keep the first tokens (default: oldest)
-    pretrain_corpus:A[str|None, Opt(choices=PRETRAIN_CORPORA)]=None # pre-training text: captions, web (alt-text-like) or web_tags (web with hashtags) (default: web)
+    pretrain_corpus:A[str|None, Opt(choices=PRETRAIN_CORPORA)]=None # pre-training text (default: web)
     lr_finetune:A[float|None, Opt(float_in(0, 10, lo_open=True))]=None # learning rate of fine-tuning (default: 1e-4)
+    patterns:list[str]|None=None # dialog patterns of every split, NAME or NAME=WEIGHT (default: the standard mix)
+    image_style:A[str|None, Opt(choices=('default', 'shifted'))]=None # the dialogs' images (pre-training's: default)
+    eval_max_tokens:A[list[int]|None, Opt(int_in(4, 1 << 16))]=None # more budgets the zero-shot model is evaluated at
+    eval_truncations:A[list[str]|None, Opt(choices=TRUNCATIONS)]=None # more rules the zero-shot model is evaluated with
+    xy_control:bool=False # the equal-cost control style xy (X:/Y:, not a user style): zero-shot, in the tokenizer
+    zero_shot_only:bool=False # stop after the zero-shot stages (a later run may add fine-tuning, with any settings)
+    n_valid:A[int|None, Opt(nonneg_int)]=None # validation dialogs, held out from training, for --choose-lrs (default: 0)
+    choose_lrs:A[list[float]|None, Opt(float_in(0, 10, lo_open=True))]=None # learning rates to choose from on data/valid
+    choose_every:A[int|None, Opt(pos_int)]=None # with --choose-lrs: validate every this many steps (default: 60)
     progress:bool=True # show a progress bar over the stages
 
 demo_cli = cli_command(DemoOptions, 'd2i demo', 'd2i_lit.experiment:_demo_main', aliases={'--text-budget': '--max-tokens'})
