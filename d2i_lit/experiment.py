@@ -11,10 +11,12 @@ from diffusers.utils import logging as diffusers_logging
 from transformers.utils import logging as transformers_logging
 from fastcore.basics import patch, store_attr
 from .core import D2IError, atomic_write_json, claim_run_folder, progress, run_lock, set_seed, set_threads
-from .linearize import MARKERS, STYLES, TRUNCATIONS, TextFormat
+from .linearize import MARKERS, STYLES, TRUNCATIONS, TextFormat, register_style
 from .options import DemoOptions
-from .shapeschat import write_shapeschat, load_shapeschat
-from .shapes_text import SHAPES_TEXT_BUDGET, PRETRAIN_CORPORA, compact_clip_tokenizer, pretraining_words, pretraining_records
+from .shapeschat import write_shapeschat, load_shapeschat, parse_patterns, IMAGE_STYLES
+from .shapes_text import (SHAPES_TEXT_BUDGET, PRETRAIN_CORPORA, STUDY_STYLES, compact_clip_tokenizer,
+                                 pretraining_words, pretraining_records)
+from fastai.callback.core import Callback
 from .datasets import DialogImageDataset, CaptionImageDataset, text_image_dls
 from .backbones import Backbone, shapes_backbone
 from .pipeline import DialogToImagePipeline, image_seed, to_pil
@@ -27,11 +29,12 @@ from .report import (MODEL, UNFROZEN, METRICS, ROW_KEYS, PER_IMAGE, load_stages,
                             default_contrasts, contrast_table, pattern_summary, write_seed_summary)
 
 # %% auto #0
-__all__ = ['DEFAULT', 'QUICK', 'shapes_model', 'experiment_backbone', 'sample_cell', 'score_images', 'fit_newest',
-           'experiment_settings', 'experiment_stages', 'ExperimentRun', 'run_experiment', 'MODEL', 'UNFROZEN',
-           'METRICS', 'ROW_KEYS', 'PER_IMAGE', 'load_stages', 'plot_metrics', 'plot_losses', 'stage_grid',
-           'results_table', 'pattern_table', 'write_outputs', 'aggregate_runs', 'ci_table', 'plot_aggregate',
-           'compare_cells', 'default_contrasts', 'contrast_table', 'pattern_summary']
+__all__ = ['DEFAULT', 'QUICK', 'shapes_model', 'ZERO_SHOT_KINDS', 'STUDY_KEYS', 'FINETUNE_KEYS', 'experiment_backbone',
+           'sample_cell', 'score_images', 'fit_newest', 'experiment_settings', 'eval_styles', 'eval_formats',
+           'experiment_stages', 'ExperimentRun', 'EvalEvery', 'run_experiment', 'MODEL', 'UNFROZEN', 'METRICS',
+           'ROW_KEYS', 'PER_IMAGE', 'load_stages', 'plot_metrics', 'plot_losses', 'stage_grid', 'results_table',
+           'pattern_table', 'write_outputs', 'aggregate_runs', 'ci_table', 'plot_aggregate', 'compare_cells',
+           'default_contrasts', 'contrast_table', 'pattern_summary']
 
 # %% ../nbs/09_experiment.ipynb #8fc66536
 _all_ = ['MODEL', 'UNFROZEN', 'METRICS', 'ROW_KEYS', 'PER_IMAGE', 'load_stages', 'plot_metrics', 'plot_losses', 'stage_grid',
@@ -52,7 +55,17 @@ DEFAULT = dict(n_train=6000, # training dialogs (their captions are the pre-trai
                text='clip', # 'clip': CLIP's BPE (03a), the budget binding as in the real tier; 'words': case-sensitive word tokens, each marker one token, never binding
                max_tokens=SHAPES_TEXT_BUDGET, # with text='clip': the text budget (text tokens, BOS/EOS aside)
                truncation='oldest', # over the budget: drop the oldest turns ('oldest') or keep the first tokens ('end')
-               pretrain_corpus='web') # pre-training text, one of `shapes_text.PRETRAIN_CORPORA`: 'web' (alt-text-like: object words at every position), 'web_tags' (with hashtags), 'captions'
+               pretrain_corpus='web', # pre-training text, one of `shapes_text.PRETRAIN_CORPORA` (03a)
+               # the study's settings (none in a preset):
+               patterns=None, # dialog patterns of every split (`shapeschat.PATTERNS` -> weight); None: the standard mix
+               image_style='default', # the dialogs' images (`shapeschat.IMAGE_STYLES`); pre-training's stay 'default'
+               eval_max_tokens=(), # more budgets the zero-shot stages are evaluated at, with the same pre-trained model
+               eval_truncations=(), # more truncation rules the zero-shot stages are evaluated with (crossed with them)
+               xy_control=False, # the control style `xy` (X:/Y:) zero-shot, and in the tokenizer
+               n_valid=0, # validation dialogs (data/valid: the training seed's held-out records), for `choose`
+               choose_lrs=(), # candidate learning rates: the `choose` stage picks lr and steps on data/valid
+               choose_every=60, # with choose_lrs: evaluate on data/valid every this many steps, up to finetune_steps
+               choose_style='hash') # the style whose fine-tune on data/valid makes the choice for every style
 QUICK = {**DEFAULT, **dict(n_train=3000, n_test=192, pretrain_steps=130, finetune_steps=60, unfrozen_steps=0,
                            finetune_styles=('hash',), unfrozen_styles=())}
 
@@ -63,12 +76,13 @@ def experiment_backbone(seed:int=0, # seeds the weights
                         emb_scale:float=1.0, # std of the token and position embeddings at initialisation (CLIP's: 0.02)
                         text:str='words', # 'words' (`backbones.word_tokenizer`) or 'clip' (`shapes_text.compact_clip_tokenizer`)
                         max_tokens:int=SHAPES_TEXT_BUDGET, # with text='clip': the text budget; the model's positions are this plus BOS and EOS
+                        extra_words:tuple=(), # with text='clip': more words for the tokenizer (a study style's markers)
                        ):
     "The experiment's backbone: `shapes_backbone` with token and position embeddings at `emb_scale`, word or CLIP tokens."
     tok = None
     if text == 'clip':
         positions = max_tokens + 2
-        tok = compact_clip_tokenizer(pretraining_words(), max_tokens=positions)
+        tok = compact_clip_tokenizer(pretraining_words(extra_words), max_tokens=positions)
     elif text != 'words': raise D2IError(f"unknown text side {text!r}; choose from words, clip")
     return shapes_backbone(size=size, seed=seed, positions=positions, tokenizer=tok, position_scale=emb_scale, token_scale=emb_scale)
 
@@ -136,18 +150,66 @@ def experiment_settings(quick:bool=False, # start from `QUICK` (else `DEFAULT`)
     if cfg['text'] not in ('words', 'clip'): raise D2IError(f"text: unknown text side {cfg['text']!r}; choose from words, clip")
     if cfg['pretrain_corpus'] not in PRETRAIN_CORPORA:
         raise D2IError(f"pretrain_corpus: unknown corpus {cfg['pretrain_corpus']!r}; choose from {', '.join(PRETRAIN_CORPORA)}")
-    if not isinstance(cfg['max_tokens'], int) or cfg['max_tokens'] < 4: raise D2IError(f"max_tokens must be an integer of at least 4, got {cfg['max_tokens']!r}")
-    if cfg['truncation'] not in TRUNCATIONS: raise D2IError(f"truncation {cfg['truncation']!r}: choose from {', '.join(TRUNCATIONS)}")
-    for k in ('finetune_styles', 'unfrozen_styles'):
-        cfg[k] = tuple(cfg[k])
-        wrong = [s for s in cfg[k] if s not in STYLES]
-        if wrong: raise D2IError(f"{k}: unknown style {wrong[0]!r}; choose from {', '.join(STYLES)}")
+    if cfg['image_style'] not in IMAGE_STYLES:
+        raise D2IError(f"image_style: unknown style {cfg['image_style']!r}; choose from {', '.join(IMAGE_STYLES)}")
+    if cfg['patterns'] is not None: cfg['patterns'] = parse_patterns([f'{k}={v}' for k, v in cfg['patterns'].items()])
+    _check_budgets(cfg); _check_styles(cfg); _check_choice(cfg)
     return cfg
 
+def _check_budgets(cfg:dict):
+    "The text budgets and truncation rules of a run's settings, checked; the evaluated ones as tuples."
+    if not isinstance(cfg['max_tokens'], int) or cfg['max_tokens'] < 4: raise D2IError(f"max_tokens must be an integer of at least 4, got {cfg['max_tokens']!r}")
+    cfg['eval_max_tokens'], cfg['eval_truncations'] = tuple(cfg['eval_max_tokens']), tuple(cfg['eval_truncations'])
+    for t in (cfg['truncation'], *cfg['eval_truncations']):
+        if t not in TRUNCATIONS: raise D2IError(f"truncation {t!r}: choose from {', '.join(TRUNCATIONS)}")
+    if (cfg['eval_max_tokens'] or cfg['eval_truncations']) and cfg['text'] != 'clip':
+        raise D2IError("eval_max_tokens, eval_truncations: only the CLIP text side (text='clip') has a budget to vary")
+    for b in cfg['eval_max_tokens']:
+        if not isinstance(b, int) or not 4 <= b <= cfg['max_tokens']:
+            raise D2IError(f"eval_max_tokens: {b!r} must be an integer from 4 to the model's max_tokens "
+                           f"({cfg['max_tokens']})")
+
+def _check_styles(cfg:dict):
+    "The fine-tuned styles of a run's settings as tuples, checked: the study style `xy` only with `xy_control`."
+    allowed = STYLES + (tuple(STUDY_STYLES) if cfg['xy_control'] else ())
+    for k in ('finetune_styles', 'unfrozen_styles'):
+        cfg[k] = tuple(cfg[k])
+        wrong = [s for s in cfg[k] if s not in allowed]
+        if wrong: raise D2IError(f"{k}: unknown style {wrong[0]!r}; choose from {', '.join(allowed)}"
+                                 + (' (xy: a study style, with xy_control)' if wrong[0] in STUDY_STYLES else ''))
+    if cfg['text'] != 'clip' and cfg['xy_control']:
+        raise D2IError("xy_control: the study style needs the CLIP text side (text='clip')")
+
+def _check_choice(cfg:dict):
+    "The validation settings: `choose_lrs` needs `n_valid` dialogs and a style that is fine-tuned."
+    cfg['choose_lrs'] = tuple(float(x) for x in cfg['choose_lrs'])
+    for k, lo in (('n_valid', 0), ('choose_every', 1)):
+        if not isinstance(cfg[k], int) or cfg[k] < lo: raise D2IError(f"{k} must be an integer >= {lo}, got {cfg[k]!r}")
+    if cfg['choose_lrs'] and not cfg['n_valid']:
+        raise D2IError('choose_lrs: the choice needs validation dialogs (n_valid > 0)')
+    if any(not lr > 0 for lr in cfg['choose_lrs']):
+        raise D2IError(f"choose_lrs: learning rates must be > 0, got {cfg['choose_lrs']}")
+    if cfg['choose_style'] not in STYLES + (tuple(STUDY_STYLES) if cfg['xy_control'] else ()):
+        raise D2IError(f"choose_style: unknown style {cfg['choose_style']!r}")
+
 # %% ../nbs/09_experiment.ipynb #fe68068d
+def eval_styles(cfg:dict)->tuple:
+    "The styles a run evaluates zero-shot: the user styles, and the study's control `xy` in a run with `xy_control`."
+    return STYLES + (tuple(STUDY_STYLES) if cfg['xy_control'] else ())
+
+def eval_formats(cfg:dict)->list[tuple]:
+    "The (budget, truncation rule) pairs the zero-shot stages are evaluated at beyond the run's own, in order."
+    budgets = dict.fromkeys((cfg['max_tokens'], *cfg['eval_max_tokens']))
+    rules = dict.fromkeys((cfg['truncation'], *cfg['eval_truncations']))
+    return [(b, t) for b in budgets for t in rules if (b, t) != (cfg['max_tokens'], cfg['truncation'])]
+
+ZERO_SHOT_KINDS = ('data', 'pretrain', 'zero_shot', 'caption_oracle') # the stages of `--zero-shot-only`
+
 def experiment_stages(cfg:dict)->list[str]:
     "The stage names of a run with settings `cfg`, in the order they run."
-    return ['data', 'pretrain'] + [f'zero_shot/{s}' for s in STYLES] + ['caption_oracle'] + \
+    zs = [f'zero_shot/{s}' for s in eval_styles(cfg)]
+    more = [f'zero_shot/{s}@{b}-{t}' for b, t in eval_formats(cfg) for s in eval_styles(cfg)]
+    return ['data', 'pretrain'] + zs + ['caption_oracle'] + more + (['choose'] if cfg['choose_lrs'] else []) + \
            [f'finetuned/{s}' for s in cfg['finetune_styles']] + [f'unfrozen/{s}' for s in cfg['unfrozen_styles'] if cfg['unfrozen_steps'] > 0]
 
 # %% ../nbs/09_experiment.ipynb #e11bd5f1
@@ -158,14 +220,29 @@ def _upgrade_experiment(old:dict, new:dict)->dict:
     s = dict(old.get('settings', {}))
     if 'text_budget' in s: s['positions'], s['max_tokens'] = s.pop('max_tokens', 64), s.pop('text_budget')
     s.setdefault('truncation', 'oldest')
+    for k in STUDY_KEYS: s.setdefault(k, _cfg_key(DEFAULT)[k]) # a run before the study's settings: they were off
     return {**old, 'settings': s}
+
+STUDY_KEYS = list(DEFAULT)[list(DEFAULT).index('patterns'):] # the settings of `DEFAULT` for studies only
+FINETUNE_KEYS = ('finetune_steps', 'unfrozen_steps', 'finetune_styles', 'unfrozen_styles', 'lr_finetune', 'n_valid',
+                 'choose_lrs', 'choose_every', 'choose_style') # read by `choose` and the fine-tuned stages only
+
+def _tuning_started(out:Path)->bool:
+    "Whether a stage that reads the fine-tuning settings has finished in run folder `out`."
+    return any(any((out/'stages').glob(p)) for p in ('choose.json', 'finetuned--*.json', 'unfrozen--*.json'))
 
 def _claim_experiment(out:Path, # the run folder
                       key:dict, # its settings with seed and preset, as JSON values
                      ):
     "Claim `out` for the run `key`: record it in `out/config.json`, or check that the run there is the same one."
-    claim_run_folder(out, dict(settings=key, torch=torch.__version__, python=platform.python_version()), 'config.json',
-                     may_change=('torch', 'python'), legacy=_upgrade_experiment)
+    rec, may = dict(settings=key, torch=torch.__version__, python=platform.python_version()), ('torch', 'python')
+    f = Path(out)/'config.json'
+    if f.is_file() and not _tuning_started(Path(out)): # nothing fine-tuned yet: its settings may still change
+        try: old = _upgrade_experiment(json.loads(f.read_text()), rec)['settings']
+        except (ValueError, TypeError, AttributeError): old = None # claim_run_folder names what is wrong with the file
+        others = lambda s: {k: v for k, v in s.items() if k not in FINETUNE_KEYS}
+        if isinstance(old, dict) and others(old) == others(key): may += ('settings',)
+    claim_run_folder(out, rec, 'config.json', may_change=may, legacy=_upgrade_experiment)
 
 # %% ../nbs/09_experiment.ipynb #b542596e
 def _stage_file(out:Path, name:str)->Path: return out/'stages'/(name.replace('/', '--') + '.json')
@@ -174,7 +251,7 @@ def _resumable(steps:int)->dict:
     "Checkpoint a training stage four times (the newest kept) and resume it from there: a killed demo loses at most a quarter of a stage."
     return dict(checkpoint_every=max(1, steps // 4), keep=1, resume='latest')
 
-# %% ../nbs/09_experiment.ipynb #e1c2cb48
+# %% ../nbs/09_experiment.ipynb #58a43a05
 class ExperimentRun:
     "One run while its stages run: folder, settings and seed, and the test data once a stage needs it."
     def __init__(self, out:str|Path, # the run folder
@@ -182,6 +259,8 @@ class ExperimentRun:
                  seed:int=0, # seeds data, weights, data order, noise
                 ):
         store_attr('cfg,seed'); self.out, self._loaded = Path(out), {}
+        if cfg.get('xy_control'):
+            for name, markers in STUDY_STYLES.items(): register_style(name, markers) # this process may linearize in it
 
     def data(self)->dict:
         "Train and test dialogs, the test ground truth, the classifier and the real test images' feature statistics (for FID)."
@@ -208,20 +287,34 @@ class ExperimentRun:
         "The training dialogs in `style`, in the model's text format (its budget and truncation rule), as the pipeline prompts it."
         return dialog_dataset(self.data()['train'], bb, style, progress=False)
 
-# %% ../nbs/09_experiment.ipynb #58a43a05
+    def write_split(self, split:str, n:int, seed:int, ds:str='main')->Path:
+        "Write `data/<split>`: `n` dialogs of dataset `seed` (`ds`: main or held-out), the run's patterns and images."
+        cfg = self.cfg
+        return write_shapeschat(self.out/'data'/split, n, seed=seed, size=cfg['size'], patterns=cfg['patterns'],
+                                split=ds, image_style=cfg['image_style'], progress=False)
+
+    def valid(self)->list:
+        "The validation dialogs: `n_valid` held-out records of the training seed, written to data/valid when asked."
+        if 'valid' not in self._loaded:
+            folder = self.write_split('valid', self.cfg['n_valid'], 1000*self.seed, 'valid')
+            self._loaded['valid'] = load_shapeschat(folder)
+        return self._loaded['valid']
+
+# %% ../nbs/09_experiment.ipynb #4127d3c1
 @patch
 def stage_data(self:ExperimentRun):
     "Write the run's train and test ShapesChat dialogs."
-    cfg = self.cfg
-    write_shapeschat(self.out/'data'/'train', cfg['n_train'], seed=1000*self.seed, size=cfg['size'], progress=False)
-    write_shapeschat(self.out/'data'/'test', cfg['n_test'], seed=1000*self.seed + 1, size=cfg['size'], progress=False)
+    self.write_split('train', self.cfg['n_train'], 1000*self.seed)
+    self.write_split('test', self.cfg['n_test'], 1000*self.seed + 1)
 
-# %% ../nbs/09_experiment.ipynb #fc684f30
+# %% ../nbs/09_experiment.ipynb #8830dcf5
 @patch
 def stage_pretrain(self:ExperimentRun)->dict:
     "Pre-train a fresh `experiment_backbone` on the training set's captions (text encoder + UNet); returns its steps and seconds."
     cfg, seed = self.cfg, self.seed
-    bb = experiment_backbone(seed, cfg['size'], cfg['positions'], text=cfg['text'], max_tokens=cfg['max_tokens'])
+    extra = tuple(m for ms in STUDY_STYLES.values() for m in ms) if cfg['xy_control'] else () # reads X:/Y:
+    bb = experiment_backbone(seed, cfg['size'], cfg['positions'], text=cfg['text'], max_tokens=cfg['max_tokens'],
+                             extra_words=extra)
     bb.text_format = TextFormat(truncation=cfg['truncation']) # the rule its dialogs are cut by, saved with it
     learn = finetune(bb, text_image_dls(self.caption_dataset(bb), bs=cfg['bs'], seed=seed), cfg['pretrain_steps'], cfg['lr_pretrain'],
                      out=self.out/'train'/'pretrain', ema=cfg['ema'], p_uncond=cfg['p_uncond'], seed=seed, lr_warmup_steps=cfg['warmup'],
@@ -246,12 +339,17 @@ def evaluate(self:ExperimentRun, bb, # the model
                sample_steps=cfg['sample_steps'], guidance=cfg['guidance'], sample_seconds=round(ts, 1), **(extra or {}))
     return row, per, imgs[:16]
 
-# %% ../nbs/09_experiment.ipynb #92e9c3a8
+# %% ../nbs/09_experiment.ipynb #c6229d4d
 @patch
-def stage_zero_shot(self:ExperimentRun, style:str)->tuple:
-    "Evaluate the pre-trained model on the test dialogs linearized in `style`."
-    d = self.data()
-    return self.evaluate(self.pretrained(), d['test'], style, MODEL, 'zero_shot')
+def stage_zero_shot(self:ExperimentRun, style:str,
+                    at:tuple|None=None, # (budget, truncation rule) to cut the prompts by instead of the model's own
+                   )->tuple:
+    "Evaluate the pre-trained model on the test dialogs linearized in `style` (cut to budget `at`, if given)."
+    d, bb = self.data(), self.pretrained()
+    if at is None: return self.evaluate(bb, d['test'], style, MODEL, 'zero_shot')
+    bb.text_format = bb.text_format.replace(max_tokens=at[0], truncation=at[1]) # the same weights, other prompts
+    return self.evaluate(bb, d['test'], style, MODEL, f'zero_shot@{at[0]}-{at[1]}',
+                         dict(max_tokens=at[0], truncation=at[1]))
 
 @patch
 def stage_caption_oracle(self:ExperimentRun)->tuple:
@@ -259,7 +357,57 @@ def stage_caption_oracle(self:ExperimentRun)->tuple:
     d = self.data()
     return self.evaluate(self.pretrained(), [t['caption'] for t in d['truths']], 'caption', MODEL, 'caption_oracle')
 
-# %% ../nbs/09_experiment.ipynb #6901cdcf
+# %% ../nbs/09_experiment.ipynb #1439ecb6
+class EvalEvery(Callback):
+    "Evaluate the EMA weights with `fn(step)` every `every` optimizer steps; the results collect in `rows`."
+    order = 80 # after `EMACallback` (40) has averaged this step, before `StopAfter` (90) ends the fit
+    def __init__(self, every:int, fn): self.every, self.fn, self.rows = every, fn, []
+    def after_step(self):
+        if self.learn.opt_step % self.every: return
+        net = self.learn.model; net.eval()
+        with torch.no_grad(), ema_weights(self.learn): self.rows.append(self.fn(self.learn.opt_step))
+        net.train()
+
+# %% ../nbs/09_experiment.ipynb #760ee63f
+@patch
+def valid_point(self:ExperimentRun, bb, style:str, step:int)->dict:
+    "`bb` on the validation dialogs in `style`: sharer accuracy, coherence and per pattern, at fine-tuning step `step`."
+    cfg, valid = self.cfg, self.valid()
+    imgs = sample_cell(bb, valid, style, self.seed, cfg['sample_steps'], cfg['guidance'])
+    s, _ = score_images(imgs, [d.extra['shapes'] for d in valid], None, self.data()['net'])
+    return dict(step=step, attr_acc=s['attr_acc'], coherence=s['coherence'],
+                by_pattern={p: v['attr_acc'] for p, v in sorted(s['by_pattern'].items())})
+
+@patch
+def stage_choose(self:ExperimentRun)->dict:
+    "Fine-tune `choose_style` at each of `choose_lrs`, scored on data/valid every `choose_every` steps: the best."
+    cfg, seed, style = self.cfg, self.seed, self.cfg['choose_style']
+    bb = self.pretrained(); bb.noise_predictor.eval()
+    with torch.no_grad(): curves = {'0': [self.valid_point(bb, style, 0)]} # the pre-trained model: the reference
+    for lr in cfg['choose_lrs']:
+        set_seed(seed); bb = self.pretrained()
+        ev = EvalEvery(cfg['choose_every'], lambda step: self.valid_point(bb, style, step))
+        finetune(bb, text_image_dls(self.dialog_dataset(bb, style), bs=cfg['bs'], seed=seed), cfg['finetune_steps'], lr,
+                 ema=cfg['ema'], p_uncond=cfg['p_uncond'], seed=seed, lr_warmup_steps=cfg['warmup'], cache=True,
+                 progress=False, cbs=[ev])
+        curves[f'{lr:g}'] = ev.rows
+    lr, best = max(((float(k), r) for k, rs in curves.items() if k != '0' for r in rs),
+                   key=lambda x: (x[1]['attr_acc'], -x[1]['step'], -x[0]))
+    return dict(lr=lr, steps=best['step'], valid_attr_acc=best['attr_acc'], style=style, n_valid=len(self.valid()),
+                curves=curves)
+
+@patch
+def finetune_setting(self:ExperimentRun, frozen:bool=True)->tuple:
+    "(lr, steps) of a fine-tuning stage: the settings', or the lr (and frozen steps) `choose` picked on data/valid."
+    cfg = self.cfg
+    lr, steps = cfg['lr_finetune'], cfg['finetune_steps' if frozen else 'unfrozen_steps']
+    if not cfg['choose_lrs']: return lr, steps
+    f = _stage_file(self.out, 'choose')
+    if not f.exists(): raise D2IError(f"{self.out}: the choose stage has not run (no {f.name}); fine-tuning waits")
+    ch = json.loads(f.read_text())['choice']
+    return ch['lr'], ch['steps'] if frozen else steps
+
+# %% ../nbs/09_experiment.ipynb #8bd8fbce
 @patch
 def stage_finetuned(self:ExperimentRun, style:str, # the linearization style of the training and test dialogs
                     frozen:bool=True, # freeze the text encoder (else: the unfrozen ablation)
@@ -267,24 +415,27 @@ def stage_finetuned(self:ExperimentRun, style:str, # the linearization style of 
     "Fine-tune the pre-trained model on the training dialogs in `style`, then evaluate it on the test dialogs."
     cfg, seed = self.cfg, self.seed
     d = self.data(); bb = self.pretrained()
-    steps = cfg['finetune_steps' if frozen else 'unfrozen_steps']
-    learn = finetune(bb, text_image_dls(self.dialog_dataset(bb, style), bs=cfg['bs'], seed=seed), steps, cfg['lr_finetune'],
+    lr, steps = self.finetune_setting(frozen)
+    learn = finetune(bb, text_image_dls(self.dialog_dataset(bb, style), bs=cfg['bs'], seed=seed), steps, lr,
                      out=self.out/'train'/f"{'finetuned' if frozen else 'unfrozen'}-{style}",
                      ema=cfg['ema'], p_uncond=cfg['p_uncond'], seed=seed, lr_warmup_steps=cfg['warmup'],
                      cache=frozen, train_text_encoder=not frozen, progress=False, **_resumable(steps))
     extra = dict(train_steps=learn.opt_step, train_seconds=round(learn.fit_time, 1))
+    if cfg['choose_lrs']: extra['lr'] = lr # chosen on data/valid: the row says what it was
     with ema_weights(learn): return self.evaluate(bb, d['test'], style, MODEL if frozen else UNFROZEN, 'finetuned', extra)
 
-# %% ../nbs/09_experiment.ipynb #220994fc
+# %% ../nbs/09_experiment.ipynb #6d944ff1
 @patch
 def run_stage(self:ExperimentRun, name:str)->dict:
     "Run stage `name` (an `experiment_stages` name) from a fresh seed and return its record."
     t0 = time.time(); set_seed(self.seed); rec = dict(stage=name, rows=[], per_image={})
     kind, _, style = name.partition('/')
+    style, _, at = style.partition('@') # `@<budget>-<rule>`: a zero-shot stage at another budget or rule
     if kind == 'data': self.stage_data()
     elif kind == 'pretrain': rec['train'] = self.stage_pretrain()
+    elif kind == 'choose': rec['choice'] = self.stage_choose()
     else:
-        if kind == 'zero_shot': row, per, grid = self.stage_zero_shot(style)
+        if kind == 'zero_shot': row, per, grid = self.stage_zero_shot(style, _parse_at(at))
         elif kind == 'caption_oracle': row, per, grid = self.stage_caption_oracle()
         else: row, per, grid = self.stage_finetuned(style, frozen=kind == 'finetuned')
         rec['rows'].append(row); rec['per_image'] = per
@@ -292,13 +443,19 @@ def run_stage(self:ExperimentRun, name:str)->dict:
     rec['seconds'] = round(time.time() - t0, 1)
     return rec
 
+def _parse_at(at:str):
+    "The (budget, rule) of a stage name's `@<budget>-<rule>`, or None."
+    return (int(at.split('-')[0]), at.split('-')[1]) if at else None
+
 def _stage_line(rec:dict)->str:
     "The log line of a finished stage."
     r = rec['rows'][0] if rec['rows'] else None
+    ch = rec.get('choice')
     return (f"[{rec['stage']}] {rec['seconds']:.0f} s" + (f"; attr_acc {r['attr_acc']:.3f} coherence {r['coherence']:.3f}" if r else '')
-            + (f"; {rec['train']['steps']} steps" if 'train' in rec else ''))
+            + (f"; {rec['train']['steps']} steps" if 'train' in rec else '')
+            + (f"; chose lr {ch['lr']:g}, {ch['steps']} steps (on valid {ch['valid_attr_acc']:.3f})" if ch else ''))
 
-# %% ../nbs/09_experiment.ipynb #760ee63f
+# %% ../nbs/09_experiment.ipynb #9471b070
 def _log(msg:str, quiet:bool=False):
     if not quiet: print(msg, file=sys.stderr, flush=True)
 
@@ -308,6 +465,7 @@ def run_experiment(out:str|Path, # run folder: data/, train/, stages/, results.j
                    threads:int|None=2, # torch CPU threads
                    show:bool=True, # show `progress` over the stages
                    quiet:bool=False, # no stage log on stderr
+                   zero_shot_only:bool=False, # stop after the zero-shot stages (a later call may add the others)
                    **overrides, # any key of `DEFAULT` (step budgets, sizes, styles, learning rates)
                   )->list[dict]:
     "Run (or resume) the whole ShapesChat experiment into `out`; returns the rows of `results.json`."
@@ -318,6 +476,7 @@ def run_experiment(out:str|Path, # run folder: data/, train/, stages/, results.j
     diffusers_logging.disable_progress_bar(); transformers_logging.disable_progress_bar()  # one bar (the stages), not one per weight file
     t_start = time.time()
     run, names = ExperimentRun(out, cfg, seed), experiment_stages(cfg)
+    if zero_shot_only: names = [n for n in names if n.split('/')[0] in ZERO_SHOT_KINDS]
     for name in progress(names, 'stages') if show else names:
         f = _stage_file(out, name)
         if f.exists(): _log(f'[{name}] done before, skipped', quiet); continue
@@ -326,22 +485,29 @@ def run_experiment(out:str|Path, # run folder: data/, train/, stages/, results.j
         _log(_stage_line(rec), quiet)
     return write_outputs(out, time.time() - t_start, nthreads)
 
-# %% ../nbs/09_experiment.ipynb #ee67f014
+# %% ../nbs/09_experiment.ipynb #7ebd6353
 def _demo_overrides(o:DemoOptions)->dict:
     "The preset settings the command's options change (those given)."
-    over = dict(pretrain_steps=o.pretrain_steps, finetune_steps=o.finetune_steps, unfrozen_steps=o.unfrozen_steps, n_train=o.n_train,
-                n_test=o.n_test, finetune_styles=tuple(o.styles) if o.styles else None, text=o.text, max_tokens=o.max_tokens,
-                truncation=o.truncation, pretrain_corpus=o.pretrain_corpus, lr_finetune=o.lr_finetune)
+    tup = lambda v: tuple(v) if v else None
+    over = dict(pretrain_steps=o.pretrain_steps, finetune_steps=o.finetune_steps, unfrozen_steps=o.unfrozen_steps,
+                n_train=o.n_train, n_test=o.n_test, finetune_styles=tup(o.styles), text=o.text,
+                unfrozen_styles=tup(o.unfrozen_styles), max_tokens=o.max_tokens, truncation=o.truncation,
+                pretrain_corpus=o.pretrain_corpus, lr_finetune=o.lr_finetune, image_style=o.image_style,
+                patterns=parse_patterns(o.patterns) if o.patterns else None, eval_max_tokens=tup(o.eval_max_tokens),
+                eval_truncations=tup(o.eval_truncations), xy_control=o.xy_control or None, n_valid=o.n_valid,
+                choose_lrs=tup(o.choose_lrs), choose_every=o.choose_every)
     return {k: v for k, v in over.items() if v is not None}
 
 def _demo_main(o:DemoOptions):
     "Run the whole ShapesChat experiment and write OUT/results.json, OUT/report.md and PNG plots and grids."
     seeds, t0 = list(o.seeds) if o.seeds else [0], time.time()
     runs = [Path(o.out) if len(seeds) == 1 else Path(o.out)/f'seed-{s}' for s in seeds]
+    over = _demo_overrides(o); experiment_settings(o.quick, **over) # bad settings: stopped before a folder is made
     with run_lock(o.out): # one demo per folder: a second one would interleave its stages with this one's
         for s, r in zip(seeds, runs):
             with run_lock(r) if r != Path(o.out) else contextlib.nullcontext(): # each seed's folder is a run of its own
-                run_experiment(r, quick=o.quick, seed=s, threads=o.threads, show=o.progress, **_demo_overrides(o))
+                run_experiment(r, quick=o.quick, seed=s, threads=o.threads, show=o.progress,
+                               zero_shot_only=o.zero_shot_only, **over)
         if len(seeds) > 1: write_seed_summary(o.out, runs, seeds)
     print(results_table(json.loads((runs[-1]/'results.json').read_text())))
     print(f"wrote {', '.join(str(r/'report.md') for r in runs)} in {time.time() - t0:.0f} s", file=sys.stderr)

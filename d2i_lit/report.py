@@ -97,9 +97,10 @@ def _style_bars(ax, rows:list[dict], m:str, ci:bool=False):
     ok = lambda v: v is not None and v == v  # pandas turns missing values into NaN
     groups = list(dict.fromkeys(_label(r) for r in rows if r['stage'] != 'caption_oracle'))
     oracle = next((r for r in rows if r['stage'] == 'caption_oracle'), None)
+    styles = list(STYLES) + sorted({r['style'] for r in rows} - set(STYLES) - {'caption'}) # a study's control last
     w = 0.8/max(1, len(groups))
     for j, g in enumerate(groups):
-        pts = [(i + (j - (len(groups)-1)/2)*w, r) for i, s in enumerate(STYLES) for r in rows if _label(r) == g and r['style'] == s and ok(r.get(m))]
+        pts = [(i + (j - (len(groups)-1)/2)*w, r) for i, s in enumerate(styles) for r in rows if _label(r) == g and r['style'] == s and ok(r.get(m))]
         if not pts: continue
         err = [[r[m] - r[m+'_lo'] for _,r in pts], [r[m+'_hi'] - r[m] for _,r in pts]] if ci else None
         ax.bar([x for x,_ in pts], [r[m] for _,r in pts], w, yerr=err, capsize=2 if ci else 0, label=g,
@@ -107,7 +108,7 @@ def _style_bars(ax, rows:list[dict], m:str, ci:bool=False):
     if oracle is not None and ok(oracle.get(m)):
         if ci: ax.axhspan(oracle[m+'_lo'], oracle[m+'_hi'], color='k', alpha=0.1)
         ax.axhline(oracle[m], color='k', ls='--', lw=1, label='caption oracle')
-    ax.set_xticks(range(len(STYLES)), [style_label(s) for s in STYLES]); ax.set_ylim(0, 1)
+    ax.set_xticks(range(len(styles)), [style_label(s) for s in styles]); ax.set_ylim(0, 1)
     ax.set_xlabel('linearization style'); ax.set_ylabel(METRIC_AXES[m])
 
 def plot_metrics(rows:list[dict], path:str|Path)->Path:

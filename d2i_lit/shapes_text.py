@@ -15,8 +15,8 @@ from .shapeschat import (shapes_vocab, context_turns, make_record, object_words,
 
 # %% auto #0
 __all__ = ['CLIP_SPECIALS', 'SHAPES_TEXT_BUDGET', 'PRETRAIN_CORPORA', 'WEB_FILLERS', 'WEB_DESCRIPTIONS', 'WEB_TAGS', 'WEB_MARKED',
-           'LONG_TEXT_TOKENS', 'STUDY_MARKERS', 'bpe_steps', 'compact_clip_tokenizer', 'clip_id_table', 'to_clip_ids',
-           'from_clip_ids', 'shapes_dialogs', 'token_counts', 'truncated_share', 'pretraining_text',
+           'LONG_TEXT_TOKENS', 'STUDY_MARKERS', 'STUDY_STYLES', 'bpe_steps', 'compact_clip_tokenizer', 'clip_id_table',
+           'to_clip_ids', 'from_clip_ids', 'shapes_dialogs', 'token_counts', 'truncated_share', 'pretraining_text',
            'pretraining_records', 'pretraining_words']
 
 # %% ../nbs/03a_shapes_text.ipynb #ee33a44f
@@ -125,7 +125,7 @@ WEB_DESCRIPTIONS = ('a {}', 'a photo of a {}', 'the {}', 'one {}', 'this is a {}
                     'just a {}', 'a simple {}', 'i drew a {}') # alt-text descriptions of the object
 WEB_TAGS = ('#art', '#shapes', '#photo', '#nofilter', '#minimal', '#colour') # object-free hashtags
 WEB_MARKED = {'web_per': 'per'} # corpus -> the linearization style whose speaker markers half its texts carry
-LONG_TEXT_TOKENS = 64 # CLIP tokens of every `web_long` text: the study's largest budget
+LONG_TEXT_TOKENS = 64 # CLIP tokens of the longest `web_long` texts: the study's largest budget
 
 # %% ../nbs/03a_shapes_text.ipynb #1643d5f9
 @functools.lru_cache(maxsize=None)
@@ -174,7 +174,8 @@ def pretraining_text(rng:np.random.Generator, # the record's generator
     if corpus not in PRETRAIN_CORPORA: raise D2IError(f"unknown pre-training corpus {corpus!r}; choose from {', '.join(PRETRAIN_CORPORA)}")
     if corpus == 'captions': return pick(CAPTIONS).format(object_words(obj))
     desc = pick(WEB_DESCRIPTIONS).format(object_words(obj))
-    if corpus == 'web_long': return ' '.join(_long_parts(rng, desc, LONG_TEXT_TOKENS))
+    if corpus == 'web_long': # a length drawn evenly up to the longest
+        return ' '.join(_long_parts(rng, desc, int(rng.integers(_clip_len(desc), LONG_TEXT_TOKENS + 1))))
     return ' '.join(_web_parts(rng, desc, obj, corpus, p_context))
 
 # %% ../nbs/03a_shapes_text.ipynb #5de438cb
@@ -189,6 +190,7 @@ def pretraining_records(folder, # a ShapesChat folder (its captions.jsonl)
 
 # %% ../nbs/03a_shapes_text.ipynb #5a67c227
 STUDY_MARKERS = ('X:', 'Y:') # the study's equal-cost control (two tokens, as `A:`, but no article); not a user style
+STUDY_STYLES = {'xy': STUDY_MARKERS} # study style -> its markers, registered (`linearize.register_style`) by study runs
 
 def pretraining_words(extra:tuple=(), # words beyond the corpora's and dialogs' (e.g. `STUDY_MARKERS`); none by default
                      )->list[str]:

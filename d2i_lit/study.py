@@ -14,22 +14,19 @@ import gzip, json, sys, time
 import matplotlib.pyplot as plt
 from pathlib import Path
 import torch
-from fastai.callback.core import Callback
 from torch.utils.data import ConcatDataset, Subset
 from .core import D2IError, atomic_write, atomic_write_json, set_seed, set_threads
 from .shapes_text import compact_clip_tokenizer, pretraining_words, SHAPES_TEXT_BUDGET
 from .datasets import text_image_dls
-from .callbacks import ema_weights
 from .finetune import finetune
-from .experiment import DEFAULT, ExperimentRun, sample_cell, score_images
+from .experiment import DEFAULT, ExperimentRun, EvalEvery, sample_cell, score_images
 from .report import PER_IMAGE, load_stages, seed_bootstrap, style_label, series_style, OKABE_ITO
 
 # %% auto #0
 __all__ = ['mentions', 'fit_budget', 'context_survival', 'survival_summary', 'exact_paired_test', 'share_interval',
            'paired_loss_contrast', 'loss_by_rule', 'photo_mentions', 'pattern_mix', 'shapes_survival', 'stage_cells',
            'study_cells', 'condition_table', 'pattern_weights', 'style_contrasts', 'factor_effect', 'plot_conditions',
-           'read_runs', 'read_records', 'save_records', 'EvalEvery', 'curve_dataset', 'learning_curve', 'curve_frame',
-           'plot_curves']
+           'read_runs', 'read_records', 'save_records', 'curve_dataset', 'learning_curve', 'curve_frame', 'plot_curves']
 
 # %% ../nbs/09c_study.ipynb #08ffa838
 def mentions(label:str, # an object label, lower case ('tin can')
@@ -397,17 +394,6 @@ def save_records(records:dict, path:Path)->Path:
     merged = dict(commands={**{k: v for k, v in old['commands'].items() if k not in runs}, **records['commands']},
                   cells=kept + records['cells'])
     return atomic_write(path, gzip.compress(json.dumps(merged).encode(), mtime=0))
-
-# %% ../nbs/09c_study.ipynb #f24eda16
-class EvalEvery(Callback):
-    "Evaluate the EMA weights with `fn(step)` every `every` optimizer steps; the results collect in `rows`."
-    order = 80 # after `EMACallback` (40) has averaged this step, before `StopAfter` (90) ends the fit
-    def __init__(self, every:int, fn): self.every, self.fn, self.rows = every, fn, []
-    def after_step(self):
-        if self.learn.opt_step % self.every: return
-        net = self.learn.model; net.eval()
-        with torch.no_grad(), ema_weights(self.learn): self.rows.append(self.fn(self.learn.opt_step))
-        net.train()
 
 # %% ../nbs/09c_study.ipynb #38ac1133
 def _run_settings(run:Path)->dict:
