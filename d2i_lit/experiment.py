@@ -86,7 +86,7 @@ def experiment_backbone(seed:int=0, # seeds the weights
     elif text != 'words': raise D2IError(f"unknown text side {text!r}; choose from words, clip")
     return shapes_backbone(size=size, seed=seed, positions=positions, tokenizer=tok, position_scale=emb_scale, token_scale=emb_scale)
 
-shapes_model = experiment_backbone # its name before issue 11
+shapes_model = experiment_backbone # its former name, kept for old scripts
 
 # %% ../nbs/09_experiment.ipynb #e3c07d9a
 def sample_cell(backbone, # the model
@@ -315,7 +315,7 @@ def stage_pretrain(self:ExperimentRun)->dict:
     extra = tuple(m for ms in STUDY_STYLES.values() for m in ms) if cfg['xy_control'] else () # reads X:/Y:
     bb = experiment_backbone(seed, cfg['size'], cfg['positions'], text=cfg['text'], max_tokens=cfg['max_tokens'],
                              extra_words=extra)
-    bb.text_format = TextFormat(truncation=cfg['truncation']) # the rule its dialogs are cut by, saved with it
+    bb.text_format = TextFormat(None, truncation=cfg['truncation']) # trained on captions, not dialogs; the rule its dialogs are cut by
     learn = finetune(bb, text_image_dls(self.caption_dataset(bb), bs=cfg['bs'], seed=seed), cfg['pretrain_steps'], cfg['lr_pretrain'],
                      out=self.out/'train'/'pretrain', ema=cfg['ema'], p_uncond=cfg['p_uncond'], seed=seed, lr_warmup_steps=cfg['warmup'],
                      train_text_encoder=True, progress=False, **_resumable(cfg['pretrain_steps']))

@@ -242,7 +242,7 @@ class DemoOptions(Settings):
     styles:A[list[str]|None, Opt(choices=_DEMO_STYLES)]=None # styles to fine-tune (default: all four; quick: hash)
     unfrozen_styles:A[list[str]|None, Opt(choices=_DEMO_STYLES)]=None # styles of the unfrozen ablation (default: hash)
     text:A[str|None, Opt(choices=('words', 'clip'))]=None # text side: 'clip' (CLIP's BPE, the budget binding) or 'words' (word tokens, no binding budget) (default: clip)
-    max_tokens:MaxTokens=None # with --text clip: the text budget, oldest turns dropped first (default: 18)
+    max_tokens:MaxTokens=None # with --text clip: the text budget, cut by --truncation (default: 18)
     truncation:A[str|None, Opt(choices=TRUNCATIONS)]=None # over the budget: drop the oldest turns, or keep the first tokens (default: oldest)
     pretrain_corpus:A[str|None, Opt(choices=PRETRAIN_CORPORA)]=None # pre-training text (default: web)
     lr_finetune:A[float|None, Opt(float_in(0, 10, lo_open=True))]=None # learning rate of fine-tuning (default: 1e-4)

@@ -41,7 +41,10 @@ def test_linearize_rules(sample, linearized):
     for rule, texts in linearized.items():
         assert set(texts) == set(full) and all(n(t) <= BUDGET for t in texts.values()), rule
         assert all(texts[k] == full[k] for k in set(full) - cut), rule # within the budget nothing is cut
-    assert all(full[k].startswith(linearized['end'][k]) and full[k].endswith(linearized['oldest'][k]) for k in cut)
+    assert all(full[k].startswith(linearized['end'][k]) for k in cut)
+    # `oldest` keeps the newest words; a newest turn cut from the left keeps its speaker's marker in front
+    unmarked = lambda t: t.split(' ', 1)[1] if t.split(' ', 1)[0] in ('[PER1]', '[PER2]') else t
+    assert all(full[k].endswith(linearized['oldest'][k]) or full[k].endswith(unmarked(linearized['oldest'][k])) for k in cut)
     assert sum(linearized['end'][k] != linearized['oldest'][k] for k in cut) == len(cut)
 
 def photos(folder:Path, dialogs)->Path:
