@@ -182,6 +182,9 @@ def _prompt_part(s, bb)->str:
     "How to prompt the model: its text format with a worked example; a caption for a unified run's generator."
     if not isinstance(s, FinetuneOptions):
         return "## How to prompt it\n\nThe generator was trained on captions (`d2i unified`): prompt it with a caption.\n"
+    if bb.text_format.style is None: # a caption pre-training (the demo's first stage): no dialog format to show
+        return ("## How to prompt it\n\nThe model was trained on captions, not dialogs: prompt it with a caption "
+                "(given dialogs, d2i_lit linearizes them in the `hash` style).\n")
     fmt, budget = bb.text_format, bb.budget
     example = example_markdown(*worked_example(fmt, bb.tokenizer, bb.positions, bb.kind), budget)
     return _prompt_section(fmt, budget, text_capacity(bb.tokenizer, bb.positions), example)

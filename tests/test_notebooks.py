@@ -106,7 +106,11 @@ def _flags(cell):
 _VOLATILE = [(re.compile(r'\b\d+(?:\.\d+)?(?: ?(?:s|ms|min|seconds|minutes)\b)'), '<time>'),
              (re.compile(r'\b\d+(?:\.\d+)? ?[\w ]*?/s\b'), '<rate>'),
              (re.compile(r'\b\d\d:\d\d(?::\d\d)?(?:<\d\d:\d\d(?::\d\d)?)?'), '<timer>'),
-             (re.compile(r'load average( at the end)? \d+(?:\.\d+)?'), 'load average <n>')]
+             (re.compile(r'load average( at the end)? \d+(?:\.\d+)?'), 'load average <n>'),
+             # where a warning was raised names the kernel's cell file, a new name in every kernel
+             (re.compile(r'^(?:<ipython-input-[\w-]+>|\S*ipykernel_\d+/\d+\.py):\d+: ', re.M), '<cell>: '),
+             # a folder made by tempfile.mkdtemp has a new random name on every run
+             (re.compile(r'/tmp/(?:tmp|pytest-of-\w+/)[\w./-]*?(?=/|\b)'), '<tmp>')]
 _BAR = re.compile(r'\|[\u2588-\u258f #-]*\|? *\d+(?:\.\d+)?%|\d+%\|[^\n]*\||<progress |IPython\.core\.display\.HTML object')
 
 def _steady(text:str)->str:
@@ -176,3 +180,7 @@ def test_durations_and_bars_are_not_results():
     assert _steady('Loading weights: 100%|\u2588\u2588\u2588\u2588\u2588| 36/36 [00:00<00:00, 25398.64it/s]') == ''
     assert _steady('FID 14.07 over 48 images') != _steady('FID 14.08 over 48 images')
     assert _steady('seed 0: 0.625') != _steady('seed 0: 0.650')
+    w = '{}:17: UserWarning: 3 found, 204 missing in {}/photos'
+    assert _steady(w.format('<ipython-input-1-648373cef486>', '/tmp/tmphwp2pouh')) == \
+           _steady(w.format('/tmp/ipykernel_1294/694930124.py', '/tmp/tmpc12_pv49'))
+    assert _steady('missing in /tmp/tmpab/photos') != _steady('missing in /tmp/tmpab/images')
