@@ -67,7 +67,8 @@ class GenerateOptions(Settings):
     progress:bool=True # show a progress bar
 
 generate_cli = cli_command(GenerateOptions, 'd2i generate', 'd2i_lit.pipeline:_generate_main',
-                           retired={'--steps': 'd2i generate takes --sample-steps (sampler steps); --steps counts optimizer steps of training'})
+                           retired={'--steps': 'd2i generate takes --sample-steps (sampler steps); --steps counts '
+                                               'optimizer steps of training'})
 
 # %% ../nbs/03b_options.ipynb #113597f8
 @dataclass
@@ -95,7 +96,8 @@ class TrainSettings(Settings):
     report_to:A[str|None, Opt(choices=REPORT_TO)]=None # also log to a tracker: tensorboard (in OUT/logs)
 
 TRAIN_ALIASES = {'--learning-rate': '--lr', '--lr-scheduler': '--lr-schedule', '--warmup': '--lr-warmup-steps',
-                 '--adam-weight-decay': '--weight-decay', '--max-train-steps': '--steps', '--checkpointing-steps': '--checkpoint-every',
+                 '--adam-weight-decay': '--weight-decay', '--max-train-steps': '--steps',
+                 '--checkpointing-steps': '--checkpoint-every',
                  '--checkpoints-total-limit': '--keep', '--resume-from-checkpoint': '--resume',
                  '--gradient-accumulation-steps': '--grad-accum', '--gradient-checkpointing': '--grad-checkpointing',
                  '--validation-steps': '--valid-every', '--output-dir': '--out'}
@@ -130,10 +132,13 @@ class FinetuneOptions(TrainSettings):
     batch_size:BatchSize=16 # the global batch: split across processes, per device = batch size / processes (diffusers' --train_batch_size is per device)
 
 finetune_cli = cli_command(FinetuneOptions, 'd2i finetune', 'd2i_lit.finetune:_finetune_main',
-                           aliases={**TRAIN_ALIASES, '--train-data-dir': '--data', '--pretrained-model-name-or-path': '--model',
+                           aliases={**TRAIN_ALIASES, '--train-data-dir': '--data',
+                                    '--pretrained-model-name-or-path': '--model',
                                     '--dataloader-num-workers': '--num-workers'},
-                           retired={'--train-batch-size': "d2i finetune takes --batch-size, the global batch split across processes "
-                                                          "(diffusers' --train_batch_size is per device: multiply it by the processes)"})
+                           retired={'--train-batch-size': "d2i finetune takes --batch-size, the global batch split "
+                                                          "across processes "
+                                                          "(diffusers' --train_batch_size is per device: multiply it "
+                                                          "by the processes)"})
 
 # %% ../nbs/03b_options.ipynb #c06459b2
 UNIFIED_TRAINABLE = ('q', 'kv', 'qkv') # cross-attention projections that train
@@ -188,7 +193,8 @@ class EvaluateOptions(Settings):
     seed:Seed=0 # KID's subset sampling
     progress:bool=True # show a progress bar while features are computed
 
-evaluate_cli = cli_command(EvaluateOptions, 'd2i evaluate', 'd2i_lit.metrics:_evaluate_main', aliases={'--batch': '--batch-size'})
+evaluate_cli = cli_command(EvaluateOptions, 'd2i evaluate', 'd2i_lit.metrics:_evaluate_main',
+                           aliases={'--batch': '--batch-size'})
 
 # %% ../nbs/03b_options.ipynb #c31b13e8
 DATA_FORMATS = ('auto', 'jsonl', 'karpathy', 'coco', 'folder') # what `d2i roundtrip --data` reads
@@ -222,7 +228,8 @@ class RoundTripOptions(Settings):
 
 roundtrip_cli = cli_command(RoundTripOptions, 'd2i roundtrip', 'd2i_lit.roundtrip:_roundtrip_main',
                             aliases={'--batch': '--batch-size', '--images': '--images-dir'},
-                            retired={'--steps': 'd2i roundtrip takes --sample-steps (sampler steps); --steps counts optimizer steps of training'})
+                            retired={'--steps': 'd2i roundtrip takes --sample-steps (sampler steps); --steps counts '
+                                                'optimizer steps of training'})
 
 # %% ../nbs/03b_options.ipynb #c21ebe15
 _DEMO_STYLES = STYLES + tuple(STUDY_STYLES) # `d2i demo` may fine-tune the study's `xy` too (with --xy-control)
@@ -257,7 +264,8 @@ class DemoOptions(Settings):
     choose_every:A[int|None, Opt(pos_int)]=None # with --choose-lrs: validate every this many steps (default: 60)
     progress:bool=True # show a progress bar over the stages
 
-demo_cli = cli_command(DemoOptions, 'd2i demo', 'd2i_lit.experiment:_demo_main', aliases={'--text-budget': '--max-tokens'})
+demo_cli = cli_command(DemoOptions, 'd2i demo', 'd2i_lit.experiment:_demo_main',
+                       aliases={'--text-budget': '--max-tokens'})
 
 # %% ../nbs/03b_options.ipynb #fb8c123f
 @dataclass
