@@ -42,14 +42,18 @@ class BackboneKind:
     def predict(self, bb, x_t, t, text_emb):
         "Call `bb`'s noise predictor on noisy samples `x_t` at timesteps `t` (one per item) given text features."
         return bb.noise_predictor(x_t, t, encoder_hidden_states=text_emb, return_dict=False)[0]
-    def text_features(self, bb, hidden): return hidden # the text encoder's last hidden states -> what the noise predictor attends to
+    # the text encoder's last hidden states -> what the noise predictor attends to
+    def text_features(self, bb, hidden): return hidden
     def sample_shape(self, bb)->tuple: return bb.latent_shape # one item's shape in diffusion space
-    def to_sample(self, bb, latents, images): return latents # scaled VAE latents (and the images they encode) -> diffusion space
+    # scaled VAE latents (and the images they encode) -> diffusion space
+    def to_sample(self, bb, latents, images): return latents
     def to_latents(self, bb, x): return x # diffusion space -> scaled VAE latents
     def default_positions(self, pred, text, tok)->int:
         return min(tok.model_max_length, text.config.max_position_embeddings)
-    def load_extras(self, load, name)->dict: return {} # other `Backbone` arguments loaded from the folder (`load(cls, subfolder)`)
-    def pipeline_extras(self, bb)->dict: return {} # pipeline components a backbone lacks, made up to save a folder the pipeline loads
+    # other `Backbone` arguments loaded from the folder (`load(cls, subfolder)`)
+    def load_extras(self, load, name)->dict: return {}
+    # pipeline components a backbone lacks, made up to save a folder the pipeline loads
+    def pipeline_extras(self, bb)->dict: return {}
     def before_save(self, bb)->None: pass # make the parts savable as safetensors
 
 # %% ../nbs/05_backbones.ipynb #9c983eaf
@@ -79,10 +83,12 @@ class Backbone:
                  extras:dict|None=None, # other components of the kind's diffusers pipeline, kept to save a folder it loads (UniDiffuser: `text_tokenizer`, `clip_image_processor`)
                 ):
         if kind not in _KINDS: raise D2IError(f"unknown backbone kind {kind!r}; choose from {', '.join(_KINDS)}")
-        self.kind,self.noise_predictor,self.text_encoder,self.tokenizer,self.vae = kind,noise_predictor,text_encoder,tokenizer,vae
+        self.kind,self.noise_predictor,self.text_encoder,self.tokenizer,self.vae = (kind,noise_predictor,text_encoder,
+                                                                                    tokenizer,vae)
         self.noise_scheduler,self.resolution,self.positions = noise_scheduler,resolution,positions
         parts = dict(parts or {})
-        self.text_decoder,self.image_encoder,self.extras = parts.get('text_decoder'),parts.get('image_encoder'),dict(extras or {})
+        self.text_decoder,self.image_encoder,self.extras = (parts.get('text_decoder'),parts.get('image_encoder'),
+                                                            dict(extras or {}))
         self.text_format = text_format or TextFormat()
         # True for the tiny, shapes and full-size names: their images are noise until trained
         self.random_weights = False
@@ -573,7 +579,8 @@ def _kind_of_folder(name, meta:dict)->str:
 
 # %% ../nbs/05_backbones.ipynb #c7a3f67f
 @patch(cls_method=True)
-def from_pretrained(cls:Backbone, name_or_path:str|Path, # a folder written by `save_pretrained`, a real model's folder, or a hub id
+def from_pretrained(cls:Backbone,
+                     name_or_path:str|Path, # a folder written by `save_pretrained`, a real model's folder, or a hub id
                      device=None, # where to put the parts
                      dtype:torch.dtype|None=None, # cast every part (e.g. `torch.float16` on a GPU)
                     )->Backbone:
@@ -621,7 +628,7 @@ TINY_NAMES = {'tiny-sd': 'sd', 'tiny-pixart': 'pixart', 'tiny-unidiffuser': 'uni
 # name -> kind of the published architectures at full size, random weights
 FULL_NAMES = {'full-sd': 'sd', 'full-pixart': 'pixart', 'full-unidiffuser': 'unidiffuser'}
 
-def load_backbone(name_or_path:str|Path, # hub id or folder (real tier), a `TINY_NAMES` or `FULL_NAMES` name, or 'shapes'
+def load_backbone(name_or_path:str|Path, # hub id or folder (real tier), a `TINY_NAMES`/`FULL_NAMES` name, or 'shapes'
                   **kw, # `seed` for the tiny tier; `shapes_backbone` options; `device`/`dtype` for folders and hub ids
                  )->Backbone:
     "Load a backbone by name: the tiny tier, a fresh shapes model, or `Backbone.from_pretrained` on a folder or hub id."

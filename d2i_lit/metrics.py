@@ -114,8 +114,8 @@ def inception_score_from_probs(probs, # [N, C] class probabilities, rows summing
     scores = []
     for part in np.array_split(p, splits):
         py = part.mean(0, keepdims=True)
-        kl = np.where(part > 0, part * (np.log(np.where(part > 0, part, 1)) - np.log(np.where(py > 0, py, 1))),
-                      0).sum(1)
+        kl = np.where(part > 0, part * (np.log(np.where(part > 0, part, 1)) - np.log(np.where(py > 0, py, 1))), 0
+                     ).sum(1)
         scores.append(math.exp(kl.mean()))
     return float(np.mean(scores)), float(np.std(scores))
 
@@ -255,7 +255,8 @@ def image_batches(items, # PIL images or image paths
         yield torch.from_numpy(arr).permute(0, 3, 1, 2).contiguous()
 
 # %% ../nbs/08a_metrics.ipynb #72ffc066
-INCEPTION_URL = 'https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/weights-inception-2015-12-05-6726825d.pth'
+INCEPTION_URL = ('https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/'
+                 'weights-inception-2015-12-05-6726825d.pth')
 INCEPTION_SHA256_PREFIX = '6726825d' # the file name's suffix: the start of its SHA-256
 
 # %% ../nbs/08a_metrics.ipynb #8ab8a043
@@ -310,7 +311,8 @@ class InceptionFeatureNet(FeatureNet):
         self.standard = self.sha256.startswith(INCEPTION_SHA256_PREFIX)
         self.relative_only = not self.standard
         kind = 'standard TF FID weights' if self.standard else 'non-standard weights, relative-only'
-        self.name = f'inception-v3-compat pool3 (weights {p.name} sha256 {self.sha256[:16]}: {kind}; input rounded to uint8{_precision(self.dtype)})'
+        self.name = (f'inception-v3-compat pool3 (weights {p.name} sha256 {self.sha256[:16]}: {kind}; '
+                     f'input rounded to uint8{_precision(self.dtype)})')
         self.net.to(self.device)
 
     def __call__(self, x):
@@ -562,7 +564,8 @@ class ClassifierFeatureNet(FeatureNet):
         self.device, self.dtype = _device_dtype(device or 'cpu', dtype)
         self.clf = (clf or load_classifier()).eval().to(self.device); self.resolution = self.clf.size
         n = math.prod(len(v) for v in self.clf.attributes.values())
-        self.name = f'shapeschat-attribute-classifier (penultimate {self.clf.feat_dim}-d; {n} joint classes{_precision(self.dtype)})'
+        self.name = (f'shapeschat-attribute-classifier (penultimate {self.clf.feat_dim}-d; '
+                     f'{n} joint classes{_precision(self.dtype)})')
 
     def __call__(self, x):
         with torch.no_grad(), _autocast(self.device, self.dtype):
@@ -865,7 +868,8 @@ def _group_report(feats_g, feats_r, probs, o:EvaluateOptions)->dict:
         if len(feats_g) >= 2 and len(feats_r) >= 2:
             a, b = FeatureStats().update(feats_r), FeatureStats().update(feats_g)
             out['fid'] = frechet_distance(a.mean, a.cov, b.mean, b.cov)
-            out['kid'], out['kid_std'], out['kid_subset_size'] = kid_from_features(feats_r, feats_g, o.kid_subsets, o.kid_subset_size, o.seed)
+            out['kid'], out['kid_std'], out['kid_subset_size'] = kid_from_features(feats_r, feats_g, o.kid_subsets,
+                                                                                   o.kid_subset_size, o.seed)
         else: out['fid'] = out['kid'] = None
     if probs is not None:
         out['is'], out['is_std'] = inception_score_from_probs(probs, min(o.splits, len(probs)))
@@ -879,8 +883,8 @@ def _feature_net(o:EvaluateOptions, is_shapes:bool, dev, dt)->FeatureNet:
         raise D2IError("FID/KID/IS on real photos need torch-fidelity's InceptionV3 weights: download "
                        f"pt_inception-2015-12-05-6726825d.pth from {INCEPTION_URL} and pass --inception-weights PATH "
                        "(no other network is substituted)")
-    return InceptionFeatureNet(o.inception_weights, dev,
-                               dt) if kind == 'inception' else ClassifierFeatureNet(device=dev, dtype=dt)
+    return (InceptionFeatureNet(o.inception_weights, dev, dt) if kind == 'inception'
+            else ClassifierFeatureNet(device=dev, dtype=dt))
 
 # %% ../nbs/08a_metrics.ipynb #76c6e8ef
 def _fid_kid_is(over:dict, n_gen:int, n_real:int|None, probs, metrics:list, common:dict, o:EvaluateOptions)->dict:
@@ -889,7 +893,8 @@ def _fid_kid_is(over:dict, n_gen:int, n_real:int|None, probs, metrics:list, comm
     if n_real is not None:
         warn = None
         if min(n_gen, n_real) < 2048:
-            warn = f"FID on {min(n_gen, n_real)} < 2048 images is biased (upwards, more so the fewer images): compare FIDs only at equal N; KID is unbiased"
+            warn = (f"FID on {min(n_gen, n_real)} < 2048 images is biased (upwards, more so the fewer images): "
+                    "compare FIDs only at equal N; KID is unbiased")
             print(f"warning: {warn}", file=sys.stderr)
         if 'fid' in metrics: res['fid'] = dict(value=over['fid'], n_generated=n_gen, n_real=n_real, **common,
                                                **({'warning': warn} if warn else {}))
@@ -912,14 +917,14 @@ def _feature_metrics(net:FeatureNet, inp:_EvalInputs, refs:tuple, gen_topics, me
     pre = f'{RESIZE} to {net.resolution}x{net.resolution}, the same for generated and reference images'
     t0 = time.time()
     fg, probs = feature_matrix(inp.gen_files, net, o.batch_size, keep_probs='is' in metrics, progress=o.progress)
-    fr, cached = real_features(real_files, net, o.cache, o.batch_size,
-                               o.progress) if needing(metrics, 'photos') else (None, False)
+    fr, cached = (real_features(real_files, net, o.cache, o.batch_size, o.progress) if needing(metrics, 'photos')
+                  else (None, False))
     common = dict(resolution=net.resolution, resize=RESIZE, preprocessing=pre, feature_net=net.name,
                   relative_only=net.relative_only,
                   real_stats_cached=cached, seconds=round(time.time() - t0, 3))
     over = _group_report(fg, fr, probs if 'is' in metrics else None, o)
-    res = dict(preprocessing=pre, **_fid_kid_is(over, len(fg), None if fr is None else len(fr), probs, metrics, common,
-                                                o))
+    res = dict(preprocessing=pre,
+               **_fid_kid_is(over, len(fg), None if fr is None else len(fr), probs, metrics, common, o))
     topics = {}
     for t in sorted(set(gen_topics or [])):
         gi = [i for i, g in enumerate(gen_topics) if g == t]
@@ -1037,7 +1042,8 @@ def evaluate_dirs(generated:str|Path, # folder of generated images (with `manife
     if 'attr' in metrics: res['attr'] = _attr_metrics(inp, o)
     if groups:
         res['by_topic'] = {t: groups[t] for t in sorted(groups, key=lambda t: (-groups[t]['n'], t))}
-        res['topics'] = 'linearize.photo_topic of each dialog photo_description; per-topic FID/KID against the reference photos of that topic'
+        res['topics'] = ('linearize.photo_topic of each dialog photo_description; per-topic FID/KID against the '
+                         'reference photos of that topic')
     return res
 
 # %% ../nbs/08a_metrics.ipynb #62e31369

@@ -199,7 +199,8 @@ def _share_section(where:str)->str:
 def _prompt_part(s, bb)->str:
     "How to prompt the model: its text format with a worked example; a caption for a unified run's generator."
     if not isinstance(s, FinetuneOptions):
-        return "## How to prompt it\n\nThe generator was trained on captions (`d2i unified`): prompt it with a caption.\n"
+        return ("## How to prompt it\n\n"
+                "The generator was trained on captions (`d2i unified`): prompt it with a caption.\n")
     fmt, budget = bb.text_format, bb.budget
     example = example_markdown(*worked_example(fmt, bb.tokenizer, bb.positions, bb.kind), budget)
     return _prompt_section(fmt, budget, text_capacity(bb.tokenizer, bb.positions), example)
@@ -275,10 +276,11 @@ def add_evaluation(card_path, # a model card written by `write_model_card`
     if METRICS_BEGIN not in card.text:
         raise D2IError(f"{card_path}: not a d2i_lit model card (no {METRICS_BEGIN} section)")
     new = _eval_results(result, summary, generated)
-    old = [r for r in (card.data.eval_results or []) if (r.metric_config,
-                                                         r.dataset_name) != (generated, new[0].dataset_name if new else None)]
+    old = [r for r in (card.data.eval_results or [])
+           if (r.metric_config, r.dataset_name) != (generated, new[0].dataset_name if new else None)]
     folder = Path(card_path).resolve().parent
-    card.data.eval_results, card.data.model_name = old + new, card.data.model_name or f'{folder.parent.name}/{folder.name}'
+    card.data.eval_results, card.data.model_name = (old + new,
+                                                    card.data.model_name or f'{folder.parent.name}/{folder.name}')
     body = re.sub(re.escape(METRICS_BEGIN) + '.*?' + re.escape(METRICS_END),
                   lambda m: f'{METRICS_BEGIN}\n{_metrics_table(old + new)}\n{METRICS_END}',
                   card.text, flags=re.S)

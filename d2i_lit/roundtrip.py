@@ -77,7 +77,8 @@ class Captioner:
                  tokenizer, # its tokenizer (BLIP's, or `caption_tokenizer`)
                  image_mean=CLIP_MEAN, image_std=CLIP_STD, # BLIP normalises with OpenAI CLIP's statistics
                  name:str='blip'):
-        self.model, self.tokenizer, self.image_mean, self.image_std, self.name = model.eval(), tokenizer, image_mean, image_std, name
+        self.model, self.tokenizer, self.image_mean, self.image_std, self.name = (model.eval(), tokenizer, image_mean,
+                                                                                  image_std, name)
 
     @property
     def image_size(self)->int: return self.model.config.vision_config.image_size
@@ -252,7 +253,8 @@ class PipelineGenerator:
     "Text-to-image through `DialogToImagePipeline`: `gen(texts, seed) -> list[PIL.Image]`, one seed per item."
     def __init__(self, pipe, # a `DialogToImagePipeline`
                  sample_steps:int=25, guidance:float=7.5, batch_size:int=8, name:str='pipeline'):
-        self.pipe, self.sample_steps, self.guidance, self.batch_size, self.name = pipe, sample_steps, guidance, batch_size, name
+        self.pipe, self.sample_steps, self.guidance, self.batch_size, self.name = (pipe, sample_steps, guidance,
+                                                                                   batch_size, name)
     def __repr__(self):
         return f'PipelineGenerator({self.name!r}, sample_steps={self.sample_steps}, guidance={self.guidance})'
     def __call__(self, texts:list, # prompt strings (or `Dialog`s, in the model's text format)
@@ -328,7 +330,8 @@ def tiny_clip(seed:int=0):
 class ClassifierEmbedder:
     "ShapesChat attribute classifier: per-attribute class probabilities, so a dot product is the mean chance that an attribute agrees."
     def __init__(self, clf=None): # an `AttributeClassifier`; default the shipped one
-        self.clf, self.name = clf if clf is not None else load_classifier(), 'attribute agreement (ShapesChat classifier)'
+        self.clf, self.name = (clf if clf is not None else load_classifier(),
+                               'attribute agreement (ShapesChat classifier)')
     def __call__(self, images:list)->np.ndarray:
         x = to_input([im if isinstance(im, Image.Image) else open_image(im) for im in images])
         with torch.no_grad(): out = self.clf.eval()(x)
@@ -693,8 +696,9 @@ def karpathy_items(path:str|Path, # COCO Karpathy `dataset_coco.json`
     "Round-trip items `{id, image, texts, references}` of a COCO Karpathy split file."
     path = Path(path); data = _json_file(path)
     recs = data.get('images') if isinstance(data, dict) else None
-    if not isinstance(recs, list): raise D2IError(f"{path}: field 'images' must be a list (COCO Karpathy format: "
-                                                  f"{{\"images\": [{{\"filepath\", \"filename\", \"split\", \"sentences\"}}]}})")
+    if not isinstance(recs, list):
+        raise D2IError(f"{path}: field 'images' must be a list (COCO Karpathy format: "
+                       f"{{\"images\": [{{\"filepath\", \"filename\", \"split\", \"sentences\"}}]}})")
     root, out = _image_root(images, path), []
     for i, r in enumerate(recs):
         if not isinstance(r, dict): raise D2IError(f"{path}: images[{i}]: expected an object, got {type(r).__name__}")
@@ -713,8 +717,9 @@ def karpathy_items(path:str|Path, # COCO Karpathy `dataset_coco.json`
                         texts=texts, references=texts))
         if limit and len(out) >= limit: break
     if not out:
-        raise D2IError(f"{path}: no images in split {split!r}" + (" (splits there: "
-                                                                  f"{', '.join(sorted({str(r.get('split')) for r in recs if isinstance(r, dict)}))})" if recs else ''))
+        raise D2IError(f"{path}: no images in split {split!r}" + (
+            f" (splits there: {', '.join(sorted({str(r.get('split')) for r in recs if isinstance(r, dict)}))})"
+            if recs else ''))
     return _check_images(out, path, root)
 
 # %% ../nbs/10_roundtrip.ipynb #e0af6393
@@ -885,7 +890,8 @@ def load_roundtrip_dir(out:str|Path, # a `roundtrip_to_dir` folder
     items, by = {str(r['id']): r for r in _read_records(out/'items.jsonl', _ITEM_CHECKS)}, {}
     for n, r in enumerate(_read_records(out/'candidates.jsonl', _candidate_checks(k)), 1):
         if r['candidate'] in (c := by.setdefault(str(r['id']), {})):
-            raise D2IError(f"{out/'candidates.jsonl'}: record {n}: candidate {r['candidate']} of item {r['id']!r} again")
+            raise D2IError(f"{out/'candidates.jsonl'}: record {n}: candidate {r['candidate']} of item {r['id']!r} "
+                           "again")
         c[r['candidate']] = r
     rows = [[by[i][j] for j in range(k)] for i in items if len(by.get(i, {})) == k]
     rows = [dict(id=rr[0]['id'], input=items[str(rr[0]['id'])]['input'],

@@ -86,7 +86,8 @@ class VocabMap:
         self.table = torch.full((self.n_cap,), -1, dtype=torch.long); self.table[self.cap_ids] = self.gen_ids
 
     def __repr__(self):
-        return f'VocabMap({len(self.cap_ids)} of {len(self.cap_ids) + len(self.missing)} captioner tokens mapped, {len(self.missing)} without a counterpart)'
+        return (f'VocabMap({len(self.cap_ids)} of {len(self.cap_ids) + len(self.missing)} captioner tokens mapped, '
+                f'{len(self.missing)} without a counterpart)')
 
     def map_ids(self, ids:torch.LongTensor)->torch.LongTensor:
         "Generator ids of captioner ids (-1 where there is no counterpart)."
@@ -209,7 +210,8 @@ class UnifiedModel(nn.Module):
         if generator.kind not in ('sd', 'shapes'): raise D2IError("unified fine-tuning needs a CLIP text encoder and "
                                                                   "a UNet (kinds 'sd', 'shapes'), not "
                                                                   f"{generator.kind!r}")
-        self.unet, self.text_encoder, self.vae, self.captioner = generator.noise_predictor, generator.text_encoder, generator.vae, captioner.model
+        self.unet, self.text_encoder, self.vae, self.captioner = (generator.noise_predictor, generator.text_encoder,
+                                                                  generator.vae, captioner.model)
         object.__setattr__(self, 'generator', generator); object.__setattr__(self, 'cap', captioner)
         for m in (self.text_encoder, self.vae): # always frozen (the method trains only cross-attention projections)
             if m is not None: m.requires_grad_(False).eval()
