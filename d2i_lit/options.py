@@ -77,7 +77,7 @@ class TrainSettings(Settings):
     steps:A[int|None, Opt(pos_int)]=1000 # optimizer steps (None: until --time-budget)
     time_budget:A[float|None, Opt(float_in(0, 1e8, lo_open=True))]=None # stop after this many seconds of training
     lr:A[float, Opt(float_in(0, 10, lo_open=True))]=1e-4 # peak learning rate (AdamW)
-    lr_schedule:A[str, Opt(choices=('constant', 'cosine'))]='constant' # after the warm-up: constant, or cosine decay to 0
+    lr_schedule:A[str, Opt(choices=('constant', 'cosine'))]='constant' # after warm-up: constant, or cosine decay to 0
     lr_warmup_steps:A[int, Opt(nonneg_int)]=0 # linear warm-up steps
     weight_decay:A[float, Opt(float_in(0, 10))]=1e-2 # AdamW weight decay
     max_grad_norm:A[float, Opt(float_in(0, 1e6))]=1.0 # clip the gradient norm to this (0: no clipping)
@@ -188,7 +188,7 @@ class EvaluateOptions(Settings):
     kid_subsets:A[int, Opt(int_in(1, 10**6))]=100 # KID subsets
     kid_subset_size:A[int, Opt(int_in(2, 10**7))]=1000 # KID subset size (capped at N)
     style:A[str|None, Opt(choices=STYLES)]=None # linearization of dialogs for clip_t (default: the generated run's)
-    max_tokens:MaxTokens=None # text budget for clip_t's dialog texts (default: the generated run's, else all CLIP holds)
+    max_tokens:MaxTokens=None # text budget for clip_t's dialog texts (default: generated run's, else all CLIP holds)
     truncation:A[str|None, Opt(choices=TRUNCATIONS)]=None # over the budget, for clip_t's dialog texts (default: the generated run's)
     seed:Seed=0 # KID's subset sampling
     progress:bool=True # show a progress bar while features are computed
@@ -241,11 +241,11 @@ class DemoOptions(Settings):
     quick:bool=False # the CI preset: under 3 minutes, # fine-tuned only, no ablation
     seeds:A[list[int]|None, Opt(int_in(0, 2**32 - 1))]=None # seeds to run, one sub-folder each when several (e.g. --seeds 0 1 2)
     threads:A[int, Opt(int_in(1, 1024))]=2 # torch CPU threads
-    pretrain_steps:A[int|None, Opt(pos_int)]=None # optimizer steps of pre-training (default: the preset's, 450; quick 130)
+    pretrain_steps:A[int|None, Opt(pos_int)]=None # optimizer steps of pre-training (default: preset's, 450; quick 130)
     finetune_steps:A[int|None, Opt(pos_int)]=None # optimizer steps of fine-tuning per style (default: 240; quick 60)
     unfrozen_steps:A[int|None, Opt(nonneg_int)]=None # optimizer steps of the text-encoder-unfrozen ablation per style, 0: skip it (default: 160; quick 0)
     n_train:A[int|None, Opt(int_in(1, 10**7))]=None # training dialogs (default: 6000; quick 3000)
-    n_test:A[int|None, Opt(int_in(1, 10**7))]=None # test dialogs, the images per evaluated cell (default: 384; quick 192)
+    n_test:A[int|None, Opt(int_in(1, 10**7))]=None # test dialogs: images per evaluated cell (default: 384; quick 192)
     styles:A[list[str]|None, Opt(choices=_DEMO_STYLES)]=None # styles to fine-tune (default: all four; quick: hash)
     unfrozen_styles:A[list[str]|None, Opt(choices=_DEMO_STYLES)]=None # styles of the unfrozen ablation (default: hash)
     text:A[str|None, Opt(choices=('words', 'clip'))]=None # text side: 'clip' (CLIP's BPE, the budget binding) or 'words' (word tokens, no binding budget) (default: clip)
@@ -259,8 +259,8 @@ class DemoOptions(Settings):
     eval_truncations:A[list[str]|None, Opt(choices=TRUNCATIONS)]=None # more rules the zero-shot model is evaluated with
     xy_control:bool=False # the equal-cost control style xy (X:/Y:, not a user style): zero-shot, in the tokenizer
     zero_shot_only:bool=False # stop after the zero-shot stages (a later run may add fine-tuning, with any settings)
-    n_valid:A[int|None, Opt(nonneg_int)]=None # validation dialogs, held out from training, for --choose-lrs (default: 0)
-    choose_lrs:A[list[float]|None, Opt(float_in(0, 10, lo_open=True))]=None # learning rates to choose from on data/valid
+    n_valid:A[int|None, Opt(nonneg_int)]=None # validation dialogs held out from training, for --choose-lrs (default: 0)
+    choose_lrs:A[list[float]|None, Opt(float_in(0, 10, lo_open=True))]=None # learning rates to pick from on data/valid
     choose_every:A[int|None, Opt(pos_int)]=None # with --choose-lrs: validate every this many steps (default: 60)
     progress:bool=True # show a progress bar over the stages
 
@@ -271,7 +271,7 @@ demo_cli = cli_command(DemoOptions, 'd2i demo', 'd2i_lit.experiment:_demo_main',
 @dataclass
 class AppOptions(Settings):
     "A playground in the browser: type a dialog, see the prompt a model is given (dropped turns marked, tokens used) and its image."
-    model:list[str]|None=None # model folders (a run's final/), hub ids or names to choose from; the first is the default
+    model:list[str]|None=None # model folders (a run's final/), hub ids or names to choose from; the first is default
     demo:str|None=None # a d2i demo folder whose fine-tuned ShapesChat model is offered (trained there first, ~3 minutes on a CPU, when it has none); default without --model: $D2I_CACHE/app-demo
     host:str='127.0.0.1' # address to serve on (0.0.0.0: every interface)
     port:A[int, Opt(int_in(0, 65535))]=7860 # port to serve on (0: a free one)
