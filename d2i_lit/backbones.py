@@ -28,16 +28,16 @@ __all__ = ['CLIP_MEAN', 'CLIP_STD', 'SHAPES_SPECIALS', 'TINY_NAMES', 'FULL_NAMES
 
 # %% ../nbs/05_backbones.ipynb #c9e6f0b5
 class BackboneKind:
-    "What one kind of backbone does its own way; the defaults are a UNet over VAE latents conditioned on CLIP text (Stable Diffusion)."
+    "What a backbone kind does its own way; default: a UNet on VAE latents conditioned on CLIP text (Stable Diffusion)."
     name:str = '' # the kind's name (`Backbone.kind`, `d2i_backbone.json`)
     predictor:str = 'unet' # the noise predictor's subfolder (and pipeline component name)
     predictor_class:str = 'UNet2DConditionModel' # its diffusers class
     tokenizer:str = 'tokenizer' # the text tokenizer's subfolder
     tokenizer_class:str = 'AutoTokenizer' # the transformers class that loads it
     has_vae:bool = True # False: the model works in pixel space
-    pipeline:str|None = None # the diffusers pipeline class whose folder layout `save_pretrained` writes (None: plain subfolders)
+    pipeline:str|None = None # diffusers pipeline class whose layout `save_pretrained` writes (None: plain subfolders)
     pipeline_kw:dict = {} # constant extra arguments of that pipeline class
-    unused:tuple = () # prefixes of noise-predictor parameters no image-denoising loss reaches: frozen for training (DDP needs every trainable parameter used)
+    unused:tuple = () # noise-predictor prefixes no denoising loss reaches: frozen (DDP needs all trainable ones used)
 
     def predict(self, bb, x_t, t, text_emb):
         "Call `bb`'s noise predictor on noisy samples `x_t` at timesteps `t` (one per item) given text features."
@@ -68,7 +68,7 @@ def register_kind(cls:type, # a `BackboneKind` subclass with a `name`
 
 # %% ../nbs/05_backbones.ipynb #b8f508b1
 class Backbone:
-    "A text-to-image diffusion model split into a trainable noise predictor and frozen encoders, one interface for every kind."
+    "A text-to-image diffusion model: a trainable noise predictor and frozen encoders, one interface for every kind."
     def __init__(self,
                  kind:str, # a registered kind: 'sd' | 'pixart' | 'unidiffuser' | 'shapes'
                  noise_predictor:nn.Module, # the trainable part: UNet or transformer
@@ -78,9 +78,9 @@ class Backbone:
                  noise_scheduler, # diffusers training scheduler (its config seeds the sampling schedulers)
                  resolution:int, # image side in pixels
                  positions:int, # the text encoder's positions, special tokens included (77 for CLIP)
-                 text_format:TextFormat|None=None, # how prompts are made from dialogs (saved with the model); None: `TextFormat()`
-                 parts:dict|None=None, # more parts: UniDiffuser's `text_decoder` (its prefix projection reduces CLIP text features) and `image_encoder` (CLIP vision model)
-                 extras:dict|None=None, # other components of the kind's diffusers pipeline, kept to save a folder it loads (UniDiffuser: `text_tokenizer`, `clip_image_processor`)
+                 text_format:TextFormat|None=None, # how dialogs become prompts (saved with it); None: `TextFormat()`
+                 parts:dict|None=None, # UniDiffuser's `text_decoder` and `image_encoder` (CLIP vision model)
+                 extras:dict|None=None, # pipeline parts to save too (UniDiffuser: text tokenizer, CLIP image processor)
                 ):
         if kind not in _KINDS: raise D2IError(f"unknown backbone kind {kind!r}; choose from {', '.join(_KINDS)}")
         self.kind,self.noise_predictor,self.text_encoder,self.tokenizer,self.vae = (kind,noise_predictor,text_encoder,
@@ -145,7 +145,7 @@ def encode_prompts(self:Backbone, texts:list[str])->torch.Tensor:
 
 @patch(as_prop=True)
 def budget(self:Backbone)->int:
-    "The text budget: text tokens a linearized dialog may use, BOS/EOS not counted (its `text_format`'s, within `positions`)."
+    "Text budget: text tokens a linearized dialog may use, BOS/EOS not counted (`text_format`'s, within `positions`)."
     return self.text_format.budget(self.tokenizer, self.positions)
 
 @patch
@@ -176,9 +176,9 @@ def sample_shape(self:Backbone)->tuple:
 @patch
 def encode_images(self:Backbone, images:torch.Tensor, # `[B,3,H,W]` in [-1,1]
                   generator:torch.Generator|None=None, # for the VAE's latent sample
-                  noise:torch.Tensor|None=None, # the latent sample's standard normal draw `[B, *latent_shape]`, instead of drawing it
+                  noise:torch.Tensor|None=None, # the latent sample's N(0,1) draw `[B, *latent_shape]` (None: draw it)
                  )->torch.Tensor:
-    "Images in [-1,1] -> diffusion space: VAE latents times the scaling factor (UniDiffuser: plus the CLIP image embedding), or pixels."
+    "Images in [-1,1] -> diffusion space: scaled VAE latents (UniDiffuser: plus the CLIP image embedding), or pixels."
     if self.vae is None: return images.to(self.device, self.dtype)
     x = images.to(self.vae.device, self.vae.dtype)
     dist = self.vae.encode(x).latent_dist
@@ -226,7 +226,7 @@ def freeze_encoders(self:Backbone)->None:
 
 @patch
 def freeze_unused(self:Backbone)->list[str]:
-    "Freeze the noise predictor's parameters that no image-denoising loss reaches (the kind's `unused` prefixes); returns their names."
+    "Freeze noise-predictor parameters no denoising loss reaches (the kind's `unused` prefixes); returns their names."
     pre = self.spec.unused
     names = [n for n,p in self.noise_predictor.named_parameters() if n.startswith(pre)] if pre else []
     for n in names: self.noise_predictor.get_parameter(n).requires_grad_(False)
@@ -292,7 +292,7 @@ class PixArtKind(BackboneKind):
     predictor, predictor_class = 'transformer', 'PixArtTransformer2DModel'
     pipeline = 'PixArtAlphaPipeline'
     def predict(self, bb, x_t, t, text_emb):
-        "The transformer with its resolution/aspect-ratio conditions where it has them; the noise half of a learned-variance output."
+        "The transformer (with resolution/aspect-ratio conditions if any); the noise half of a learned-variance output."
         m, b = bb.noise_predictor, x_t.shape[0]
         cond = dict(resolution=None, aspect_ratio=None)
         if m.use_additional_conditions:
@@ -354,7 +354,7 @@ class UniDiffuserKind(BackboneKind):
 
 # %% ../nbs/05_backbones.ipynb #22c24139
 def _byte_gpt2_tokenizer():
-    "A GPT-2 tokenizer over the 256 byte symbols and `<|endoftext|>`, built offline (a stand-in for UniDiffuser's caption tokenizer in the tiny tier)."
+    "An offline GPT-2 tokenizer of 256 byte symbols and `<|endoftext|>`, the tiny tier's UniDiffuser caption tokenizer."
     vocab = {c:i for i,c in enumerate(_bytes_to_unicode().values())}
     vocab['<|endoftext|>'] = len(vocab)
     with tempfile.TemporaryDirectory() as d:
@@ -362,7 +362,7 @@ def _byte_gpt2_tokenizer():
         return GPT2Tokenizer(str(Path(d)/'vocab.json'), str(Path(d)/'merges.txt'))
 
 def _untie(dec):
-    "GPT-2 ties its output layer to the token embedding; safetensors refuses shared tensors, so give the (frozen) head its own copy."
+    "GPT-2 ties its output layer to the token embedding, which safetensors refuses: give the (frozen) head a copy."
     lm = dec.transformer
     if lm.lm_head.weight.data_ptr() == lm.transformer.wte.weight.data_ptr():
         lm.lm_head.weight = nn.Parameter(lm.transformer.wte.weight.detach().clone(),
@@ -370,7 +370,7 @@ def _untie(dec):
 
 @patch
 def load_extras(self:UniDiffuserKind, load, name)->dict:
-    "The text decoder, the CLIP image encoder, and the pipeline's caption tokenizer and image processor where the folder has them."
+    "The text decoder, CLIP image encoder, caption tokenizer and image processor, where the folder has them."
     dec = load(diffusers.UniDiffuserTextDecoder, 'text_decoder')
     img = load(CLIPVisionModelWithProjection, 'image_encoder')
     have, extras = _subfolders(name), {}
@@ -425,7 +425,7 @@ def word_tokenizer(vocab:list[str], # words (case-sensitive); duplicates ignored
 # %% ../nbs/05_backbones.ipynb #4a51fac9
 def _shapes_text_encoder(tokenizer, seed:int, positions:int, hidden:int, position_scale:float|None,
                          token_scale:float|None):
-    "A seeded two-layer CLIP text model over `tokenizer`'s ids, its embeddings redrawn at the given scales (None: CLIP's init)."
+    "A seeded 2-layer CLIP text model on `tokenizer`'s ids, embeddings redrawn at the given scales (None: CLIP's init)."
     torch.manual_seed(seed)
     pad = tokenizer.pad_token_id
     text = CLIPTextModel(CLIPTextConfig(vocab_size=len(tokenizer), hidden_size=hidden, intermediate_size=2*hidden,
@@ -450,7 +450,7 @@ def _shapes_unet(size:int, seed:int, hidden:int):
 def shapes_backbone(size:int=16, # image side in pixels
                     seed:int=0, # seeds the random weights
                     tokenizer=None, # a tokenizer to use; default: `word_tokenizer(vocab or shapes_vocab())`
-                    vocab:list[str]|None=None, # words for the default tokenizer; default `d2i_lit.shapeschat.shapes_vocab()`
+                    vocab:list[str]|None=None, # words of the default tokenizer (default: `shapeschat.shapes_vocab()`)
                     positions:int=64, # every text is padded to this length
                     hidden:int=64, # text encoder width (= the UNet's cross-attention dimension)
                     position_scale:float|None=1.0, # std of the position embeddings; None: CLIP's init (0.02)
@@ -545,7 +545,7 @@ def _text_format_of(meta:dict, tok, positions:int, name)->TextFormat:
     return TextFormat(max_tokens=None if old in (None, positions) else old - tok.num_special_tokens_to_add())
 
 def _load_parts(name, kind:str, meta:dict)->Backbone:
-    "A backbone of `kind` from the subfolders of `name`, with the sizes and text format `meta` (`d2i_backbone.json`) saved."
+    "A backbone of `kind` from `name`'s subfolders, with the sizes and text format `meta` (`d2i_backbone.json`) saved."
     spec = _KINDS[kind]
     name = str(Path(name).expanduser()) if _is_local(name) else str(name)
     load = lambda cls, folder: _pretrained(cls, name, folder)
@@ -565,7 +565,7 @@ def _load_parts(name, kind:str, meta:dict)->Backbone:
     return bb
 
 def _kind_of_folder(name, meta:dict)->str:
-    "The backbone kind of a folder or hub repo: from its `d2i_backbone.json` (`meta`), else from the pipeline class in `model_index.json`."
+    "Backbone kind of a folder or hub repo: its `d2i_backbone.json` (`meta`), else `model_index.json`'s pipeline class."
     kind = meta.get('kind')
     if kind is not None: return kind
     idx = _load_json(name, 'model_index.json')
@@ -601,7 +601,7 @@ def from_pretrained(cls:Backbone,
 @patch
 def save_pretrained(self:Backbone, path:str|Path, # destination folder, replaced atomically
                     )->Path:
-    "Save in the diffusers/transformers layout (safetensors); `sd`, `pixart` and `unidiffuser` folders also load with diffusers' own pipelines."
+    "Save in diffusers/transformers layout (safetensors); `sd`/`pixart`/`unidiffuser` folders also load with diffusers."
     path, spec = Path(path), self.spec
     spec.before_save(self)
     parts = {spec.predictor: self.noise_predictor, 'text_encoder': self.text_encoder, 'vae': self.vae,

@@ -26,7 +26,7 @@ class Turn:
 
 @dataclass
 class Dialog:
-    "The context of one PhotoChat record: the turns strictly before the photo is first shared, and the photo's metadata."
+    "The context of a PhotoChat record: the turns strictly before the photo is first shared, and the photo's metadata."
     dialogue_id: int|str # the record's `dialogue_id`
     turns: list[Turn] # context turns, oldest first
     sharer: int # `user_id` of the speaker who shares the photo
@@ -114,7 +114,7 @@ def _check_message(m, f:str, err, did)->tuple[str,bool,int]:
     return msg, sp, uid
 
 def _context_messages(dlg:list, err, did)->tuple[list[tuple[int,str]], int, int]:
-    "Check every message; return the (user_id, normalized text) pairs before the first share, the share's index and the sharer."
+    "Check every message; return (user_id, normalized text) pairs before the first share, the share's index and sharer."
     said, share, sharer = [], None, None
     for j,m in enumerate(dlg):
         msg, sp, uid = _check_message(m, f'dialogue[{j}]', err, did)
@@ -145,7 +145,7 @@ _SPLIT_FILE = re.compile(r'^(train|dev|test|valid|validation)_\d+\.json$')
 
 def photochat_files(paths, # a file, a folder, or a list of them
                    )->list[Path]:
-    "The JSON files named by `paths`, in order; a folder gives its PhotoChat `train_NN`/`dev_NN`/`test_NN` files (any depth), else its MMDialog `conversations.json` files (any depth), else its `*.json`."
+    "JSON files of `paths` in order; a folder: its PhotoChat `*_NN` files, else MMDialog's (any depth), else `*.json`."
     if isinstance(paths, (str, Path)): paths = [paths]
     out = []
     for p in map(Path, paths):
@@ -205,7 +205,7 @@ def _json_loads(text:str, path, index:int|None=None):
 
 def read_records(path:Path, # a PhotoChat JSON file
                 )->list:
-    "The list of records in `path`; `DataError` for unreadable files, invalid UTF-8 or JSON, or a top level that is not a list."
+    "The list of records in `path`; `DataError` for unreadable files, invalid UTF-8 or JSON, or a non-list top level."
     try: raw = Path(path).read_bytes()
     except OSError as e: raise DataError(path, f'cannot read: {e.strerror}') from None
     bad_utf8 = None
@@ -232,7 +232,7 @@ _SAFE_STEM = re.compile(r'^[\w][\w.\-]*$')
 
 def url_stem(url:str, # a photo URL, e.g. 'https://farm6.staticflickr.com/151/369716968_bde7e83418_o.jpg'
             )->str:
-    "The URL's file name without its extension ('369716968_bde7e83418_o'); '' when it has none or it is not a safe file name."
+    "The URL's file stem ('369716968_bde7e83418_o'); '' when it has none or it is not a safe file name."
     name = unquote(PurePosixPath(urlsplit(url).path).name) if url else ''
     stem = name.rsplit('.', 1)[0] if '.' in name else name
     return stem if _SAFE_STEM.match(stem) else ''
@@ -246,13 +246,13 @@ def photo_key(photo_id:str, # a record's `photo_id` ('' in the older release)
 def photo_stem(photo_id:str, # a record's `photo_id` ('' in the older release)
                photo_url:str='', # the record's `photo_url`
               )->str:
-    "The file name (without extension) a record's photo is stored under: the last part of `photo_id`, else the URL's file name."
+    "The file stem a record's photo is stored under: the last part of `photo_id`, else the URL's file name."
     s = photo_id.rsplit('/', 1)[-1] if photo_id else ''
     return s if s and _SAFE_STEM.match(s) else url_stem(photo_url)
 
 # %% ../nbs/01_data.ipynb #8b980842
 def _image_names(folder:Path, listing:dict)->dict:
-    "Stem -> image file names in `folder` (any-case `IMAGE_EXTS`, preferred first); listed once per folder into `listing`."
+    "Stem -> image files in `folder` (any-case `IMAGE_EXTS`, preferred first); listed once per folder into `listing`."
     if folder not in listing:
         names = {}
         try:
@@ -270,7 +270,7 @@ def pair_image(photo_id:str, # a record's `photo_id`, e.g. 'train/29bedd00fb2be0
                photo_url:str='', # the record's `photo_url`: its file name pairs when `photo_id` does not
                listing:dict|None=None, # folder listings to reuse across calls (`load_photochat` passes one)
               )->Path|None:
-    "The local photo `{photo_id}`, `{last part of photo_id}` or `{URL file name}` with extension .jpg/.jpeg/.png in any case, if it exists."
+    "Local photo `{photo_id}`, `{last part of photo_id}` or `{URL file name}`.jpg/.jpeg/.png (any case), if it exists."
     listing, key = {} if listing is None else listing, photo_key(photo_id, photo_url)
     named = safe_name(key, hashed=True) if key else '' # `d2i data photochat`'s name where a plain one is ambiguous
     for stem in dict.fromkeys((named, photo_id, photo_id.rsplit('/', 1)[-1], url_stem(photo_url))):
@@ -334,10 +334,10 @@ def _turn_items(t, f:str, err)->list:
 def parse_session(sess, # one MMDialog session: {"conversation": [{"turn": [...]}, ...], ...}
                   source:str='', # the file, for messages
                   index:int=-1, # the session's position in the file, for messages
-                  conversation_id=None, # the id when the file is keyed by it; else the session's `conversation_id`, else `index`
+                  conversation_id=None, # its key if the file is keyed by id; else its `conversation_id`, else `index`
                   emoji:str='words', # see `emoji_text`
                  )->tuple[list[Dialog], list[str]]:
-    "One `Dialog` per shared image of a session, and the media keys of images with no text before them; `DataError` naming the bad field."
+    "A `Dialog` per image a session shares, and media keys of images without text before; `DataError` names bad fields."
     cid = None  # messages name the id once it is known to be valid
     def err(msg, fld=None): return DataError(source, msg, index, cid, fld, id_name='conversation_id')
     cid = _session_id(sess, index, conversation_id, err)
@@ -362,7 +362,7 @@ def parse_session(sess, # one MMDialog session: {"conversation": [{"turn": [...]
 # %% ../nbs/01_data.ipynb #13bb3cc1
 def read_sessions(path:Path, # an MMDialog conversations.json
                  )->list[tuple]:
-    "(position, session, id from the file's keys or None) for each session of a JSON list, a JSON object of sessions, one session, or JSON lines."
+    "(position, session, key id or None) per session of a JSON list, an object of sessions, one session, or JSON lines."
     try: raw = Path(path).read_bytes()
     except OSError as e: raise DataError(path, f'cannot read: {e.strerror}') from None
     # bad bytes inside strings are named by their field in `parse_session`
@@ -389,7 +389,7 @@ def read_sessions(path:Path, # an MMDialog conversations.json
 
 # %% ../nbs/01_data.ipynb #ad6808b5
 def is_mmdialog_file(path:Path)->bool:
-    "Whether `path` is an MMDialog file: named conversations.json, or its start has a `conversation` key and no PhotoChat `dialogue`."
+    "Whether `path` is MMDialog: conversations.json, or starts with a `conversation` key and no PhotoChat `dialogue`."
     if Path(path).name == 'conversations.json': return True
     try:
         with open(path, 'rb') as f: head = f.read(4096)
@@ -422,7 +422,7 @@ class DialogList(list):
 
 # %% ../nbs/01_data.ipynb #e3d19920
 def _load_mmdialog_file(f:Path, out:DialogList, on_error:str, images_dir:Path|None, emoji:str, listing:dict):
-    "Append the `Dialog`s of MMDialog file `f` to `out`, paired with `<media key>.jpg` in `images_dir` (default: beside `f`)."
+    "Append `f`'s MMDialog `Dialog`s to `out`, paired with `<media key>.jpg` in `images_dir` (default: beside `f`)."
     out.paired = True
     try: sessions = read_sessions(f)
     except DataError as e:
@@ -457,12 +457,12 @@ def _load_photochat_file(f:Path, out:DialogList, on_error:str, images_dir:Path|N
             if d.image_path is None: out.missing_images.append((d.dialogue_id, d.photo_id or d.photo_url))
         out.append(d)
 
-def load_photochat(paths, # a PhotoChat JSON file, a folder of them, or a list of files and folders (MMDialog conversations.json too)
-                   on_error:str='raise', # 'raise': the first bad record raises `DataError`; 'skip': leave it out and report it
-                   images_dir:str|Path|None=None, # folder of photos to pair with records (see `pair_image`); MMDialog: default beside its file
+def load_photochat(paths, # a PhotoChat JSON file, a folder of them, or a list of both (MMDialog conversations.json too)
+                   on_error:str='raise', # 'raise': a bad record raises `DataError`; 'skip': leave it out and report it
+                   images_dir:str|Path|None=None, # photos to pair (`pair_image`); MMDialog's default: beside its file
                    emoji:str='words', # MMDialog's emoji codes: see `emoji_text`
                   )->DialogList:
-    "Load PhotoChat (or MMDialog) records into `Dialog`s, in file order; skipped records and missing photos are reported on the result."
+    "Load PhotoChat/MMDialog records as `Dialog`s in file order; the result reports skipped records, missing photos."
     if on_error not in ('raise', 'skip'): raise D2IError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
     if images_dir is not None:
         images_dir = Path(images_dir)
@@ -477,7 +477,7 @@ def load_photochat(paths, # a PhotoChat JSON file, a folder of them, or a list o
 # %% ../nbs/01_data.ipynb #fc2799dd
 def load_mmdialog(paths, # an MMDialog conversations.json, a split folder, the dataset folder, or a list of them
                   on_error:str='raise', # 'raise' or 'skip', as in `load_photochat`
-                  images_dir:str|Path|None=None, # where the `<media key>.jpg` images are; None: beside each conversations.json
+                  images_dir:str|Path|None=None, # folder of `<media key>.jpg`; None: beside each conversations.json
                   emoji:str='words', # see `emoji_text`
                  )->DialogList:
     "One `Dialog` per shared image of MMDialog sessions (see `parse_session`), paired with its image."
@@ -496,7 +496,7 @@ from .core import atomic_write
 METADATA_FILE = 'metadata.jsonl' # an imagefolder's rows, as Hugging Face's `imagefolder` loader reads them
 
 class RowError(DataError):
-    "A bad row of a table layout (an imagefolder's `metadata.jsonl`, a saved dataset): one line naming file, row and column."
+    "A bad row of a table layout (imagefolder `metadata.jsonl`, saved dataset): one line naming file, row and column."
     def __init__(self, source, where:str, column:str|None, msg:str):
         self.source, self.index, self.dialogue_id, self.field = str(source), where, None, column
         self.reason = ' '.join(str(msg).split())
@@ -545,7 +545,7 @@ _ROW_KEYS = ('dialogue_id', 'sharer', 'text', 'photo_description', 'photo_url', 
 def row_dialog(row:dict, # one row: its columns by name (the image column taken out)
                source, # the file (or saved dataset), for messages
                where:str, # the row, for messages: 'line 3', 'row 2'
-               column:str='dialogue', # the dialog column (PhotoChat's turns); a row without it may have a `text` caption
+               column:str='dialogue', # dialog column (PhotoChat turns); else a row may have a `text` caption
                default_id=0, # the id of a row without a `dialogue_id` column (its position)
               )->Dialog:
     "The `Dialog` of one table row; a one-line `RowError` naming the file, row and column."
@@ -562,7 +562,7 @@ def row_dialog(row:dict, # one row: its columns by name (the image column taken 
 
 # %% ../nbs/01_data.ipynb #3744a21c
 def _metadata_rows(path:Path)->list[tuple[int, dict]]:
-    "(line number, row) of each non-blank line of `metadata.jsonl`; a line that is not a JSON object is a one-line `RowError`."
+    "(line number, row) of each non-blank line of `metadata.jsonl`; a non-JSON-object line is a one-line `RowError`."
     try: lines = path.read_bytes().decode('utf-8').splitlines()
     except OSError as e: raise DataError(path, f'cannot read: {e.strerror}') from None
     except UnicodeDecodeError as e: raise DataError(path, f'invalid UTF-8 at byte {e.start}') from None
@@ -591,7 +591,7 @@ def _row_image(folder:Path, row:dict, source, where:str)->Path|None:
 
 # %% ../nbs/01_data.ipynb #9bd6c3d1
 def load_imagefolder(path, # a folder with `metadata.jsonl`, or that file
-                     column:str='dialogue', # the dialog column (PhotoChat's turns); a row without it may have a `text` caption
+                     column:str='dialogue', # dialog column (PhotoChat turns); else a row may have a `text` caption
                     )->DialogList:
     "The dialogs of a Hugging Face `imagefolder`, each paired with the image its `file_name` names."
     path = Path(path)
@@ -629,14 +629,14 @@ def _image_cache()->Path: return Path(os.environ.get('D2I_CACHE') or Path.home()
 
 # %% ../nbs/01_data.ipynb #212d2343
 def _image_suffix(b:bytes)->str:
-    "The usual file suffix of encoded image bytes (a file's name does not decide how PIL reads it; a person looking does)."
+    "The usual file suffix of encoded image bytes (PIL reads any name; the name matters to a person looking)."
     for sig, suf in ((b'\x89PNG', '.png'), (b'\xff\xd8', '.jpg'), (b'GIF8', '.gif'), (b'RIFF', '.webp'),
                      (b'BM', '.bmp')):
         if b.startswith(sig): return suf
     return '.img'
 
 def _saved_image(value, folder:Path, source, where:str, column:str)->Path|None:
-    "A saved dataset's image cell as a file: the file it names (None when missing), or its bytes written once into the cache."
+    "A saved dataset's image cell as a file: the named file (None if missing), or its bytes, written once to the cache."
     if isinstance(value, str): value = dict(path=value, bytes=None)
     if value is None: return None
     if not isinstance(value, dict):
@@ -653,7 +653,7 @@ def _saved_image(value, folder:Path, source, where:str, column:str)->Path|None:
 # %% ../nbs/01_data.ipynb #75388d8e
 def load_saved_dataset(path, # a folder written by `save_to_disk`
                        image_column:str='image', # the image column (a `datasets.Image`, or paths)
-                       column:str='dialogue', # the dialog column (PhotoChat's turns); a row without it may have a `text` caption
+                       column:str='dialogue', # dialog column (PhotoChat turns); else a row may have a `text` caption
                       )->DialogList:
     "The dialogs of a dataset saved with `datasets`, each paired with its image; read with `datasets.load_from_disk`."
     folder = Path(path); ds = _open_saved(folder); cols = ds.column_names
@@ -676,13 +676,13 @@ def load_saved_dataset(path, # a folder written by `save_to_disk`
     return out
 
 # %% ../nbs/01_data.ipynb #b40cf1cb
-def load_dialogs(path:str|Path|None, # PhotoChat/MMDialog files or folder, a folder with dialogs.json (+ images/), an imagefolder, a saved dataset, or None
-                 images_dir:str|Path|None=None, # where the photos are ({photo_id}.jpg, ...); a dialogs.json folder: its images/
+def load_dialogs(path:str|Path|None, # a file or folder of dialogs in any supported layout; None: the bundled sample
+                 images_dir:str|Path|None=None, # photo folder ({photo_id}.jpg, ...); a dialogs.json folder: its images/
                  option:str='--data', # the option that named `path`, for messages
                  image_column:str='image', # a saved dataset's image column
                  dialogue_column:str='dialogue', # an imagefolder's or saved dataset's dialog column (PhotoChat's turns)
                 )->DialogList:
-    "The dialogs a command reads: the bundled sample, a folder laid out as ShapesChat's, an imagefolder, a saved dataset, or PhotoChat/MMDialog files."
+    "A command's dialogs: bundled sample, ShapesChat folder, imagefolder, saved dataset or PhotoChat/MMDialog files."
     if path is None: return load_sample()
     p = Path(path)
     if not p.exists(): raise D2IError(f"{option} {path}: no such file or folder")

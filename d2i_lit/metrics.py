@@ -144,7 +144,7 @@ def _ptb_word(w:str)->list[str]:
 # %% ../nbs/08a_metrics.ipynb #9ad101ba
 def ptb_tokenize(s:str, # a caption
                 )->str:
-    "Lower-cased tokens of `s` joined by spaces, as pycocoevalcap's PTBTokenizer (with its punctuation filter) gives them."
+    "Lower-cased tokens of `s`, space-joined, as pycocoevalcap's PTBTokenizer (with its punctuation filter) gives them."
     s = s.replace('\n', ' ').lower()
     for k, v in _BRACKETS.items(): s = s.replace(k, v)
     s = re.sub(r'\.{3,}|--', ' ', s)
@@ -175,7 +175,7 @@ def _cider_counts(candidates:dict, references:dict, tok, n:int)->tuple[dict, dic
     return cands, refs
 
 def _tfidf(cnt:Counter, df:Counter, log_n:float, n:int)->tuple:
-    "tf-idf vectors of one caption's n-grams (one per n), their norms, and the caption's length (pycocoevalcap's: the bigram count)."
+    "tf-idf vectors of a caption's n-grams (one per n), their norms, and its length (pycocoevalcap's: bigram count)."
     v = [dict() for _ in range(n)]; norm = [0.0] * n
     for g, tf in cnt.items():
         k = len(g) - 1; v[k][g] = w = tf * (log_n - math.log(max(1.0, df[g]))); norm[k] += w * w
@@ -183,7 +183,7 @@ def _tfidf(cnt:Counter, df:Counter, log_n:float, n:int)->tuple:
     return v, [math.sqrt(x) for x in norm], length
 
 def _cider_d(cand:Counter, refs:list, df:Counter, log_n:float, n:int, sigma:float)->float:
-    "CIDEr-D of one candidate: clipped tf-idf cosine with each reference per n, times a Gaussian length penalty, averaged, x10."
+    "CIDEr-D of a candidate: clipped tf-idf cosine to each reference per n, times a Gaussian length penalty, mean, x10."
     vh, nh, lh = _tfidf(cand, df, log_n, n); total = np.zeros(n)
     for r in refs:
         vr, nr, lr = _tfidf(r, df, log_n, n); pen = math.exp(-((lh - lr) ** 2) / (2 * sigma ** 2))
@@ -274,7 +274,7 @@ def _precision(dtype)->str:
 
 # %% ../nbs/08a_metrics.ipynb #e3bbbca3
 class FeatureNet:
-    "Base of the feature networks for FID/IS: `__call__(x [B,3,R,R] in [0,255]) -> (features, probs)`, on `device` at `dtype`."
+    "Base of FID/IS feature networks: `__call__(x [B,3,R,R] in [0,255]) -> (features, probs)` on `device` at `dtype`."
     name:str = 'feature-net'; resolution:int = 0; relative_only:bool = True
     def __call__(self, x): raise NotImplementedError
 
@@ -324,7 +324,7 @@ class InceptionFeatureNet(FeatureNet):
 def write_random_inception_weights(path:str|Path, # destination `.pth` file
                                    seed:int=0, # torch seed of the initialisation
                                   )->Path:
-    "A randomly initialised torch-fidelity InceptionV3 state dict in the real file's format (offline tests only; not a real network)."
+    "A random torch-fidelity InceptionV3 state dict in the real file's format (offline tests only; not a real network)."
     # local: only the Inception path needs torch-fidelity
     from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
     class _Skeleton(FeatureExtractorInceptionV3): # the architecture, with the weight loading skipped
@@ -369,7 +369,7 @@ def _files_key(paths:list[Path], net:FeatureNet)->str:
     return hashlib.sha256(json.dumps([net.name, net.resolution, RESIZE, files]).encode()).hexdigest()[:24]
 
 def _read_cache(f:Path, read, n:int):
-    "`read(f)` of a cache file holding statistics of `n` images, or None (recomputed) when it is missing, unreadable or of another size."
+    "`read(f)` of a cache file of `n` images' statistics; None (recompute) when missing, unreadable or of another size."
     if not f.exists(): return None
     try:
         v = read(f)
@@ -420,7 +420,7 @@ def real_features(paths:list, # real image files
                   net:FeatureNet, cache:str|Path|None=None, # cache folder (see `cache_dir`); False disables it
                   batch_size:int=64, progress:bool=False,
                  )->tuple[np.ndarray, bool]:
-    "Per-image features of the real images (from the cache when the same files went through the same network) and whether they were cached."
+    "Per-image features of the real images, and whether they came from the cache (same files, same network)."
     if cache is False: return feature_matrix(paths, net, batch_size, keep_probs=False, progress=progress)[0], False
     f = cache_dir(cache)/'fid_feats'/f'{_files_key(paths, net)}.npz'
     def read(f):
@@ -514,7 +514,7 @@ def load_clip_tokenizer(name_or_path:str, # the CLIP folder or cached hub id (it
 def clip_text_inputs(tokenizer, # the CLIP tokenizer
                      texts:list, # strings, or `Dialog`s (linearized in `text_format` within CLIP's budget)
                      max_positions:int=77, # the text tower's positions (BOS and EOS included)
-                     text_format:str|TextFormat='hash', # how dialogs become texts: a style, or a whole `TextFormat` (its rule, a tighter budget)
+                     text_format:str|TextFormat='hash', # a style, or a whole `TextFormat` (its rule, a tighter budget)
                     )->tuple[dict, int]:
     "Padded token ids and attention mask of `texts` cut to CLIP's budget with EOS kept, and how many texts were cut."
     fmt = text_format if isinstance(text_format, TextFormat) else TextFormat(text_format)
@@ -535,7 +535,7 @@ def clip_text_embeddings(model, # a transformers `CLIPModel`
                          texts:list, # strings or `Dialog`s (see `clip_text_inputs`)
                          batch_size:int=64, text_format:str|TextFormat='hash',
                         )->tuple[torch.Tensor, int]:
-    "L2-normalised CLIP text embeddings [N, D] (CPU, float32), texts cut to the budget with EOS kept; and the number cut."
+    "L2-normalised CLIP text embeddings [N, D] (CPU, float32) of texts cut to the budget, EOS kept; and the number cut."
     w, embs, cut = next(model.parameters()), [], 0
     mp = model.config.text_config.max_position_embeddings
     with torch.no_grad():
@@ -576,10 +576,10 @@ class ClassifierFeatureNet(FeatureNet):
 # %% ../nbs/08a_metrics.ipynb #8f49ea2d
 def attribute_judgements(preds:list[dict], # per image: {attribute: predicted value}
                          confs:list[dict], # per image: {attribute: probability of that value}
-                         truths:list[dict], # per image: ShapesChat ground truth {'sharer_object', 'distractor_object', 'pattern'}
+                         truths:list[dict], # per image, the truth: {'sharer_object', 'distractor_object', 'pattern'}
                          threshold:float=0.9, # minimum per-attribute confidence for `coherent`
                         )->dict:
-    "Per-image judgements of generated ShapesChat images: lists `joint`, `coherent`, `distractor`, `pattern`, `confident`, `has_distractor`, and `per_attribute`."
+    "Per-image judgements of generated ShapesChat images: lists `joint`, `coherent`, `distractor`, `pattern`, etc."
     if not (len(preds) == len(confs) == len(truths)) or not preds:
         raise D2IError(f"need as many predictions as ground truths (got {len(preds)}, {len(confs)}, {len(truths)})")
     attrs = list(preds[0])
@@ -613,16 +613,16 @@ def _alignment_rates(j:dict, # from `attribute_judgements`
 
 def attribute_metrics(preds:list[dict], # per image: {attribute: predicted value}
                       confs:list[dict], # per image: {attribute: probability of that value}
-                      truths:list[dict], # per image: ShapesChat ground truth {'sharer_object', 'distractor_object', 'pattern'}
+                      truths:list[dict], # per image, the truth: {'sharer_object', 'distractor_object', 'pattern'}
                       threshold:float=0.9, # minimum per-attribute confidence for `coherence`
                      )->dict:
-    "Alignment of generated images with their dialogs: per-attribute and joint accuracy, distractor agreement, coherence, per pattern."
+    "Generated image-dialog alignment: per-attribute and joint accuracy, distractor agreement, coherence, per pattern."
     return alignment_summary(attribute_judgements(preds, confs, truths, threshold), threshold)
 
 def alignment_summary(j:dict, # from `attribute_judgements`
                       threshold:float=0.9, # the confidence `j` was judged with, recorded in the summary
                      )->dict:
-    "The rates of `attribute_metrics` from per-image judgements, for callers that keep the judgements too: overall and per pattern."
+    "`attribute_metrics`'s rates from per-image judgements (for callers keeping those too): overall and per pattern."
     res = _alignment_rates(j, range(len(j['joint']))); res['threshold'] = threshold
     res['by_pattern'] = {k: _alignment_rates(j, [i for i, p in enumerate(j['pattern']) if p == k])
                          for k in sorted(set(j['pattern']))}
@@ -635,7 +635,7 @@ def kid_from_features(real, # [N, D] features of the reference images
                       subset_size:int=1000, # images per subset, capped at min(N, M)
                       seed:int=0, # subset sampling (the global torch RNG is left alone)
                      )->tuple[float, float, int]:
-    "KID (mean, std over subsets) between two feature sets by torchmetrics' `KernelInceptionDistance`, and the subset size used."
+    "KID (mean, std over subsets) of two feature sets by torchmetrics' `KernelInceptionDistance`; and the subset size."
     m = min(subset_size, len(real), len(fake))
     if m < 2: raise D2IError(f"KID needs at least 2 images on each side, got {len(real)} and {len(fake)}")
     with warnings.catch_warnings(): # its note that all features are kept: they are, by design (8 KB per image)
@@ -681,7 +681,7 @@ def _alignment_metrics(generated:list, truths:list[dict]|None, net:FeatureNet|No
 # %% ../nbs/08a_metrics.ipynb #d018199a
 def evaluate_images(generated:list, # generated images (PIL or paths)
                     real:list|None=None, # real images (PIL or paths), for FID
-                    metrics:tuple|list|str=('fid', 'is'), # any of 'fid', 'is', 'attr' ('clip': see `clip_image_similarity`)
+                    metrics:tuple|list|str=('fid', 'is'), # any of 'fid', 'is', 'attr' (clip: `clip_image_similarity`)
                     net:FeatureNet|None=None, # FID/IS feature network; default the ShapesChat classifier
                     truths:list[dict]|None=None, # ShapesChat ground truth per generated image, for 'attr'
                     real_stats:FeatureStats|None=None, # precomputed real statistics (overrides `real`)
@@ -705,7 +705,7 @@ def evaluate_images(generated:list, # generated images (PIL or paths)
 
 # %% ../nbs/08a_metrics.ipynb #c978c69d
 def summary(result:dict)->dict:
-    "The headline scalars of an `evaluate_images`/`evaluate_dirs` result: fid, is, is_std, attr_acc, coherence, distractor_acc, clip, n."
+    "The headline scalars (fid, is, is_std, attr_acc, coherence, distractor_acc, clip, n) of an `evaluate_*` result."
     out = {}
     if 'fid' in result: out['fid'] = result['fid']['value']; out['n'] = result['fid']['n_generated']
     if 'is' in result:
@@ -728,7 +728,7 @@ def _json_error(line:str)->str|None:
     except json.JSONDecodeError as e: return e.msg
 
 def load_manifest(path:str|Path)->list[dict]:
-    "The manifest's rows (read by `pipeline.read_manifest`), each with its image `path`, checked for evaluation; a one-line error naming the line and field."
+    "Manifest rows (`pipeline.read_manifest`) with image `path`s, checked for evaluation; errors name line and field."
     path = Path(path); rows = read_manifest(path)
     lines = [(i, l) for i, l in enumerate(path.read_text().splitlines(), 1) if l.strip()]
     if len(rows) != len(lines): # read_manifest skipped a line that is not JSON: name the first
@@ -780,7 +780,7 @@ def _wanted(key:str, metrics:list)->bool:
 
 # %% ../nbs/08a_metrics.ipynb #9c2acd90
 def _load_eval_dialogs(dialogs, real:Path, real_root:Path):
-    "The dialogs of an evaluation: `dialogs` (PhotoChat JSON file or folder), else REAL/dialogs.json, else None; photos paired under `real_root`."
+    "Evaluation dialogs: `dialogs` (PhotoChat file/folder), else REAL/dialogs.json, else None; photos in `real_root`."
     src = Path(dialogs) if dialogs else (real/'dialogs.json' if (real/'dialogs.json').is_file() else None)
     if src is None: return None, None
     ds = load_dialogs(src, real_root, option='--dialogs') # missing photos are reported below, for the dialogs evaluated
@@ -846,7 +846,7 @@ def _usable_photos(uniq:list, # the evaluated dialogs, once each
     return [d for d in uniq if str(d.dialogue_id) not in bad], skipped
 
 def _reference_set(inp:_EvalInputs, metrics:list)->tuple:
-    "The reference images, their topics (None when unpaired), the usable dialogs, and the result's `reference` record (None: no reference needed)."
+    "Reference images, their topics (None: unpaired), usable dialogs, and the `reference` record (None: not needed)."
     if inp.ds is not None:
         uniq, skipped = list({str(d.dialogue_id): d for d in inp.ds}.values()), []
         if needing(metrics, 'photos'): uniq, skipped = _usable_photos(uniq, inp.real_root)
@@ -862,7 +862,7 @@ def _reference_set(inp:_EvalInputs, metrics:list)->tuple:
 
 # %% ../nbs/08a_metrics.ipynb #d9601bd2
 def _group_report(feats_g, feats_r, probs, o:EvaluateOptions)->dict:
-    "FID, KID and IS of one set of generated features against one set of reference features (None where N is too small)."
+    "FID, KID and IS of one set of generated features against one of reference features (None where N is too small)."
     out = {}
     if feats_r is not None:
         if len(feats_g) >= 2 and len(feats_r) >= 2:
@@ -876,7 +876,7 @@ def _group_report(feats_g, feats_r, probs, o:EvaluateOptions)->dict:
     return out
 
 def _feature_net(o:EvaluateOptions, is_shapes:bool, dev, dt)->FeatureNet:
-    "The FID/IS network asked for; 'auto' is Inception, or the ShapesChat classifier for ShapesChat without Inception weights."
+    "The FID/IS network: 'auto' is Inception, or the ShapesChat classifier for ShapesChat without Inception weights."
     kind = o.feature_net if o.feature_net != 'auto' else ('inception' if o.inception_weights or not is_shapes
                                                           else 'classifier')
     if kind == 'inception' and not o.inception_weights:
@@ -1013,13 +1013,13 @@ def _attr_metrics(inp:_EvalInputs, o:EvaluateOptions)->dict:
 
 # %% ../nbs/08a_metrics.ipynb #59ee09db
 def evaluate_dirs(generated:str|Path, # folder of generated images (with `manifest.jsonl` for attr/clip/per-topic)
-                  real:str|Path, # real images: a ShapesChat/PhotoChat folder (images/ + dialogs.json) or a folder of photos
-                  metrics:str|list|None=None, # comma-separated, from `EVAL_METRICS` (fid also gives kid); default: the options'
-                  inception_weights:str|Path|None=None, # torch-fidelity InceptionV3 weights: FID/IS/KID on anything but ShapesChat
+                  real:str|Path, # real images: a ShapesChat/PhotoChat folder (images/ + dialogs.json) or a photo folder
+                  metrics:str|list|None=None, # comma-separated `EVAL_METRICS` (fid adds kid); default: the options'
+                  inception_weights:str|Path|None=None, # torch-fidelity's InceptionV3: FID/IS/KID on all but ShapesChat
                   *, o:EvaluateOptions|None=None, # the evaluation's settings
                   **changes, # fields of `o` to change, e.g. `clip_model='...'`
                  )->dict:
-    "Evaluate a folder of generated images against the photos of their dialogs; every number states N, preprocessing and network, overall and per topic."
+    "Score generated images against dialog photos (overall, per topic); numbers state N, preprocessing, network."
     if metrics is not None: changes['metrics'] = ','.join(_metric_list(metrics))
     if inception_weights is not None: changes['inception_weights'] = str(inception_weights)
     o = (o or EvaluateOptions(progress=False)).replace(**changes)
@@ -1062,7 +1062,7 @@ def _evaluate_main(o:EvaluateOptions):
 
 # %% ../nbs/08a_metrics.ipynb #53d87b40
 def plot_by_topic(result:dict, # from `evaluate_dirs` (with `by_topic`)
-                  keys:tuple=('clip_t_dialog', 'clip_t_description', 'clip', 'fid', 'kid', 'is'), # metrics to draw, where present
+                  keys:tuple=('clip_t_dialog', 'clip_t_description', 'clip', 'fid', 'kid', 'is'), # drawn where present
                   figsize_per:tuple=(3.0, 2.4), # inches per panel
                  ):
     "One bar panel per metric: its value per photo topic, the topic's N under each bar, the overall value as a line."

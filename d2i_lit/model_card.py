@@ -58,7 +58,7 @@ def hub_id(name, # a model or dataset as given: a hub id, a folder, a name
 
 # %% ../nbs/07d_model_card.ipynb #60e7471c
 def _candidates(kind:str)->list[Dialog]:
-    "Dialogs for the worked example: held-out ShapesChat dialogs for the shapes tier, else the bundled PhotoChat sample."
+    "Dialogs of the worked example: held-out ShapesChat dialogs for the shapes tier, else the bundled PhotoChat sample."
     if kind == 'shapes':
         return [parse_record(make_record(0, i, split='valid'), 'shapeschat valid', i) for i in range(32)]
     return list(load_sample())[:64]
@@ -271,7 +271,7 @@ def add_evaluation(card_path, # a model card written by `write_model_card`
                    summary:dict, # its headline numbers (`metrics.summary(result)`)
                    generated:str, # the generated folder, as the card names it
                   )->Path:
-    "Add an evaluation's numbers to a model card (metadata and table), replacing an earlier evaluation of the same folder."
+    "Add an evaluation's numbers to a model card (metadata, table), replacing an earlier evaluation of the same folder."
     card = ModelCard.load(card_path)
     if METRICS_BEGIN not in card.text:
         raise D2IError(f"{card_path}: not a d2i_lit model card (no {METRICS_BEGIN} section)")
@@ -291,7 +291,7 @@ def add_evaluation(card_path, # a model card written by `write_model_card`
 def update_model_card(generated, # the evaluated folder of generated images (with run.json)
                       result:dict, summary:dict, # the evaluation and its headline numbers
                      )->Path|None:
-    "Add the evaluation to the card of the model that generated `generated`; the card's path, or None when there is none to update."
+    "Add the evaluation to the card of the model that made `generated`; the card's path, or None when there is no card."
     run = Path(generated)/'run.json'
     try: model = json.loads(run.read_text()).get('model')
     except (OSError, ValueError, AttributeError): return None

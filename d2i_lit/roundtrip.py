@@ -47,7 +47,7 @@ __all__ = ['CAPTION_SPECIALS', 'TINY_WORDS', 'DATA_FORMATS', 'PAPER_PROTOCOL', '
 CAPTION_SPECIALS = ('[PAD]', '[UNK]', '[CLS]', '[SEP]', '[MASK]', '[DEC]')
 
 # %% ../nbs/10_roundtrip.ipynb #e7240bfd
-def caption_tokenizer(words:list[str], # the words captions are made of (case-sensitive; split like BERT's basic tokenizer)
+def caption_tokenizer(words:list[str], # the words of captions (case-sensitive; split like BERT's basic tokenizer)
                      ):
     "A `BertTokenizer` over `CAPTION_SPECIALS` + `words`, built in memory (no vocabulary file, no download)."
     pre = BertPreTokenizer() # BERT's split on whitespace and punctuation: the pieces the tokenizer will look up
@@ -203,7 +203,7 @@ def load_captioner(name_or_path:str|Path, # 'tiny', 'shapes' (untrained), a fold
 def caption_records(path:str|Path, # a `captions.jsonl` file, or a folder holding one
                     limit:int|None=None, # keep the first `limit` records
                    )->list[dict]:
-    "Records `{caption, image (Path), attrs}` of a JSON lines caption file; one-line errors naming file, line and field."
+    "Records `{caption, image (Path), attrs}` of a JSON lines caption file; one-line errors name file, line and field."
     p = Path(path)
     if p.is_dir(): p = p/'captions.jsonl'
     if not p.is_file(): raise D2IError(f"{p}: no such caption file (JSON lines of {{\"caption\", \"image\"}})")
@@ -288,7 +288,7 @@ class ShapesOracle:
         return out
 
 # %% ../nbs/10_roundtrip.ipynb #0e62285f
-def load_generator(name_or_path:str|Path, # 'tiny' (= 'tiny-sd'), 'shapes-oracle', or anything `DialogToImagePipeline.from_pretrained` takes
+def load_generator(name_or_path:str|Path, # 'tiny' (= 'tiny-sd'), 'shapes-oracle', or a `DialogToImagePipeline` model
                    sample_steps:int=25, guidance:float=7.5, batch_size:int=8,
                    scheduler:str|None=None, # 'ddim' | 'dpm'; None: the saved choice
                   ):
@@ -328,7 +328,7 @@ def tiny_clip(seed:int=0):
 
 # %% ../nbs/10_roundtrip.ipynb #e56c0b81
 class ClassifierEmbedder:
-    "ShapesChat attribute classifier: per-attribute class probabilities, so a dot product is the mean chance that an attribute agrees."
+    "ShapesChat attribute classifier: per-attribute class probabilities (dot product: mean chance an attribute agrees)."
     def __init__(self, clf=None): # an `AttributeClassifier`; default the shipped one
         self.clf, self.name = (clf if clf is not None else load_classifier(),
                                'attribute agreement (ShapesChat classifier)')
@@ -339,7 +339,7 @@ class ClassifierEmbedder:
         return np.concatenate(ps, 1) / math.sqrt(len(ps))
 
 # %% ../nbs/10_roundtrip.ipynb #4e14cfcb
-def load_embedder(spec:str, # 'pixels', 'pixels:SIZE', 'classifier' (ShapesChat), 'tiny-clip', or a CLIP folder / cached hub id
+def load_embedder(spec:str, # 'pixels[:SIZE]', 'classifier' (ShapesChat), 'tiny-clip', or a CLIP folder / cached hub id
                  ):
     "An image embedder by name."
     if spec == 'pixels': return PixelEmbedder()
@@ -411,7 +411,7 @@ def make_candidates(direction:str, # 'i2t2i' or 't2i2t'
                     k:int=10, seed:int=0,
                     caption_kw:dict|None=None, # sampling options of `Captioner.caption` (top_p, repetition_penalty)
                    )->list[dict]:
-    "Per item: its k `captions`, `images` and `seeds`, and `cos`, each image's cosine with the item's image (None without one)."
+    "Per item: k `captions`, `images`, `seeds`, and `cos`: each image's cosine with the item's image (None if none)."
     kw, seeds = dict(caption_kw or {}), [[_cand_seed(seed, it['id'], j) for j in range(k)] for it in items]
     flat = [s for row in seeds for s in row]
     if direction == 'i2t2i':
@@ -439,7 +439,7 @@ def _item_input(direction:str, it:dict)->str:
     return str(getattr(im, 'filename', '') or ('' if isinstance(im, Image.Image) else im))
 
 def assemble_roundtrip(direction:str, # 'i2t2i' or 't2i2t'
-                       rows:list[dict], # per item: `id`, `input`, `references`, `captions`, `images` (PIL or files), `cos`
+                       rows:list[dict], # per item: `id`, `input`, `references`, `captions`, `images` (PIL/files), `cos`
                        embedder_name:str='image embedder', # names the image cosine
                        meta:dict|None=None, # what the run was (recorded in its scores)
                       )->RoundTrip:
@@ -689,7 +689,7 @@ def _check_images(items:list[dict], path:Path, root:Path)->list[dict]:
 
 # %% ../nbs/10_roundtrip.ipynb #d17e75ef
 def karpathy_items(path:str|Path, # COCO Karpathy `dataset_coco.json`
-                   images:str|Path|None=None, # folder holding each record's `filepath/filename` (default: the file's folder)
+                   images:str|Path|None=None, # folder of each record's `filepath/filename` (default: the file's folder)
                    split:str|None='test', # keep this split ('test', 'val', 'train', 'restval'); None: all
                    limit:int|None=None,
                   )->list[dict]:
@@ -724,10 +724,10 @@ def karpathy_items(path:str|Path, # COCO Karpathy `dataset_coco.json`
 
 # %% ../nbs/10_roundtrip.ipynb #e0af6393
 def coco_captions_items(path:str|Path, # a COCO captions format file, e.g. NoCaps `nocaps_val_4500_captions.json`
-                        images:str|Path|None=None, # folder holding each image's `file_name` (default: the file's folder)
+                        images:str|Path|None=None, # folder of each image's `file_name` (default: the file's folder)
                         limit:int|None=None,
                        )->list[dict]:
-    "Round-trip items of a COCO captions file (`images` + `annotations`), NoCaps val's format; references in file order."
+    "Round-trip items of a COCO captions file (`images`, `annotations`), NoCaps val's format; references in file order."
     path = Path(path); data = _json_file(path)
     for f in ('images', 'annotations'):
         if not isinstance(data, dict) or not isinstance(data.get(f), list):
@@ -768,7 +768,7 @@ def load_roundtrip_items(data:str|Path, # a file or folder
                          split:str|None='test', # the Karpathy split
                          limit:int|None=None,
                         )->list[dict]:
-    "Items `{id, image, texts, references}` from JSON lines, COCO Karpathy, COCO captions (NoCaps) or a folder of images."
+    "Items `{id, image, texts, references}` from JSON lines, COCO Karpathy, COCO captions (NoCaps) or an image folder."
     p = Path(data)
     if fmt not in DATA_FORMATS: raise D2IError(f"--format {fmt!r}: choose from {', '.join(DATA_FORMATS)}")
     if not p.exists(): raise D2IError(f"{p}: no such caption file or folder")
@@ -821,10 +821,10 @@ def roundtrip_to_dir(m:RoundTripModels, # the models
                      items:list[dict], # from `load_roundtrip_items`
                      out:str|Path, # output folder: run.json, items.jsonl, images/, candidates.jsonl, skipped.jsonl
                      o:RoundTripOptions|None=None, # direction, k, seed, batch size, sampling options, progress
-                     record:dict|None=None, # more of run.json (model names, data, weights fingerprints): a rerun must match
+                     record:dict|None=None, # more of run.json (models, data, weights fingerprints): a rerun must match
                      **changes, # fields of `o` to change
                     )->Path:
-    "Run a round trip into `out`, streamed, sharded over `accelerate` processes and resumable; returns `candidates.jsonl`."
+    "Run a round trip into `out`, streamed, sharded over `accelerate` processes, resumable; returns `candidates.jsonl`."
     o = (o or RoundTripOptions(direction='i2t2i')).replace(**changes)
     if o.direction not in ('i2t2i', 't2i2t'):
         raise D2IError(f"direction must be 'i2t2i' or 't2i2t', got {o.direction!r}")
@@ -848,7 +848,7 @@ def roundtrip_to_dir(m:RoundTripModels, # the models
 def _read_records(f:Path, # one of a round-trip folder's JSON-lines files
                   checks:dict|None=None, # field -> (`ok(record)`, what the field must be)
                  )->list[dict]:
-    "The records of one of a round-trip folder's JSON-lines files; a damaged line or field is a one-line error naming it."
+    "Records of one of a round-trip folder's JSON-lines files; a damaged line or field is a one-line error naming it."
     recs = read_jsonl(f, strict=True)
     for i, r in enumerate(recs, 1):
         if not isinstance(r, dict) or type(r.get('id')) not in (str, int):
@@ -903,7 +903,7 @@ def load_roundtrip_dir(out:str|Path, # a `roundtrip_to_dir` folder
 
 # %% ../nbs/10_roundtrip.ipynb #cead43bd
 def _write_ranked_candidates(out:Path, rt:RoundTrip):
-    "`candidates.jsonl` with each candidate's rank, reconstruction and quality; lines of incomplete items kept for a resume."
+    "`candidates.jsonl` with each candidate's rank, reconstruction and quality; incomplete items' lines kept to resume."
     rank = np.argsort(rt.order(), axis=1)
     raw = {(str(r['id']), r['candidate']): r for r in read_jsonl(out/'candidates.jsonl')}
     recs = [{**raw[(str(i), j)], 'rank': int(rank[n, j]), 'recon': float(rt.recon[n, j]),
@@ -917,7 +917,7 @@ def analyze_roundtrip(out:str|Path, # a `roundtrip_to_dir` folder
                       n_boot:int=1000, ci:float=0.95, seed:int=0,
                       write:bool=True, # write scores.json, rank.png and the ranked candidates.jsonl
                      )->dict:
-    "Best-of-k scores and the rank analysis (mean quality per reconstruction rank with bootstrap intervals) of a saved run."
+    "Best-of-k scores and rank analysis (mean quality per reconstruction rank, bootstrap intervals) of a saved run."
     out = Path(out); rt = load_roundtrip_dir(out)
     s = roundtrip_scores(rt, n_boot, ci, seed)
     if (skipped := read_jsonl(out/'skipped.jsonl')): s['skipped'] = len(skipped)

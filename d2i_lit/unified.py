@@ -117,7 +117,7 @@ def soft_text(dist:torch.Tensor, # [B, L, V] caption distributions over the gene
               lengths:torch.LongTensor, # [B] caption tokens per item (positions past it are ignored)
               layout:dict, # from `text_layout`
              )->torch.Tensor:
-    "`[B, positions, V]`: prefix one-hots, the caption distributions, suffix one-hots, pad one-hots (truncated like the tokenizer)."
+    "`[B, positions, V]`: prefix one-hots, caption distributions, suffix and pad one-hots (cut like the tokenizer)."
     B, L, V = dist.shape
     pre, suf, T = layout['prefix'], layout['suffix'], layout['positions']
     P, room = len(pre), T - len(pre) - len(suf)
@@ -297,7 +297,7 @@ class UnifiedBatch(DiffusionBatch):
         return 2 if self.objective == 'separate' else self.learn.opt_step % 2
 
     def encode(self, images, B:int, sl:slice):
-        "Diffusion-space images; a VAE's latent sample uses noise drawn for the global batch from the callback's generator (resumable, the same in any number of processes)."
+        "Diffusion-space images; VAE latent noise is drawn per global batch by the callback's generator (resumable)."
         vae = self.bb.vae
         if vae is None: return self.bb.encode_images(images)
         d = vae.encode(images.to(vae.device, vae.dtype)).latent_dist
@@ -339,7 +339,7 @@ def unified_learner(model:UnifiedModel, dls, lr:float=1e-4,
                     wd:float=1e-2, # generator weight decay
                     wd_captioner:float=0., # captioner weight decay
                     cbs=None)->Learner:
-    "A `Learner` over `model` with `fused_adamw` on two groups (generator, captioner trainable weights) and `unified_loss`."
+    "A `Learner` over `model` with `fused_adamw` on two groups (generator, captioner weights) and `unified_loss`."
     def groups(m):
         m = getattr(m, 'module', m)
         return [[p for p in m.unet.parameters() if p.requires_grad],
@@ -367,7 +367,7 @@ def _unified_config(s:UnifiedOptions, dls, generator, model:UnifiedModel, names:
 
 def unified_finetune(generator, # a `Backbone` ('sd' or 'shapes'); trained in place
                      captioner:Captioner, # a BLIP captioner; trained in place
-                     dls, # batches of (list[str] captions, images in [-1,1] at the generator's resolution); `bs` is global
+                     dls, # batches of (list[str] captions, [-1,1] images at generator resolution); `bs` is global
                      steps:int|None=None, # optimizer steps (default: the settings')
                      lr:float|None=None, # peak learning rate (default: the settings')
                      *, settings:UnifiedOptions|None=None, # every setting of the run (`options.UnifiedOptions`)
@@ -391,7 +391,7 @@ def unified_finetune(generator, # a `Backbone` ('sd' or 'shapes'); trained in pl
 
 # %% ../nbs/11_unified.ipynb #46726fd5
 def save_unified(learn:Learner, path)->Path:
-    "The generator in `path` (diffusers layout, as `d2i generate` loads it) and the captioner in `path/captioner` (EMA weights when on), atomically."
+    "Atomically: the generator in `path` (as `d2i generate` loads it), the captioner in `path/captioner` (EMA if on)."
     path = Path(path)
     with ema_weights(learn), atomic_dir(path) as tmp:
         learn.generator.save_pretrained(tmp)
@@ -470,7 +470,7 @@ class UnifiedExperiment:
 
 # %% ../nbs/11_unified.ipynb #feb8588f
 def _base_models(W:Path, train:list[dict], s:UnifiedExperiment, t0:float, log)->Path:
-    "The common start in `W/base`: a ShapesChat captioner trained on the captions, and the shapes backbone pre-trained on them."
+    "Common start `W/base`: a ShapesChat captioner trained on the captions and the shapes backbone pre-trained on them."
     base = W/'base'
     if not (base/'captioner').exists():
         cap = shapes_captioner(); set_seed(0)
@@ -485,7 +485,7 @@ def _base_models(W:Path, train:list[dict], s:UnifiedExperiment, t0:float, log)->
     return base
 
 def _fine_tune_arms(W:Path, base:Path, train:list[dict], s:UnifiedExperiment, t0:float, log)->dict:
-    "Each arm fine-tuned from the common start per seed (resumable); the generator folder of every model, the start's first."
+    "Each arm fine-tuned from the common start per seed (resumable); every model's generator folder, the start's first."
     runs = {'start': base/'generator'}
     for seed in s.seeds:
         for arm in ('unified', 'separate'):
@@ -540,7 +540,7 @@ METRICS = {'caption_cider': 'caption CIDEr-D', 'caption_acc': 'caption attribute
 def _interval(si)->list: return [si.estimate, [si.lo, si.hi]]
 
 def experiment_table(res:dict)->dict:
-    "Mean [95 % two-level bootstrap CI: seeds, then items] per metric for the start and each arm, and unified − separate."
+    "Mean [95% two-level bootstrap CI: seeds, then items] per metric of the start and each arm, and unified − separate."
     arms = {'start': ['start'], **{a: sorted(k for k in res if k.startswith(a + '-')) for a in ('unified', 'separate')}}
     seeds = [r.split('-', 1)[1] for r in arms['unified'] if f"separate-{r.split('-', 1)[1]}" in res]
     tab = {a: {m: _interval(seed_bootstrap({r: res[r][m] for r in rs})) for m in METRICS} for a, rs in arms.items()}
