@@ -10,7 +10,8 @@ import torch
 from torch import nn
 import diffusers, transformers
 from diffusers import AutoencoderKL, DDPMScheduler
-from transformers import (CLIPTextConfig, CLIPTextModel, CLIPVisionConfig, CLIPVisionModelWithProjection, CLIPImageProcessor,
+from transformers import (CLIPTextConfig, CLIPTextModel, CLIPVisionConfig, CLIPVisionModelWithProjection,
+                          CLIPImageProcessor,
                           GPT2Tokenizer, PreTrainedTokenizerFast)
 from tokenizers import Tokenizer, models, pre_tokenizers
 from huggingface_hub import hf_hub_download
@@ -27,27 +28,32 @@ __all__ = ['CLIP_MEAN', 'CLIP_STD', 'SHAPES_SPECIALS', 'TINY_NAMES', 'FULL_NAMES
 
 # %% ../nbs/05_backbones.ipynb #c9e6f0b5
 class BackboneKind:
-    "What one kind of backbone does its own way; the defaults are a UNet over VAE latents conditioned on CLIP text (Stable Diffusion)."
+    "What a backbone kind does its own way; default: a UNet on VAE latents conditioned on CLIP text (Stable Diffusion)."
     name:str = '' # the kind's name (`Backbone.kind`, `d2i_backbone.json`)
     predictor:str = 'unet' # the noise predictor's subfolder (and pipeline component name)
     predictor_class:str = 'UNet2DConditionModel' # its diffusers class
     tokenizer:str = 'tokenizer' # the text tokenizer's subfolder
     tokenizer_class:str = 'AutoTokenizer' # the transformers class that loads it
     has_vae:bool = True # False: the model works in pixel space
-    pipeline:str|None = None # the diffusers pipeline class whose folder layout `save_pretrained` writes (None: plain subfolders)
+    pipeline:str|None = None # diffusers pipeline class whose layout `save_pretrained` writes (None: plain subfolders)
     pipeline_kw:dict = {} # constant extra arguments of that pipeline class
-    unused:tuple = () # prefixes of noise-predictor parameters no image-denoising loss reaches: frozen for training (DDP needs every trainable parameter used)
+    unused:tuple = () # noise-predictor prefixes no denoising loss reaches: frozen (DDP needs all trainable ones used)
 
     def predict(self, bb, x_t, t, text_emb):
         "Call `bb`'s noise predictor on noisy samples `x_t` at timesteps `t` (one per item) given text features."
         return bb.noise_predictor(x_t, t, encoder_hidden_states=text_emb, return_dict=False)[0]
-    def text_features(self, bb, hidden): return hidden # the text encoder's last hidden states -> what the noise predictor attends to
+    # the text encoder's last hidden states -> what the noise predictor attends to
+    def text_features(self, bb, hidden): return hidden
     def sample_shape(self, bb)->tuple: return bb.latent_shape # one item's shape in diffusion space
-    def to_sample(self, bb, latents, images): return latents # scaled VAE latents (and the images they encode) -> diffusion space
+    # scaled VAE latents (and the images they encode) -> diffusion space
+    def to_sample(self, bb, latents, images): return latents
     def to_latents(self, bb, x): return x # diffusion space -> scaled VAE latents
-    def default_positions(self, pred, text, tok)->int: return min(tok.model_max_length, text.config.max_position_embeddings)
-    def load_extras(self, load, name)->dict: return {} # other `Backbone` arguments loaded from the folder (`load(cls, subfolder)`)
-    def pipeline_extras(self, bb)->dict: return {} # pipeline components a backbone lacks, made up to save a folder the pipeline loads
+    def default_positions(self, pred, text, tok)->int:
+        return min(tok.model_max_length, text.config.max_position_embeddings)
+    # other `Backbone` arguments loaded from the folder (`load(cls, subfolder)`)
+    def load_extras(self, load, name)->dict: return {}
+    # pipeline components a backbone lacks, made up to save a folder the pipeline loads
+    def pipeline_extras(self, bb)->dict: return {}
     def before_save(self, bb)->None: pass # make the parts savable as safetensors
 
 # %% ../nbs/05_backbones.ipynb #9c983eaf
@@ -62,7 +68,7 @@ def register_kind(cls:type, # a `BackboneKind` subclass with a `name`
 
 # %% ../nbs/05_backbones.ipynb #b8f508b1
 class Backbone:
-    "A text-to-image diffusion model split into a trainable noise predictor and frozen encoders, one interface for every kind."
+    "A text-to-image diffusion model: a trainable noise predictor and frozen encoders, one interface for every kind."
     def __init__(self,
                  kind:str, # a registered kind: 'sd' | 'pixart' | 'unidiffuser' | 'shapes'
                  noise_predictor:nn.Module, # the trainable part: UNet or transformer
@@ -72,18 +78,22 @@ class Backbone:
                  noise_scheduler, # diffusers training scheduler (its config seeds the sampling schedulers)
                  resolution:int, # image side in pixels
                  positions:int, # the text encoder's positions, special tokens included (77 for CLIP)
-                 text_format:TextFormat|None=None, # how prompts are made from dialogs (saved with the model); None: `TextFormat()`
-                 parts:dict|None=None, # more parts: UniDiffuser's `text_decoder` (its prefix projection reduces CLIP text features) and `image_encoder` (CLIP vision model)
-                 extras:dict|None=None, # other components of the kind's diffusers pipeline, kept to save a folder it loads (UniDiffuser: `text_tokenizer`, `clip_image_processor`)
+                 text_format:TextFormat|None=None, # how dialogs become prompts (saved with it); None: `TextFormat()`
+                 parts:dict|None=None, # UniDiffuser's `text_decoder` and `image_encoder` (CLIP vision model)
+                 extras:dict|None=None, # pipeline parts to save too (UniDiffuser: text tokenizer, CLIP image processor)
                 ):
         if kind not in _KINDS: raise D2IError(f"unknown backbone kind {kind!r}; choose from {', '.join(_KINDS)}")
-        self.kind,self.noise_predictor,self.text_encoder,self.tokenizer,self.vae = kind,noise_predictor,text_encoder,tokenizer,vae
+        self.kind,self.noise_predictor,self.text_encoder,self.tokenizer,self.vae = (kind,noise_predictor,text_encoder,
+                                                                                    tokenizer,vae)
         self.noise_scheduler,self.resolution,self.positions = noise_scheduler,resolution,positions
         parts = dict(parts or {})
-        self.text_decoder,self.image_encoder,self.extras = parts.get('text_decoder'),parts.get('image_encoder'),dict(extras or {})
+        self.text_decoder,self.image_encoder,self.extras = (parts.get('text_decoder'),parts.get('image_encoder'),
+                                                            dict(extras or {}))
         self.text_format = text_format or TextFormat()
-        self.random_weights = False # True for the tiny, shapes and full-size names: their images are noise until trained
-        self.format_recorded = False # True when the text format was read from a model folder (the one it was trained with)
+        # True for the tiny, shapes and full-size names: their images are noise until trained
+        self.random_weights = False
+        # True when the text format was read from a model folder (the one it was trained with)
+        self.format_recorded = False
         if tokenizer is not None: self.budget # checks the format's budget against the encoder's positions
 
     def __repr__(self):
@@ -114,9 +124,11 @@ def tokenize(self:Backbone, texts:list[str], # prompts
             )->torch.LongTensor:
     "Token ids `[B, positions]`, padded to `positions` and truncated."
     if isinstance(texts, str): texts = [texts]
-    ids = self.tokenizer(list(texts), padding='max_length', max_length=self.positions, truncation=True, return_tensors='pt').input_ids
+    ids = self.tokenizer(list(texts), padding='max_length', max_length=self.positions, truncation=True,
+                         return_tensors='pt').input_ids
     be = getattr(self.tokenizer, 'backend_tokenizer', None)
-    if be is not None: be.no_padding(); be.no_truncation()  # transformers leaves them set on the shared Rust tokenizer; direct users of it would pad
+    # transformers leaves them set on the shared Rust tokenizer; direct users of it would pad
+    if be is not None: be.no_padding(); be.no_truncation()
     return ids
 
 @patch
@@ -133,7 +145,7 @@ def encode_prompts(self:Backbone, texts:list[str])->torch.Tensor:
 
 @patch(as_prop=True)
 def budget(self:Backbone)->int:
-    "The text budget: text tokens a linearized dialog may use, BOS/EOS not counted (its `text_format`'s, within `positions`)."
+    "Text budget: text tokens a linearized dialog may use, BOS/EOS not counted (`text_format`'s, within `positions`)."
     return self.text_format.budget(self.tokenizer, self.positions)
 
 @patch
@@ -153,7 +165,8 @@ def vae_scale_factor(self:Backbone)->int:
 def latent_shape(self:Backbone)->tuple:
     "Shape of one image's VAE latent (or pixels in pixel space)."
     s = self.resolution // self.vae_scale_factor
-    return ((self.vae.config.latent_channels if self.vae is not None else self.noise_predictor.config.in_channels), s, s)
+    return ((self.vae.config.latent_channels if self.vae is not None else self.noise_predictor.config.in_channels), s,
+            s)
 
 @patch(as_prop=True)
 def sample_shape(self:Backbone)->tuple:
@@ -163,13 +176,14 @@ def sample_shape(self:Backbone)->tuple:
 @patch
 def encode_images(self:Backbone, images:torch.Tensor, # `[B,3,H,W]` in [-1,1]
                   generator:torch.Generator|None=None, # for the VAE's latent sample
-                  noise:torch.Tensor|None=None, # the latent sample's standard normal draw `[B, *latent_shape]`, instead of drawing it
+                  noise:torch.Tensor|None=None, # the latent sample's N(0,1) draw `[B, *latent_shape]` (None: draw it)
                  )->torch.Tensor:
-    "Images in [-1,1] -> diffusion space: VAE latents times the scaling factor (UniDiffuser: plus the CLIP image embedding), or pixels."
+    "Images in [-1,1] -> diffusion space: scaled VAE latents (UniDiffuser: plus the CLIP image embedding), or pixels."
     if self.vae is None: return images.to(self.device, self.dtype)
     x = images.to(self.vae.device, self.vae.dtype)
     dist = self.vae.encode(x).latent_dist
-    lat = (dist.mean + dist.std*noise.to(dist.mean.device, dist.mean.dtype) if noise is not None else dist.sample(generator)) * self.vae.config.scaling_factor
+    lat = (dist.mean + dist.std*noise.to(dist.mean.device, dist.mean.dtype) if noise is not None
+           else dist.sample(generator)) * self.vae.config.scaling_factor
     return self.spec.to_sample(self, lat, x).to(self.dtype)
 
 @patch
@@ -199,7 +213,8 @@ def to(self:Backbone, device=None, dtype=None):
     for m in self.modules.values():
         floats = [p.dtype for p in m.parameters() if p.is_floating_point()]
         if dtype is None or all(d == dtype for d in floats): m.to(device=device) # no cast: diffusers warns on any dtype
-        elif not getattr(m, '_keep_in_fp32_modules', None): nn.Module.to(m, device=device, dtype=dtype) # nothing kept in fp32
+        # nothing kept in fp32
+        elif not getattr(m, '_keep_in_fp32_modules', None): nn.Module.to(m, device=device, dtype=dtype)
         else: m.to(device=device, dtype=dtype) # diffusers' own cast and its warning about the fp32 modules
     return self
 
@@ -211,7 +226,7 @@ def freeze_encoders(self:Backbone)->None:
 
 @patch
 def freeze_unused(self:Backbone)->list[str]:
-    "Freeze the noise predictor's parameters that no image-denoising loss reaches (the kind's `unused` prefixes); returns their names."
+    "Freeze noise-predictor parameters no denoising loss reaches (the kind's `unused` prefixes); returns their names."
     pre = self.spec.unused
     names = [n for n,p in self.noise_predictor.named_parameters() if n.startswith(pre)] if pre else []
     for n in names: self.noise_predictor.get_parameter(n).requires_grad_(False)
@@ -222,7 +237,8 @@ def _tiny_clip_text(seed:int, hidden:int=32):
     "A seeded two-layer CLIP text encoder over CLIP's 49,408 token ids."
     torch.manual_seed(seed)
     return CLIPTextModel(CLIPTextConfig(vocab_size=49408, hidden_size=hidden, intermediate_size=37, num_hidden_layers=2,
-        num_attention_heads=4, max_position_embeddings=77, bos_token_id=49406, eos_token_id=49407, pad_token_id=49407)).eval()
+        num_attention_heads=4, max_position_embeddings=77, bos_token_id=49406, eos_token_id=49407,
+                                        pad_token_id=49407)).eval()
 
 def _tiny_vae(seed:int):
     "A seeded two-block VAE: 4 latent channels at half the image side."
@@ -232,7 +248,8 @@ def _tiny_vae(seed:int):
 
 def _sd_scheduler(**kw):
     "Stable Diffusion's training noise schedule."
-    return DDPMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule='scaled_linear', clip_sample=False, steps_offset=1, **kw)
+    return DDPMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule='scaled_linear', clip_sample=False,
+                         steps_offset=1, **kw)
 
 @patch
 def tiny(self:BackboneKind, seed:int=0)->Backbone:
@@ -241,7 +258,8 @@ def tiny(self:BackboneKind, seed:int=0)->Backbone:
     torch.manual_seed(seed)
     parts = self.tiny_parts(seed)
     pred = parts.pop('noise_predictor')
-    bb = Backbone(self.name, pred, text, tok, vae, _sd_scheduler(), resolution=pred.config.sample_size * 2, positions=77, parts=parts)
+    bb = Backbone(self.name, pred, text, tok, vae, _sd_scheduler(), resolution=pred.config.sample_size * 2,
+                  positions=77, parts=parts)
     bb.extras, bb.random_weights = self.pipeline_extras(bb), True
     return bb
 
@@ -261,7 +279,8 @@ class SDKind(BackboneKind):
     pipeline_kw = dict(safety_checker=None, feature_extractor=None, requires_safety_checker=False)
     def tiny_parts(self, seed:int)->dict:
         "The tiny noise predictor (seeded by the caller): diffusers' test UNet, channels (32, 64)."
-        return dict(noise_predictor=diffusers.UNet2DConditionModel(block_out_channels=(32, 64), layers_per_block=2, sample_size=32,
+        return dict(noise_predictor=diffusers.UNet2DConditionModel(block_out_channels=(32, 64), layers_per_block=2,
+                                                                   sample_size=32,
             in_channels=4, out_channels=4, down_block_types=('DownBlock2D', 'CrossAttnDownBlock2D'),
             up_block_types=('CrossAttnUpBlock2D', 'UpBlock2D'), cross_attention_dim=32, attention_head_dim=(2, 4)))
 
@@ -273,7 +292,7 @@ class PixArtKind(BackboneKind):
     predictor, predictor_class = 'transformer', 'PixArtTransformer2DModel'
     pipeline = 'PixArtAlphaPipeline'
     def predict(self, bb, x_t, t, text_emb):
-        "The transformer with its resolution/aspect-ratio conditions where it has them; the noise half of a learned-variance output."
+        "The transformer (with resolution/aspect-ratio conditions if any); the noise half of a learned-variance output."
         m, b = bb.noise_predictor, x_t.shape[0]
         cond = dict(resolution=None, aspect_ratio=None)
         if m.use_additional_conditions:
@@ -285,9 +304,12 @@ class PixArtKind(BackboneKind):
         return 120 if 'T5' in type(text).__name__ else super().default_positions(pred, text, tok)
     def tiny_parts(self, seed:int)->dict:
         "The tiny noise predictor: a two-layer DiT on 16×16 latents, 8 output channels (noise and variance)."
-        return dict(noise_predictor=diffusers.PixArtTransformer2DModel(sample_size=16, num_layers=2, patch_size=2, attention_head_dim=8,
-            num_attention_heads=3, caption_channels=32, in_channels=4, cross_attention_dim=24, out_channels=8, attention_bias=True,
-            activation_fn='gelu-approximate', num_embeds_ada_norm=1000, norm_type='ada_norm_single', norm_elementwise_affine=False, norm_eps=1e-6))
+        return dict(noise_predictor=diffusers.PixArtTransformer2DModel(sample_size=16, num_layers=2, patch_size=2,
+                                                                       attention_head_dim=8,
+            num_attention_heads=3, caption_channels=32, in_channels=4, cross_attention_dim=24, out_channels=8,
+                                                                       attention_bias=True,
+            activation_fn='gelu-approximate', num_embeds_ada_norm=1000, norm_type='ada_norm_single',
+                                                                       norm_elementwise_affine=False, norm_eps=1e-6))
 
 # %% ../nbs/05_backbones.ipynb #032065ca
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073) # OpenAI CLIP's per-channel pixel mean (RGB, in [0, 1])
@@ -332,7 +354,7 @@ class UniDiffuserKind(BackboneKind):
 
 # %% ../nbs/05_backbones.ipynb #22c24139
 def _byte_gpt2_tokenizer():
-    "A GPT-2 tokenizer over the 256 byte symbols and `<|endoftext|>`, built offline (a stand-in for UniDiffuser's caption tokenizer in the tiny tier)."
+    "An offline GPT-2 tokenizer of 256 byte symbols and `<|endoftext|>`, the tiny tier's UniDiffuser caption tokenizer."
     vocab = {c:i for i,c in enumerate(_bytes_to_unicode().values())}
     vocab['<|endoftext|>'] = len(vocab)
     with tempfile.TemporaryDirectory() as d:
@@ -340,14 +362,15 @@ def _byte_gpt2_tokenizer():
         return GPT2Tokenizer(str(Path(d)/'vocab.json'), str(Path(d)/'merges.txt'))
 
 def _untie(dec):
-    "GPT-2 ties its output layer to the token embedding; safetensors refuses shared tensors, so give the (frozen) head its own copy."
+    "GPT-2 ties its output layer to the token embedding, which safetensors refuses: give the (frozen) head a copy."
     lm = dec.transformer
     if lm.lm_head.weight.data_ptr() == lm.transformer.wte.weight.data_ptr():
-        lm.lm_head.weight = nn.Parameter(lm.transformer.wte.weight.detach().clone(), requires_grad=lm.lm_head.weight.requires_grad)
+        lm.lm_head.weight = nn.Parameter(lm.transformer.wte.weight.detach().clone(),
+                                         requires_grad=lm.lm_head.weight.requires_grad)
 
 @patch
 def load_extras(self:UniDiffuserKind, load, name)->dict:
-    "The text decoder, the CLIP image encoder, and the pipeline's caption tokenizer and image processor where the folder has them."
+    "The text decoder, CLIP image encoder, caption tokenizer and image processor, where the folder has them."
     dec = load(diffusers.UniDiffuserTextDecoder, 'text_decoder')
     img = load(CLIPVisionModelWithProjection, 'image_encoder')
     have, extras = _subfolders(name), {}
@@ -359,7 +382,8 @@ def load_extras(self:UniDiffuserKind, load, name)->dict:
 def pipeline_extras(self:UniDiffuserKind, bb)->dict:
     "A byte-level caption tokenizer and a CLIP image processor for the image encoder's side."
     s = bb.image_encoder.config.image_size
-    return dict(text_tokenizer=_byte_gpt2_tokenizer(), clip_image_processor=CLIPImageProcessor(size={'shortest_edge': s}, crop_size={'height': s, 'width': s}))
+    return dict(text_tokenizer=_byte_gpt2_tokenizer(),
+                clip_image_processor=CLIPImageProcessor(size={'shortest_edge': s}, crop_size={'height': s, 'width': s}))
 
 @patch
 def before_save(self:UniDiffuserKind, bb)->None: _untie(bb.text_decoder)
@@ -371,14 +395,17 @@ def default_positions(self:UniDiffuserKind, pred, text, tok)->int: return pred.c
 @patch
 def tiny_parts(self:UniDiffuserKind, seed:int)->dict:
     "The tiny U-ViT (seeded by the caller), text decoder and CLIP vision encoder (each reseeded)."
-    pred = diffusers.UniDiffuserModel(text_dim=16, clip_img_dim=16, num_text_tokens=77, num_attention_heads=2, attention_head_dim=8,
-        in_channels=4, out_channels=4, num_layers=2, sample_size=16, patch_size=2, activation_fn='gelu', norm_type='layer_norm',
+    pred = diffusers.UniDiffuserModel(text_dim=16, clip_img_dim=16, num_text_tokens=77, num_attention_heads=2,
+                                      attention_head_dim=8,
+        in_channels=4, out_channels=4, num_layers=2, sample_size=16, patch_size=2, activation_fn='gelu',
+                                      norm_type='layer_norm',
         block_type='unidiffuser', use_timestep_embedding=False, use_data_type_embedding=True, norm_num_groups=32)
     torch.manual_seed(seed)
     dec = diffusers.UniDiffuserTextDecoder(prefix_length=77, prefix_inner_dim=32, prefix_hidden_dim=16, n_positions=128,
                                            n_embd=16, n_layer=1, n_head=2).eval()
     torch.manual_seed(seed)
-    img = CLIPVisionModelWithProjection(CLIPVisionConfig(hidden_size=32, projection_dim=16, num_hidden_layers=2, num_attention_heads=2,
+    img = CLIPVisionModelWithProjection(CLIPVisionConfig(hidden_size=32, projection_dim=16, num_hidden_layers=2,
+                                                         num_attention_heads=2,
                                                          intermediate_size=37, image_size=32, patch_size=8)).eval()
     return dict(noise_predictor=pred, text_decoder=dec, image_encoder=img)
 
@@ -392,15 +419,19 @@ def word_tokenizer(vocab:list[str], # words (case-sensitive); duplicates ignored
     words = list(dict.fromkeys([*SHAPES_SPECIALS, *vocab]))
     tk = Tokenizer(models.WordLevel({w:i for i,w in enumerate(words)}, unk_token='<unk>'))
     tk.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    return PreTrainedTokenizerFast(tokenizer_object=tk, pad_token='<pad>', unk_token='<unk>', model_max_length=positions)
+    return PreTrainedTokenizerFast(tokenizer_object=tk, pad_token='<pad>', unk_token='<unk>',
+                                   model_max_length=positions)
 
 # %% ../nbs/05_backbones.ipynb #4a51fac9
-def _shapes_text_encoder(tokenizer, seed:int, positions:int, hidden:int, position_scale:float|None, token_scale:float|None):
-    "A seeded two-layer CLIP text model over `tokenizer`'s ids, its embeddings redrawn at the given scales (None: CLIP's init)."
+def _shapes_text_encoder(tokenizer, seed:int, positions:int, hidden:int, position_scale:float|None,
+                         token_scale:float|None):
+    "A seeded 2-layer CLIP text model on `tokenizer`'s ids, embeddings redrawn at the given scales (None: CLIP's init)."
     torch.manual_seed(seed)
     pad = tokenizer.pad_token_id
-    text = CLIPTextModel(CLIPTextConfig(vocab_size=len(tokenizer), hidden_size=hidden, intermediate_size=2*hidden, num_hidden_layers=2,
-        num_attention_heads=2, max_position_embeddings=positions, pad_token_id=pad, bos_token_id=pad, eos_token_id=pad)).eval()
+    text = CLIPTextModel(CLIPTextConfig(vocab_size=len(tokenizer), hidden_size=hidden, intermediate_size=2*hidden,
+                                        num_hidden_layers=2,
+        num_attention_heads=2, max_position_embeddings=positions, pad_token_id=pad, bos_token_id=pad,
+                                        eos_token_id=pad)).eval()
     emb, g = getattr(text, 'text_model', text).embeddings, torch.Generator().manual_seed(seed)
     with torch.no_grad():
         if position_scale is not None: emb.position_embedding.weight.normal_(0, position_scale, generator=g)
@@ -410,7 +441,8 @@ def _shapes_text_encoder(tokenizer, seed:int, positions:int, hidden:int, positio
 def _shapes_unet(size:int, seed:int, hidden:int):
     "A seeded pixel-space UNet, channels (32, 64, 64), cross-attention only."
     torch.manual_seed(seed)
-    return diffusers.UNet2DConditionModel(sample_size=size, in_channels=3, out_channels=3, block_out_channels=(32, 64, 64), layers_per_block=1,
+    return diffusers.UNet2DConditionModel(sample_size=size, in_channels=3, out_channels=3,
+                                          block_out_channels=(32, 64, 64), layers_per_block=1,
         down_block_types=('DownBlock2D', 'CrossAttnDownBlock2D', 'CrossAttnDownBlock2D'),
         up_block_types=('CrossAttnUpBlock2D', 'CrossAttnUpBlock2D', 'UpBlock2D'),
         cross_attention_dim=hidden, attention_head_dim=2, only_cross_attention=True)
@@ -418,7 +450,7 @@ def _shapes_unet(size:int, seed:int, hidden:int):
 def shapes_backbone(size:int=16, # image side in pixels
                     seed:int=0, # seeds the random weights
                     tokenizer=None, # a tokenizer to use; default: `word_tokenizer(vocab or shapes_vocab())`
-                    vocab:list[str]|None=None, # words for the default tokenizer; default `d2i_lit.shapeschat.shapes_vocab()`
+                    vocab:list[str]|None=None, # words of the default tokenizer (default: `shapeschat.shapes_vocab()`)
                     positions:int=64, # every text is padded to this length
                     hidden:int=64, # text encoder width (= the UNet's cross-attention dimension)
                     position_scale:float|None=1.0, # std of the position embeddings; None: CLIP's init (0.02)
@@ -428,7 +460,8 @@ def shapes_backbone(size:int=16, # image side in pixels
     if tokenizer is None: tokenizer = word_tokenizer(shapes_vocab() if vocab is None else vocab, positions)
     text = _shapes_text_encoder(tokenizer, seed, positions, hidden, position_scale, token_scale)
     unet = _shapes_unet(size, seed, hidden)
-    sched = DDPMScheduler(num_train_timesteps=1000, beta_schedule='squaredcos_cap_v2', prediction_type='sample', clip_sample=True)
+    sched = DDPMScheduler(num_train_timesteps=1000, beta_schedule='squaredcos_cap_v2', prediction_type='sample',
+                          clip_sample=True)
     bb = Backbone('shapes', unet, text, tokenizer, None, sched, resolution=size, positions=positions)
     bb.random_weights = True
     return bb
@@ -473,7 +506,8 @@ def _text_encoder_class(name, sub='text_encoder'):
     "The transformers class of a saved text encoder, from a short allow-list."
     cfg = transformers.AutoConfig.from_pretrained(str(name), subfolder=sub, trust_remote_code=False)
     arch = (cfg.architectures or ['CLIPTextModel'])[0]
-    if arch not in _TEXT_CLASSES: raise D2IError(f"{name}/{sub}: text encoder {arch!r} is not supported; expected one of {', '.join(_TEXT_CLASSES)}")
+    if arch not in _TEXT_CLASSES: raise D2IError(f"{name}/{sub}: text encoder {arch!r} is not supported; expected one "
+                                                 f"of {', '.join(_TEXT_CLASSES)}")
     return getattr(transformers, arch)
 
 def _has_weights(cls)->bool: return issubclass(cls, nn.Module)
@@ -486,7 +520,8 @@ def _pretrained(cls, name:str, subfolder:str):
     except (OSError, EnvironmentError) as e:
         if 'safetensors' not in str(e): raise
         # only pickled weights: diffusers and transformers read them with `torch.load(weights_only=True)`, which runs no code
-        warnings.warn(f"{name}/{subfolder}: no .safetensors weights; loading the pickled ones with torch.load(weights_only=True)")
+        warnings.warn(f"{name}/{subfolder}: no .safetensors weights; loading the pickled ones with "
+                      "torch.load(weights_only=True)")
         return cls.from_pretrained(name, subfolder=subfolder, use_safetensors=False, **kw)
 
 # %% ../nbs/05_backbones.ipynb #b05708f5
@@ -504,12 +539,13 @@ def _text_format_of(meta:dict, tok, positions:int, name)->TextFormat:
         d = meta['text_format']
         if not isinstance(d, dict): raise D2IError(f"{name}/d2i_backbone.json: field 'text_format': must be an object")
         try: return TextFormat(**d)
-        except (TypeError, D2IError) as e: raise D2IError(f"{name}/d2i_backbone.json: field 'text_format': {e}") from None
+        except (TypeError, D2IError) as e:
+            raise D2IError(f"{name}/d2i_backbone.json: field 'text_format': {e}") from None
     old = _meta_int(meta, 'text_budget', 1, positions, name) # positions, special tokens included
     return TextFormat(max_tokens=None if old in (None, positions) else old - tok.num_special_tokens_to_add())
 
 def _load_parts(name, kind:str, meta:dict)->Backbone:
-    "A backbone of `kind` from the subfolders of `name`, with the sizes and text format `meta` (`d2i_backbone.json`) saved."
+    "A backbone of `kind` from `name`'s subfolders, with the sizes and text format `meta` (`d2i_backbone.json`) saved."
     spec = _KINDS[kind]
     name = str(Path(name).expanduser()) if _is_local(name) else str(name)
     load = lambda cls, folder: _pretrained(cls, name, folder)
@@ -529,19 +565,22 @@ def _load_parts(name, kind:str, meta:dict)->Backbone:
     return bb
 
 def _kind_of_folder(name, meta:dict)->str:
-    "The backbone kind of a folder or hub repo: from its `d2i_backbone.json` (`meta`), else from the pipeline class in `model_index.json`."
+    "Backbone kind of a folder or hub repo: its `d2i_backbone.json` (`meta`), else `model_index.json`'s pipeline class."
     kind = meta.get('kind')
     if kind is not None: return kind
     idx = _load_json(name, 'model_index.json')
-    if idx is None: raise D2IError(f"{name}: neither d2i_backbone.json nor model_index.json found; not a diffusers model folder")
+    if idx is None:
+        raise D2IError(f"{name}: neither d2i_backbone.json nor model_index.json found; not a diffusers model folder")
     by_pipeline = {s.pipeline: k for k,s in _KINDS.items() if s.pipeline}
     kind = by_pipeline.get(idx.get('_class_name'))
-    if kind is None: raise D2IError(f"{name}: pipeline {idx.get('_class_name')!r} is not supported; expected one of {', '.join(by_pipeline)}")
+    if kind is None: raise D2IError(f"{name}: pipeline {idx.get('_class_name')!r} is not supported; expected one of "
+                                    f"{', '.join(by_pipeline)}")
     return kind
 
 # %% ../nbs/05_backbones.ipynb #c7a3f67f
 @patch(cls_method=True)
-def from_pretrained(cls:Backbone, name_or_path:str|Path, # a folder written by `save_pretrained`, a real model's folder, or a hub id
+def from_pretrained(cls:Backbone,
+                     name_or_path:str|Path, # a folder written by `save_pretrained`, a real model's folder, or a hub id
                      device=None, # where to put the parts
                      dtype:torch.dtype|None=None, # cast every part (e.g. `torch.float16` on a GPU)
                     )->Backbone:
@@ -554,21 +593,24 @@ def from_pretrained(cls:Backbone, name_or_path:str|Path, # a folder written by `
         bb = _load_parts(name, _kind_of_folder(name, meta), meta)
     except D2IError: raise
     except Exception as e:
-        if _is_local(name): raise D2IError(f"could not load backbone folder {str(name)!r}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from e
+        if _is_local(name): raise D2IError(f"could not load backbone folder {str(name)!r}: {type(e).__name__}: "
+                                           f"{str(e).splitlines()[0] if str(e) else ''}") from e
         raise D2IError(_hub_hint(name)) from e
     return bb.to(device=device, dtype=dtype) if device is not None or dtype is not None else bb
 
 @patch
 def save_pretrained(self:Backbone, path:str|Path, # destination folder, replaced atomically
                     )->Path:
-    "Save in the diffusers/transformers layout (safetensors); `sd`, `pixart` and `unidiffuser` folders also load with diffusers' own pipelines."
+    "Save in diffusers/transformers layout (safetensors); `sd`/`pixart`/`unidiffuser` folders also load with diffusers."
     path, spec = Path(path), self.spec
     spec.before_save(self)
-    parts = {spec.predictor: self.noise_predictor, 'text_encoder': self.text_encoder, 'vae': self.vae, 'scheduler': self.noise_scheduler,
+    parts = {spec.predictor: self.noise_predictor, 'text_encoder': self.text_encoder, 'vae': self.vae,
+             'scheduler': self.noise_scheduler,
              spec.tokenizer: self.tokenizer, 'text_decoder': self.text_decoder, 'image_encoder': self.image_encoder}
     parts = {k:m for k,m in parts.items() if m is not None}
     with atomic_dir(path) as tmp:
-        if spec.pipeline: getattr(diffusers, spec.pipeline)(**parts, **{**spec.pipeline_extras(self), **self.extras}, **spec.pipeline_kw).save_pretrained(tmp)
+        if spec.pipeline: getattr(diffusers, spec.pipeline)(**parts, **{**spec.pipeline_extras(self), **self.extras},
+                                                            **spec.pipeline_kw).save_pretrained(tmp)
         else:
             for k,m in parts.items(): m.save_pretrained(tmp/k)
         atomic_write_json(tmp/'d2i_backbone.json', self.record())
@@ -581,10 +623,12 @@ def record(self:Backbone)->dict:
     return dict(kind=self.kind, resolution=self.resolution, positions=self.positions, text_format=fmt.record())
 
 # %% ../nbs/05_backbones.ipynb #4e7697db
-TINY_NAMES = {'tiny-sd': 'sd', 'tiny-pixart': 'pixart', 'tiny-unidiffuser': 'unidiffuser'} # name -> kind of the tiny-tier backbones `load_backbone` knows
-FULL_NAMES = {'full-sd': 'sd', 'full-pixart': 'pixart', 'full-unidiffuser': 'unidiffuser'} # name -> kind of the published architectures at full size, random weights
+# name -> kind of the tiny-tier backbones `load_backbone` knows
+TINY_NAMES = {'tiny-sd': 'sd', 'tiny-pixart': 'pixart', 'tiny-unidiffuser': 'unidiffuser'}
+# name -> kind of the published architectures at full size, random weights
+FULL_NAMES = {'full-sd': 'sd', 'full-pixart': 'pixart', 'full-unidiffuser': 'unidiffuser'}
 
-def load_backbone(name_or_path:str|Path, # hub id or folder (real tier), a `TINY_NAMES` or `FULL_NAMES` name, or 'shapes'
+def load_backbone(name_or_path:str|Path, # hub id or folder (real tier), a `TINY_NAMES`/`FULL_NAMES` name, or 'shapes'
                   **kw, # `seed` for the tiny tier; `shapes_backbone` options; `device`/`dtype` for folders and hub ids
                  )->Backbone:
     "Load a backbone by name: the tiny tier, a fresh shapes model, or `Backbone.from_pretrained` on a folder or hub id."

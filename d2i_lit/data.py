@@ -26,7 +26,7 @@ class Turn:
 
 @dataclass
 class Dialog:
-    "The context of one PhotoChat record: the turns strictly before the photo is first shared, and the photo's metadata."
+    "The context of a PhotoChat record: the turns strictly before the photo is first shared, and the photo's metadata."
     dialogue_id: int|str # the record's `dialogue_id`
     turns: list[Turn] # context turns, oldest first
     sharer: int # `user_id` of the speaker who shares the photo
@@ -53,7 +53,8 @@ def merge_turns(turns, # (speaker, text) pairs or `Turn`s, oldest first, texts a
 # %% ../nbs/01_data.ipynb #da852192
 class DataError(D2IError):
     "A bad PhotoChat file or record; the message is one line naming file, record index, `dialogue_id` and field."
-    def __init__(self, source:str, msg:str, index:int|None=None, dialogue_id=None, fld:str|None=None, id_name:str='dialogue_id'):
+    def __init__(self, source:str, msg:str, index:int|None=None, dialogue_id=None, fld:str|None=None,
+                 id_name:str='dialogue_id'):
         self.source,self.index,self.dialogue_id,self.field,self.reason = str(source),index,dialogue_id,fld,msg
         where = [str(source)]
         if index is not None: where.append(f'record {index}')
@@ -62,7 +63,8 @@ class DataError(D2IError):
         super().__init__(' '.join(f'{w}:' for w in where) + ' ' + ' '.join(str(msg).split()))
 
 # %% ../nbs/01_data.ipynb #226b6e8a
-_FIELDS = ('dialogue', 'dialogue_id', 'photo_description', 'photo_url') # required; `photo_id` is optional (older release)
+# required; `photo_id` is optional (older release)
+_FIELDS = ('dialogue', 'dialogue_id', 'photo_description', 'photo_url')
 _KNOWN = _FIELDS + ('photo_id',)
 _BAD_UTF8 = re.compile('[\udc80-\udcff]') # bytes that were not UTF-8, as `surrogateescape` decodes them
 _SURROGATE = re.compile('[\ud800-\udfff]') # left in a str only by a lone `\\udXXX` escape (json joins valid pairs)
@@ -87,7 +89,8 @@ def _check_record(rec, err)->int|str:
     if not isinstance(did, (int,str)) or isinstance(did, bool): did = None  # unreadable: named as missing/wrong below
     for k in _FIELDS:
         if k not in rec: raise err('missing field', k, did)
-    if did is None: raise err(f'dialogue_id must be an int or a string, got {_tname(rec["dialogue_id"])}', 'dialogue_id')
+    if did is None:
+        raise err(f'dialogue_id must be an int or a string, got {_tname(rec["dialogue_id"])}', 'dialogue_id')
     for k in ('photo_description', 'photo_url', 'photo_id'):
         if k in rec and not isinstance(rec[k], str): raise err(f'must be a string, got {_tname(rec[k])}', k, did)
     for k,v in rec.items():
@@ -111,7 +114,7 @@ def _check_message(m, f:str, err, did)->tuple[str,bool,int]:
     return msg, sp, uid
 
 def _context_messages(dlg:list, err, did)->tuple[list[tuple[int,str]], int, int]:
-    "Check every message; return the (user_id, normalized text) pairs before the first share, the share's index and the sharer."
+    "Check every message; return (user_id, normalized text) pairs before the first share, the share's index and sharer."
     said, share, sharer = [], None, None
     for j,m in enumerate(dlg):
         msg, sp, uid = _check_message(m, f'dialogue[{j}]', err, did)
@@ -131,7 +134,8 @@ def parse_record(rec, # one element of a PhotoChat file's list
     did = _check_record(rec, err)
     said, share, sharer = _context_messages(rec['dialogue'], err, did)
     turns = merge_turns(said)  # empty messages were normalized to '' and are left out before merging
-    if not turns: raise err(f'empty context: the photo is shared at dialogue[{share}] before any message', 'dialogue', did)
+    if not turns:
+        raise err(f'empty context: the photo is shared at dialogue[{share}] before any message', 'dialogue', did)
     extra = {k:v for k,v in rec.items() if k not in _KNOWN}
     return Dialog(did, turns, sharer, rec['photo_description'], rec['photo_url'], rec.get('photo_id', ''),
                   extra=extra, source=str(source), index=index)
@@ -141,15 +145,17 @@ _SPLIT_FILE = re.compile(r'^(train|dev|test|valid|validation)_\d+\.json$')
 
 def photochat_files(paths, # a file, a folder, or a list of them
                    )->list[Path]:
-    "The JSON files named by `paths`, in order; a folder gives its PhotoChat `train_NN`/`dev_NN`/`test_NN` files (any depth), else its MMDialog `conversations.json` files (any depth), else its `*.json`."
+    "JSON files of `paths` in order; a folder: its PhotoChat `*_NN` files, else MMDialog's (any depth), else `*.json`."
     if isinstance(paths, (str, Path)): paths = [paths]
     out = []
     for p in map(Path, paths):
         if p.is_dir():
             regular = lambda fs: sorted(f for f in fs if f.is_file()) # a FIFO or socket named *.json would block a read
-            fs = (regular(f for f in p.rglob('*.json') if _SPLIT_FILE.match(f.name)) or regular(p.rglob('conversations.json'))
+            fs = (regular(f for f in p.rglob('*.json') if _SPLIT_FILE.match(f.name))
+                  or regular(p.rglob('conversations.json'))
                   or regular(p.glob('*.json')))
-            if not fs: raise DataError(p, 'folder holds no PhotoChat JSON files (train_NN.json, dev_NN.json, test_NN.json or *.json)')
+            if not fs: raise DataError(p, 'folder holds no PhotoChat JSON files (train_NN.json, dev_NN.json, '
+                                          'test_NN.json or *.json)')
             out += fs
         elif p.is_file(): out.append(p)
         else: raise DataError(p, 'no such file or folder')
@@ -199,7 +205,7 @@ def _json_loads(text:str, path, index:int|None=None):
 
 def read_records(path:Path, # a PhotoChat JSON file
                 )->list:
-    "The list of records in `path`; `DataError` for unreadable files, invalid UTF-8 or JSON, or a top level that is not a list."
+    "The list of records in `path`; `DataError` for unreadable files, invalid UTF-8 or JSON, or a non-list top level."
     try: raw = Path(path).read_bytes()
     except OSError as e: raise DataError(path, f'cannot read: {e.strerror}') from None
     bad_utf8 = None
@@ -215,16 +221,18 @@ def read_records(path:Path, # a PhotoChat JSON file
         n = _locate_json_error(text, e.pos)
         raise DataError(path, f'invalid JSON at line {e.lineno} column {e.colno}: {e.msg}', n) from None
     except RecursionError: raise DataError(path, _TOO_DEEP) from None
-    if not isinstance(recs, list): raise DataError(path, f'top level must be a JSON list of records, got {_tname(recs)}')
+    if not isinstance(recs, list):
+        raise DataError(path, f'top level must be a JSON list of records, got {_tname(recs)}')
     return recs
 
 # %% ../nbs/01_data.ipynb #9fbf07a8
-IMAGE_EXTS = ('.jpg', '.jpeg', '.png') # photo files that pair, in any case ('.JPG', '.Jpeg', ...), in this order of preference
+# photo files that pair, in any case ('.JPG', '.Jpeg', ...), in this order of preference
+IMAGE_EXTS = ('.jpg', '.jpeg', '.png')
 _SAFE_STEM = re.compile(r'^[\w][\w.\-]*$')
 
 def url_stem(url:str, # a photo URL, e.g. 'https://farm6.staticflickr.com/151/369716968_bde7e83418_o.jpg'
             )->str:
-    "The URL's file name without its extension ('369716968_bde7e83418_o'); '' when it has none or it is not a safe file name."
+    "The URL's file stem ('369716968_bde7e83418_o'); '' when it has none or it is not a safe file name."
     name = unquote(PurePosixPath(urlsplit(url).path).name) if url else ''
     stem = name.rsplit('.', 1)[0] if '.' in name else name
     return stem if _SAFE_STEM.match(stem) else ''
@@ -238,13 +246,13 @@ def photo_key(photo_id:str, # a record's `photo_id` ('' in the older release)
 def photo_stem(photo_id:str, # a record's `photo_id` ('' in the older release)
                photo_url:str='', # the record's `photo_url`
               )->str:
-    "The file name (without extension) a record's photo is stored under: the last part of `photo_id`, else the URL's file name."
+    "The file stem a record's photo is stored under: the last part of `photo_id`, else the URL's file name."
     s = photo_id.rsplit('/', 1)[-1] if photo_id else ''
     return s if s and _SAFE_STEM.match(s) else url_stem(photo_url)
 
 # %% ../nbs/01_data.ipynb #8b980842
 def _image_names(folder:Path, listing:dict)->dict:
-    "Stem -> image file names in `folder` (any-case `IMAGE_EXTS`, preferred first); listed once per folder into `listing`."
+    "Stem -> image files in `folder` (any-case `IMAGE_EXTS`, preferred first); listed once per folder into `listing`."
     if folder not in listing:
         names = {}
         try:
@@ -253,7 +261,8 @@ def _image_names(folder:Path, listing:dict)->dict:
                     stem, ext = os.path.splitext(e.name)
                     if ext.lower() in IMAGE_EXTS: names.setdefault(stem, []).append(e.name)
         except (OSError, ValueError): pass # no such folder; a NUL byte in a photo_id's folder part
-        listing[folder] = {k: sorted(v, key=lambda n: (IMAGE_EXTS.index(os.path.splitext(n)[1].lower()), n)) for k,v in names.items()}
+        listing[folder] = {k: sorted(v, key=lambda n: (IMAGE_EXTS.index(os.path.splitext(n)[1].lower()), n))
+                           for k,v in names.items()}
     return listing[folder]
 
 def pair_image(photo_id:str, # a record's `photo_id`, e.g. 'train/29bedd00fb2be056' ('' in the older release)
@@ -261,7 +270,7 @@ def pair_image(photo_id:str, # a record's `photo_id`, e.g. 'train/29bedd00fb2be0
                photo_url:str='', # the record's `photo_url`: its file name pairs when `photo_id` does not
                listing:dict|None=None, # folder listings to reuse across calls (`load_photochat` passes one)
               )->Path|None:
-    "The local photo `{photo_id}`, `{last part of photo_id}` or `{URL file name}` with extension .jpg/.jpeg/.png in any case, if it exists."
+    "Local photo `{photo_id}`, `{last part of photo_id}` or `{URL file name}`.jpg/.jpeg/.png (any case), if it exists."
     listing, key = {} if listing is None else listing, photo_key(photo_id, photo_url)
     named = safe_name(key, hashed=True) if key else '' # `d2i data photochat`'s name where a plain one is ambiguous
     for stem in dict.fromkeys((named, photo_id, photo_id.rsplit('/', 1)[-1], url_stem(photo_url))):
@@ -284,7 +293,8 @@ def emoji_text(text:str, # an MMDialog message
     return norm_ws(_EMOJI.sub(lambda m: ' ' + (m[1].replace('_', ' ') if emoji == 'words' else '') + ' ', text))
 
 # %% ../nbs/01_data.ipynb #7e3ccde8
-_MM_DROP = ('conversation', 'negative_candidate_media_keys', 'negative_candidate_texts') # not copied to `extra` (999 candidates each)
+# not copied to `extra` (999 candidates each)
+_MM_DROP = ('conversation', 'negative_candidate_media_keys', 'negative_candidate_texts')
 _MEDIA_KEY = re.compile(r'^-?[\w][\w.\-]*$')
 
 def _session_id(sess, index:int, conversation_id, err):
@@ -298,7 +308,8 @@ def _session_id(sess, index:int, conversation_id, err):
 def _conversation(sess:dict, err)->list:
     "The session's `conversation` list, checked."
     if 'conversation' not in sess: raise err('missing field', 'conversation')
-    if not isinstance(conv := sess['conversation'], list): raise err(f'must be a list, got {_tname(conv)}', 'conversation')
+    if not isinstance(conv := sess['conversation'], list):
+        raise err(f'must be a list, got {_tname(conv)}', 'conversation')
     return conv
 
 def _turn_item(item, fk:str, err)->tuple[str,str]:
@@ -323,10 +334,10 @@ def _turn_items(t, f:str, err)->list:
 def parse_session(sess, # one MMDialog session: {"conversation": [{"turn": [...]}, ...], ...}
                   source:str='', # the file, for messages
                   index:int=-1, # the session's position in the file, for messages
-                  conversation_id=None, # the id when the file is keyed by it; else the session's `conversation_id`, else `index`
+                  conversation_id=None, # its key if the file is keyed by id; else its `conversation_id`, else `index`
                   emoji:str='words', # see `emoji_text`
                  )->tuple[list[Dialog], list[str]]:
-    "One `Dialog` per shared image of a session, and the media keys of images with no text before them; `DataError` naming the bad field."
+    "A `Dialog` per image a session shares, and media keys of images without text before; `DataError` names bad fields."
     cid = None  # messages name the id once it is known to be valid
     def err(msg, fld=None): return DataError(source, msg, index, cid, fld, id_name='conversation_id')
     cid = _session_id(sess, index, conversation_id, err)
@@ -351,14 +362,16 @@ def parse_session(sess, # one MMDialog session: {"conversation": [{"turn": [...]
 # %% ../nbs/01_data.ipynb #13bb3cc1
 def read_sessions(path:Path, # an MMDialog conversations.json
                  )->list[tuple]:
-    "(position, session, id from the file's keys or None) for each session of a JSON list, a JSON object of sessions, one session, or JSON lines."
+    "(position, session, key id or None) per session of a JSON list, an object of sessions, one session, or JSON lines."
     try: raw = Path(path).read_bytes()
     except OSError as e: raise DataError(path, f'cannot read: {e.strerror}') from None
-    text = raw.decode('utf-8', 'surrogateescape')  # bad bytes inside strings are named by their field in `parse_session`
+    # bad bytes inside strings are named by their field in `parse_session`
+    text = raw.decode('utf-8', 'surrogateescape')
     try: obj = _json_loads(text, path)
     except json.JSONDecodeError as e:
         if e.msg != 'Extra data':
-            raise DataError(path, f'invalid JSON at line {e.lineno} column {e.colno}: {e.msg}', _locate_json_error(text, e.pos)) from None
+            raise DataError(path, f'invalid JSON at line {e.lineno} column {e.colno}: {e.msg}',
+                            _locate_json_error(text, e.pos)) from None
         out = []  # JSON lines: one session per line
         for ln,line in enumerate(text.splitlines(), 1):
             if not line.strip(): continue
@@ -376,7 +389,7 @@ def read_sessions(path:Path, # an MMDialog conversations.json
 
 # %% ../nbs/01_data.ipynb #ad6808b5
 def is_mmdialog_file(path:Path)->bool:
-    "Whether `path` is an MMDialog file: named conversations.json, or its start has a `conversation` key and no PhotoChat `dialogue`."
+    "Whether `path` is MMDialog: conversations.json, or starts with a `conversation` key and no PhotoChat `dialogue`."
     if Path(path).name == 'conversations.json': return True
     try:
         with open(path, 'rb') as f: head = f.read(4096)
@@ -389,10 +402,13 @@ class DialogList(list):
     def __init__(self, items=(), skipped=None, missing_images=None, images_dir=None, no_context=None):
         super().__init__(items)
         self.skipped = list(skipped or []) # a `DataError` for each record (or file) left out in `skip` mode
-        self.missing_images = list(missing_images or []) # (dialogue_id, photo_id or photo_url) of records with no local photo
+        # (dialogue_id, photo_id or photo_url) of records with no local photo
+        self.missing_images = list(missing_images or [])
         self.images_dir = images_dir
-        self.no_context = list(no_context or []) # MMDialog: (file, conversation_id, media key) of images with no text before them
-        self.paired = images_dir is not None # photos were looked for (`images_dir`, or MMDialog's images beside its file)
+        # MMDialog: (file, conversation_id, media key) of images with no text before them
+        self.no_context = list(no_context or [])
+        # photos were looked for (`images_dir`, or MMDialog's images beside its file)
+        self.paired = images_dir is not None
 
     @property
     def summary(self)->str:
@@ -406,7 +422,7 @@ class DialogList(list):
 
 # %% ../nbs/01_data.ipynb #e3d19920
 def _load_mmdialog_file(f:Path, out:DialogList, on_error:str, images_dir:Path|None, emoji:str, listing:dict):
-    "Append the `Dialog`s of MMDialog file `f` to `out`, paired with `<media key>.jpg` in `images_dir` (default: beside `f`)."
+    "Append `f`'s MMDialog `Dialog`s to `out`, paired with `<media key>.jpg` in `images_dir` (default: beside `f`)."
     out.paired = True
     try: sessions = read_sessions(f)
     except DataError as e:
@@ -441,12 +457,12 @@ def _load_photochat_file(f:Path, out:DialogList, on_error:str, images_dir:Path|N
             if d.image_path is None: out.missing_images.append((d.dialogue_id, d.photo_id or d.photo_url))
         out.append(d)
 
-def load_photochat(paths, # a PhotoChat JSON file, a folder of them, or a list of files and folders (MMDialog conversations.json too)
-                   on_error:str='raise', # 'raise': the first bad record raises `DataError`; 'skip': leave it out and report it
-                   images_dir:str|Path|None=None, # folder of photos to pair with records (see `pair_image`); MMDialog: default beside its file
+def load_photochat(paths, # a PhotoChat JSON file, a folder of them, or a list of both (MMDialog conversations.json too)
+                   on_error:str='raise', # 'raise': a bad record raises `DataError`; 'skip': leave it out and report it
+                   images_dir:str|Path|None=None, # photos to pair (`pair_image`); MMDialog's default: beside its file
                    emoji:str='words', # MMDialog's emoji codes: see `emoji_text`
                   )->DialogList:
-    "Load PhotoChat (or MMDialog) records into `Dialog`s, in file order; skipped records and missing photos are reported on the result."
+    "Load PhotoChat/MMDialog records as `Dialog`s in file order; the result reports skipped records, missing photos."
     if on_error not in ('raise', 'skip'): raise D2IError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
     if images_dir is not None:
         images_dir = Path(images_dir)
@@ -461,7 +477,7 @@ def load_photochat(paths, # a PhotoChat JSON file, a folder of them, or a list o
 # %% ../nbs/01_data.ipynb #fc2799dd
 def load_mmdialog(paths, # an MMDialog conversations.json, a split folder, the dataset folder, or a list of them
                   on_error:str='raise', # 'raise' or 'skip', as in `load_photochat`
-                  images_dir:str|Path|None=None, # where the `<media key>.jpg` images are; None: beside each conversations.json
+                  images_dir:str|Path|None=None, # folder of `<media key>.jpg`; None: beside each conversations.json
                   emoji:str='words', # see `emoji_text`
                  )->DialogList:
     "One `Dialog` per shared image of MMDialog sessions (see `parse_session`), paired with its image."
@@ -480,7 +496,7 @@ from .core import atomic_write
 METADATA_FILE = 'metadata.jsonl' # an imagefolder's rows, as Hugging Face's `imagefolder` loader reads them
 
 class RowError(DataError):
-    "A bad row of a table layout (an imagefolder's `metadata.jsonl`, a saved dataset): one line naming file, row and column."
+    "A bad row of a table layout (imagefolder `metadata.jsonl`, saved dataset): one line naming file, row and column."
     def __init__(self, source, where:str, column:str|None, msg:str):
         self.source, self.index, self.dialogue_id, self.field = str(source), where, None, column
         self.reason = ' '.join(str(msg).split())
@@ -489,7 +505,8 @@ class RowError(DataError):
 def _row_id(row:dict, default, err):
     "The row's `dialogue_id` column, else `default` (its position)."
     did = row.get('dialogue_id', default)
-    if not isinstance(did, (int, str)) or isinstance(did, bool): raise err('dialogue_id', f'must be an int or a string, got {_tname(did)}')
+    if not isinstance(did, (int, str)) or isinstance(did, bool):
+        raise err('dialogue_id', f'must be an int or a string, got {_tname(did)}')
     return did
 
 def _column_of(fld:str|None, column:str)->str|None:
@@ -500,14 +517,17 @@ def _column_of(fld:str|None, column:str)->str|None:
 def _turns_dialog(row:dict, did, column:str, source, err)->Dialog:
     "A row's dialog column (PhotoChat's turns, `share_photo` optional) as a `Dialog`, through `parse_record`'s checks."
     dlg = row[column]
-    if not isinstance(dlg, list): raise err(column, f"must be a list of {{message, user_id}} turns (PhotoChat's format), got {_tname(dlg)}")
+    if not isinstance(dlg, list):
+        raise err(column, f"must be a list of {{message, user_id}} turns (PhotoChat's format), got {_tname(dlg)}")
     last = next((m.get('user_id') for m in reversed(dlg) if isinstance(m, dict)), 1)
     sharer = row.get('sharer', last if last in (0, 1) else 1)
     if isinstance(sharer, bool) or sharer not in (0, 1): raise err('sharer', f'must be 0 or 1, got {sharer!r}')
     msgs = [{'share_photo': False, **m} if isinstance(m, dict) else m for m in dlg]
     if not any(isinstance(m, dict) and m.get('share_photo') is True for m in msgs):
-        msgs.append(dict(message='', share_photo=True, user_id=sharer)) # the row's image is shared after the last message
-    rec = dict(dialogue=msgs, dialogue_id=did, photo_description=row.get('photo_description') or '', photo_url=row.get('photo_url') or '')
+        # the row's image is shared after the last message
+        msgs.append(dict(message='', share_photo=True, user_id=sharer))
+    rec = dict(dialogue=msgs, dialogue_id=did, photo_description=row.get('photo_description') or '',
+               photo_url=row.get('photo_url') or '')
     try: return parse_record(rec, str(source))
     except DataError as e: raise err(_column_of(e.field, column), e.reason) from None
 
@@ -525,7 +545,7 @@ _ROW_KEYS = ('dialogue_id', 'sharer', 'text', 'photo_description', 'photo_url', 
 def row_dialog(row:dict, # one row: its columns by name (the image column taken out)
                source, # the file (or saved dataset), for messages
                where:str, # the row, for messages: 'line 3', 'row 2'
-               column:str='dialogue', # the dialog column (PhotoChat's turns); a row without it may have a `text` caption
+               column:str='dialogue', # dialog column (PhotoChat turns); else a row may have a `text` caption
                default_id=0, # the id of a row without a `dialogue_id` column (its position)
               )->Dialog:
     "The `Dialog` of one table row; a one-line `RowError` naming the file, row and column."
@@ -542,7 +562,7 @@ def row_dialog(row:dict, # one row: its columns by name (the image column taken 
 
 # %% ../nbs/01_data.ipynb #3744a21c
 def _metadata_rows(path:Path)->list[tuple[int, dict]]:
-    "(line number, row) of each non-blank line of `metadata.jsonl`; a line that is not a JSON object is a one-line `RowError`."
+    "(line number, row) of each non-blank line of `metadata.jsonl`; a non-JSON-object line is a one-line `RowError`."
     try: lines = path.read_bytes().decode('utf-8').splitlines()
     except OSError as e: raise DataError(path, f'cannot read: {e.strerror}') from None
     except UnicodeDecodeError as e: raise DataError(path, f'invalid UTF-8 at byte {e.start}') from None
@@ -550,9 +570,11 @@ def _metadata_rows(path:Path)->list[tuple[int, dict]]:
     for n, line in enumerate(lines, 1):
         if not line.strip(): continue
         try: row = json.loads(line)
-        except json.JSONDecodeError as e: raise RowError(path, f'line {n}', None, f'invalid JSON at column {e.colno}: {e.msg}') from None
+        except json.JSONDecodeError as e:
+            raise RowError(path, f'line {n}', None, f'invalid JSON at column {e.colno}: {e.msg}') from None
         except RecursionError: raise RowError(path, f'line {n}', None, _TOO_DEEP) from None
-        if not isinstance(row, dict): raise RowError(path, f'line {n}', None, f'a row must be a JSON object, got {_tname(row)}')
+        if not isinstance(row, dict):
+            raise RowError(path, f'line {n}', None, f'a row must be a JSON object, got {_tname(row)}')
         out.append((n, row))
     return out
 
@@ -562,13 +584,14 @@ def _row_image(folder:Path, row:dict, source, where:str)->Path|None:
     if not isinstance(name, str) or not name.strip():
         raise RowError(source, where, 'file_name', 'missing' if name is None else f'must be a file name, got {name!r}')
     rel = PurePosixPath(name)
-    if rel.is_absolute() or '..' in rel.parts: raise RowError(source, where, 'file_name', f'must be a path inside {folder}, got {name!r}')
+    if rel.is_absolute() or '..' in rel.parts:
+        raise RowError(source, where, 'file_name', f'must be a path inside {folder}, got {name!r}')
     p = folder/rel
     return p if p.is_file() else None
 
 # %% ../nbs/01_data.ipynb #9bd6c3d1
 def load_imagefolder(path, # a folder with `metadata.jsonl`, or that file
-                     column:str='dialogue', # the dialog column (PhotoChat's turns); a row without it may have a `text` caption
+                     column:str='dialogue', # dialog column (PhotoChat turns); else a row may have a `text` caption
                     )->DialogList:
     "The dialogs of a Hugging Face `imagefolder`, each paired with the image its `file_name` names."
     path = Path(path)
@@ -587,15 +610,18 @@ def load_imagefolder(path, # a folder with `metadata.jsonl`, or that file
 def is_saved_dataset(path)->bool:
     "Whether `path` is a folder written by `datasets`' `save_to_disk` (a `Dataset` or a `DatasetDict`)."
     p = Path(path)
-    return p.is_dir() and ((p/'dataset_dict.json').is_file() or ((p/'state.json').is_file() and (p/'dataset_info.json').is_file()))
+    return p.is_dir() and ((p/'dataset_dict.json').is_file()
+                           or ((p/'state.json').is_file() and (p/'dataset_info.json').is_file()))
 
 def _open_saved(folder:Path):
     "The saved `Dataset` in `folder` (of a `DatasetDict`: its 'train' split, or its only one)."
     try: import datasets # local: an optional extra, and heavy to import
-    except ImportError: raise D2IError(f"{folder} is a saved dataset: reading it needs the datasets package (pip install 'd2i_lit[datasets]')") from None
+    except ImportError: raise D2IError(f"{folder} is a saved dataset: reading it needs the datasets package (pip "
+                                       "install 'd2i_lit[datasets]')") from None
     ds = datasets.load_from_disk(str(folder))
     if isinstance(ds, datasets.DatasetDict):
-        if 'train' not in ds and len(ds) != 1: raise D2IError(f"{folder}: a DatasetDict with splits {', '.join(ds)}: give one split's folder")
+        if 'train' not in ds and len(ds) != 1:
+            raise D2IError(f"{folder}: a DatasetDict with splits {', '.join(ds)}: give one split's folder")
         ds = ds['train'] if 'train' in ds else next(iter(ds.values()))
     return ds
 
@@ -603,16 +629,18 @@ def _image_cache()->Path: return Path(os.environ.get('D2I_CACHE') or Path.home()
 
 # %% ../nbs/01_data.ipynb #212d2343
 def _image_suffix(b:bytes)->str:
-    "The usual file suffix of encoded image bytes (a file's name does not decide how PIL reads it; a person looking does)."
-    for sig, suf in ((b'\x89PNG', '.png'), (b'\xff\xd8', '.jpg'), (b'GIF8', '.gif'), (b'RIFF', '.webp'), (b'BM', '.bmp')):
+    "The usual file suffix of encoded image bytes (PIL reads any name; the name matters to a person looking)."
+    for sig, suf in ((b'\x89PNG', '.png'), (b'\xff\xd8', '.jpg'), (b'GIF8', '.gif'), (b'RIFF', '.webp'),
+                     (b'BM', '.bmp')):
         if b.startswith(sig): return suf
     return '.img'
 
 def _saved_image(value, folder:Path, source, where:str, column:str)->Path|None:
-    "A saved dataset's image cell as a file: the file it names (None when missing), or its bytes written once into the cache."
+    "A saved dataset's image cell as a file: the named file (None if missing), or its bytes, written once to the cache."
     if isinstance(value, str): value = dict(path=value, bytes=None)
     if value is None: return None
-    if not isinstance(value, dict): raise RowError(source, where, column, f'must be an image (datasets.Image) or a path, got {_tname(value)}')
+    if not isinstance(value, dict):
+        raise RowError(source, where, column, f'must be an image (datasets.Image) or a path, got {_tname(value)}')
     b, p = value.get('bytes'), value.get('path')
     if b is None:
         q = (Path(p) if Path(p).is_absolute() else folder/p) if p else None
@@ -625,15 +653,18 @@ def _saved_image(value, folder:Path, source, where:str, column:str)->Path|None:
 # %% ../nbs/01_data.ipynb #75388d8e
 def load_saved_dataset(path, # a folder written by `save_to_disk`
                        image_column:str='image', # the image column (a `datasets.Image`, or paths)
-                       column:str='dialogue', # the dialog column (PhotoChat's turns); a row without it may have a `text` caption
+                       column:str='dialogue', # dialog column (PhotoChat turns); else a row may have a `text` caption
                       )->DialogList:
     "The dialogs of a dataset saved with `datasets`, each paired with its image; read with `datasets.load_from_disk`."
     folder = Path(path); ds = _open_saved(folder); cols = ds.column_names
-    if image_column not in cols: raise D2IError(f"{folder}: no image column {image_column!r} (it has {', '.join(cols)}): name it with --image-column")
+    if image_column not in cols: raise D2IError(f"{folder}: no image column {image_column!r} (it has "
+                                                f"{', '.join(cols)}): name it with --image-column")
     if column not in cols and 'text' not in cols:
-        raise D2IError(f"{folder}: no dialog column {column!r} and no 'text' caption (it has {', '.join(cols)}): name it with --dialogue-column")
+        raise D2IError(f"{folder}: no dialog column {column!r} and no 'text' caption (it has {', '.join(cols)}): name "
+                       "it with --dialogue-column")
     import datasets # local: as in `_open_saved`
-    if isinstance(ds.features[image_column], datasets.Image): ds = ds.cast_column(image_column, datasets.Image(decode=False))
+    if isinstance(ds.features[image_column], datasets.Image):
+        ds = ds.cast_column(image_column, datasets.Image(decode=False))
     out = DialogList(images_dir=folder)
     for i, row in enumerate(ds):
         img = _saved_image(row.pop(image_column), folder, folder, f'row {i}', image_column)
@@ -645,17 +676,18 @@ def load_saved_dataset(path, # a folder written by `save_to_disk`
     return out
 
 # %% ../nbs/01_data.ipynb #b40cf1cb
-def load_dialogs(path:str|Path|None, # PhotoChat/MMDialog files or folder, a folder with dialogs.json (+ images/), an imagefolder, a saved dataset, or None
-                 images_dir:str|Path|None=None, # where the photos are ({photo_id}.jpg, ...); a dialogs.json folder: its images/
+def load_dialogs(path:str|Path|None, # a file or folder of dialogs in any supported layout; None: the bundled sample
+                 images_dir:str|Path|None=None, # photo folder ({photo_id}.jpg, ...); a dialogs.json folder: its images/
                  option:str='--data', # the option that named `path`, for messages
                  image_column:str='image', # a saved dataset's image column
                  dialogue_column:str='dialogue', # an imagefolder's or saved dataset's dialog column (PhotoChat's turns)
                 )->DialogList:
-    "The dialogs a command reads: the bundled sample, a folder laid out as ShapesChat's, an imagefolder, a saved dataset, or PhotoChat/MMDialog files."
+    "A command's dialogs: bundled sample, ShapesChat folder, imagefolder, saved dataset or PhotoChat/MMDialog files."
     if path is None: return load_sample()
     p = Path(path)
     if not p.exists(): raise D2IError(f"{option} {path}: no such file or folder")
-    if (p.is_dir() and (p/METADATA_FILE).is_file()) or p.name == METADATA_FILE: return load_imagefolder(p, dialogue_column)
+    if (p.is_dir() and (p/METADATA_FILE).is_file()) or p.name == METADATA_FILE:
+        return load_imagefolder(p, dialogue_column)
     if is_saved_dataset(p): return load_saved_dataset(p, image_column, dialogue_column)
     if p.is_dir() and (p/'dialogs.json').is_file():
         p, images_dir = p/'dialogs.json', (p/'images' if (p/'images').is_dir() else images_dir)

@@ -17,7 +17,8 @@ from torchmetrics.image.kid import KernelInceptionDistance
 from torchmetrics.image.fid import NoTrainInceptionV3
 from torchmetrics.utilities.imports import _TORCH_FIDELITY_AVAILABLE
 from transformers import AutoTokenizer, CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor
-from .core import (D2IError, DTYPES, atomic_dir, atomic_write, atomic_write_json, error_line, open_image, torch_dtype,
+from .core import (D2IError, DTYPES, atomic_dir, atomic_write, atomic_write_json, error_line, open_image,
+                          torch_dtype,
                           unique_ids)
 from .data import load_dialogs
 from .linearize import TextFormat, clip_tokenizer, linearize, linearize_tokens, photo_topic
@@ -108,36 +109,42 @@ def inception_score_from_probs(probs, # [N, C] class probabilities, rows summing
     p = np.asarray(probs, dtype=np.float64)
     if p.ndim != 2: raise D2IError(f"probabilities must be a 2-d [N, C] array, got shape {tuple(p.shape)}")
     if len(p) < splits: raise D2IError(f"{len(p)} images cannot be cut into {splits} splits")
-    if (p < 0).any() or not np.allclose(p.sum(1), 1, atol=1e-4): raise D2IError("each row of probabilities must be non-negative and sum to 1")
+    if (p < 0).any() or not np.allclose(p.sum(1), 1, atol=1e-4):
+        raise D2IError("each row of probabilities must be non-negative and sum to 1")
     scores = []
     for part in np.array_split(p, splits):
         py = part.mean(0, keepdims=True)
-        kl = np.where(part > 0, part * (np.log(np.where(part > 0, part, 1)) - np.log(np.where(py > 0, py, 1))), 0).sum(1)
+        kl = np.where(part > 0, part * (np.log(np.where(part > 0, part, 1)) - np.log(np.where(py > 0, py, 1))), 0
+                     ).sum(1)
         scores.append(math.exp(kl.mean()))
     return float(np.mean(scores)), float(np.std(scores))
 
 # %% ../nbs/08a_metrics.ipynb #452a3d5c
 _PTB_DROP = {"''", "'", "``", "`", ".", "?", "!", ",", ":", "-", "--", "...", ";"}
-_ABBREV = {'mr', 'mrs', 'ms', 'dr', 'st', 'jr', 'sr', 'vs', 'etc', 'inc', 'ltd', 'co', 'prof', 'mt', 'gen', 'sen', 'rep', 'corp', 'ave', 'blvd', 'rd'}
+_ABBREV = {'mr', 'mrs', 'ms', 'dr', 'st', 'jr', 'sr', 'vs', 'etc', 'inc', 'ltd', 'co', 'prof', 'mt', 'gen', 'sen',
+           'rep', 'corp', 'ave', 'blvd', 'rd'}
 _BRACKETS = {'(': ' -lrb- ', ')': ' -rrb- ', '[': ' -lsb- ', ']': ' -rsb- ', '{': ' -lcb- ', '}': ' -rcb- '}
-_SPECIAL = {'cannot': 'can not', 'gonna': 'gon na', 'wanna': 'wan na', 'gotta': 'got ta', "'tis": "'t is", "'twas": "'t was"}
+_SPECIAL = {'cannot': 'can not', 'gonna': 'gon na', 'wanna': 'wan na', 'gotta': 'got ta', "'tis": "'t is",
+            "'twas": "'t was"}
 
 def _ptb_word(w:str)->list[str]:
     "Split one whitespace token the way PTBTokenizer does (clitics, quotes, final periods)."
     if w in _SPECIAL: return _SPECIAL[w].split()
     if w == "'n'": return [w]
     out_l, out_r = [], []
-    while w[:1] in ("'", '`') and len(w) > 1 and w not in ("'s", "'t") and not re.fullmatch(r"'(s|d|m|ll|re|ve)", w): out_l.append(w[0]); w = w[1:]
+    while w[:1] in ("'", '`') and len(w) > 1 and w not in ("'s", "'t") and not re.fullmatch(r"'(s|d|m|ll|re|ve)", w):
+        out_l.append(w[0]); w = w[1:]
     while len(w) > 1 and w[-1] == "'" : out_r.insert(0, "'"); w = w[:-1]
     m = re.fullmatch(r"(.+?)(n't|'s|'d|'m|'ll|'re|'ve)", w)
     if m and m.group(1) not in ("'",): out_r.insert(0, m.group(2)); w = m.group(1)
-    if len(w) > 1 and w.endswith('.') and not (re.fullmatch(r'([a-z]\.)+', w) or w[:-1] in _ABBREV): out_r.insert(0, '.'); w = w[:-1]
+    if len(w) > 1 and w.endswith('.') and not (re.fullmatch(r'([a-z]\.)+', w) or w[:-1] in _ABBREV):
+        out_r.insert(0, '.'); w = w[:-1]
     return out_l + [w] + out_r
 
 # %% ../nbs/08a_metrics.ipynb #9ad101ba
 def ptb_tokenize(s:str, # a caption
                 )->str:
-    "Lower-cased tokens of `s` joined by spaces, as pycocoevalcap's PTBTokenizer (with its punctuation filter) gives them."
+    "Lower-cased tokens of `s`, space-joined, as pycocoevalcap's PTBTokenizer (with its punctuation filter) gives them."
     s = s.replace('\n', ' ').lower()
     for k, v in _BRACKETS.items(): s = s.replace(k, v)
     s = re.sub(r'\.{3,}|--', ' ', s)
@@ -168,7 +175,7 @@ def _cider_counts(candidates:dict, references:dict, tok, n:int)->tuple[dict, dic
     return cands, refs
 
 def _tfidf(cnt:Counter, df:Counter, log_n:float, n:int)->tuple:
-    "tf-idf vectors of one caption's n-grams (one per n), their norms, and the caption's length (pycocoevalcap's: the bigram count)."
+    "tf-idf vectors of a caption's n-grams (one per n), their norms, and its length (pycocoevalcap's: bigram count)."
     v = [dict() for _ in range(n)]; norm = [0.0] * n
     for g, tf in cnt.items():
         k = len(g) - 1; v[k][g] = w = tf * (log_n - math.log(max(1.0, df[g]))); norm[k] += w * w
@@ -176,7 +183,7 @@ def _tfidf(cnt:Counter, df:Counter, log_n:float, n:int)->tuple:
     return v, [math.sqrt(x) for x in norm], length
 
 def _cider_d(cand:Counter, refs:list, df:Counter, log_n:float, n:int, sigma:float)->float:
-    "CIDEr-D of one candidate: clipped tf-idf cosine with each reference per n, times a Gaussian length penalty, averaged, x10."
+    "CIDEr-D of a candidate: clipped tf-idf cosine to each reference per n, times a Gaussian length penalty, mean, x10."
     vh, nh, lh = _tfidf(cand, df, log_n, n); total = np.zeros(n)
     for r in refs:
         vr, nr, lr = _tfidf(r, df, log_n, n); pen = math.exp(-((lh - lr) ** 2) / (2 * sigma ** 2))
@@ -217,7 +224,8 @@ def list_images(folder:str|Path, # a folder of images (searched recursively)
     "Sorted image files under `folder`; a one-line error when it is missing or holds none."
     folder = Path(folder)
     if not folder.is_dir(): raise D2IError(f"{folder}: no such folder")
-    paths = sorted(p for p in folder.rglob('*') if p.suffix.lower() in IMG_EXTS and not any(q.startswith('.') for q in p.relative_to(folder).parts))
+    paths = sorted(p for p in folder.rglob('*') if p.suffix.lower() in IMG_EXTS
+                   and not any(q.startswith('.') for q in p.relative_to(folder).parts))
     if not paths: raise D2IError(f"{folder}: no images ({', '.join(IMG_EXTS)}) found")
     return paths
 
@@ -228,7 +236,8 @@ def resize_float(img, # a PIL image, or an [H, W, 3] array in [0, 255]
     "[size, size, 3] float32 in [0, 255]: PIL bicubic on each float channel, as clean-fid."
     a = np.asarray(img.convert('RGB') if isinstance(img, Image.Image) else img, dtype=np.float32)
     if a.shape[:2] == (size, size): return a
-    chans = [np.asarray(Image.fromarray(a[..., c], mode='F').resize((size, size), resample=Image.BICUBIC)) for c in range(3)]
+    chans = [np.asarray(Image.fromarray(a[..., c], mode='F').resize((size, size), resample=Image.BICUBIC))
+             for c in range(3)]
     return np.clip(np.stack(chans, -1), 0, 255)
 
 # %% ../nbs/08a_metrics.ipynb #e468d903
@@ -246,7 +255,8 @@ def image_batches(items, # PIL images or image paths
         yield torch.from_numpy(arr).permute(0, 3, 1, 2).contiguous()
 
 # %% ../nbs/08a_metrics.ipynb #72ffc066
-INCEPTION_URL = 'https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/weights-inception-2015-12-05-6726825d.pth'
+INCEPTION_URL = ('https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/'
+                 'weights-inception-2015-12-05-6726825d.pth')
 INCEPTION_SHA256_PREFIX = '6726825d' # the file name's suffix: the start of its SHA-256
 
 # %% ../nbs/08a_metrics.ipynb #8ab8a043
@@ -259,11 +269,12 @@ def _autocast(dev, dtype):
     "Mixed precision on `dev` when `dtype` is not float32 (a no-op context otherwise)."
     return torch.autocast(dev.type, dtype=dtype) if dtype != torch.float32 else contextlib.nullcontext()
 
-def _precision(dtype)->str: return '' if str(dtype) == 'torch.float32' else f'; autocast {str(dtype).replace("torch.", "")}'
+def _precision(dtype)->str:
+    return '' if str(dtype) == 'torch.float32' else f'; autocast {str(dtype).replace("torch.", "")}'
 
 # %% ../nbs/08a_metrics.ipynb #e3bbbca3
 class FeatureNet:
-    "Base of the feature networks for FID/IS: `__call__(x [B,3,R,R] in [0,255]) -> (features, probs)`, on `device` at `dtype`."
+    "Base of FID/IS feature networks: `__call__(x [B,3,R,R] in [0,255]) -> (features, probs)` on `device` at `dtype`."
     name:str = 'feature-net'; resolution:int = 0; relative_only:bool = True
     def __call__(self, x): raise NotImplementedError
 
@@ -273,11 +284,13 @@ def _load_inception(p:Path)->tuple[NoTrainInceptionV3, str]:
     data = p.read_bytes(); sha256 = hashlib.sha256(data).hexdigest()
     try:
         sd = torch.load(io.BytesIO(data), map_location='cpu', weights_only=True)
-        if not isinstance(sd, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in sd.items()):
+        if not isinstance(sd, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor)
+                                               for k, v in sd.items()):
             raise ValueError('not a state dict of tensors')
         buf = io.BytesIO(); torch.save(dict(sd), buf); buf.seek(0); del sd, data
         return NoTrainInceptionV3('inception-v3-compat', ['2048', 'logits_unbiased'], buf), sha256
-    except Exception as e: raise D2IError(f"{p}: cannot load Inception weights ({type(e).__name__}: {(str(e).strip().splitlines() or [''])[0][:120]})") from None
+    except Exception as e: raise D2IError(f"{p}: cannot load Inception weights ({type(e).__name__}: "
+                                          f"{(str(e).strip().splitlines() or [''])[0][:120]})") from None
 
 # %% ../nbs/08a_metrics.ipynb #855bf0da
 class InceptionFeatureNet(FeatureNet):
@@ -289,13 +302,17 @@ class InceptionFeatureNet(FeatureNet):
                 ):
         p = Path(weights_path)
         self.device, self.dtype = _device_dtype(device or 'cpu', dtype)
-        if not p.is_file(): raise D2IError(f"Inception weights file {p} not found (torch-fidelity's pt_inception-2015-12-05-6726825d.pth, from {INCEPTION_URL}; weights are not downloaded)")
-        if not _TORCH_FIDELITY_AVAILABLE: raise D2IError("--inception-weights needs the torch-fidelity package (pip install torch-fidelity)")
+        if not p.is_file(): raise D2IError(f"Inception weights file {p} not found (torch-fidelity's "
+                                           f"pt_inception-2015-12-05-6726825d.pth, from {INCEPTION_URL}; weights are "
+                                           "not downloaded)")
+        if not _TORCH_FIDELITY_AVAILABLE:
+            raise D2IError("--inception-weights needs the torch-fidelity package (pip install torch-fidelity)")
         self.net, self.sha256 = _load_inception(p)
         self.standard = self.sha256.startswith(INCEPTION_SHA256_PREFIX)
         self.relative_only = not self.standard
         kind = 'standard TF FID weights' if self.standard else 'non-standard weights, relative-only'
-        self.name = f'inception-v3-compat pool3 (weights {p.name} sha256 {self.sha256[:16]}: {kind}; input rounded to uint8{_precision(self.dtype)})'
+        self.name = (f'inception-v3-compat pool3 (weights {p.name} sha256 {self.sha256[:16]}: {kind}; '
+                     f'input rounded to uint8{_precision(self.dtype)})')
         self.net.to(self.device)
 
     def __call__(self, x):
@@ -307,8 +324,9 @@ class InceptionFeatureNet(FeatureNet):
 def write_random_inception_weights(path:str|Path, # destination `.pth` file
                                    seed:int=0, # torch seed of the initialisation
                                   )->Path:
-    "A randomly initialised torch-fidelity InceptionV3 state dict in the real file's format (offline tests only; not a real network)."
-    from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3 # local: only the Inception path needs torch-fidelity
+    "A random torch-fidelity InceptionV3 state dict in the real file's format (offline tests only; not a real network)."
+    # local: only the Inception path needs torch-fidelity
+    from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
     class _Skeleton(FeatureExtractorInceptionV3): # the architecture, with the weight loading skipped
         def load_state_dict(self, state_dict, strict=True): return None
     empty = io.BytesIO(); torch.save({}, empty); empty.seek(0)
@@ -343,14 +361,15 @@ def image_features(items, # PIL images or paths
     return stats, (np.concatenate(probs) if probs else None)
 
 # %% ../nbs/08a_metrics.ipynb #f1ed1e05
-_all_ = ['cache_dir'] # defined in `classifier` (which caches its retrains there too); part of this module's API as before
+# defined in `classifier` (which caches its retrains there too); part of this module's API as before
+_all_ = ['cache_dir']
 
 def _files_key(paths:list[Path], net:FeatureNet)->str:
     files = [(str(Path(p).resolve()), (st := Path(p).stat()).st_size, st.st_mtime_ns) for p in paths]
     return hashlib.sha256(json.dumps([net.name, net.resolution, RESIZE, files]).encode()).hexdigest()[:24]
 
 def _read_cache(f:Path, read, n:int):
-    "`read(f)` of a cache file holding statistics of `n` images, or None (recomputed) when it is missing, unreadable or of another size."
+    "`read(f)` of a cache file of `n` images' statistics; None (recompute) when missing, unreadable or of another size."
     if not f.exists(): return None
     try:
         v = read(f)
@@ -401,14 +420,16 @@ def real_features(paths:list, # real image files
                   net:FeatureNet, cache:str|Path|None=None, # cache folder (see `cache_dir`); False disables it
                   batch_size:int=64, progress:bool=False,
                  )->tuple[np.ndarray, bool]:
-    "Per-image features of the real images (from the cache when the same files went through the same network) and whether they were cached."
+    "Per-image features of the real images, and whether they came from the cache (same files, same network)."
     if cache is False: return feature_matrix(paths, net, batch_size, keep_probs=False, progress=progress)[0], False
     f = cache_dir(cache)/'fid_feats'/f'{_files_key(paths, net)}.npz'
     def read(f):
         with np.load(f, allow_pickle=False) as z: return z['feats']
     if (x := _read_cache(f, read, len(paths))) is not None: return x, True
     x = feature_matrix(paths, net, batch_size, keep_probs=False, progress=progress)[0]
-    buf = io.BytesIO(); np.savez(buf, feats=x, meta=json.dumps(dict(feature_net=net.name, resolution=net.resolution, resize=RESIZE, n=len(x))))
+    buf = io.BytesIO()
+    np.savez(buf, feats=x, meta=json.dumps(dict(feature_net=net.name, resolution=net.resolution, resize=RESIZE,
+                                                n=len(x))))
     atomic_write(f, buf.getvalue())
     return x, False
 
@@ -433,8 +454,10 @@ def load_clip(name_or_path:str, # local folder or hub id already in the local ca
              ):
     "A `CLIPModel` loaded offline; a one-line error when it is not available locally."
     dev, dt = _device_dtype(device or 'cpu', dtype)
-    try: return CLIPModel.from_pretrained(name_or_path, local_files_only=True, trust_remote_code=False).eval().to(dev, dt)
-    except Exception as e: raise D2IError(f"CLIP model {name_or_path!r} not found locally ({type(e).__name__}); pass a folder saved with save_pretrained") from None
+    try: return CLIPModel.from_pretrained(name_or_path, local_files_only=True,
+                                          trust_remote_code=False).eval().to(dev, dt)
+    except Exception as e: raise D2IError(f"CLIP model {name_or_path!r} not found locally ({type(e).__name__}); pass a "
+                                          "folder saved with save_pretrained") from None
 
 # %% ../nbs/08a_metrics.ipynb #38d25c75
 def clip_image_embeddings(model, # a transformers `CLIPModel`
@@ -468,10 +491,14 @@ def write_tiny_clip(path:str|Path, # destination folder, replaced atomically
     small = dict(hidden_size=32, intermediate_size=37, num_attention_heads=4, num_hidden_layers=2)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        model = CLIPModel(CLIPConfig(text_config=dict(vocab_size=len(tok), bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
-                                                      pad_token_id=tok.pad_token_id, max_position_embeddings=77, **small),
-                                     vision_config=dict(image_size=30, patch_size=2, **small), projection_dim=32)).eval()
-    proc = CLIPProcessor(image_processor=CLIPImageProcessor(size={'shortest_edge': 30}, crop_size={'height': 30, 'width': 30}), tokenizer=tok)
+        model = CLIPModel(CLIPConfig(text_config=dict(vocab_size=len(tok), bos_token_id=tok.bos_token_id,
+                                                      eos_token_id=tok.eos_token_id,
+                                                      pad_token_id=tok.pad_token_id, max_position_embeddings=77,
+                                                      **small),
+                                     vision_config=dict(image_size=30, patch_size=2, **small),
+                                     projection_dim=32)).eval()
+    proc = CLIPProcessor(image_processor=CLIPImageProcessor(size={'shortest_edge': 30},
+                                                            crop_size={'height': 30, 'width': 30}), tokenizer=tok)
     with atomic_dir(path) as tmp: model.save_pretrained(tmp); proc.save_pretrained(tmp)
     return Path(path)
 
@@ -480,13 +507,14 @@ def load_clip_tokenizer(name_or_path:str, # the CLIP folder or cached hub id (it
                        ):
     "The tokenizer saved with a CLIP model (`from_pretrained`, offline); a one-line error when the folder has none."
     try: return AutoTokenizer.from_pretrained(name_or_path, local_files_only=True, trust_remote_code=False)
-    except Exception as e: raise D2IError(f"CLIP model {name_or_path!r} has no tokenizer locally ({type(e).__name__}); save the CLIPProcessor or CLIPTokenizer into its folder") from None
+    except Exception as e: raise D2IError(f"CLIP model {name_or_path!r} has no tokenizer locally ({type(e).__name__}); "
+                                          "save the CLIPProcessor or CLIPTokenizer into its folder") from None
 
 # %% ../nbs/08a_metrics.ipynb #7826f52b
 def clip_text_inputs(tokenizer, # the CLIP tokenizer
                      texts:list, # strings, or `Dialog`s (linearized in `text_format` within CLIP's budget)
                      max_positions:int=77, # the text tower's positions (BOS and EOS included)
-                     text_format:str|TextFormat='hash', # how dialogs become texts: a style, or a whole `TextFormat` (its rule, a tighter budget)
+                     text_format:str|TextFormat='hash', # a style, or a whole `TextFormat` (its rule, a tighter budget)
                     )->tuple[dict, int]:
     "Padded token ids and attention mask of `texts` cut to CLIP's budget with EOS kept, and how many texts were cut."
     fmt = text_format if isinstance(text_format, TextFormat) else TextFormat(text_format)
@@ -507,13 +535,14 @@ def clip_text_embeddings(model, # a transformers `CLIPModel`
                          texts:list, # strings or `Dialog`s (see `clip_text_inputs`)
                          batch_size:int=64, text_format:str|TextFormat='hash',
                         )->tuple[torch.Tensor, int]:
-    "L2-normalised CLIP text embeddings [N, D] (CPU, float32), texts cut to the budget with EOS kept; and the number cut."
+    "L2-normalised CLIP text embeddings [N, D] (CPU, float32) of texts cut to the budget, EOS kept; and the number cut."
     w, embs, cut = next(model.parameters()), [], 0
     mp = model.config.text_config.max_position_embeddings
     with torch.no_grad():
         for i in range(0, len(texts), batch_size):
             enc, c = clip_text_inputs(tokenizer, texts[i:i+batch_size], mp, text_format); cut += c
-            out = model.get_text_features(input_ids=enc['input_ids'].to(w.device), attention_mask=enc['attention_mask'].to(w.device))
+            out = model.get_text_features(input_ids=enc['input_ids'].to(w.device),
+                                          attention_mask=enc['attention_mask'].to(w.device))
             e = out if isinstance(out, torch.Tensor) else out.pooler_output
             embs.append(torch.nn.functional.normalize(e.float(), dim=-1).cpu())
     return torch.cat(embs), cut
@@ -535,7 +564,8 @@ class ClassifierFeatureNet(FeatureNet):
         self.device, self.dtype = _device_dtype(device or 'cpu', dtype)
         self.clf = (clf or load_classifier()).eval().to(self.device); self.resolution = self.clf.size
         n = math.prod(len(v) for v in self.clf.attributes.values())
-        self.name = f'shapeschat-attribute-classifier (penultimate {self.clf.feat_dim}-d; {n} joint classes{_precision(self.dtype)})'
+        self.name = (f'shapeschat-attribute-classifier (penultimate {self.clf.feat_dim}-d; '
+                     f'{n} joint classes{_precision(self.dtype)})')
 
     def __call__(self, x):
         with torch.no_grad(), _autocast(self.device, self.dtype):
@@ -546,21 +576,26 @@ class ClassifierFeatureNet(FeatureNet):
 # %% ../nbs/08a_metrics.ipynb #8f49ea2d
 def attribute_judgements(preds:list[dict], # per image: {attribute: predicted value}
                          confs:list[dict], # per image: {attribute: probability of that value}
-                         truths:list[dict], # per image: ShapesChat ground truth {'sharer_object', 'distractor_object', 'pattern'}
+                         truths:list[dict], # per image, the truth: {'sharer_object', 'distractor_object', 'pattern'}
                          threshold:float=0.9, # minimum per-attribute confidence for `coherent`
                         )->dict:
-    "Per-image judgements of generated ShapesChat images: lists `joint`, `coherent`, `distractor`, `pattern`, `confident`, `has_distractor`, and `per_attribute`."
-    if not (len(preds) == len(confs) == len(truths)) or not preds: raise D2IError(f"need as many predictions as ground truths (got {len(preds)}, {len(confs)}, {len(truths)})")
+    "Per-image judgements of generated ShapesChat images: lists `joint`, `coherent`, `distractor`, `pattern`, etc."
+    if not (len(preds) == len(confs) == len(truths)) or not preds:
+        raise D2IError(f"need as many predictions as ground truths (got {len(preds)}, {len(confs)}, {len(truths)})")
     attrs = list(preds[0])
-    out = dict(joint=[], coherent=[], distractor=[], pattern=[], confident=[], has_distractor=[], per_attribute={a: [] for a in attrs})
+    out = dict(joint=[], coherent=[], distractor=[], pattern=[], confident=[], has_distractor=[],
+               per_attribute={a: [] for a in attrs})
     for i, (p, c, t) in enumerate(zip(preds, confs, truths)):
         s, dis = t.get('sharer_object'), t.get('distractor_object')
-        if not isinstance(s, dict) or any(a not in s for a in attrs): raise D2IError(f"ground truth {i}: field 'sharer_object' must give {', '.join(attrs)}")
+        if not isinstance(s, dict) or any(a not in s for a in attrs):
+            raise D2IError(f"ground truth {i}: field 'sharer_object' must give {', '.join(attrs)}")
         hit = {a: p[a] == s[a] for a in attrs}
         joint, joint_d = all(hit.values()), dis is not None and all(p[a] == dis.get(a) for a in attrs)
         confident = min(c[a] for a in attrs) >= threshold
-        out['joint'].append(int(joint)); out['coherent'].append(int(confident and (joint or joint_d))); out['distractor'].append(int(joint_d))
-        out['pattern'].append(t.get('pattern', '')); out['confident'].append(int(confident)); out['has_distractor'].append(int(dis is not None))
+        out['joint'].append(int(joint)); out['coherent'].append(int(confident and (joint or joint_d)))
+        out['distractor'].append(int(joint_d))
+        out['pattern'].append(t.get('pattern', '')); out['confident'].append(int(confident))
+        out['has_distractor'].append(int(dis is not None))
         for a in attrs: out['per_attribute'][a].append(int(hit[a]))
     return out
 
@@ -571,24 +606,26 @@ def _alignment_rates(j:dict, # from `attribute_judgements`
     "The rates of one group of judged images."
     mean = lambda key, rows: float(np.mean([j[key][i] for i in rows]))
     wd = [i for i in ix if j['has_distractor'][i]]
-    return dict(n=len(ix), attr_acc=mean('joint', ix), per_attribute={a: float(np.mean([h[i] for i in ix])) for a, h in j['per_attribute'].items()},
+    return dict(n=len(ix), attr_acc=mean('joint', ix), per_attribute={a: float(np.mean([h[i] for i in ix]))
+                                                                      for a, h in j['per_attribute'].items()},
                 distractor_acc=mean('distractor', wd) if wd else None, n_with_distractor=len(wd),
                 coherence=mean('coherent', ix), confident=mean('confident', ix))
 
 def attribute_metrics(preds:list[dict], # per image: {attribute: predicted value}
                       confs:list[dict], # per image: {attribute: probability of that value}
-                      truths:list[dict], # per image: ShapesChat ground truth {'sharer_object', 'distractor_object', 'pattern'}
+                      truths:list[dict], # per image, the truth: {'sharer_object', 'distractor_object', 'pattern'}
                       threshold:float=0.9, # minimum per-attribute confidence for `coherence`
                      )->dict:
-    "Alignment of generated images with their dialogs: per-attribute and joint accuracy, distractor agreement, coherence, per pattern."
+    "Generated image-dialog alignment: per-attribute and joint accuracy, distractor agreement, coherence, per pattern."
     return alignment_summary(attribute_judgements(preds, confs, truths, threshold), threshold)
 
 def alignment_summary(j:dict, # from `attribute_judgements`
                       threshold:float=0.9, # the confidence `j` was judged with, recorded in the summary
                      )->dict:
-    "The rates of `attribute_metrics` from per-image judgements, for callers that keep the judgements too: overall and per pattern."
+    "`attribute_metrics`'s rates from per-image judgements (for callers keeping those too): overall and per pattern."
     res = _alignment_rates(j, range(len(j['joint']))); res['threshold'] = threshold
-    res['by_pattern'] = {k: _alignment_rates(j, [i for i, p in enumerate(j['pattern']) if p == k]) for k in sorted(set(j['pattern']))}
+    res['by_pattern'] = {k: _alignment_rates(j, [i for i, p in enumerate(j['pattern']) if p == k])
+                         for k in sorted(set(j['pattern']))}
     return res
 
 # %% ../nbs/08a_metrics.ipynb #7b23fb72
@@ -598,7 +635,7 @@ def kid_from_features(real, # [N, D] features of the reference images
                       subset_size:int=1000, # images per subset, capped at min(N, M)
                       seed:int=0, # subset sampling (the global torch RNG is left alone)
                      )->tuple[float, float, int]:
-    "KID (mean, std over subsets) between two feature sets by torchmetrics' `KernelInceptionDistance`, and the subset size used."
+    "KID (mean, std over subsets) of two feature sets by torchmetrics' `KernelInceptionDistance`; and the subset size."
     m = min(subset_size, len(real), len(fake))
     if m < 2: raise D2IError(f"KID needs at least 2 images on each side, got {len(real)} and {len(fake)}")
     with warnings.catch_warnings(): # its note that all features are kept: they are, by design (8 KB per image)
@@ -632,16 +669,19 @@ def _quality_metrics(generated:list, real:list|None, metrics:list, net:FeatureNe
 
 def _alignment_metrics(generated:list, truths:list[dict]|None, net:FeatureNet|None, threshold:float)->dict:
     "The 'attr' result: the ShapesChat classifier's reading of each image judged against its dialog's ground truth."
-    if truths is None or len(truths) != len(generated): raise D2IError("'attr' needs one ShapesChat ground truth per generated image")
+    if truths is None or len(truths) != len(generated):
+        raise D2IError("'attr' needs one ShapesChat ground truth per generated image")
     clf = net.clf if isinstance(net, ClassifierFeatureNet) else load_classifier()
-    x = torch.from_numpy(np.stack([resize_float(_open(g), clf.size) for g in generated])).permute(0, 3, 1, 2) / 127.5 - 1
+    x = torch.from_numpy(np.stack([resize_float(_open(g), clf.size)
+                                   for g in generated])).permute(0, 3, 1, 2) / 127.5 - 1
     preds, confs = predict(clf, x.to(next(clf.parameters()).device))
-    return dict(**attribute_metrics(preds, confs, truths, threshold), resolution=clf.size, resize=RESIZE, classifier=ClassifierFeatureNet(clf).name)
+    return dict(**attribute_metrics(preds, confs, truths, threshold), resolution=clf.size, resize=RESIZE,
+                classifier=ClassifierFeatureNet(clf).name)
 
 # %% ../nbs/08a_metrics.ipynb #d018199a
 def evaluate_images(generated:list, # generated images (PIL or paths)
                     real:list|None=None, # real images (PIL or paths), for FID
-                    metrics:tuple|list|str=('fid', 'is'), # any of 'fid', 'is', 'attr' ('clip': see `clip_image_similarity`)
+                    metrics:tuple|list|str=('fid', 'is'), # any of 'fid', 'is', 'attr' (clip: `clip_image_similarity`)
                     net:FeatureNet|None=None, # FID/IS feature network; default the ShapesChat classifier
                     truths:list[dict]|None=None, # ShapesChat ground truth per generated image, for 'attr'
                     real_stats:FeatureStats|None=None, # precomputed real statistics (overrides `real`)
@@ -653,7 +693,8 @@ def evaluate_images(generated:list, # generated images (PIL or paths)
     "FID, IS and attribute alignment of `generated`; each result states N, resolution, resize and feature network."
     metrics = [m.strip() for m in metrics.split(',')] if isinstance(metrics, str) else list(metrics)
     unknown = set(metrics) - {'fid', 'is', 'attr'}
-    if unknown: raise D2IError(f"unknown metric(s) {', '.join(sorted(unknown))} for evaluate_images (choose fid, is, attr)")
+    if unknown:
+        raise D2IError(f"unknown metric(s) {', '.join(sorted(unknown))} for evaluate_images (choose fid, is, attr)")
     generated = list(generated); res = {}
     if not generated: raise D2IError("no generated images to evaluate")
     if {'fid', 'is'} & set(metrics):
@@ -664,12 +705,14 @@ def evaluate_images(generated:list, # generated images (PIL or paths)
 
 # %% ../nbs/08a_metrics.ipynb #c978c69d
 def summary(result:dict)->dict:
-    "The headline scalars of an `evaluate_images`/`evaluate_dirs` result: fid, is, is_std, attr_acc, coherence, distractor_acc, clip, n."
+    "The headline scalars (fid, is, is_std, attr_acc, coherence, distractor_acc, clip, n) of an `evaluate_*` result."
     out = {}
     if 'fid' in result: out['fid'] = result['fid']['value']; out['n'] = result['fid']['n_generated']
-    if 'is' in result: out['is'], out['is_std'] = result['is']['mean'], result['is']['std']; out['n'] = result['is']['n']
+    if 'is' in result:
+        out['is'], out['is_std'] = result['is']['mean'], result['is']['std']; out['n'] = result['is']['n']
     if 'attr' in result:
-        a = result['attr']; out.update(attr_acc=a['attr_acc'], coherence=a['coherence'], distractor_acc=a['distractor_acc'], n=a['n'])
+        a = result['attr']
+        out.update(attr_acc=a['attr_acc'], coherence=a['coherence'], distractor_acc=a['distractor_acc'], n=a['n'])
     if 'clip' in result: out['clip'] = result['clip']['mean']; out.setdefault('n', result['clip']['n'])
     if 'kid' in result: out['kid'] = result['kid']['mean']
     for key, v in result.get('clip_t', {}).items():
@@ -685,7 +728,7 @@ def _json_error(line:str)->str|None:
     except json.JSONDecodeError as e: return e.msg
 
 def load_manifest(path:str|Path)->list[dict]:
-    "The manifest's rows (read by `pipeline.read_manifest`), each with its image `path`, checked for evaluation; a one-line error naming the line and field."
+    "Manifest rows (`pipeline.read_manifest`) with image `path`s, checked for evaluation; errors name line and field."
     path = Path(path); rows = read_manifest(path)
     lines = [(i, l) for i, l in enumerate(path.read_text().splitlines(), 1) if l.strip()]
     if len(rows) != len(lines): # read_manifest skipped a line that is not JSON: name the first
@@ -712,8 +755,10 @@ class MetricNeeds:
     clip:bool=False # a CLIP model (`--clip-model`)
 
 METRIC_NEEDS = {'fid': MetricNeeds(photos=True, features=True), 'kid': MetricNeeds(photos=True, features=True),
-                'is': MetricNeeds(features=True), 'clip': MetricNeeds(manifest=True, dialogs=True, photos=True, clip=True),
-                'clip_t': MetricNeeds(manifest=True, dialogs=True, clip=True), 'attr': MetricNeeds(manifest=True, dialogs=True)}
+                'is': MetricNeeds(features=True), 'clip': MetricNeeds(manifest=True, dialogs=True, photos=True,
+                                                                      clip=True),
+                'clip_t': MetricNeeds(manifest=True, dialogs=True, clip=True),
+                'attr': MetricNeeds(manifest=True, dialogs=True)}
 
 def needing(metrics:list, # metric names
             what:str, # a field of `MetricNeeds`
@@ -724,7 +769,8 @@ def needing(metrics:list, # metric names
 def _metric_list(metrics)->list[str]:
     ms = [m.strip() for m in metrics.split(',') if m.strip()] if isinstance(metrics, str) else list(metrics)
     bad = set(ms) - set(METRIC_NEEDS)
-    if bad or not ms: raise D2IError(f"unknown metric(s) {', '.join(sorted(bad)) or '(none)'}; choose from {', '.join(METRIC_NEEDS)}")
+    if bad or not ms:
+        raise D2IError(f"unknown metric(s) {', '.join(sorted(bad)) or '(none)'}; choose from {', '.join(METRIC_NEEDS)}")
     return ms
 
 def _wanted(key:str, metrics:list)->bool:
@@ -734,7 +780,7 @@ def _wanted(key:str, metrics:list)->bool:
 
 # %% ../nbs/08a_metrics.ipynb #9c2acd90
 def _load_eval_dialogs(dialogs, real:Path, real_root:Path):
-    "The dialogs of an evaluation: `dialogs` (PhotoChat JSON file or folder), else REAL/dialogs.json, else None; photos paired under `real_root`."
+    "Evaluation dialogs: `dialogs` (PhotoChat file/folder), else REAL/dialogs.json, else None; photos in `real_root`."
     src = Path(dialogs) if dialogs else (real/'dialogs.json' if (real/'dialogs.json').is_file() else None)
     if src is None: return None, None
     ds = load_dialogs(src, real_root, option='--dialogs') # missing photos are reported below, for the dialogs evaluated
@@ -764,14 +810,17 @@ def _eval_inputs(generated:Path, real:Path, metrics:list, manifest, dialogs)->_E
     real_root = real/'images' if (real/'images').is_dir() else real
     dl, dsrc = _load_eval_dialogs(dialogs, real, real_root)
     if (need := needing(metrics, 'manifest')):
-        if rows is None: raise D2IError(f"{generated}: {', '.join(need)} need a manifest ({MANIFEST}) giving each image's dialogue id")
-        if dl is None: raise D2IError(f"{real}: {', '.join(need)} need the dialogs: a ShapesChat/PhotoChat folder with dialogs.json, or --dialogs FILE")
+        if rows is None: raise D2IError(f"{generated}: {', '.join(need)} need a manifest ({MANIFEST}) giving each "
+                                        "image's dialogue id")
+        if dl is None: raise D2IError(f"{real}: {', '.join(need)} need the dialogs: a ShapesChat/PhotoChat folder with "
+                                      "dialogs.json, or --dialogs FILE")
     ds = None
     if rows is not None and dl is not None:
         missing = [r['id'] for r in rows if str(r['id']) not in dl]
         if missing: raise D2IError(f"{mf}: id {missing[0]!r} is not a dialogue_id of {dsrc} ({len(missing)} such rows)")
         ds = [dl[str(r['id'])] for r in rows]
-    is_shapes = bool(ds) and all('shapes' in d.extra for d in ds) or (ds is None and dl is not None and all('shapes' in d.extra for d in dl.values()))
+    is_shapes = bool(ds) and all('shapes' in d.extra for d in ds) or (ds is None and dl is not None
+                                                                      and all('shapes' in d.extra for d in dl.values()))
     return _EvalInputs(gen_files, rows, mf, real_root, dsrc, ds, is_shapes)
 
 # %% ../nbs/08a_metrics.ipynb #6eaa3171
@@ -780,51 +829,62 @@ def _usable_photos(uniq:list, # the evaluated dialogs, once each
     "The dialogs whose photo exists and opens, and a record of each one left out (one warning on stderr)."
     have = [d for d in uniq if d.image_path is not None]
     why = dict(zip((str(d.dialogue_id) for d in have), check_images([d.image_path for d in have], 16)))
-    skipped = [dict(dialogue_id=d.dialogue_id, photo_id=d.photo_id, photo=None if d.image_path is None else str(d.image_path),
+    skipped = [dict(dialogue_id=d.dialogue_id, photo_id=d.photo_id,
+                    photo=None if d.image_path is None else str(d.image_path),
                     reason='no photo' if d.image_path is None else why[str(d.dialogue_id)])
                for d in uniq if d.image_path is None or isinstance(why[str(d.dialogue_id)], str)]
     if len(skipped) == len(uniq):
-        raise D2IError(f"{real_root}: no usable photo for any of the {len(uniq)} dialogs evaluated, e.g. dialogue_id {uniq[0].dialogue_id!r} (photo_id {uniq[0].photo_id!r}: expected {real_root}/<photo_id>.jpg)")
+        raise D2IError(f"{real_root}: no usable photo for any of the {len(uniq)} dialogs evaluated, e.g. dialogue_id "
+                       f"{uniq[0].dialogue_id!r} (photo_id {uniq[0].photo_id!r}: expected {real_root}/<photo_id>.jpg)")
     if skipped:
         s0 = skipped[0]
-        print(f"warning: {len(skipped)} of the {len(uniq)} dialogs evaluated have no usable photo under {real_root} and are left out of the reference set "
-              f"(first: dialogue_id {s0['dialogue_id']!r}: {s0['reason']}); listed in reference.skipped", file=sys.stderr)
+        print(f"warning: {len(skipped)} of the {len(uniq)} dialogs evaluated have no usable photo under {real_root} "
+              "and are left out of the reference set "
+              f"(first: dialogue_id {s0['dialogue_id']!r}: {s0['reason']}); listed in reference.skipped",
+              file=sys.stderr)
     bad = {str(x['dialogue_id']) for x in skipped}
     return [d for d in uniq if str(d.dialogue_id) not in bad], skipped
 
 def _reference_set(inp:_EvalInputs, metrics:list)->tuple:
-    "The reference images, their topics (None when unpaired), the usable dialogs, and the result's `reference` record (None: no reference needed)."
+    "Reference images, their topics (None: unpaired), usable dialogs, and the `reference` record (None: not needed)."
     if inp.ds is not None:
         uniq, skipped = list({str(d.dialogue_id): d for d in inp.ds}.values()), []
         if needing(metrics, 'photos'): uniq, skipped = _usable_photos(uniq, inp.real_root)
-        ref = dict(set=f'the photos of the {len(uniq)} dialogs evaluated (ids from {inp.mf}, photos under {inp.real_root})', n=len(uniq), dialogs=str(inp.dsrc),
+        ref = dict(set=f'the photos of the {len(uniq)} dialogs evaluated (ids from {inp.mf}, photos under '
+                       f'{inp.real_root})', n=len(uniq), dialogs=str(inp.dsrc),
                    skipped=skipped)
         return [d.image_path for d in uniq], [photo_topic(d.photo_description) for d in uniq], uniq, ref
     if needing(metrics, 'photos'):
         real_files = list_images(inp.real_root)
-        return real_files, None, None, dict(set=f'every image under {inp.real_root} (no manifest/dialogs: not paired with the generated images)', n=len(real_files))
+        return real_files, None, None, dict(set=f'every image under {inp.real_root} (no manifest/dialogs: not paired '
+                                                'with the generated images)', n=len(real_files))
     return None, None, None, None
 
 # %% ../nbs/08a_metrics.ipynb #d9601bd2
 def _group_report(feats_g, feats_r, probs, o:EvaluateOptions)->dict:
-    "FID, KID and IS of one set of generated features against one set of reference features (None where N is too small)."
+    "FID, KID and IS of one set of generated features against one of reference features (None where N is too small)."
     out = {}
     if feats_r is not None:
         if len(feats_g) >= 2 and len(feats_r) >= 2:
             a, b = FeatureStats().update(feats_r), FeatureStats().update(feats_g)
             out['fid'] = frechet_distance(a.mean, a.cov, b.mean, b.cov)
-            out['kid'], out['kid_std'], out['kid_subset_size'] = kid_from_features(feats_r, feats_g, o.kid_subsets, o.kid_subset_size, o.seed)
+            out['kid'], out['kid_std'], out['kid_subset_size'] = kid_from_features(feats_r, feats_g, o.kid_subsets,
+                                                                                   o.kid_subset_size, o.seed)
         else: out['fid'] = out['kid'] = None
     if probs is not None:
         out['is'], out['is_std'] = inception_score_from_probs(probs, min(o.splits, len(probs)))
     return out
 
 def _feature_net(o:EvaluateOptions, is_shapes:bool, dev, dt)->FeatureNet:
-    "The FID/IS network asked for; 'auto' is Inception, or the ShapesChat classifier for ShapesChat without Inception weights."
-    kind = o.feature_net if o.feature_net != 'auto' else ('inception' if o.inception_weights or not is_shapes else 'classifier')
+    "The FID/IS network: 'auto' is Inception, or the ShapesChat classifier for ShapesChat without Inception weights."
+    kind = o.feature_net if o.feature_net != 'auto' else ('inception' if o.inception_weights or not is_shapes
+                                                          else 'classifier')
     if kind == 'inception' and not o.inception_weights:
-        raise D2IError(f"FID/KID/IS on real photos need torch-fidelity's InceptionV3 weights: download pt_inception-2015-12-05-6726825d.pth from {INCEPTION_URL} and pass --inception-weights PATH (no other network is substituted)")
-    return InceptionFeatureNet(o.inception_weights, dev, dt) if kind == 'inception' else ClassifierFeatureNet(device=dev, dtype=dt)
+        raise D2IError("FID/KID/IS on real photos need torch-fidelity's InceptionV3 weights: download "
+                       f"pt_inception-2015-12-05-6726825d.pth from {INCEPTION_URL} and pass --inception-weights PATH "
+                       "(no other network is substituted)")
+    return (InceptionFeatureNet(o.inception_weights, dev, dt) if kind == 'inception'
+            else ClassifierFeatureNet(device=dev, dtype=dt))
 
 # %% ../nbs/08a_metrics.ipynb #76c6e8ef
 def _fid_kid_is(over:dict, n_gen:int, n_real:int|None, probs, metrics:list, common:dict, o:EvaluateOptions)->dict:
@@ -833,34 +893,46 @@ def _fid_kid_is(over:dict, n_gen:int, n_real:int|None, probs, metrics:list, comm
     if n_real is not None:
         warn = None
         if min(n_gen, n_real) < 2048:
-            warn = f"FID on {min(n_gen, n_real)} < 2048 images is biased (upwards, more so the fewer images): compare FIDs only at equal N; KID is unbiased"
+            warn = (f"FID on {min(n_gen, n_real)} < 2048 images is biased (upwards, more so the fewer images): "
+                    "compare FIDs only at equal N; KID is unbiased")
             print(f"warning: {warn}", file=sys.stderr)
-        if 'fid' in metrics: res['fid'] = dict(value=over['fid'], n_generated=n_gen, n_real=n_real, **common, **({'warning': warn} if warn else {}))
+        if 'fid' in metrics: res['fid'] = dict(value=over['fid'], n_generated=n_gen, n_real=n_real, **common,
+                                               **({'warning': warn} if warn else {}))
         if over.get('kid') is not None:
-            res['kid'] = dict(mean=over['kid'], std=over['kid_std'], subsets=o.kid_subsets, subset_size=over['kid_subset_size'],
-                              n_generated=n_gen, n_real=n_real, **common, definition="torchmetrics KernelInceptionDistance (polynomial kernel, degree 3) on the FID features")
+            res['kid'] = dict(mean=over['kid'], std=over['kid_std'], subsets=o.kid_subsets,
+                              subset_size=over['kid_subset_size'],
+                              n_generated=n_gen, n_real=n_real, **common,
+                              definition="torchmetrics KernelInceptionDistance (polynomial kernel, degree 3) on the "
+                                         "FID features")
     if 'is' in metrics:
         if probs is None: raise D2IError(f"feature network {common['feature_net']} gives no class probabilities for IS")
-        res['is'] = dict(mean=over['is'], std=over['is_std'], splits=min(o.splits, len(probs)), n=len(probs), classes=probs.shape[1], **common)
+        res['is'] = dict(mean=over['is'], std=over['is_std'], splits=min(o.splits, len(probs)), n=len(probs),
+                         classes=probs.shape[1], **common)
     return res
 
-def _feature_metrics(net:FeatureNet, inp:_EvalInputs, refs:tuple, gen_topics, metrics:list, o:EvaluateOptions)->tuple[dict, dict]:
+def _feature_metrics(net:FeatureNet, inp:_EvalInputs, refs:tuple, gen_topics, metrics:list,
+                     o:EvaluateOptions)->tuple[dict, dict]:
     "The preprocessing, 'fid', 'kid' and 'is' records, and per topic the values asked for."
     real_files, real_topics = refs
     pre = f'{RESIZE} to {net.resolution}x{net.resolution}, the same for generated and reference images'
     t0 = time.time()
     fg, probs = feature_matrix(inp.gen_files, net, o.batch_size, keep_probs='is' in metrics, progress=o.progress)
-    fr, cached = real_features(real_files, net, o.cache, o.batch_size, o.progress) if needing(metrics, 'photos') else (None, False)
-    common = dict(resolution=net.resolution, resize=RESIZE, preprocessing=pre, feature_net=net.name, relative_only=net.relative_only,
+    fr, cached = (real_features(real_files, net, o.cache, o.batch_size, o.progress) if needing(metrics, 'photos')
+                  else (None, False))
+    common = dict(resolution=net.resolution, resize=RESIZE, preprocessing=pre, feature_net=net.name,
+                  relative_only=net.relative_only,
                   real_stats_cached=cached, seconds=round(time.time() - t0, 3))
     over = _group_report(fg, fr, probs if 'is' in metrics else None, o)
-    res = dict(preprocessing=pre, **_fid_kid_is(over, len(fg), None if fr is None else len(fr), probs, metrics, common, o))
+    res = dict(preprocessing=pre,
+               **_fid_kid_is(over, len(fg), None if fr is None else len(fr), probs, metrics, common, o))
     topics = {}
     for t in sorted(set(gen_topics or [])):
         gi = [i for i, g in enumerate(gen_topics) if g == t]
         ri = [i for i, g in enumerate(real_topics) if g == t] if fr is not None else None
         topics[t] = dict(n=len(gi), **({} if ri is None else dict(n_real=len(ri))),
-                         **{k: v for k, v in _group_report(fg[gi], None if ri is None else fr[ri], None if probs is None else probs[gi], o).items() if _wanted(k, metrics)})
+                         **{k: v for k, v in _group_report(fg[gi], None if ri is None else fr[ri],
+                                                           None if probs is None else probs[gi], o).items()
+                            if _wanted(k, metrics)})
     return res, topics
 
 # %% ../nbs/08a_metrics.ipynb #4c37c4f9
@@ -871,7 +943,8 @@ def _topic_means(per:dict, # metric -> [N] per-image values (NaN: none)
     topics = {}
     for t in sorted(set(gen_topics or [])):
         gi = [i for i, g in enumerate(gen_topics) if g == t]
-        topics[t] = dict(n=len(gi), **{k: (float(np.nanmean(v[gi])) if np.isfinite(v[gi]).any() else None) for k, v in per.items()})
+        topics[t] = dict(n=len(gi), **{k: (float(np.nanmean(v[gi])) if np.isfinite(v[gi]).any() else None)
+                                       for k, v in per.items()})
     return topics
 
 def eval_text_format(generated:str|Path, # the generated images' folder (its `run.json`, when `d2i generate` wrote it)
@@ -880,27 +953,34 @@ def eval_text_format(generated:str|Path, # the generated images' folder (its `ru
     "How the evaluated dialogs become texts: the generated run's text format, with what the options ask for."
     f = Path(generated)/'run.json'
     run = json.loads(f.read_text()) if f.is_file() else {}
-    run = {k: run.get(k) for k in ('style', 'max_tokens', 'truncation') if run.get(k) is not None and run.get(k) not in REFERENCES}
+    run = {k: run.get(k) for k in ('style', 'max_tokens', 'truncation') if run.get(k) is not None
+           and run.get(k) not in REFERENCES}
     asked = {k: getattr(o, k) for k in ('style', 'max_tokens', 'truncation') if getattr(o, k) is not None}
     return TextFormat(**{**run, **asked})
 
-def _clip_metrics(inp:_EvalInputs, usable:list, gen_topics, metrics:list, o:EvaluateOptions, fmt:TextFormat)->tuple[dict, dict]:
+def _clip_metrics(inp:_EvalInputs, usable:list, gen_topics, metrics:list, o:EvaluateOptions,
+                  fmt:TextFormat)->tuple[dict, dict]:
     "The 'clip' and 'clip_t' records, and per topic the mean of each per-image value."
     if not o.clip_model: raise D2IError("'clip' and 'clip_t' need --clip-model (a CLIPModel folder)")
     model, ds, res, per = load_clip(o.clip_model, *_device_dtype(o.device, o.dtype)), inp.ds, {}, {}
     ge = clip_image_embeddings(model, inp.gen_files, o.batch_size).double().numpy()
-    cdesc = dict(model=str(o.clip_model), resolution=model.config.vision_config.image_size, resize='CLIP preprocessing (bicubic short side, centre crop)')
+    cdesc = dict(model=str(o.clip_model), resolution=model.config.vision_config.image_size,
+                 resize='CLIP preprocessing (bicubic short side, centre crop)')
     if 'clip' in metrics:
         ok_ids = {str(d.dialogue_id) for d in usable}
         ok = [i for i, d in enumerate(ds) if str(d.dialogue_id) in ok_ids] # images whose dialog has a usable photo
         per['clip'] = np.full(len(ge), np.nan)
-        per['clip'][ok] = (ge[ok] * clip_image_embeddings(model, [ds[i].image_path for i in ok], o.batch_size).double().numpy()).sum(-1)
+        per['clip'][ok] = (ge[ok] * clip_image_embeddings(model, [ds[i].image_path for i in ok],
+                                                          o.batch_size).double().numpy()).sum(-1)
         res['clip'] = dict(mean=float(np.nanmean(per['clip'])), std=float(np.nanstd(per['clip'])), n=len(ok), **cdesc,
-                           definition='CLIP-I: cosine of the CLIP image embeddings of each generated image and its dialog photo')
+                           definition='CLIP-I: cosine of the CLIP image embeddings of each generated image and its '
+                                      'dialog photo')
     if 'clip_t' in metrics:
         tok = load_clip_tokenizer(o.clip_model)
-        res['clip_t'] = dict(definition='torchmetrics CLIPScore: 100 * max(cos(image, text), 0); texts cut to the text tower budget keeping EOS (dialogs: by the text format)',
-                             max_positions=model.config.text_config.max_position_embeddings, text_format=fmt.record(), **cdesc)
+        res['clip_t'] = dict(definition='torchmetrics CLIPScore: 100 * max(cos(image, text), 0); texts cut to the text '
+                                        'tower budget keeping EOS (dialogs: by the text format)',
+                             max_positions=model.config.text_config.max_position_embeddings, text_format=fmt.record(),
+                             **cdesc)
         for key, texts in (('description', [d.photo_description for d in ds]), ('dialog', ds)):
             te, cut = clip_text_embeddings(model, tok, texts, o.batch_size, fmt)
             per[f'clip_t_{key}'] = v = clip_scores(ge, te.double().numpy())
@@ -913,35 +993,41 @@ def _attr_metrics(inp:_EvalInputs, o:EvaluateOptions)->dict:
     truths = []
     for r, d in zip(inp.rows, inp.ds):
         t = d.extra.get('shapes')
-        if not t: raise D2IError(f"{inp.dsrc}: dialogue_id {r['id']!r}: no 'shapes' ground truth (not a ShapesChat record)")
+        if not t:
+            raise D2IError(f"{inp.dsrc}: dialogue_id {r['id']!r}: no 'shapes' ground truth (not a ShapesChat record)")
         truths.append(t)
-    res = evaluate_images(inp.gen_files, metrics=['attr'], truths=truths, threshold=o.threshold, batch_size=o.batch_size)['attr']
+    res = evaluate_images(inp.gen_files, metrics=['attr'], truths=truths, threshold=o.threshold,
+                          batch_size=o.batch_size)['attr']
     if inp.rows and any('style' in r for r in inp.rows):
         by_style = defaultdict(list)
         for i, r in enumerate(inp.rows): by_style[r.get('style', '')].append(i)
         if len(by_style) > 1:
             clf = load_classifier()
-            res['by_style'] = {s: {k: v for k, v in evaluate_images([inp.gen_files[i] for i in ix], metrics=['attr'], truths=[truths[i] for i in ix],
-                                                                    net=ClassifierFeatureNet(clf), threshold=o.threshold)['attr'].items() if k != 'by_pattern'}
+            res['by_style'] = {s: {k: v for k, v in evaluate_images([inp.gen_files[i] for i in ix], metrics=['attr'],
+                                                                    truths=[truths[i] for i in ix],
+                                                                    net=ClassifierFeatureNet(clf),
+                                                                    threshold=o.threshold)['attr'].items()
+                                   if k != 'by_pattern'}
                                for s, ix in sorted(by_style.items())}
     return res
 
 # %% ../nbs/08a_metrics.ipynb #59ee09db
 def evaluate_dirs(generated:str|Path, # folder of generated images (with `manifest.jsonl` for attr/clip/per-topic)
-                  real:str|Path, # real images: a ShapesChat/PhotoChat folder (images/ + dialogs.json) or a folder of photos
-                  metrics:str|list|None=None, # comma-separated, from `EVAL_METRICS` (fid also gives kid); default: the options'
-                  inception_weights:str|Path|None=None, # torch-fidelity InceptionV3 weights: FID/IS/KID on anything but ShapesChat
+                  real:str|Path, # real images: a ShapesChat/PhotoChat folder (images/ + dialogs.json) or a photo folder
+                  metrics:str|list|None=None, # comma-separated `EVAL_METRICS` (fid adds kid); default: the options'
+                  inception_weights:str|Path|None=None, # torch-fidelity's InceptionV3: FID/IS/KID on all but ShapesChat
                   *, o:EvaluateOptions|None=None, # the evaluation's settings
                   **changes, # fields of `o` to change, e.g. `clip_model='...'`
                  )->dict:
-    "Evaluate a folder of generated images against the photos of their dialogs; every number states N, preprocessing and network, overall and per topic."
+    "Score generated images against dialog photos (overall, per topic); numbers state N, preprocessing, network."
     if metrics is not None: changes['metrics'] = ','.join(_metric_list(metrics))
     if inception_weights is not None: changes['inception_weights'] = str(inception_weights)
     o = (o or EvaluateOptions(progress=False)).replace(**changes)
     metrics, generated, real = _metric_list(o.metrics), Path(generated), Path(real)
     inp = _eval_inputs(generated, real, metrics, o.manifest, o.dialogs)
     dev, dt = _device_dtype(o.device, o.dtype)
-    res = dict(generated=str(generated), real=str(real), n_generated=len(inp.gen_files), metrics=metrics, device=str(dev), dtype=o.dtype, batch_size=o.batch_size)
+    res = dict(generated=str(generated), real=str(real), n_generated=len(inp.gen_files), metrics=metrics,
+               device=str(dev), dtype=o.dtype, batch_size=o.batch_size)
     real_files, real_topics, usable, ref = _reference_set(inp, metrics)
     if ref is not None: res['reference'] = ref
     gen_topics = [photo_topic(d.photo_description) for d in inp.ds] if inp.ds is not None else None
@@ -950,12 +1036,14 @@ def evaluate_dirs(generated:str|Path, # folder of generated images (with `manife
         out, topics = part; res.update(out)
         for t, v in topics.items(): groups.setdefault(t, {}).update(v)
     if needing(metrics, 'features'):
-        add(_feature_metrics(_feature_net(o, inp.is_shapes, dev, dt), inp, (real_files, real_topics), gen_topics, metrics, o))
+        add(_feature_metrics(_feature_net(o, inp.is_shapes, dev, dt), inp, (real_files, real_topics), gen_topics,
+                             metrics, o))
     if needing(metrics, 'clip'): add(_clip_metrics(inp, usable, gen_topics, metrics, o, eval_text_format(generated, o)))
     if 'attr' in metrics: res['attr'] = _attr_metrics(inp, o)
     if groups:
         res['by_topic'] = {t: groups[t] for t in sorted(groups, key=lambda t: (-groups[t]['n'], t))}
-        res['topics'] = 'linearize.photo_topic of each dialog photo_description; per-topic FID/KID against the reference photos of that topic'
+        res['topics'] = ('linearize.photo_topic of each dialog photo_description; per-topic FID/KID against the '
+                         'reference photos of that topic')
     return res
 
 # %% ../nbs/08a_metrics.ipynb #62e31369
@@ -974,7 +1062,7 @@ def _evaluate_main(o:EvaluateOptions):
 
 # %% ../nbs/08a_metrics.ipynb #53d87b40
 def plot_by_topic(result:dict, # from `evaluate_dirs` (with `by_topic`)
-                  keys:tuple=('clip_t_dialog', 'clip_t_description', 'clip', 'fid', 'kid', 'is'), # metrics to draw, where present
+                  keys:tuple=('clip_t_dialog', 'clip_t_description', 'clip', 'fid', 'kid', 'is'), # drawn where present
                   figsize_per:tuple=(3.0, 2.4), # inches per panel
                  ):
     "One bar panel per metric: its value per photo topic, the topic's N under each bar, the overall value as a line."

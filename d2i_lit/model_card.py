@@ -19,7 +19,8 @@ __all__ = ['COMMANDS', 'METRICS_BEGIN', 'METRICS_END', 'command_line', 'hub_id',
 
 # %% ../nbs/07d_model_card.ipynb #70a3ef92
 COMMANDS = {FinetuneOptions: finetune_cli, UnifiedOptions: unified_cli} # a training run's settings -> its command
-_PATHS = ('model', 'data', 'out', 'images_dir', 'validation_dialogs', 'captioner', 'generator') # shown by their last part
+# shown by their last part
+_PATHS = ('model', 'data', 'out', 'images_dir', 'validation_dialogs', 'captioner', 'generator')
 _NOT_SHOWN = ('resume', 'progress', 'threads') # how a run was watched or continued, not what it is
 
 def _command(s): return next(c for k, c in COMMANDS.items() if isinstance(s, k))
@@ -57,8 +58,9 @@ def hub_id(name, # a model or dataset as given: a hub id, a folder, a name
 
 # %% ../nbs/07d_model_card.ipynb #60e7471c
 def _candidates(kind:str)->list[Dialog]:
-    "Dialogs for the worked example: held-out ShapesChat dialogs for the shapes tier, else the bundled PhotoChat sample."
-    if kind == 'shapes': return [parse_record(make_record(0, i, split='valid'), 'shapeschat valid', i) for i in range(32)]
+    "Dialogs of the worked example: held-out ShapesChat dialogs for the shapes tier, else the bundled PhotoChat sample."
+    if kind == 'shapes':
+        return [parse_record(make_record(0, i, split='valid'), 'shapeschat valid', i) for i in range(32)]
     return list(load_sample())[:64]
 
 def worked_example(fmt:TextFormat, # the model's text format
@@ -79,7 +81,8 @@ def example_markdown(d:Dialog, lin:Linearized, used:int, budget:int)->str:
     rows = ['| turn | speaker | text |', '|---|---|---|']
     for i, t in enumerate(d.turns):
         dropped = i < lin.n_turns_dropped if lin.n_turns_dropped < len(d.turns) else i < len(d.turns) - 1
-        rows.append(f"| {i + 1}{' (dropped)' if dropped else ''} | {t.speaker} | {'~~' + _md(t.text) + '~~' if dropped else _md(t.text)} |")
+        rows.append(f"| {i + 1}{' (dropped)' if dropped else ''} | {t.speaker} | "
+                    f"{'~~' + _md(t.text) + '~~' if dropped else _md(t.text)} |")
     return '\n'.join(rows) + f'\n\nThe prompt ({used} of {budget} tokens):\n\n```text\n{lin.text}\n```\n'
 
 # %% ../nbs/07d_model_card.ipynb #189af2fc
@@ -113,7 +116,8 @@ def prompt_function(fmt:TextFormat, budget:int)->str:
     return _PROMPT_FN.format(markers=MARKERS[fmt.style], budget=budget, truncation=fmt.truncation)
 
 # %% ../nbs/07d_model_card.ipynb #214a51e3
-_KIND_NAMES = dict(sd='Stable Diffusion', pixart='PixArt-α', unidiffuser='UniDiffuser', shapes='ShapesChat (d2i_lit pixel-space)')
+_KIND_NAMES = dict(sd='Stable Diffusion', pixart='PixArt-α', unidiffuser='UniDiffuser',
+                   shapes='ShapesChat (d2i_lit pixel-space)')
 
 def card_data(s, config:dict, kind:str, pipeline:str|None, lora:bool=False)->ModelCardData:
     "The card's metadata: library, pipeline tag, tags, and the base model and datasets where they are hub repositories."
@@ -130,10 +134,14 @@ def _prompt_section(fmt:TextFormat, budget:int, cap:int, example:str)->str:
     m0, m1 = (m or '(none)' for m in MARKERS[fmt.style])
     rule = ('loses its oldest whole turns until it fits' if fmt.truncation == 'oldest'
             else 'keeps its first tokens (the rest is cut, as a tokenizer with truncation=True does)')
-    return (f"## How to prompt it\n\nThe model was trained on dialogs linearized in the **{fmt.style}** style (`style`): the "
-            f"context turns before the photo is shared, oldest first, each after its speaker's marker (speaker 0: `{m0}`, "
-            f"speaker 1: `{m1}`), joined by one space, within a budget of **{budget} text tokens** (`max_tokens`; BOS/EOS not "
-            f"counted; the text encoder holds {cap}). A longer dialog {rule} (`truncation: {fmt.truncation}`). Prompt it the "
+    return (f"## How to prompt it\n\nThe model was trained on dialogs linearized in the **{fmt.style}** style "
+            "(`style`): the "
+            "context turns before the photo is shared, oldest first, each after its speaker's marker (speaker 0: "
+            f"`{m0}`, "
+            f"speaker 1: `{m1}`), joined by one space, within a budget of **{budget} text tokens** (`max_tokens`; "
+            "BOS/EOS not "
+            f"counted; the text encoder holds {cap}). A longer dialog {rule} (`truncation: {fmt.truncation}`). Prompt "
+            "it the "
             f"same way. A worked example, made by `d2i_lit`'s own linearizer:\n\n{example}\n")
 
 def _caption_use(pipeline:str|None, where:str)->str:
@@ -141,17 +149,23 @@ def _caption_use(pipeline:str|None, where:str)->str:
     gen = (f"```python\nfrom diffusers import {pipeline}\npipe = {pipeline}.from_pretrained({where!r})\n"
            "image = pipe('a red circle on a white background').images[0]\n```\n\n") if pipeline else ''
     return (f"## How to use it\n\n{gen}The captioner trained with it is in `captioner/` "
-            f"(`BlipForConditionalGeneration.from_pretrained({where + '/captioner'!r})`, `d2i roundtrip --captioner`).\n")
+            f"(`BlipForConditionalGeneration.from_pretrained({where + '/captioner'!r})`, `d2i roundtrip "
+            "--captioner`).\n")
 
 def _use_section(pipeline:str|None, where:str, fmt:TextFormat, budget:int, lora:bool)->str:
     load = (f"pipe = {pipeline}.from_pretrained({where!r})" if not lora else
-            f"pipe = {pipeline}.from_pretrained(BASE_MODEL)  # the model it was fine-tuned from\npipe.load_lora_weights({where!r})")
-    plain = (f"### With diffusers alone\n\n```python\n{prompt_function(fmt, budget)}```\n\n```python\nfrom diffusers import {pipeline}\n"
-             f"{load}\nturns = [(0, 'I just got back from the beach'), (1, 'nice! how was it?'), (0, 'sunny, look at this')]\n"
+            f"pipe = {pipeline}.from_pretrained(BASE_MODEL)  # the model it was fine-tuned "
+            f"from\npipe.load_lora_weights({where!r})")
+    plain = (f"### With diffusers alone\n\n```python\n{prompt_function(fmt, budget)}```\n\n```python\nfrom diffusers "
+             f"import {pipeline}\n"
+             f"{load}\nturns = [(0, 'I just got back from the beach'), (1, 'nice! how was it?'), (0, 'sunny, look at "
+             "this')]\n"
              f"image = pipe(d2i_prompt(turns, pipe.tokenizer)).images[0]\n```\n\n") if pipeline else ''
-    return (f"## How to use it\n\n{plain}### With d2i_lit\n\n```python\nfrom d2i_lit.pipeline import DialogToImagePipeline\n"
+    return (f"## How to use it\n\n{plain}### With d2i_lit\n\n```python\nfrom d2i_lit.pipeline import "
+            "DialogToImagePipeline\n"
             f"pipe = DialogToImagePipeline.from_pretrained({where!r})  # prompts each dialog in the format above\n"
-            f"images = pipe([[(0, 'I just got back from the beach'), (1, 'nice! how was it?'), (0, 'sunny, look at this')]])\n```\n\n"
+            f"images = pipe([[(0, 'I just got back from the beach'), (1, 'nice! how was it?'), (0, 'sunny, look at "
+            f"this')]])\n```\n\n"
             f"or `d2i generate --model {where} --dialogs DIALOGS --out OUT`.\n")
 
 # %% ../nbs/07d_model_card.ipynb #2e9abe86
@@ -162,8 +176,10 @@ def _training_section(s, config:dict, steps:int|None)->str:
         if k in _NOT_SHOWN or k == 'batch_size': continue
         rows.append(f'| `{k}` | {_md(str(_shown(k, v)))} |')
     procs = run.get('processes', 1)
-    rows.insert(2, f"| `batch_size` | {s.batch_size}: the global batch, {s.batch_size // max(1, procs)} per device on {procs} process(es) |")
-    found = [f'{k}: {_md(str(run[k]))}' for k in ('kind', 'resolution', 'positions', 'pairs', 'prediction_type') if k in run]
+    rows.insert(2, f"| `batch_size` | {s.batch_size}: the global batch, {s.batch_size // max(1, procs)} per device on "
+                   f"{procs} process(es) |")
+    found = [f'{k}: {_md(str(run[k]))}' for k in ('kind', 'resolution', 'positions', 'pairs', 'prediction_type')
+             if k in run]
     return (f"## Training\n\n```sh\n{command_line(s)}\n```\n\n{steps if steps is not None else '?'} optimizer steps"
             f"{'; ' + ', '.join(found) if found else ''}.\n\n" + '\n'.join(rows) + '\n')
 
@@ -173,15 +189,18 @@ _NOT_EVALUATED = ("Not evaluated yet: `d2i generate --model THIS_FOLDER --dialog
                   "`d2i evaluate --generated gen --real PHOTOS` adds its metrics here.")
 
 def _share_section(where:str)->str:
-    return ("## Sharing\n\nUpload the folder to the Hugging Face Hub with `huggingface_hub` (this card becomes the model's page):\n\n"
-            "```python\nfrom huggingface_hub import create_repo, upload_folder\ncreate_repo('you/your-model', exist_ok=True)\n"
+    return ("## Sharing\n\nUpload the folder to the Hugging Face Hub with `huggingface_hub` (this card becomes the "
+            "model's page):\n\n"
+            "```python\nfrom huggingface_hub import create_repo, upload_folder\ncreate_repo('you/your-model', "
+            "exist_ok=True)\n"
             f"upload_folder(repo_id='you/your-model', folder_path={where!r})\n```\n")
 
 # %% ../nbs/07d_model_card.ipynb #712a7526
 def _prompt_part(s, bb)->str:
     "How to prompt the model: its text format with a worked example; a caption for a unified run's generator."
     if not isinstance(s, FinetuneOptions):
-        return "## How to prompt it\n\nThe generator was trained on captions (`d2i unified`): prompt it with a caption.\n"
+        return ("## How to prompt it\n\n"
+                "The generator was trained on captions (`d2i unified`): prompt it with a caption.\n")
     if bb.text_format.style is None: # a caption pre-training (the demo's first stage): no dialog format to show
         return ("## How to prompt it\n\nThe model was trained on captions, not dialogs: prompt it with a caption "
                 "(given dialogs, d2i_lit linearizes them in the `hash` style).\n")
@@ -233,8 +252,10 @@ _TASK = 'text-to-image'
 def _eval_results(result:dict, summary:dict, config:str)->list[EvalResult]:
     "One `EvalResult` per headline metric of an evaluation of the generated folder named `config`."
     real = Path(result.get('real', 'real')).name
-    net = next((result[k]['feature_net'] for k in ('fid', 'is') if isinstance(result.get(k), dict) and 'feature_net' in result[k]), None)
-    about = lambda k: ([net] if net and k in ('fid', 'kid', 'is', 'is_std') else []) + ([f"N={summary['n']}"] if 'n' in summary else [])
+    net = next((result[k]['feature_net'] for k in ('fid', 'is') if isinstance(result.get(k), dict)
+                and 'feature_net' in result[k]), None)
+    about = lambda k: ([net] if net and k in ('fid', 'kid', 'is', 'is_std')
+                       else []) + ([f"N={summary['n']}"] if 'n' in summary else [])
     return [EvalResult(task_type=_TASK, dataset_type='images', dataset_name=real, metric_type=k, metric_value=float(v),
                        metric_config=config, metric_name=k + (f" ({', '.join(a)})" if (a := about(k)) else ''))
             for k, v in summary.items() if k != 'n' and isinstance(v, (int, float))]
@@ -242,7 +263,8 @@ def _eval_results(result:dict, summary:dict, config:str)->list[EvalResult]:
 def _metrics_table(results:list[EvalResult])->str:
     "The evaluations as a Markdown table: generated folder, real photos, metric, value."
     rows = ['| generated | real | metric | value |', '|---|---|---|---|']
-    rows += [f'| {_md(r.metric_config or "")} | {_md(r.dataset_name)} | {_md(r.metric_name or r.metric_type)} | {r.metric_value:.4g} |'
+    rows += [f'| {_md(r.metric_config or "")} | {_md(r.dataset_name)} | {_md(r.metric_name or r.metric_type)} | '
+             f'{r.metric_value:.4g} |'
              for r in results]
     return '\n'.join(rows)
 
@@ -252,14 +274,18 @@ def add_evaluation(card_path, # a model card written by `write_model_card`
                    summary:dict, # its headline numbers (`metrics.summary(result)`)
                    generated:str, # the generated folder, as the card names it
                   )->Path:
-    "Add an evaluation's numbers to a model card (metadata and table), replacing an earlier evaluation of the same folder."
+    "Add an evaluation's numbers to a model card (metadata, table), replacing an earlier evaluation of the same folder."
     card = ModelCard.load(card_path)
-    if METRICS_BEGIN not in card.text: raise D2IError(f"{card_path}: not a d2i_lit model card (no {METRICS_BEGIN} section)")
+    if METRICS_BEGIN not in card.text:
+        raise D2IError(f"{card_path}: not a d2i_lit model card (no {METRICS_BEGIN} section)")
     new = _eval_results(result, summary, generated)
-    old = [r for r in (card.data.eval_results or []) if (r.metric_config, r.dataset_name) != (generated, new[0].dataset_name if new else None)]
+    old = [r for r in (card.data.eval_results or [])
+           if (r.metric_config, r.dataset_name) != (generated, new[0].dataset_name if new else None)]
     folder = Path(card_path).resolve().parent
-    card.data.eval_results, card.data.model_name = old + new, card.data.model_name or f'{folder.parent.name}/{folder.name}'
-    body = re.sub(re.escape(METRICS_BEGIN) + '.*?' + re.escape(METRICS_END), lambda m: f'{METRICS_BEGIN}\n{_metrics_table(old + new)}\n{METRICS_END}',
+    card.data.eval_results, card.data.model_name = (old + new,
+                                                    card.data.model_name or f'{folder.parent.name}/{folder.name}')
+    body = re.sub(re.escape(METRICS_BEGIN) + '.*?' + re.escape(METRICS_END),
+                  lambda m: f'{METRICS_BEGIN}\n{_metrics_table(old + new)}\n{METRICS_END}',
                   card.text, flags=re.S)
     atomic_write(card_path, f"---\n{card.data.to_yaml()}\n---\n{body}")
     return Path(card_path)
@@ -268,7 +294,7 @@ def add_evaluation(card_path, # a model card written by `write_model_card`
 def update_model_card(generated, # the evaluated folder of generated images (with run.json)
                       result:dict, summary:dict, # the evaluation and its headline numbers
                      )->Path|None:
-    "Add the evaluation to the card of the model that generated `generated`; the card's path, or None when there is none to update."
+    "Add the evaluation to the card of the model that made `generated`; the card's path, or None when there is no card."
     run = Path(generated)/'run.json'
     try: model = json.loads(run.read_text()).get('model')
     except (OSError, ValueError, AttributeError): return None

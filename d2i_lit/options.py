@@ -37,10 +37,10 @@ REPORT_TO = ('tensorboard',) # trackers a training run can log to
 @dataclass
 class LinearizeOptions(Settings):
     "Linearize PhotoChat dialogs into prompts: one JSON line {dialogue_id, text, n_turns, n_turns_dropped} per dialog."
-    files:A[list[str], Opt(positional=True, nargs='*')]=() # PhotoChat JSON files or folders (none: the bundled 207-dialog sample)
+    files:A[list[str], Opt(positional=True, nargs='*')]=() # PhotoChat files/folders (none: bundled 207-dialog sample)
     style:A[str, Opt(choices=STYLES)]='hash' # linearization style
-    max_tokens:MaxTokens=None # text tokens allowed, BOS/EOS not counted (CLIP holds 75); none: no budget, or all --tokenizer holds
-    truncation:A[str, Opt(choices=TRUNCATIONS)]='oldest' # over the budget: drop the oldest turns, or keep the first tokens (end)
+    max_tokens:MaxTokens=None # text tokens, BOS/EOS not counted (CLIP: 75); none: no budget, or all --tokenizer holds
+    truncation:A[str, Opt(choices=TRUNCATIONS)]='oldest' # over the budget: drop the oldest turns, or cut the end
     tokenizer:str|None=None # tokenizer that counts: 'clip' (built offline), a folder, or a cached hub id
     skip_bad:bool=False # skip bad records, each reported on stderr, instead of stopping at the first
 
@@ -50,10 +50,10 @@ linearize_cli = cli_command(LinearizeOptions, 'd2i linearize', 'd2i_lit.lineariz
 @dataclass
 class GenerateOptions(Settings):
     "Generate one image per dialog with a text-to-image model."
-    model:str|None='tiny-sd' # the model: a folder (e.g. a fine-tuned run's final/), a hub id, or 'tiny-sd', 'tiny-pixart', 'tiny-unidiffuser', 'shapes' (random weights)
+    model:str|None='tiny-sd' # a folder, hub id, 'shapes' or 'tiny-' + 'sd'/'pixart'/'unidiffuser' (random weights)
     out:Required=None # output folder: images/, manifest.jsonl, run.json (a rerun resumes)
-    dialogs:str|None=None # dialogs: a PhotoChat JSON file or folder, a ShapesChat folder, an imagefolder with metadata.jsonl or a saved dataset (default: the bundled 207-dialog sample)
-    style:A[str|None, Opt(choices=STYLES + REFERENCES)]=None # linearization style, or 'caption' / 'last' (default: the model's)
+    dialogs:str|None=None # PhotoChat file/folder, ShapesChat folder, imagefolder, saved dataset; default: the sample
+    style:A[str|None, Opt(choices=STYLES + REFERENCES)]=None # linearization style, 'caption', 'last' (default: model's)
     max_tokens:MaxTokens=None # text budget (default: the model's)
     truncation:A[str|None, Opt(choices=TRUNCATIONS)]=None # over the budget (default: the model's)
     sample_steps:SampleSteps=25 # sampler steps
@@ -67,7 +67,8 @@ class GenerateOptions(Settings):
     progress:bool=True # show a progress bar
 
 generate_cli = cli_command(GenerateOptions, 'd2i generate', 'd2i_lit.pipeline:_generate_main',
-                           retired={'--steps': 'd2i generate takes --sample-steps (sampler steps); --steps counts optimizer steps of training'})
+                           retired={'--steps': 'd2i generate takes --sample-steps (sampler steps); --steps counts '
+                                               'optimizer steps of training'})
 
 # %% ../nbs/03b_options.ipynb #113597f8
 @dataclass
@@ -76,7 +77,7 @@ class TrainSettings(Settings):
     steps:A[int|None, Opt(pos_int)]=1000 # optimizer steps (None: until --time-budget)
     time_budget:A[float|None, Opt(float_in(0, 1e8, lo_open=True))]=None # stop after this many seconds of training
     lr:A[float, Opt(float_in(0, 10, lo_open=True))]=1e-4 # peak learning rate (AdamW)
-    lr_schedule:A[str, Opt(choices=('constant', 'cosine'))]='constant' # after the warm-up: constant, or cosine decay to 0
+    lr_schedule:A[str, Opt(choices=('constant', 'cosine'))]='constant' # after warm-up: constant, or cosine decay to 0
     lr_warmup_steps:A[int, Opt(nonneg_int)]=0 # linear warm-up steps
     weight_decay:A[float, Opt(float_in(0, 10))]=1e-2 # AdamW weight decay
     max_grad_norm:A[float, Opt(float_in(0, 1e6))]=1.0 # clip the gradient norm to this (0: no clipping)
@@ -95,7 +96,8 @@ class TrainSettings(Settings):
     report_to:A[str|None, Opt(choices=REPORT_TO)]=None # also log to a tracker: tensorboard (in OUT/logs)
 
 TRAIN_ALIASES = {'--learning-rate': '--lr', '--lr-scheduler': '--lr-schedule', '--warmup': '--lr-warmup-steps',
-                 '--adam-weight-decay': '--weight-decay', '--max-train-steps': '--steps', '--checkpointing-steps': '--checkpoint-every',
+                 '--adam-weight-decay': '--weight-decay', '--max-train-steps': '--steps',
+                 '--checkpointing-steps': '--checkpoint-every',
                  '--checkpoints-total-limit': '--keep', '--resume-from-checkpoint': '--resume',
                  '--gradient-accumulation-steps': '--grad-accum', '--gradient-checkpointing': '--grad-checkpointing',
                  '--validation-steps': '--valid-every', '--output-dir': '--out'}
@@ -106,13 +108,13 @@ TRAIN_MAY_CHANGE = ('steps', 'time_budget', 'checkpoint_every', 'keep', 'resume'
 @dataclass
 class FinetuneOptions(TrainSettings):
     "Fine-tune a backbone's noise predictor on dialog-image pairs, the encoders frozen."
-    model:Required=None # the model: a folder, a hub id, 'tiny-sd', 'tiny-pixart', 'tiny-unidiffuser', 'shapes' or 'full-sd', 'full-pixart', 'full-unidiffuser' (random weights)
-    data:Required=None # dialog-image pairs: a ShapesChat folder, a PhotoChat file/folder (with --images-dir), an imagefolder with metadata.jsonl, or a saved dataset
+    model:Required=None # a folder, hub id, 'shapes' or 'tiny-'/'full-' + 'sd'/'pixart'/'unidiffuser' (random weights)
+    data:Required=None # a ShapesChat folder, PhotoChat file/folder (+ --images-dir), imagefolder or saved dataset
     out:Required=None # output folder: config.json, texts.jsonl, log.csv, ckpts/, samples/, final/ (one run per folder)
     images_dir:str|None=None # PhotoChat: the photos, named {photo_id}.jpg/.png (as d2i data photochat writes them)
     style:A[str, Opt(choices=STYLES)]='hash' # linearization style (saved with the model)
     max_tokens:MaxTokens=None # text budget (default: all the text encoder holds; saved with the model)
-    truncation:A[str, Opt(choices=TRUNCATIONS)]='oldest' # over the budget: drop the oldest turns, or keep the first tokens (saved with the model)
+    truncation:A[str, Opt(choices=TRUNCATIONS)]='oldest' # over the budget: drop oldest turns or cut the end (saved)
     p_uncond:A[float, Opt(unit_float)]=0.1 # probability of training on the empty text (classifier-free guidance)
     snr_gamma:A[float|None, Opt(float_in(0, 1000, lo_open=True))]=None # min-SNR-gamma loss weighting
     noise_offset:A[float, Opt(float_in(0, 10))]=0. # offset noise (diffusers' --noise_offset)
@@ -122,18 +124,21 @@ class FinetuneOptions(TrainSettings):
     cache:bool=False # encode every image and text once with the frozen encoders before training
     train_text_encoder:bool=False # also train the text encoder (an ablation of the paper's frozen setting)
     num_workers:A[int, Opt(int_in(0, 256))]=0 # DataLoader processes decoding images
-    on_bad_image:A[str, Opt(choices=BAD_IMAGE_MODES)]='skip' # a missing or unreadable photo: skip it (reported in skipped_images.json) or stop with an error
+    on_bad_image:A[str, Opt(choices=BAD_IMAGE_MODES)]='skip' # bad photo: skip (listed in skipped_images.json) or stop
     max_train_samples:A[int|None, Opt(pos_int)]=None # use only the first N pairs
-    validation_dialogs:str|None=None # dialogs for the validation images (a file or folder as --data; default: a few held-out dialogs)
+    validation_dialogs:str|None=None # dialogs of the validation images (as --data; default: a few held-out dialogs)
     image_column:str='image' # saved dataset: the image column
-    dialogue_column:str='dialogue' # saved dataset / imagefolder: the dialog column (PhotoChat's turn format; a row without it may have a `text` caption)
-    batch_size:BatchSize=16 # the global batch: split across processes, per device = batch size / processes (diffusers' --train_batch_size is per device)
+    dialogue_column:str='dialogue' # the dialog column (PhotoChat turns; else a row may have a `text` caption)
+    batch_size:BatchSize=16 # global: per device = batch size / processes (diffusers' --train_batch_size is per device)
 
 finetune_cli = cli_command(FinetuneOptions, 'd2i finetune', 'd2i_lit.finetune:_finetune_main',
-                           aliases={**TRAIN_ALIASES, '--train-data-dir': '--data', '--pretrained-model-name-or-path': '--model',
+                           aliases={**TRAIN_ALIASES, '--train-data-dir': '--data',
+                                    '--pretrained-model-name-or-path': '--model',
                                     '--dataloader-num-workers': '--num-workers'},
-                           retired={'--train-batch-size': "d2i finetune takes --batch-size, the global batch split across processes "
-                                                          "(diffusers' --train_batch_size is per device: multiply it by the processes)"})
+                           retired={'--train-batch-size': "d2i finetune takes --batch-size, the global batch split "
+                                                          "across processes "
+                                                          "(diffusers' --train_batch_size is per device: multiply it "
+                                                          "by the processes)"})
 
 # %% ../nbs/03b_options.ipynb #c06459b2
 UNIFIED_TRAINABLE = ('q', 'kv', 'qkv') # cross-attention projections that train
@@ -142,12 +147,12 @@ UNIFIED_OBJECTIVES = ('unified', 'separate') # T2I2T/I2T2I alternation, or L_TG 
 @dataclass
 class UnifiedOptions(TrainSettings):
     "Fine-tune a captioner and a generator through each other (Li et al. 2023)."
-    captioner:Required=None # 'tiny', 'shapes', 'full-blip' (random weights), a captioner folder, or a cached BLIP hub id
-    generator:Required=None # 'tiny-sd', 'shapes', 'full-sd' (random weights), a backbone folder, or a cached Stable Diffusion hub id
+    captioner:Required=None # 'tiny', 'shapes', 'full-blip' (random), a captioner folder, or a cached BLIP hub id
+    generator:Required=None # 'tiny-sd', 'shapes', 'full-sd' (random), a backbone folder, or a cached SD hub id
     data:Required=None # caption file (JSON lines {caption, image}) or a folder with captions.jsonl
     out:Required=None # output folder: log.csv, config.json, ckpts/, final/ (generator) and final/captioner/
     trainable:A[str, Opt(choices=UNIFIED_TRAINABLE)]='q' # cross-attention projections that train
-    objective:A[str, Opt(choices=UNIFIED_OBJECTIVES)]='unified' # 'unified' (T2I2T/I2T2I alternation) or 'separate' (L_TG + L_IG)
+    objective:A[str, Opt(choices=UNIFIED_OBJECTIVES)]='unified' # unified: T2I2T/I2T2I in turn; separate: L_TG + L_IG
     temperature:A[float, Opt(float_in(0, 100, lo_open=True))]=1.0 # softmax temperature of the text bottleneck
     lam:A[float, Opt(float_in(0, 1000))]=1.0 # weight of L_IR
     prompt:str='' # captioner prompt, e.g. 'a picture of ' for BLIP
@@ -165,12 +170,12 @@ EVAL_METRICS = ('fid', 'kid', 'is', 'clip', 'clip_t', 'attr') # what `d2i evalua
 @dataclass
 class EvaluateOptions(Settings):
     "Evaluate generated images: FID, KID, IS, CLIP image and text similarity, ShapesChat attribute alignment."
-    generated:Required=None # folder of generated images (with manifest.jsonl for per-dialog reference, clip, clip_t, attr, per-topic)
+    generated:Required=None # generated images (manifest.jsonl: for reference, clip, clip_t, attr, per-topic)
     real:Required=None # real photos: a folder of images, or a ShapesChat/PhotoChat folder (images/ + dialogs.json)
-    dialogs:str|None=None # PhotoChat JSON file or folder of the evaluated dialogs (default REAL/dialogs.json); photos are paired under REAL
+    dialogs:str|None=None # PhotoChat file/folder of the dialogs (default REAL/dialogs.json); photos paired under REAL
     metrics:str='fid,is' # comma-separated: fid (with kid), kid, is, clip (image-image), clip_t (text-image), attr
-    inception_weights:str|None=None # torch-fidelity InceptionV3 weights (pt_inception-2015-12-05-6726825d.pth): FID/KID/IS on real photos
-    feature_net:A[str, Opt(choices=('auto', 'inception', 'classifier'))]='auto' # FID/IS network: auto is Inception, or the ShapesChat classifier for ShapesChat without weights
+    inception_weights:str|None=None # torch-fidelity InceptionV3 (pt_inception-2015-12-05-6726825d.pth), for real photos
+    feature_net:A[str, Opt(choices=('auto', 'inception', 'classifier'))]='auto' # auto: Inception, else the classifier
     clip_model:str|None=None # CLIPModel folder or cached hub id, for clip and clip_t
     manifest:str|None=None # manifest file (default GENERATED/manifest.jsonl when present)
     out:str|None=None # JSON output file (default GENERATED/metrics.json)
@@ -183,30 +188,31 @@ class EvaluateOptions(Settings):
     kid_subsets:A[int, Opt(int_in(1, 10**6))]=100 # KID subsets
     kid_subset_size:A[int, Opt(int_in(2, 10**7))]=1000 # KID subset size (capped at N)
     style:A[str|None, Opt(choices=STYLES)]=None # linearization of dialogs for clip_t (default: the generated run's)
-    max_tokens:MaxTokens=None # text budget for clip_t's dialog texts (default: the generated run's, else all CLIP holds)
-    truncation:A[str|None, Opt(choices=TRUNCATIONS)]=None # over the budget, for clip_t's dialog texts (default: the generated run's)
+    max_tokens:MaxTokens=None # text budget for clip_t's dialog texts (default: generated run's, else all CLIP holds)
+    truncation:A[str|None, Opt(choices=TRUNCATIONS)]=None # for clip_t's dialog texts (default: the generated run's)
     seed:Seed=0 # KID's subset sampling
     progress:bool=True # show a progress bar while features are computed
 
-evaluate_cli = cli_command(EvaluateOptions, 'd2i evaluate', 'd2i_lit.metrics:_evaluate_main', aliases={'--batch': '--batch-size'})
+evaluate_cli = cli_command(EvaluateOptions, 'd2i evaluate', 'd2i_lit.metrics:_evaluate_main',
+                           aliases={'--batch': '--batch-size'})
 
 # %% ../nbs/03b_options.ipynb #c31b13e8
 DATA_FORMATS = ('auto', 'jsonl', 'karpathy', 'coco', 'folder') # what `d2i roundtrip --data` reads
 
 @dataclass
 class RoundTripOptions(Settings):
-    "Run one captioner/generator round trip into a folder (streamed, sharded, resumable); write candidates, scores and the rank plot."
+    "Run a captioner/generator round trip into a folder (streamed, sharded, resumable): candidates, scores, rank plot."
     direction:A[str|None, Opt(choices=('i2t2i', 't2i2t'))]=None # image->text->image or text->image->text
     captioner:str|None=None # 'tiny', 'full-blip' (random weights), a captioner folder, or a cached BLIP hub id
     generator:str|None=None # 'tiny', 'shapes-oracle', a backbone folder, or a cached hub id
-    data:str|None=None # JSON lines {caption, image} (or a folder with captions.jsonl), COCO Karpathy dataset_coco.json, NoCaps/COCO captions JSON, or a folder of images
+    data:str|None=None # JSON lines {caption, image}, COCO Karpathy, NoCaps/COCO captions JSON, or an image folder
     format:A[str, Opt(choices=DATA_FORMATS)]='auto' # format of --data
     images_dir:str|None=None # image folder of a COCO Karpathy / NoCaps file (default: the file's folder)
     split:str='test' # COCO Karpathy split
-    out:str|None=None # output folder: run.json, items.jsonl, images/, candidates.jsonl, scores.json, rank.png (a rerun resumes)
+    out:str|None=None # output: run.json, items.jsonl, images/, candidates.jsonl, scores.json, rank.png (reruns resume)
     k:A[int, Opt(int_in(1, 1000))]=10 # candidates per item
     limit:A[int|None, Opt(pos_int)]=None # use the first N images
-    similarity:str='pixels' # image embedder: 'pixels', 'pixels:SIZE', 'classifier', 'tiny-clip', or a CLIP folder (paper: openai/clip-vit-base-patch32)
+    similarity:str='pixels' # pixels[:SIZE], classifier, tiny-clip, a CLIP folder (paper: openai/clip-vit-base-patch32)
     sample_steps:SampleSteps=25 # sampler steps of the generator
     guidance:Guidance=7.5 # classifier-free guidance scale
     top_p:A[float, Opt(float_in(0, 1, lo_open=True))]=0.9 # nucleus sampling of captions
@@ -222,7 +228,8 @@ class RoundTripOptions(Settings):
 
 roundtrip_cli = cli_command(RoundTripOptions, 'd2i roundtrip', 'd2i_lit.roundtrip:_roundtrip_main',
                             aliases={'--batch': '--batch-size', '--images': '--images-dir'},
-                            retired={'--steps': 'd2i roundtrip takes --sample-steps (sampler steps); --steps counts optimizer steps of training'})
+                            retired={'--steps': 'd2i roundtrip takes --sample-steps (sampler steps); --steps counts '
+                                                'optimizer steps of training'})
 
 # %% ../nbs/03b_options.ipynb #c21ebe15
 _DEMO_STYLES = STYLES + tuple(STUDY_STYLES) # `d2i demo` may fine-tune the study's `xy` too (with --xy-control)
@@ -232,18 +239,18 @@ class DemoOptions(Settings):
     "Run the whole ShapesChat experiment and write OUT/results.json, OUT/report.md and PNG plots and grids."
     out:str='d2i-demo' # run folder (resumed when it holds a run with the same settings)
     quick:bool=False # the CI preset: under 3 minutes, # fine-tuned only, no ablation
-    seeds:A[list[int]|None, Opt(int_in(0, 2**32 - 1))]=None # seeds to run, one sub-folder each when several (e.g. --seeds 0 1 2)
+    seeds:A[list[int]|None, Opt(int_in(0, 2**32 - 1))]=None # seeds to run, a sub-folder each if several (--seeds 0 1 2)
     threads:A[int, Opt(int_in(1, 1024))]=2 # torch CPU threads
-    pretrain_steps:A[int|None, Opt(pos_int)]=None # optimizer steps of pre-training (default: the preset's, 450; quick 130)
+    pretrain_steps:A[int|None, Opt(pos_int)]=None # optimizer steps of pre-training (default: preset's, 450; quick 130)
     finetune_steps:A[int|None, Opt(pos_int)]=None # optimizer steps of fine-tuning per style (default: 240; quick 60)
-    unfrozen_steps:A[int|None, Opt(nonneg_int)]=None # optimizer steps of the text-encoder-unfrozen ablation per style, 0: skip it (default: 160; quick 0)
+    unfrozen_steps:A[int|None, Opt(nonneg_int)]=None # unfrozen-encoder steps per style (0: skip; default 160, quick 0)
     n_train:A[int|None, Opt(int_in(1, 10**7))]=None # training dialogs (default: 6000; quick 3000)
-    n_test:A[int|None, Opt(int_in(1, 10**7))]=None # test dialogs, the images per evaluated cell (default: 384; quick 192)
+    n_test:A[int|None, Opt(int_in(1, 10**7))]=None # test dialogs: images per evaluated cell (default: 384; quick 192)
     styles:A[list[str]|None, Opt(choices=_DEMO_STYLES)]=None # styles to fine-tune (default: all four; quick: hash)
     unfrozen_styles:A[list[str]|None, Opt(choices=_DEMO_STYLES)]=None # styles of the unfrozen ablation (default: hash)
-    text:A[str|None, Opt(choices=('words', 'clip'))]=None # text side: 'clip' (CLIP's BPE, the budget binding) or 'words' (word tokens, no binding budget) (default: clip)
+    text:A[str|None, Opt(choices=('words', 'clip'))]=None # 'clip' (CLIP BPE, budget binds) or 'words' (default: clip)
     max_tokens:MaxTokens=None # with --text clip: the text budget, cut by --truncation (default: 18)
-    truncation:A[str|None, Opt(choices=TRUNCATIONS)]=None # over the budget: drop the oldest turns, or keep the first tokens (default: oldest)
+    truncation:A[str|None, Opt(choices=TRUNCATIONS)]=None # over budget: drop oldest turns or cut end (default: oldest)
     pretrain_corpus:A[str|None, Opt(choices=PRETRAIN_CORPORA)]=None # pre-training text (default: web)
     lr_finetune:A[float|None, Opt(float_in(0, 10, lo_open=True))]=None # learning rate of fine-tuning (default: 1e-4)
     patterns:list[str]|None=None # dialog patterns of every split, NAME or NAME=WEIGHT (default: the standard mix)
@@ -252,19 +259,20 @@ class DemoOptions(Settings):
     eval_truncations:A[list[str]|None, Opt(choices=TRUNCATIONS)]=None # more rules the zero-shot model is evaluated with
     xy_control:bool=False # the equal-cost control style xy (X:/Y:, not a user style): zero-shot, in the tokenizer
     zero_shot_only:bool=False # stop after the zero-shot stages (a later run may add fine-tuning, with any settings)
-    n_valid:A[int|None, Opt(nonneg_int)]=None # validation dialogs, held out from training, for --choose-lrs (default: 0)
-    choose_lrs:A[list[float]|None, Opt(float_in(0, 10, lo_open=True))]=None # learning rates to choose from on data/valid
+    n_valid:A[int|None, Opt(nonneg_int)]=None # validation dialogs held out from training, for --choose-lrs (default: 0)
+    choose_lrs:A[list[float]|None, Opt(float_in(0, 10, lo_open=True))]=None # learning rates to pick from on data/valid
     choose_every:A[int|None, Opt(pos_int)]=None # with --choose-lrs: validate every this many steps (default: 60)
     progress:bool=True # show a progress bar over the stages
 
-demo_cli = cli_command(DemoOptions, 'd2i demo', 'd2i_lit.experiment:_demo_main', aliases={'--text-budget': '--max-tokens'})
+demo_cli = cli_command(DemoOptions, 'd2i demo', 'd2i_lit.experiment:_demo_main',
+                       aliases={'--text-budget': '--max-tokens'})
 
 # %% ../nbs/03b_options.ipynb #fb8c123f
 @dataclass
 class AppOptions(Settings):
-    "A playground in the browser: type a dialog, see the prompt a model is given (dropped turns marked, tokens used) and its image."
-    model:list[str]|None=None # model folders (a run's final/), hub ids or names to choose from; the first is the default
-    demo:str|None=None # a d2i demo folder whose fine-tuned ShapesChat model is offered (trained there first, ~3 minutes on a CPU, when it has none); default without --model: $D2I_CACHE/app-demo
+    "Browser playground: type a dialog, see the prompt a model gets (dropped turns marked, tokens used) and its image."
+    model:list[str]|None=None # model folders (a run's final/), hub ids or names to choose from; the first is default
+    demo:str|None=None # d2i demo folder of the ShapesChat model (made if none, ~3 CPU min); default $D2I_CACHE/app-demo
     host:str='127.0.0.1' # address to serve on (0.0.0.0: every interface)
     port:A[int, Opt(int_in(0, 65535))]=7860 # port to serve on (0: a free one)
     sample_steps:SampleSteps=20 # sampler steps (changeable in the page)
@@ -278,9 +286,9 @@ app_cli = cli_command(AppOptions, 'd2i app', 'd2i_lit.app:_app_main')
 @dataclass
 class PhotoChatDataOptions(Settings):
     "Fetch the photos of PhotoChat records: `d2i data photochat FILE|DIR --out DIR`."
-    data:A[str|None, Opt(positional=True, required=True)]=None # a PhotoChat JSON file or a folder of them (train_NN.json, ...)
+    data:A[str|None, Opt(positional=True, required=True)]=None # PhotoChat JSON file or folder (train_NN.json, ...)
     out:Required=None # photos folder: one file per photo, and report.json
-    base_url:str|None=None # fetch from an Open Images mirror: '{base_url}/{photo_id}.jpg', or a template with {photo_id}, {id}
+    base_url:str|None=None # Open Images mirror: '{base_url}/{photo_id}.jpg', or a template with {photo_id}, {id}
     workers:A[int, Opt(int_in(1, 256))]=16 # parallel downloads
     timeout:A[float, Opt(pos_float)]=30 # seconds a photo's download may take in all (connect, headers, body; per try)
     retries:A[int, Opt(int_in(0, 100))]=3 # further tries after a timeout, dropped connection, truncated body or 5xx
@@ -302,6 +310,6 @@ class ShapesChatDataOptions(Settings):
     size:A[int, Opt(int_in(8, 4096))]=16 # image side in pixels
     split:A[str, Opt(choices=('main', 'valid'))]='main' # 'main', or 'valid': the seed's held-out records
     patterns:list[str]|None=None # dialog patterns, NAME or NAME=WEIGHT (e.g. turns_only); default: the standard mix
-    image_style:A[str, Opt(choices=('default', 'shifted'))]='default' # the dialog images' style (the captions' images: default)
+    image_style:A[str, Opt(choices=('default', 'shifted'))]='default' # dialog images' style (captions' images: default)
 
 shapeschat_data_cli = cli_command(ShapesChatDataOptions, 'd2i data shapeschat', 'd2i_lit.shapeschat:_shapeschat_main')

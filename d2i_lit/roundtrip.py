@@ -18,8 +18,10 @@ from fastprogress.fastprogress import progress_bar
 from tokenizers.pre_tokenizers import BertPreTokenizer
 from transformers import (AutoTokenizer, BertTokenizer, BlipConfig, BlipForConditionalGeneration, BlipImageProcessor,
                           CLIPConfig, CLIPModel)
-from .core import (D2IError, atomic_dir, atomic_save_image, atomic_write, atomic_write_json, claim_run_folder, jsonl, main_decides,
-                          load_pretrained, open_image, read_jsonl, run_lock, safe_name, set_seed, set_threads, torch_dtype,
+from .core import (D2IError, atomic_dir, atomic_save_image, atomic_write, atomic_write_json, claim_run_folder,
+                          jsonl, main_decides,
+                          load_pretrained, open_image, read_jsonl, run_lock, safe_name, set_seed, set_threads,
+                          torch_dtype,
                           unique_ids, weights_fingerprint, write_items, _read_record)
 from .options import DATA_FORMATS, RoundTripOptions
 from .linearize import linearize
@@ -41,10 +43,11 @@ __all__ = ['CAPTION_SPECIALS', 'TINY_WORDS', 'DATA_FORMATS', 'PAPER_PROTOCOL', '
            'folder_items', 'load_roundtrip_items', 'roundtrip_to_dir', 'load_roundtrip_dir', 'analyze_roundtrip']
 
 # %% ../nbs/10_roundtrip.ipynb #869fb1f4
-CAPTION_SPECIALS = ('[PAD]', '[UNK]', '[CLS]', '[SEP]', '[MASK]', '[DEC]') # ids 0..5: pad, unk, cls, sep, mask, BLIP's decoder start
+# ids 0..5: pad, unk, cls, sep, mask, BLIP's decoder start
+CAPTION_SPECIALS = ('[PAD]', '[UNK]', '[CLS]', '[SEP]', '[MASK]', '[DEC]')
 
 # %% ../nbs/10_roundtrip.ipynb #e7240bfd
-def caption_tokenizer(words:list[str], # the words captions are made of (case-sensitive; split like BERT's basic tokenizer)
+def caption_tokenizer(words:list[str], # the words of captions (case-sensitive; split like BERT's basic tokenizer)
                      ):
     "A `BertTokenizer` over `CAPTION_SPECIALS` + `words`, built in memory (no vocabulary file, no download)."
     pre = BertPreTokenizer() # BERT's split on whitespace and punctuation: the pieces the tokenizer will look up
@@ -62,7 +65,8 @@ def blip_config(vocab_size:int, # tokenizer size
                ):
     "A small `BlipConfig` whose special ids match `caption_tokenizer` (pad 0, sep 3, decoder start 5)."
     common = dict(hidden_size=hidden, intermediate_size=hidden*2, num_attention_heads=heads, num_hidden_layers=layers)
-    return BlipConfig(text_config=dict(vocab_size=vocab_size, encoder_hidden_size=hidden, max_position_embeddings=max_len,
+    return BlipConfig(text_config=dict(vocab_size=vocab_size, encoder_hidden_size=hidden,
+                                       max_position_embeddings=max_len,
                                        pad_token_id=0, sep_token_id=3, eos_token_id=3, bos_token_id=5, **common),
                       vision_config=dict(image_size=image_size, patch_size=patch_size, **common), projection_dim=hidden)
 
@@ -73,7 +77,8 @@ class Captioner:
                  tokenizer, # its tokenizer (BLIP's, or `caption_tokenizer`)
                  image_mean=CLIP_MEAN, image_std=CLIP_STD, # BLIP normalises with OpenAI CLIP's statistics
                  name:str='blip'):
-        self.model, self.tokenizer, self.image_mean, self.image_std, self.name = model.eval(), tokenizer, image_mean, image_std, name
+        self.model, self.tokenizer, self.image_mean, self.image_std, self.name = (model.eval(), tokenizer, image_mean,
+                                                                                  image_std, name)
 
     @property
     def image_size(self)->int: return self.model.config.vision_config.image_size
@@ -81,7 +86,8 @@ class Captioner:
     def __repr__(self): return f'Captioner({self.name!r}, image {self.image_size}px, vocab {len(self.tokenizer)})'
 
 # %% ../nbs/10_roundtrip.ipynb #449abb6f
-TINY_WORDS = tuple('a an the of on in with and is two one man woman dog cat red blue green photo picture small large table street'.split())
+TINY_WORDS = tuple('a an the of on in with and is two one man woman dog cat red blue green photo picture small large '
+                   'table street'.split())
 
 # %% ../nbs/10_roundtrip.ipynb #0469a48d
 def _blip(tokenizer, seed:int, **kw):
@@ -120,13 +126,15 @@ def caption(self:Captioner, images:list, # PIL images or paths
     "`k` captions for each image: `[len(images)][k]` strings."
     if k < 1: raise D2IError(f"k must be at least 1, got {k}")
     dev = next(self.model.parameters()).device
-    kw = dict(do_sample=True, top_p=top_p, top_k=0, num_return_sequences=k) if sample else dict(do_sample=False, num_beams=1)
+    kw = dict(do_sample=True, top_p=top_p, top_k=0,
+              num_return_sequences=k) if sample else dict(do_sample=False, num_beams=1)
     out = []
     with torch.random.fork_rng(devices=[]), torch.no_grad():
         torch.manual_seed(seed)
         for i in range(0, len(images), batch_size):
             px = self.pixels(images[i:i+batch_size]).to(dev, next(self.model.parameters()).dtype)
-            ids = self.model.generate(pixel_values=px, repetition_penalty=repetition_penalty, max_new_tokens=max_new_tokens, **kw)
+            ids = self.model.generate(pixel_values=px, repetition_penalty=repetition_penalty,
+                                      max_new_tokens=max_new_tokens, **kw)
             texts = [' '.join(t.split()) for t in self.tokenizer.batch_decode(ids, skip_special_tokens=True)]
             per = k if sample else 1
             out += [texts[j*per:(j+1)*per] * (1 if sample else k) for j in range(len(texts) // per)]
@@ -138,11 +146,13 @@ def loss(self:Captioner, images:list, # PIL images
          captions:list[str], # one caption per image
         ):
     "Mean cross-entropy of `captions` given `images` (decoder input starts with `[DEC]`; pads ignored)."
-    enc = self.tokenizer(list(captions), padding=True, truncation=True, max_length=self.model.config.text_config.max_position_embeddings, return_tensors='pt')
+    enc = self.tokenizer(list(captions), padding=True, truncation=True,
+                         max_length=self.model.config.text_config.max_position_embeddings, return_tensors='pt')
     ids = enc.input_ids.clone(); ids[:, 0] = self.model.config.text_config.bos_token_id
     labels = ids.masked_fill(enc.attention_mask == 0, -100)
     dev = next(self.model.parameters()).device
-    return self.model(pixel_values=self.pixels(images).to(dev), input_ids=ids.to(dev), attention_mask=enc.attention_mask.to(dev), labels=labels.to(dev)).loss
+    return self.model(pixel_values=self.pixels(images).to(dev), input_ids=ids.to(dev),
+                      attention_mask=enc.attention_mask.to(dev), labels=labels.to(dev)).loss
 
 # %% ../nbs/10_roundtrip.ipynb #45f52a3b
 @patch
@@ -150,7 +160,8 @@ def save_pretrained(self:Captioner, path:str|Path):
     "Model (safetensors) and tokenizer into one folder, replaced atomically; loads back with `load_captioner`."
     with atomic_dir(path) as tmp:
         self.model.save_pretrained(tmp); self.tokenizer.save_pretrained(tmp)
-        atomic_write_json(Path(tmp)/'d2i_captioner.json', dict(name=self.name, image_mean=list(self.image_mean), image_std=list(self.image_std)))
+        atomic_write_json(Path(tmp)/'d2i_captioner.json', dict(name=self.name, image_mean=list(self.image_mean),
+                                                               image_std=list(self.image_std)))
     return Path(path)
 
 # %% ../nbs/10_roundtrip.ipynb #49cd1fc6
@@ -175,13 +186,16 @@ def load_captioner(name_or_path:str|Path, # 'tiny', 'shapes' (untrained), a fold
         tok = load_pretrained(AutoTokenizer, name, local_files_only=True)
     except D2IError: raise
     except Exception as e:
-        raise D2IError(f"captioner {name!r} not found locally ({type(e).__name__}): give 'tiny', 'shapes', a folder saved with save_pretrained, or a BLIP hub id already in the cache") from None
+        raise D2IError(f"captioner {name!r} not found locally ({type(e).__name__}): give 'tiny', 'shapes', a folder "
+                       "saved with save_pretrained, or a BLIP hub id already in the cache") from None
     meta, mean, std = Path(name)/'d2i_captioner.json', CLIP_MEAN, CLIP_STD
     if meta.is_file():
-        m = json.loads(meta.read_text()); mean, std, name = tuple(m['image_mean']), tuple(m['image_std']), m.get('name', name)
+        m = json.loads(meta.read_text())
+        mean, std, name = tuple(m['image_mean']), tuple(m['image_std']), m.get('name', name)
     else:
         try:
-            p = load_pretrained(BlipImageProcessor, name, local_files_only=True); mean, std = tuple(p.image_mean), tuple(p.image_std)
+            p = load_pretrained(BlipImageProcessor, name, local_files_only=True)
+            mean, std = tuple(p.image_mean), tuple(p.image_std)
         except Exception: pass # no preprocessor config: BLIP's defaults (CLIP statistics)
     return Captioner(model, tok, mean, std, name=name)
 
@@ -189,7 +203,7 @@ def load_captioner(name_or_path:str|Path, # 'tiny', 'shapes' (untrained), a fold
 def caption_records(path:str|Path, # a `captions.jsonl` file, or a folder holding one
                     limit:int|None=None, # keep the first `limit` records
                    )->list[dict]:
-    "Records `{caption, image (Path), attrs}` of a JSON lines caption file; one-line errors naming file, line and field."
+    "Records `{caption, image (Path), attrs}` of a JSON lines caption file; one-line errors name file, line and field."
     p = Path(path)
     if p.is_dir(): p = p/'captions.jsonl'
     if not p.is_file(): raise D2IError(f"{p}: no such caption file (JSON lines of {{\"caption\", \"image\"}})")
@@ -200,7 +214,8 @@ def caption_records(path:str|Path, # a `captions.jsonl` file, or a folder holdin
         except json.JSONDecodeError as e: raise D2IError(f"{p}: line {n}: not JSON ({e.msg})") from None
         if not isinstance(r, dict): raise D2IError(f"{p}: line {n}: expected an object, got {type(r).__name__}")
         cap = r.get('caption', r.get('text'))
-        if not isinstance(cap, str) or not cap.strip(): raise D2IError(f"{p}: line {n}: field 'caption' must be a non-empty string")
+        if not isinstance(cap, str) or not cap.strip():
+            raise D2IError(f"{p}: line {n}: field 'caption' must be a non-empty string")
         img = r.get('image')
         if not isinstance(img, str): raise D2IError(f"{p}: line {n}: field 'image' must be a path string")
         ip = p.parent/img
@@ -238,15 +253,18 @@ class PipelineGenerator:
     "Text-to-image through `DialogToImagePipeline`: `gen(texts, seed) -> list[PIL.Image]`, one seed per item."
     def __init__(self, pipe, # a `DialogToImagePipeline`
                  sample_steps:int=25, guidance:float=7.5, batch_size:int=8, name:str='pipeline'):
-        self.pipe, self.sample_steps, self.guidance, self.batch_size, self.name = pipe, sample_steps, guidance, batch_size, name
-    def __repr__(self): return f'PipelineGenerator({self.name!r}, sample_steps={self.sample_steps}, guidance={self.guidance})'
+        self.pipe, self.sample_steps, self.guidance, self.batch_size, self.name = (pipe, sample_steps, guidance,
+                                                                                   batch_size, name)
+    def __repr__(self):
+        return f'PipelineGenerator({self.name!r}, sample_steps={self.sample_steps}, guidance={self.guidance})'
     def __call__(self, texts:list, # prompt strings (or `Dialog`s, in the model's text format)
                  seed:int=0, style:str|None=None, # style: of dialogs (None: the model's)
                  seeds:list[int]|None=None, # one seed per text (overrides `seed`): what sharded, resumable runs use
                 )->list:
         seeds = seeds if seeds is not None else [image_seed(seed, i) for i in range(len(texts))]
         gens = [torch.Generator().manual_seed(int(s)) for s in seeds] # batch-independent noise
-        return self.pipe(list(texts), style=style, sample_steps=self.sample_steps, guidance=self.guidance, generator=gens,
+        return self.pipe(list(texts), style=style, sample_steps=self.sample_steps, guidance=self.guidance,
+                         generator=gens,
                          batch_size=self.batch_size)
 
 # %% ../nbs/10_roundtrip.ipynb #6b0327ec
@@ -270,14 +288,15 @@ class ShapesOracle:
         return out
 
 # %% ../nbs/10_roundtrip.ipynb #0e62285f
-def load_generator(name_or_path:str|Path, # 'tiny' (= 'tiny-sd'), 'shapes-oracle', or anything `DialogToImagePipeline.from_pretrained` takes
+def load_generator(name_or_path:str|Path, # 'tiny' (= 'tiny-sd'), 'shapes-oracle', or a `DialogToImagePipeline` model
                    sample_steps:int=25, guidance:float=7.5, batch_size:int=8,
                    scheduler:str|None=None, # 'ddim' | 'dpm'; None: the saved choice
                   ):
     "A generator `gen(texts, seed)` by name or folder."
     name = str(name_or_path)
     if name == 'shapes-oracle': return ShapesOracle()
-    return PipelineGenerator(DialogToImagePipeline.from_pretrained('tiny-sd' if name == 'tiny' else name, scheduler=scheduler),
+    return PipelineGenerator(DialogToImagePipeline.from_pretrained('tiny-sd' if name == 'tiny' else name,
+                                                                   scheduler=scheduler),
                              sample_steps, guidance, batch_size, name=name)
 
 # %% ../nbs/10_roundtrip.ipynb #0b6394d2
@@ -286,7 +305,8 @@ class PixelEmbedder:
     def __init__(self, size:int=16): self.size, self.name = size, f'pixel correlation at {size}px'
     def __call__(self, images:list)->np.ndarray:
         x = np.stack([np.asarray((im if isinstance(im, Image.Image) else open_image(im)).convert('RGB')
-                                 .resize((self.size,)*2, resample=Image.BICUBIC), dtype=np.float64).ravel() for im in images])
+                                 .resize((self.size,)*2, resample=Image.BICUBIC), dtype=np.float64).ravel()
+                      for im in images])
         x = x - x.mean(1, keepdims=True)
         return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
 
@@ -302,13 +322,16 @@ def tiny_clip(seed:int=0):
     small = dict(hidden_size=32, intermediate_size=37, num_attention_heads=4, num_hidden_layers=2)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        return CLIPModel(CLIPConfig(text_config=dict(vocab_size=99, bos_token_id=0, eos_token_id=2, pad_token_id=1, **small), vision_config=dict(image_size=30, patch_size=2, **small), projection_dim=32)).eval()
+        return CLIPModel(CLIPConfig(text_config=dict(vocab_size=99, bos_token_id=0, eos_token_id=2, pad_token_id=1,
+                                                     **small), vision_config=dict(image_size=30, patch_size=2, **small),
+                                    projection_dim=32)).eval()
 
 # %% ../nbs/10_roundtrip.ipynb #e56c0b81
 class ClassifierEmbedder:
-    "ShapesChat attribute classifier: per-attribute class probabilities, so a dot product is the mean chance that an attribute agrees."
+    "ShapesChat attribute classifier: per-attribute class probabilities (dot product: mean chance an attribute agrees)."
     def __init__(self, clf=None): # an `AttributeClassifier`; default the shipped one
-        self.clf, self.name = clf if clf is not None else load_classifier(), 'attribute agreement (ShapesChat classifier)'
+        self.clf, self.name = (clf if clf is not None else load_classifier(),
+                               'attribute agreement (ShapesChat classifier)')
     def __call__(self, images:list)->np.ndarray:
         x = to_input([im if isinstance(im, Image.Image) else open_image(im) for im in images])
         with torch.no_grad(): out = self.clf.eval()(x)
@@ -316,7 +339,7 @@ class ClassifierEmbedder:
         return np.concatenate(ps, 1) / math.sqrt(len(ps))
 
 # %% ../nbs/10_roundtrip.ipynb #4e14cfcb
-def load_embedder(spec:str, # 'pixels', 'pixels:SIZE', 'classifier' (ShapesChat), 'tiny-clip', or a CLIP folder / cached hub id
+def load_embedder(spec:str, # 'pixels[:SIZE]', 'classifier' (ShapesChat), 'tiny-clip', or a CLIP folder / cached hub id
                  ):
     "An image embedder by name."
     if spec == 'pixels': return PixelEmbedder()
@@ -359,9 +382,12 @@ class RoundTrip:
     def records(self)->list[dict]:
         "One JSON-able dict per candidate (for `candidates.jsonl`)."
         rank = np.argsort(self.order(), axis=1)
-        return [dict(id=self.ids[i], input=self.inputs[i], candidate=j, rank=int(rank[i, j]), caption=self.captions[i][j],
-                     recon=float(self.recon[i, j]), **({} if self.quality is None else dict(quality=float(self.quality[i, j]))),
-                     **(dict(file=str(self.images[i][j])) if isinstance(self.images[i][j], (str, Path)) else {})) # saved runs: the PNG
+        return [dict(id=self.ids[i], input=self.inputs[i], candidate=j, rank=int(rank[i, j]),
+                     caption=self.captions[i][j],
+                     recon=float(self.recon[i, j]), **({} if self.quality is None
+                                                       else dict(quality=float(self.quality[i, j]))),
+                     # saved runs: the PNG
+                     **(dict(file=str(self.images[i][j])) if isinstance(self.images[i][j], (str, Path)) else {}))
                 for i in range(len(self.ids)) for j in range(self.k)]
 
 # %% ../nbs/10_roundtrip.ipynb #fdc1f8a6
@@ -385,21 +411,24 @@ def make_candidates(direction:str, # 'i2t2i' or 't2i2t'
                     k:int=10, seed:int=0,
                     caption_kw:dict|None=None, # sampling options of `Captioner.caption` (top_p, repetition_penalty)
                    )->list[dict]:
-    "Per item: its k `captions`, `images` and `seeds`, and `cos`, each image's cosine with the item's image (None without one)."
+    "Per item: k `captions`, `images`, `seeds`, and `cos`: each image's cosine with the item's image (None if none)."
     kw, seeds = dict(caption_kw or {}), [[_cand_seed(seed, it['id'], j) for j in range(k)] for it in items]
     flat = [s for row in seeds for s in row]
     if direction == 'i2t2i':
         imgs = [_pil(it['image']) for it in items]
-        caps = [m.captioner.caption([im], k=k, seed=_cand_seed(seed, it['id'], -1), **kw)[0] for im, it in zip(imgs, items)]
+        caps = [m.captioner.caption([im], k=k, seed=_cand_seed(seed, it['id'], -1), **kw)[0]
+                for im, it in zip(imgs, items)]
         gen = m.generator([c for row in caps for c in row], seeds=flat)
     elif direction == 't2i2t':
         gen = m.generator([it['texts'][0] for it in items for _ in range(k)], seeds=flat)
-        caps = [[c[0] for c in m.captioner.caption(gen[n*k:(n+1)*k], k=1, seed=_cand_seed(seed, it['id'], -1), batch_size=k, **kw)]
+        caps = [[c[0] for c in m.captioner.caption(gen[n*k:(n+1)*k], k=1, seed=_cand_seed(seed, it['id'], -1),
+                                                   batch_size=k, **kw)]
                 for n, it in enumerate(items)]
         imgs = [_pil(it['image']) if it.get('image') is not None else None for it in items]
     else: raise D2IError(f"direction must be 'i2t2i' or 't2i2t', got {direction!r}")
     sim = _embed_sim(m.embedder, imgs, gen, k) if m.embedder is not None and all(i is not None for i in imgs) else None
-    return [dict(captions=caps[n], images=gen[n*k:(n+1)*k], seeds=seeds[n], cos=None if sim is None else sim[n].tolist())
+    return [dict(captions=caps[n], images=gen[n*k:(n+1)*k], seeds=seeds[n],
+                 cos=None if sim is None else sim[n].tolist())
             for n in range(len(items))]
 
 # %% ../nbs/10_roundtrip.ipynb #f3f90959
@@ -410,7 +439,7 @@ def _item_input(direction:str, it:dict)->str:
     return str(getattr(im, 'filename', '') or ('' if isinstance(im, Image.Image) else im))
 
 def assemble_roundtrip(direction:str, # 'i2t2i' or 't2i2t'
-                       rows:list[dict], # per item: `id`, `input`, `references`, `captions`, `images` (PIL or files), `cos`
+                       rows:list[dict], # per item: `id`, `input`, `references`, `captions`, `images` (PIL/files), `cos`
                        embedder_name:str='image embedder', # names the image cosine
                        meta:dict|None=None, # what the run was (recorded in its scores)
                       )->RoundTrip:
@@ -421,15 +450,18 @@ def assemble_roundtrip(direction:str, # 'i2t2i' or 't2i2t'
     base = ([r['id'] for r in rows], [r['input'] for r in rows], caps, [r['images'] for r in rows])
     if direction == 'i2t2i':
         if cos is None: raise D2IError("i2t2i needs each generated image's cosine with the input (an embedder)")
-        return RoundTrip(direction, *base, cos, f'image cosine ({embedder_name})', cid, '' if cid is None else 'CIDEr-D of the caption', meta or {})
+        return RoundTrip(direction, *base, cos, f'image cosine ({embedder_name})', cid,
+                         '' if cid is None else 'CIDEr-D of the caption', meta or {})
     if cid is None: raise D2IError("t2i2t needs references for every item")
     return RoundTrip(direction, *base, cid, 'CIDEr-D of the caption', cos,
                      '' if cos is None else f'image cosine with the real image ({embedder_name})', meta or {})
 
-def roundtrip(direction:str, m:RoundTripModels, items:list[dict], k:int=10, seed:int=0, caption_kw:dict|None=None)->RoundTrip:
+def roundtrip(direction:str, m:RoundTripModels, items:list[dict], k:int=10, seed:int=0,
+              caption_kw:dict|None=None)->RoundTrip:
     "One round trip over `items`, in memory: the engine's candidates, assembled."
     cands = make_candidates(direction, m, items, k, seed, caption_kw)
-    rows = [dict(id=it['id'], input=_item_input(direction, it), references=it.get('references') or [], **c) for it, c in zip(items, cands)]
+    rows = [dict(id=it['id'], input=_item_input(direction, it), references=it.get('references') or [], **c)
+            for it, c in zip(items, cands)]
     meta = dict(k=k, seed=seed, generator=getattr(m.generator, 'name', ''), captioner=m.captioner.name)
     return assemble_roundtrip(direction, rows, getattr(m.embedder, 'name', 'image embedder'), meta)
 
@@ -443,7 +475,8 @@ def i2t2i(images:list, # N PIL images or paths
          )->RoundTrip:
     "Image → k captions → one image per caption; reconstruction = image-embedding cosine with the input."
     ids = list(ids) if ids is not None else list(range(len(images)))
-    items = [dict(id=i, image=im, texts=[], references=references[n] if references else []) for n, (i, im) in enumerate(zip(ids, images))]
+    items = [dict(id=i, image=im, texts=[], references=references[n] if references else [])
+             for n, (i, im) in enumerate(zip(ids, images))]
     return roundtrip('i2t2i', RoundTripModels(captioner, generator, embedder), items, k, seed, caption_kw)
 
 def t2i2t(texts:list[str], # N input texts
@@ -455,9 +488,11 @@ def t2i2t(texts:list[str], # N input texts
          )->RoundTrip:
     "Text → k images → one caption each; reconstruction = CIDEr-D of the caption against the text's references."
     ids = list(ids) if ids is not None else list(range(len(texts)))
-    items = [dict(id=i, texts=[t], image=None if real_images is None else real_images[n], references=references[n] if references else [t])
+    items = [dict(id=i, texts=[t], image=None if real_images is None else real_images[n],
+                  references=references[n] if references else [t])
              for n, (i, t) in enumerate(zip(ids, texts))]
-    return roundtrip('t2i2t', RoundTripModels(captioner, generator, embedder if real_images is not None else None), items, k, seed)
+    return roundtrip('t2i2t', RoundTripModels(captioner, generator, embedder if real_images is not None else None),
+                     items, k, seed)
 
 # %% ../nbs/10_roundtrip.ipynb #c024aa85
 def _spearman_rows(y:np.ndarray)->np.ndarray:
@@ -465,7 +500,8 @@ def _spearman_rows(y:np.ndarray)->np.ndarray:
     r = rankdata(y, axis=1); x = np.arange(y.shape[1], dtype=np.float64)
     r = r - r.mean(1, keepdims=True); x = x - x.mean()
     den = np.sqrt((r**2).sum(1) * (x**2).sum())
-    with np.errstate(invalid='ignore', divide='ignore'): return np.where(den > 0, (r @ x) / np.where(den > 0, den, 1), np.nan)
+    with np.errstate(invalid='ignore', divide='ignore'):
+        return np.where(den > 0, (r @ x) / np.where(den > 0, den, 1), np.nan)
 
 def _pooled_spearman(q:np.ndarray)->float:
     "Spearman correlation of rank (column) and quality over all candidates of `q` [N, k] by rank; NaN when constant."
@@ -485,12 +521,14 @@ def rank_analysis(recon:np.ndarray, # [N, k] reconstruction scores (higher is cl
                  )->dict:
     "Rank curve of quality by reconstruction rank, Spearman correlations and their bootstrap intervals."
     recon, quality = np.asarray(recon, np.float64), np.asarray(quality, np.float64)
-    if recon.shape != quality.shape or recon.ndim != 2: raise D2IError(f"recon {recon.shape} and quality {quality.shape} must both be [N, k]")
+    if recon.shape != quality.shape or recon.ndim != 2:
+        raise D2IError(f"recon {recon.shape} and quality {quality.shape} must both be [N, k]")
     n, k = recon.shape
     if k < 2: raise D2IError("a rank analysis needs k >= 2 candidates per item")
     q = np.take_along_axis(quality, np.argsort(-recon, axis=1, kind='stable'), 1) # [N, k] by rank
     curve = q.mean(0)
-    idx = np.random.default_rng(seed).integers(0, n, size=(n_boot, n)) # resample items; an item's candidates stay together
+    # resample items; an item's candidates stay together
+    idx = np.random.default_rng(seed).integers(0, n, size=(n_boot, n))
     boot_curves = q[idx].mean(1) # [B, k]
     rho_b = _spearman_rows(boot_curves)
     pool_b = np.array([_pooled_spearman(q[i]) for i in idx])
@@ -512,7 +550,8 @@ def plot_rank_curve(analysis:dict, # from `rank_analysis`
     ax.plot(r, analysis['curve'], 'o-', label='mean over items')
     a, (l, h) = analysis['rho_curve'], analysis['rho_curve_ci']
     ax.set_xlabel('rank by reconstruction (1 = closest)'); ax.set_ylabel(ylabel); ax.set_xticks(r)
-    ax.set_title((title + '\n' if title else '') + f"Spearman {a:+.2f} [{l:+.2f}, {h:+.2f}], pooled {analysis['rho_pooled']:+.2f} (N={analysis['n']})", fontsize=8)
+    ax.set_title((title + '\n' if title else '') + f"Spearman {a:+.2f} [{l:+.2f}, {h:+.2f}], pooled "
+                                                   f"{analysis['rho_pooled']:+.2f} (N={analysis['n']})", fontsize=8)
     ax.legend(fontsize=7)
     return ax
 
@@ -543,16 +582,19 @@ def dialog_caption_agreement(dialogs:list, # `Dialog`s (PhotoChat or ShapesChat)
     caps = [c[0] for c in captioner.caption(gen, k=1, sample=False)]
     shapes = [d.extra.get('shapes') for d in dialogs]
     refs = [shapes_references(s['sharer_object']) if s else [d.photo_description] for d, s in zip(dialogs, shapes)]
-    out = dict(style=style, n=len(dialogs), captions=caps, cider=float(np.mean(list(cider_scores(dict(enumerate(caps)), dict(enumerate(refs))).values()))))
+    out = dict(style=style, n=len(dialogs), captions=caps,
+               cider=float(np.mean(list(cider_scores(dict(enumerate(caps)), dict(enumerate(refs))).values()))))
     real = [d.image_path for d in dialogs]
     if all(p is not None for p in real):
         real_caps = [c[0] for c in captioner.caption(real, k=1, sample=False)]
         out['real_captions'] = real_caps
-        out['cider_real'] = float(np.mean(list(cider_scores(dict(enumerate(real_caps)), dict(enumerate(refs))).values())))
+        out['cider_real'] = float(np.mean(list(cider_scores(dict(enumerate(real_caps)),
+                                                            dict(enumerate(refs))).values())))
     if any(shapes):
         out['sharer'] = attribute_agreement(caps, [s and s['sharer_object'] for s in shapes])
         out['distractor'] = attribute_agreement(caps, [s and s.get('distractor_object') for s in shapes])
-        if 'real_captions' in out: out['sharer_real'] = attribute_agreement(out['real_captions'], [s and s['sharer_object'] for s in shapes])
+        if 'real_captions' in out:
+            out['sharer_real'] = attribute_agreement(out['real_captions'], [s and s['sharer_object'] for s in shapes])
     return out
 
 # %% ../nbs/10_roundtrip.ipynb #01658756
@@ -562,7 +604,8 @@ def roundtrip_items(path:str|Path, # caption file or folder (see `caption_record
     "Items `{id, image, texts, references}`: one per distinct image, in file order."
     items = {}
     for r in caption_records(path):
-        it = items.setdefault(str(r['image']), dict(id=Path(r['image']).stem, image=r['image'], texts=[], attrs=r.get('attrs')))
+        it = items.setdefault(str(r['image']), dict(id=Path(r['image']).stem, image=r['image'], texts=[],
+                                                    attrs=r.get('attrs')))
         it['texts'].append(r['caption'])
     out = list(items.values())[:limit or None]
     for it in out:
@@ -578,7 +621,8 @@ def _quality_scores(rt:RoundTrip, n_boot:int, ci:float, seed:int)->dict:
     "Quality of the best, mean and worst candidate by reconstruction, and the rank analysis (empty without a quality)."
     if rt.quality is None: return {}
     qb = rt.by_rank(rt.quality)
-    s = dict(quality_best_of_k=float(qb[:, 0].mean()), quality_mean=float(rt.quality.mean()), quality_worst_of_k=float(qb[:, -1].mean()))
+    s = dict(quality_best_of_k=float(qb[:, 0].mean()), quality_mean=float(rt.quality.mean()),
+             quality_worst_of_k=float(qb[:, -1].mean()))
     if rt.k >= 2: s['rank_analysis'] = rank_analysis(rt.recon, rt.quality, n_boot=n_boot, ci=ci, seed=seed)
     return s
 
@@ -625,7 +669,8 @@ def _json_file(path:Path)->object:
     try: return json.loads(Path(path).read_text())
     except json.JSONDecodeError as e: raise D2IError(f"{path}: not JSON ({e.msg} at line {e.lineno})") from None
     except UnicodeDecodeError: raise D2IError(f"{path}: not a UTF-8 text file") from None
-    except ValueError as e: raise D2IError(f"{path}: not JSON Python reads ({e})") from None # an integer of 4301+ digits
+    # an integer of 4301+ digits
+    except ValueError as e: raise D2IError(f"{path}: not JSON Python reads ({e})") from None
     except RecursionError: raise D2IError(f"{path}: JSON nested too deeply to read") from None
 
 def _image_root(images:str|Path|None, path:Path)->Path:
@@ -636,47 +681,58 @@ def _image_root(images:str|Path|None, path:Path)->Path:
 def _check_images(items:list[dict], path:Path, root:Path)->list[dict]:
     "Keep the items whose image exists; none at all is an error (the image folder is wrong), some missing are reported."
     ok = [it for it in items if Path(it['image']).is_file()]
-    if not ok: raise D2IError(f"{path}: none of its {len(items)} images is under {root} (e.g. {items[0]['image']}); give --images-dir, the folder that holds them")
-    if len(ok) < len(items): print(f"warning: {len(items) - len(ok)} of {len(items)} images of {path} not found under {root}; skipped", file=sys.stderr)
+    if not ok: raise D2IError(f"{path}: none of its {len(items)} images is under {root} (e.g. {items[0]['image']}); "
+                              "give --images-dir, the folder that holds them")
+    if len(ok) < len(items): print(f"warning: {len(items) - len(ok)} of {len(items)} images of {path} not found under "
+                                   f"{root}; skipped", file=sys.stderr)
     return ok
 
 # %% ../nbs/10_roundtrip.ipynb #d17e75ef
 def karpathy_items(path:str|Path, # COCO Karpathy `dataset_coco.json`
-                   images:str|Path|None=None, # folder holding each record's `filepath/filename` (default: the file's folder)
+                   images:str|Path|None=None, # folder of each record's `filepath/filename` (default: the file's folder)
                    split:str|None='test', # keep this split ('test', 'val', 'train', 'restval'); None: all
                    limit:int|None=None,
                   )->list[dict]:
     "Round-trip items `{id, image, texts, references}` of a COCO Karpathy split file."
     path = Path(path); data = _json_file(path)
     recs = data.get('images') if isinstance(data, dict) else None
-    if not isinstance(recs, list): raise D2IError(f"{path}: field 'images' must be a list (COCO Karpathy format: {{\"images\": [{{\"filepath\", \"filename\", \"split\", \"sentences\"}}]}})")
+    if not isinstance(recs, list):
+        raise D2IError(f"{path}: field 'images' must be a list (COCO Karpathy format: "
+                       f"{{\"images\": [{{\"filepath\", \"filename\", \"split\", \"sentences\"}}]}})")
     root, out = _image_root(images, path), []
     for i, r in enumerate(recs):
         if not isinstance(r, dict): raise D2IError(f"{path}: images[{i}]: expected an object, got {type(r).__name__}")
         for f in ('filename', 'sentences', 'split'):
             if f not in r: raise D2IError(f"{path}: images[{i}]: missing field {f!r} (COCO Karpathy format)")
         for f in ('filename', 'filepath'):
-            if not isinstance(r.get(f, ''), str): raise D2IError(f"{path}: images[{i}]: field {f!r} must be a string, got {type(r[f]).__name__}")
+            if not isinstance(r.get(f, ''), str):
+                raise D2IError(f"{path}: images[{i}]: field {f!r} must be a string, got {type(r[f]).__name__}")
         if split and r['split'] != split: continue
         sents = r['sentences']
-        if not isinstance(sents, list) or not sents or not all(isinstance(s, dict) and isinstance(s.get('raw'), str) for s in sents):
+        if not isinstance(sents, list) or not sents or not all(isinstance(s, dict) and isinstance(s.get('raw'), str)
+                                                               for s in sents):
             raise D2IError(f"{path}: images[{i}]: field 'sentences' must be a non-empty list of {{\"raw\": caption}}")
         texts = [' '.join(s['raw'].split()) for s in sents]
-        out.append(dict(id=str(r.get('cocoid', r.get('imgid', i))), image=root/r.get('filepath', '')/r['filename'], texts=texts, references=texts))
+        out.append(dict(id=str(r.get('cocoid', r.get('imgid', i))), image=root/r.get('filepath', '')/r['filename'],
+                        texts=texts, references=texts))
         if limit and len(out) >= limit: break
-    if not out: raise D2IError(f"{path}: no images in split {split!r}" + (f" (splits there: {', '.join(sorted({str(r.get('split')) for r in recs if isinstance(r, dict)}))})" if recs else ''))
+    if not out:
+        raise D2IError(f"{path}: no images in split {split!r}" + (
+            f" (splits there: {', '.join(sorted({str(r.get('split')) for r in recs if isinstance(r, dict)}))})"
+            if recs else ''))
     return _check_images(out, path, root)
 
 # %% ../nbs/10_roundtrip.ipynb #e0af6393
 def coco_captions_items(path:str|Path, # a COCO captions format file, e.g. NoCaps `nocaps_val_4500_captions.json`
-                        images:str|Path|None=None, # folder holding each image's `file_name` (default: the file's folder)
+                        images:str|Path|None=None, # folder of each image's `file_name` (default: the file's folder)
                         limit:int|None=None,
                        )->list[dict]:
-    "Round-trip items of a COCO captions file (`images` + `annotations`), NoCaps val's format; references in file order."
+    "Round-trip items of a COCO captions file (`images`, `annotations`), NoCaps val's format; references in file order."
     path = Path(path); data = _json_file(path)
     for f in ('images', 'annotations'):
         if not isinstance(data, dict) or not isinstance(data.get(f), list):
-            raise D2IError(f"{path}: field {f!r} must be a list (COCO captions / NoCaps format: {{\"images\": [{{\"id\", \"file_name\"}}], \"annotations\": [{{\"image_id\", \"caption\"}}]}})")
+            raise D2IError(f"{path}: field {f!r} must be a list (COCO captions / NoCaps format: {{\"images\": "
+                           f"[{{\"id\", \"file_name\"}}], \"annotations\": [{{\"image_id\", \"caption\"}}]}})")
     root, caps = _image_root(images, path), {}
     for i, a in enumerate(data['annotations']):
         if not isinstance(a, dict) or 'image_id' not in a or not isinstance(a.get('caption'), str):
@@ -712,7 +768,7 @@ def load_roundtrip_items(data:str|Path, # a file or folder
                          split:str|None='test', # the Karpathy split
                          limit:int|None=None,
                         )->list[dict]:
-    "Items `{id, image, texts, references}` from JSON lines, COCO Karpathy, COCO captions (NoCaps) or a folder of images."
+    "Items `{id, image, texts, references}` from JSON lines, COCO Karpathy, COCO captions (NoCaps) or an image folder."
     p = Path(data)
     if fmt not in DATA_FORMATS: raise D2IError(f"--format {fmt!r}: choose from {', '.join(DATA_FORMATS)}")
     if not p.exists(): raise D2IError(f"{p}: no such caption file or folder")
@@ -722,9 +778,11 @@ def load_roundtrip_items(data:str|Path, # a file or folder
         else:
             d = _json_file(p)
             imgs = d.get('images') if isinstance(d, dict) else None
-            if isinstance(imgs, list) and imgs and isinstance(imgs[0], dict) and 'sentences' in imgs[0]: fmt = 'karpathy'
+            if isinstance(imgs, list) and imgs and isinstance(imgs[0], dict) and 'sentences' in imgs[0]:
+                fmt = 'karpathy'
             elif isinstance(d, dict) and 'annotations' in d: fmt = 'coco'
-            else: raise D2IError(f"{p}: neither COCO Karpathy (images[].sentences) nor COCO captions/NoCaps (images + annotations) nor JSON lines; give --format")
+            else: raise D2IError(f"{p}: neither COCO Karpathy (images[].sentences) nor COCO captions/NoCaps (images + "
+                                 "annotations) nor JSON lines; give --format")
     if fmt == 'jsonl': return roundtrip_items(p, limit)
     if fmt == 'folder': return folder_items(p, limit)
     if p.is_dir(): raise D2IError(f"{p}: --format {fmt} needs the JSON file, not a folder")
@@ -732,7 +790,8 @@ def load_roundtrip_items(data:str|Path, # a file or folder
 
 # %% ../nbs/10_roundtrip.ipynb #4e287e4b
 PAPER_PROTOCOL = dict(similarity='openai/clip-vit-base-patch32', # CLIP ViT-B/32 image embeddings, cosine
-                      similarity_resize='bicubic resize of the short side to 224, centre crop 224x224, CLIP mean/std (CLIPImageProcessor)',
+                      similarity_resize='bicubic resize of the short side to 224, centre crop 224x224, CLIP mean/std '
+                                        '(CLIPImageProcessor)',
                       top_p=0.9, repetition_penalty=1.1, k=10, guidance=7.5)
 
 # %% ../nbs/10_roundtrip.ipynb #fedb1000
@@ -762,21 +821,26 @@ def roundtrip_to_dir(m:RoundTripModels, # the models
                      items:list[dict], # from `load_roundtrip_items`
                      out:str|Path, # output folder: run.json, items.jsonl, images/, candidates.jsonl, skipped.jsonl
                      o:RoundTripOptions|None=None, # direction, k, seed, batch size, sampling options, progress
-                     record:dict|None=None, # more of run.json (model names, data, weights fingerprints): a rerun must match
+                     record:dict|None=None, # more of run.json (models, data, weights fingerprints): a rerun must match
                      **changes, # fields of `o` to change
                     )->Path:
-    "Run a round trip into `out`, streamed, sharded over `accelerate` processes and resumable; returns `candidates.jsonl`."
+    "Run a round trip into `out`, streamed, sharded over `accelerate` processes, resumable; returns `candidates.jsonl`."
     o = (o or RoundTripOptions(direction='i2t2i')).replace(**changes)
-    if o.direction not in ('i2t2i', 't2i2t'): raise D2IError(f"direction must be 'i2t2i' or 't2i2t', got {o.direction!r}")
-    if o.direction == 't2i2t' and any(not it['texts'] for it in items): raise D2IError("t2i2t needs a text per item; a folder of images has none (use i2t2i)")
+    if o.direction not in ('i2t2i', 't2i2t'):
+        raise D2IError(f"direction must be 'i2t2i' or 't2i2t', got {o.direction!r}")
+    if o.direction == 't2i2t' and any(not it['texts'] for it in items):
+        raise D2IError("t2i2t needs a text per item; a folder of images has none (use i2t2i)")
     state, out = PartialState(), Path(out)
     unique_ids([it['id'] for it in items], 'item')
-    run = dict(direction=o.direction, k=o.k, seed=o.seed, caption_kw=dict(top_p=o.top_p, repetition_penalty=o.repetition_penalty), **(record or {}))
+    run = dict(direction=o.direction, k=o.k, seed=o.seed,
+               caption_kw=dict(top_p=o.top_p, repetition_penalty=o.repetition_penalty), **(record or {}))
     main_decides(lambda: claim_run_folder(out, run, legacy=_upgrade_run), state)
     if state.is_main_process:
-        atomic_write(out/'items.jsonl', jsonl(dict(id=it['id'], image=str(it['image']), input=_item_input(o.direction, it),
+        atomic_write(out/'items.jsonl', jsonl(dict(id=it['id'], image=str(it['image']),
+                                                   input=_item_input(o.direction, it),
                                                    references=it['references']) for it in items))
-    write_items(out, [it['id'] for it in items], _candidate_maker(o.direction, m, items, out, o), state, name='candidates',
+    write_items(out, [it['id'] for it in items], _candidate_maker(o.direction, m, items, out, o), state,
+                name='candidates',
                 per_item=o.k, batch=max(1, o.batch_size // o.k), show=o.progress)
     return out/'candidates.jsonl'
 
@@ -784,7 +848,7 @@ def roundtrip_to_dir(m:RoundTripModels, # the models
 def _read_records(f:Path, # one of a round-trip folder's JSON-lines files
                   checks:dict|None=None, # field -> (`ok(record)`, what the field must be)
                  )->list[dict]:
-    "The records of one of a round-trip folder's JSON-lines files; a damaged line or field is a one-line error naming it."
+    "Records of one of a round-trip folder's JSON-lines files; a damaged line or field is a one-line error naming it."
     recs = read_jsonl(f, strict=True)
     for i, r in enumerate(recs, 1):
         if not isinstance(r, dict) or type(r.get('id')) not in (str, int):
@@ -796,11 +860,13 @@ def _read_records(f:Path, # one of a round-trip folder's JSON-lines files
 def _is_num(v)->bool: return type(v) in (int, float) and math.isfinite(v)
 def _inside(v)->bool: return isinstance(v, str) and bool(v) and not Path(v).is_absolute() and '..' not in Path(v).parts
 _ITEM_CHECKS = dict(input=(lambda r: isinstance(r.get('input'), str), 'a string'),
-                    references=(lambda r: isinstance(r.get('references'), list) and all(isinstance(x, str) for x in r['references']),
+                    references=(lambda r: isinstance(r.get('references'), list)
+                                and all(isinstance(x, str) for x in r['references']),
                                 'a list of strings'))
 
 def _candidate_checks(k:int)->dict:
-    return dict(candidate=(lambda r: type(r.get('candidate')) is int and 0 <= r['candidate'] < k, f'an integer in [0, {k})'),
+    return dict(candidate=(lambda r: type(r.get('candidate')) is int and 0 <= r['candidate'] < k,
+                           f'an integer in [0, {k})'),
                 caption=(lambda r: isinstance(r.get('caption'), str), 'a string'),
                 file=(lambda r: _inside(r.get('file')), 'a relative path inside the folder'),
                 image_cos=(lambda r: 'image_cos' not in r or _is_num(r['image_cos']), 'a finite number'))
@@ -808,8 +874,10 @@ def _candidate_checks(k:int)->dict:
 def _read_run(f:Path)->dict:
     "A round-trip folder's run.json, its direction and k checked."
     run = _read_record(f)
-    if run.get('direction') not in ('i2t2i', 't2i2t'): raise D2IError(f"{f}: field 'direction' must be 'i2t2i' or 't2i2t'")
-    if type(run.get('k')) is not int or not 1 <= run['k'] <= 1000: raise D2IError(f"{f}: field 'k' must be an integer in [1, 1000]")
+    if run.get('direction') not in ('i2t2i', 't2i2t'):
+        raise D2IError(f"{f}: field 'direction' must be 'i2t2i' or 't2i2t'")
+    if type(run.get('k')) is not int or not 1 <= run['k'] <= 1000:
+        raise D2IError(f"{f}: field 'k' must be an integer in [1, 1000]")
     return run
 
 def load_roundtrip_dir(out:str|Path, # a `roundtrip_to_dir` folder
@@ -822,10 +890,12 @@ def load_roundtrip_dir(out:str|Path, # a `roundtrip_to_dir` folder
     items, by = {str(r['id']): r for r in _read_records(out/'items.jsonl', _ITEM_CHECKS)}, {}
     for n, r in enumerate(_read_records(out/'candidates.jsonl', _candidate_checks(k)), 1):
         if r['candidate'] in (c := by.setdefault(str(r['id']), {})):
-            raise D2IError(f"{out/'candidates.jsonl'}: record {n}: candidate {r['candidate']} of item {r['id']!r} again")
+            raise D2IError(f"{out/'candidates.jsonl'}: record {n}: candidate {r['candidate']} of item {r['id']!r} "
+                           "again")
         c[r['candidate']] = r
     rows = [[by[i][j] for j in range(k)] for i in items if len(by.get(i, {})) == k]
-    rows = [dict(id=rr[0]['id'], input=items[str(rr[0]['id'])]['input'], references=items[str(rr[0]['id'])]['references'],
+    rows = [dict(id=rr[0]['id'], input=items[str(rr[0]['id'])]['input'],
+                 references=items[str(rr[0]['id'])]['references'],
                  captions=[r['caption'] for r in rr], images=[out/r['file'] for r in rr],
                  cos=None if any('image_cos' not in r for r in rr) else [r['image_cos'] for r in rr]) for rr in rows]
     if not rows: raise D2IError(f"{out}/candidates.jsonl: no item has all its {k} candidates")
@@ -833,9 +903,11 @@ def load_roundtrip_dir(out:str|Path, # a `roundtrip_to_dir` folder
 
 # %% ../nbs/10_roundtrip.ipynb #cead43bd
 def _write_ranked_candidates(out:Path, rt:RoundTrip):
-    "`candidates.jsonl` with each candidate's rank, reconstruction and quality; lines of incomplete items kept for a resume."
-    rank = np.argsort(rt.order(), axis=1); raw = {(str(r['id']), r['candidate']): r for r in read_jsonl(out/'candidates.jsonl')}
-    recs = [{**raw[(str(i), j)], 'rank': int(rank[n, j]), 'recon': float(rt.recon[n, j]), **({} if rt.quality is None else {'quality': float(rt.quality[n, j])})}
+    "`candidates.jsonl` with each candidate's rank, reconstruction and quality; incomplete items' lines kept to resume."
+    rank = np.argsort(rt.order(), axis=1)
+    raw = {(str(r['id']), r['candidate']): r for r in read_jsonl(out/'candidates.jsonl')}
+    recs = [{**raw[(str(i), j)], 'rank': int(rank[n, j]), 'recon': float(rt.recon[n, j]),
+             **({} if rt.quality is None else {'quality': float(rt.quality[n, j])})}
             for n, i in enumerate(rt.ids) for j in range(rt.k)]
     done = {str(i) for i in rt.ids}
     recs += [r for key, r in raw.items() if key[0] not in done] # incomplete items stay for a resume
@@ -845,7 +917,7 @@ def analyze_roundtrip(out:str|Path, # a `roundtrip_to_dir` folder
                       n_boot:int=1000, ci:float=0.95, seed:int=0,
                       write:bool=True, # write scores.json, rank.png and the ranked candidates.jsonl
                      )->dict:
-    "Best-of-k scores and the rank analysis (mean quality per reconstruction rank with bootstrap intervals) of a saved run."
+    "Best-of-k scores and rank analysis (mean quality per reconstruction rank, bootstrap intervals) of a saved run."
     out = Path(out); rt = load_roundtrip_dir(out)
     s = roundtrip_scores(rt, n_boot, ci, seed)
     if (skipped := read_jsonl(out/'skipped.jsonl')): s['skipped'] = len(skipped)
@@ -863,7 +935,9 @@ def _require_options(o:RoundTripOptions):
 def _load_roundtrip_models(o:RoundTripOptions)->tuple:
     "accelerate's state, and the captioner, generator and image embedder on its device (or `--device`) in `--dtype`."
     state = PartialState(cpu=(o.device or '').startswith('cpu') or not torch.cuda.is_available())
-    dev, dt = state.device if o.device in (None, 'cuda') else torch.device(o.device), torch_dtype(o.dtype, what='--dtype') # 'cuda': each process its own GPU
+    # 'cuda': each process its own GPU
+    dev, dt = state.device if o.device in (None,
+                                           'cuda') else torch.device(o.device), torch_dtype(o.dtype, what='--dtype')
     cap = load_captioner(o.captioner); cap.model.to(dev, dt)
     gen = load_generator(o.generator, sample_steps=o.sample_steps, guidance=o.guidance, batch_size=o.batch_size)
     if isinstance(gen, PipelineGenerator): gen.pipe.backbone.to(dev, None if o.dtype == 'fp32' else dt)
@@ -873,8 +947,10 @@ def _load_roundtrip_models(o:RoundTripOptions)->tuple:
 
 def _run_record(o:RoundTripOptions, m:RoundTripModels)->dict:
     "What `run.json` records beyond direction, k, seed and sampling: the models (with their weights) and the data."
-    return dict(captioner=o.captioner, generator=o.generator, data=str(o.data), format=o.format, split=o.split, similarity=o.similarity,
-                similarity_name=m.embedder.name, sample_steps=o.sample_steps, guidance=o.guidance, dtype=o.dtype, limit=o.limit,
+    return dict(captioner=o.captioner, generator=o.generator, data=str(o.data), format=o.format, split=o.split,
+                similarity=o.similarity,
+                similarity_name=m.embedder.name, sample_steps=o.sample_steps, guidance=o.guidance, dtype=o.dtype,
+                limit=o.limit,
                 weights=weights_fingerprint(o.generator), captioner_weights=weights_fingerprint(o.captioner))
 
 def _analysis_line(s:dict, out)->str:
@@ -884,8 +960,10 @@ def _analysis_line(s:dict, out)->str:
 
 def _run_line(s:dict, out)->str:
     ra = s.get('rank_analysis')
-    return (f"{s['direction']}: {s['n']} items x {s['k']} candidates; best-of-k {s['recon']} {s['recon_best']:.3f} (mean {s['recon_mean']:.3f})"
-            + (f"; Spearman(rank, quality) {ra['rho_curve']:+.2f} [{ra['rho_curve_ci'][0]:+.2f}, {ra['rho_curve_ci'][1]:+.2f}]" if ra else '')
+    return (f"{s['direction']}: {s['n']} items x {s['k']} candidates; best-of-k {s['recon']} {s['recon_best']:.3f} "
+            f"(mean {s['recon_mean']:.3f})"
+            + (f"; Spearman(rank, quality) {ra['rho_curve']:+.2f} [{ra['rho_curve_ci'][0]:+.2f}, "
+               f"{ra['rho_curve_ci'][1]:+.2f}]" if ra else '')
             + (f"; {s['skipped']} items skipped (skipped.jsonl)" if s.get('skipped') else '') + f" -> {out}")
 
 # %% ../nbs/10_roundtrip.ipynb #2b42dc9a
@@ -893,7 +971,8 @@ def _roundtrip_main(o:RoundTripOptions):
     "Run one round trip into a folder (streamed, sharded, resumable) and write candidates, scores and the rank plot."
     if o.analyze:
         if not Path(o.analyze).is_dir(): raise D2IError(f"--analyze {o.analyze}: no such folder")
-        with run_lock(o.analyze): s = analyze_roundtrip(o.analyze, n_boot=o.boot, seed=o.seed) # not while a run writes it
+        # not while a run writes it
+        with run_lock(o.analyze): s = analyze_roundtrip(o.analyze, n_boot=o.boot, seed=o.seed)
         print(_analysis_line(s, o.analyze))
         return s
     _require_options(o)

@@ -11,7 +11,8 @@ from pathlib import Path
 import numpy as np
 import torch, torch.nn as nn, torch.nn.functional as F
 import matplotlib.pyplot as plt
-from .core import (D2IError, MIXED_PRECISION, atomic_dir, atomic_write_json, claim_run_folder, import_fastai, main_decides,
+from .core import (D2IError, MIXED_PRECISION, atomic_dir, atomic_write_json, claim_run_folder, import_fastai,
+                          main_decides,
                           open_image, run_lock, set_seed, set_threads, torch_dtype, weights_fingerprint)
 import_fastai() # before fastai's first import: its jit deprecation warning held back (see `core`)
 from fastai.learner import Learner
@@ -29,8 +30,10 @@ from .checkpoint import fit_run, training_callbacks
 from .finetune import finetune
 from .classifier import predict, to_input
 from .report import seed_bootstrap
-from .roundtrip import (Captioner, ClassifierEmbedder, caption_attributes, caption_records, cider_matrix, load_captioner,
-                               load_generator, roundtrip_items, run_roundtrip, shapes_captioner, shapes_references, train_captioner)
+from .roundtrip import (Captioner, ClassifierEmbedder, caption_attributes, caption_records, cider_matrix,
+                               load_captioner,
+                               load_generator, roundtrip_items, run_roundtrip, shapes_captioner, shapes_references,
+                               train_captioner)
 
 # %% auto #0
 __all__ = ['TRAINABLE', 'MODES', 'LOSSES', 'METRICS', 'select_trainable', 'VocabMap', 'text_layout', 'soft_text',
@@ -57,9 +60,11 @@ def select_trainable(unet:nn.Module, # the generator's noise predictor (diffuser
     for n, p in unet.named_parameters():
         if any(g in '.' + n for g in gen): p.requires_grad_(True); out['generator'].append(n)
     for n, p in captioner.text_decoder.named_parameters():
-        if '.crossattention.' in '.' + n and any(c in n for c in cap): p.requires_grad_(True); out['captioner'].append('text_decoder.' + n)
+        if '.crossattention.' in '.' + n and any(c in n for c in cap):
+            p.requires_grad_(True); out['captioner'].append('text_decoder.' + n)
     for k, v in out.items():
-        if not v: raise D2IError(f"the {k} has no cross-attention {'/'.join(TRAINABLE[which])} projections to train ({type(unet if k == 'generator' else captioner).__name__})")
+        if not v: raise D2IError(f"the {k} has no cross-attention {'/'.join(TRAINABLE[which])} projections to train "
+                                 f"({type(unet if k == 'generator' else captioner).__name__})")
     return out
 
 # %% ../nbs/11_unified.ipynb #6771eceb
@@ -80,7 +85,9 @@ class VocabMap:
         self.missing = [w for (i, w) in words if i not in set(self.cap_ids.tolist())]
         self.table = torch.full((self.n_cap,), -1, dtype=torch.long); self.table[self.cap_ids] = self.gen_ids
 
-    def __repr__(self): return f'VocabMap({len(self.cap_ids)} of {len(self.cap_ids) + len(self.missing)} captioner tokens mapped, {len(self.missing)} without a counterpart)'
+    def __repr__(self):
+        return (f'VocabMap({len(self.cap_ids)} of {len(self.cap_ids) + len(self.missing)} captioner tokens mapped, '
+                f'{len(self.missing)} without a counterpart)')
 
     def map_ids(self, ids:torch.LongTensor)->torch.LongTensor:
         "Generator ids of captioner ids (-1 where there is no counterpart)."
@@ -97,7 +104,8 @@ def text_layout(tokenizer, # the generator's tokenizer
                 positions:int, # its fixed padded length (the text encoder's positions)
                )->dict:
     "Prefix ids, suffix ids, pad id and length of the generator's tokenized texts."
-    word = next(t for t, i in sorted(tokenizer.get_vocab().items(), key=lambda kv: kv[1]) if i not in tokenizer.all_special_ids)
+    word = next(t for t, i in sorted(tokenizer.get_vocab().items(), key=lambda kv: kv[1])
+                if i not in tokenizer.all_special_ids)
     core = tokenizer(word, add_special_tokens=False).input_ids
     full = tokenizer(word, add_special_tokens=True).input_ids
     at = next(i for i in range(len(full)) if full[i:i+len(core)] == core)
@@ -109,7 +117,7 @@ def soft_text(dist:torch.Tensor, # [B, L, V] caption distributions over the gene
               lengths:torch.LongTensor, # [B] caption tokens per item (positions past it are ignored)
               layout:dict, # from `text_layout`
              )->torch.Tensor:
-    "`[B, positions, V]`: prefix one-hots, the caption distributions, suffix one-hots, pad one-hots (truncated like the tokenizer)."
+    "`[B, positions, V]`: prefix one-hots, caption distributions, suffix and pad one-hots (cut like the tokenizer)."
     B, L, V = dist.shape
     pre, suf, T = layout['prefix'], layout['suffix'], layout['positions']
     P, room = len(pre), T - len(pre) - len(suf)
@@ -129,7 +137,8 @@ def encode_soft_text(text_encoder, # a transformers text encoder (CLIP) with `ge
     "Text features `[B, T, D]` with `inputs_embeds = dist @ token_embedding.weight`."
     emb = text_encoder.get_input_embeddings()
     soft = dist.to(emb.weight.dtype) @ emb.weight
-    hook = emb.register_forward_hook(lambda m, i, o: soft) # the encoder's own forward, with the soft embeddings swapped in
+    # the encoder's own forward, with the soft embeddings swapped in
+    hook = emb.register_forward_hook(lambda m, i, o: soft)
     try: return text_encoder(dist.argmax(-1))[0]
     finally: hook.remove()
 
@@ -140,7 +149,8 @@ def caption_inputs(cap:Captioner, # the captioner (tokenizer and config)
                   )->dict:
     "Token ids, attention mask, labels (-100 outside the caption) and the content mask of `prompt + text`."
     tok, cfg = cap.tokenizer, cap.model.config.text_config
-    enc = tok([prompt + t for t in texts], padding='longest', truncation=True, max_length=min(cfg.max_position_embeddings, 77), return_tensors='pt')
+    enc = tok([prompt + t for t in texts], padding='longest', truncation=True,
+              max_length=min(cfg.max_position_embeddings, 77), return_tensors='pt')
     ids, am = enc.input_ids.clone(), enc.attention_mask
     ids[:, 0] = cfg.bos_token_id
     labels = ids.masked_fill(am == 0, -100)
@@ -156,7 +166,8 @@ def lm_loss(logits:torch.Tensor, # [B, L, V] teacher-forced logits (position i p
            )->torch.Tensor:
     "Per-caption mean token cross-entropy `[B]`."
     lb = labels[:, 1:]
-    ce = F.cross_entropy(logits[:, :-1].float().transpose(1, 2), lb, ignore_index=-100, label_smoothing=smoothing, reduction='none')
+    ce = F.cross_entropy(logits[:, :-1].float().transpose(1, 2), lb, ignore_index=-100, label_smoothing=smoothing,
+                         reduction='none')
     m = (lb != -100).float()
     return (ce*m).sum(1) / m.sum(1).clamp(min=1)
 
@@ -182,7 +193,8 @@ def captioner_pixels(images:torch.Tensor, # [B, 3, H, W] in [-1, 1]
     "Captioner input: resized (bilinear, antialiased) to its side and normalised with its statistics, differentiably."
     x = (images.float() + 1) / 2
     s = cap.image_size
-    if x.shape[-1] != s or x.shape[-2] != s: x = F.interpolate(x, size=(s, s), mode='bilinear', align_corners=False, antialias=True)
+    if x.shape[-1] != s or x.shape[-2] != s:
+        x = F.interpolate(x, size=(s, s), mode='bilinear', align_corners=False, antialias=True)
     mean, std = (torch.tensor(v, device=x.device)[:, None, None] for v in (cap.image_mean, cap.image_std))
     return (x - mean) / std
 
@@ -195,8 +207,11 @@ class UnifiedModel(nn.Module):
                  smoothing:float=0.1, # label smoothing of the LM losses
                 ):
         super().__init__()
-        if generator.kind not in ('sd', 'shapes'): raise D2IError(f"unified fine-tuning needs a CLIP text encoder and a UNet (kinds 'sd', 'shapes'), not {generator.kind!r}")
-        self.unet, self.text_encoder, self.vae, self.captioner = generator.noise_predictor, generator.text_encoder, generator.vae, captioner.model
+        if generator.kind not in ('sd', 'shapes'): raise D2IError("unified fine-tuning needs a CLIP text encoder and "
+                                                                  "a UNet (kinds 'sd', 'shapes'), not "
+                                                                  f"{generator.kind!r}")
+        self.unet, self.text_encoder, self.vae, self.captioner = (generator.noise_predictor, generator.text_encoder,
+                                                                  generator.vae, captioner.model)
         object.__setattr__(self, 'generator', generator); object.__setattr__(self, 'cap', captioner)
         for m in (self.text_encoder, self.vae): # always frozen (the method trains only cross-attention projections)
             if m is not None: m.requires_grad_(False).eval()
@@ -214,7 +229,8 @@ def decode(self:UnifiedModel, x0):
 # %% ../nbs/11_unified.ipynb #ce0c43f1
 @patch
 def caption_logits(self:UnifiedModel, pixels, ids, mask):
-    return self.captioner(pixel_values=pixels.to(next(self.captioner.parameters()).dtype), input_ids=ids, attention_mask=mask).logits
+    return self.captioner(pixel_values=pixels.to(next(self.captioner.parameters()).dtype), input_ids=ids,
+                          attention_mask=mask).logits
 
 # %% ../nbs/11_unified.ipynb #a8409fb8
 @patch
@@ -248,7 +264,8 @@ def forward(self:UnifiedModel, mode, x0, noise, t, cap_pixels, ids, mask, labels
         l_ig = per.mean()
         if mode == 't2i2t':
             img = self.decode(predicted_x0(self.generator.noise_scheduler, x_t, t, pred))
-            l_tr = lm_loss(self.caption_logits(captioner_pixels(img, self.cap), ids, mask), labels, self.smoothing).mean()
+            l_tr = lm_loss(self.caption_logits(captioner_pixels(img, self.cap), ids, mask), labels,
+                           self.smoothing).mean()
     if mode in ('i2t2i', 'separate'):
         logits = self.caption_logits(cap_pixels, ids, mask)
         l_tg = lm_loss(logits, labels, self.smoothing).mean()
@@ -270,7 +287,8 @@ class UnifiedBatch(DiffusionBatch):
                  lam:float=1.0, # weight of L_IR
                  prompt:str='', # the captioner's prompt
                  seed:int=0):
-        if objective not in ('unified', 'separate'): raise D2IError(f"objective {objective!r}: choose 'unified' or 'separate'")
+        if objective not in ('unified', 'separate'):
+            raise D2IError(f"objective {objective!r}: choose 'unified' or 'separate'")
         super().__init__(generator, p_uncond=0., seed=seed)
         self.cap, self.objective, self.lam, self.prompt = captioner, objective, lam, prompt
 
@@ -279,7 +297,7 @@ class UnifiedBatch(DiffusionBatch):
         return 2 if self.objective == 'separate' else self.learn.opt_step % 2
 
     def encode(self, images, B:int, sl:slice):
-        "Diffusion-space images; a VAE's latent sample uses noise drawn for the global batch from the callback's generator (resumable, the same in any number of processes)."
+        "Diffusion-space images; VAE latent noise is drawn per global batch by the callback's generator (resumable)."
         vae = self.bb.vae
         if vae is None: return self.bb.encode_images(images)
         d = vae.encode(images.to(vae.device, vae.dtype)).latent_dist
@@ -299,7 +317,8 @@ class UnifiedBatch(DiffusionBatch):
         cap_pix = captioner_pixels(x[sl], self.cap).to(dev)
         m = self.mode()
         w = [[0, 1, 0, 1], [1, 0, self.lam, 0], [1, 1, 0, 0]][m]
-        self.learn.xb = (torch.tensor(m), x0, noise, t.to(dev), cap_pix, *(ci[k][sl].to(dev) for k in ('input_ids', 'attention_mask', 'labels', 'content')),
+        self.learn.xb = (torch.tensor(m), x0, noise, t.to(dev), cap_pix,
+                         *(ci[k][sl].to(dev) for k in ('input_ids', 'attention_mask', 'labels', 'content')),
                          self.bb.tokenize(texts)[sl].to(dev), torch.tensor(ci['prompt_len']))
         self.learn.yb = (torch.tensor(w, dtype=torch.float32),)
 
@@ -320,10 +339,11 @@ def unified_learner(model:UnifiedModel, dls, lr:float=1e-4,
                     wd:float=1e-2, # generator weight decay
                     wd_captioner:float=0., # captioner weight decay
                     cbs=None)->Learner:
-    "A `Learner` over `model` with `fused_adamw` on two groups (generator, captioner trainable weights) and `unified_loss`."
+    "A `Learner` over `model` with `fused_adamw` on two groups (generator, captioner weights) and `unified_loss`."
     def groups(m):
         m = getattr(m, 'module', m)
-        return [[p for p in m.unet.parameters() if p.requires_grad], [p for p in m.captioner.parameters() if p.requires_grad]]
+        return [[p for p in m.unet.parameters() if p.requires_grad],
+                [p for p in m.captioner.parameters() if p.requires_grad]]
     return Learner(dls, model, loss_func=unified_loss, opt_func=partial(OptimWrapper, opt=fused_adamw), lr=lr,
                    wd=[wd, wd_captioner], cbs=cbs, splitter=groups)
 
@@ -335,7 +355,8 @@ def unified_settings(settings:UnifiedOptions|None=None, out=None, **changes)->Un
     "The settings of a unified run (old keyword spellings read), checked: a one-line `D2IError` for what cannot run."
     s = (settings or UnifiedOptions()).replace(**{_OLD_UNIFIED.get(k, k): v for k, v in changes.items()})
     torch_dtype(s.mixed_precision, MIXED_PRECISION, 'mixed precision') # a clear error before any work
-    if (s.checkpoint_every or s.resume) and out is None: raise D2IError("checkpoints and resume need an output folder (out)")
+    if (s.checkpoint_every or s.resume) and out is None:
+        raise D2IError("checkpoints and resume need an output folder (out)")
     return s
 
 def _unified_config(s:UnifiedOptions, dls, generator, model:UnifiedModel, names:dict, top:dict|None=None)->dict:
@@ -346,7 +367,7 @@ def _unified_config(s:UnifiedOptions, dls, generator, model:UnifiedModel, names:
 
 def unified_finetune(generator, # a `Backbone` ('sd' or 'shapes'); trained in place
                      captioner:Captioner, # a BLIP captioner; trained in place
-                     dls, # batches of (list[str] captions, images in [-1,1] at the generator's resolution); `bs` is global
+                     dls, # batches of (list[str] captions, [-1,1] images at generator resolution); `bs` is global
                      steps:int|None=None, # optimizer steps (default: the settings')
                      lr:float|None=None, # peak learning rate (default: the settings')
                      *, settings:UnifiedOptions|None=None, # every setting of the run (`options.UnifiedOptions`)
@@ -356,7 +377,8 @@ def unified_finetune(generator, # a `Backbone` ('sd' or 'shapes'); trained in pl
                      **changes, # settings to change, e.g. `objective='separate'`
                     )->Learner:
     "Fine-tune captioner and generator through each other (or separately); returns the `Learner`."
-    s = unified_settings(settings, out, **{k: v for k, v in dict(steps=steps, lr=lr).items() if v is not None}, **changes)
+    s = unified_settings(settings, out, **{k: v for k, v in dict(steps=steps, lr=lr).items() if v is not None},
+                         **changes)
     model = UnifiedModel(generator, captioner, s.temperature)
     names = select_trainable(generator.noise_predictor, captioner.model, s.trainable)
     # dropout off in both models: the frozen parts are pretrained, and the bottlenecks should be deterministic given the noise
@@ -369,7 +391,7 @@ def unified_finetune(generator, # a `Backbone` ('sd' or 'shapes'); trained in pl
 
 # %% ../nbs/11_unified.ipynb #46726fd5
 def save_unified(learn:Learner, path)->Path:
-    "The generator in `path` (diffusers layout, as `d2i generate` loads it) and the captioner in `path/captioner` (EMA weights when on), atomically."
+    "Atomically: the generator in `path` (as `d2i generate` loads it), the captioner in `path/captioner` (EMA if on)."
     path = Path(path)
     with ema_weights(learn), atomic_dir(path) as tmp:
         learn.generator.save_pretrained(tmp)
@@ -389,14 +411,16 @@ def _load_unified_inputs(o:UnifiedOptions, device=None):
 
 def _unified_line(learn:Learner, objective:str, out)->str:
     vm = learn.model.vocab if hasattr(learn.model, 'vocab') else learn.model.module.vocab
-    return (f"{objective} fine-tuning, {learn.opt_step} steps ({len(vm.missing)} captioner tokens without a generator counterpart): "
+    return (f"{objective} fine-tuning, {learn.opt_step} steps ({len(vm.missing)} captioner tokens without a generator "
+            "counterpart): "
             f"generator in {Path(out)/'final'}, captioner in {Path(out)/'final'/'captioner'}")
 
 # %% ../nbs/11_unified.ipynb #9461fe7d
 def _unified_main(o:UnifiedOptions):
     "Fine-tune a captioner and a generator through each other."
     set_threads(o.threads); set_seed(o.seed)
-    state = PartialState(cpu=not torch.cuda.is_available()) # each process its own device (cuda:local_rank; gloo ranks on CPUs)
+    # each process its own device (cuda:local_rank; gloo ranks on CPUs)
+    state = PartialState(cpu=not torch.cuda.is_available())
     with run_lock(o.out, hold=state.is_main_process): # one run per folder; its other ranks share it
         top = dict(weights=weights_fingerprint(o.generator), captioner_weights=weights_fingerprint(o.captioner))
         main_decides(lambda: claim_run_folder(o.out, {**o.record(), **top}, 'config.json', fresh=o.resume is None,
@@ -410,7 +434,8 @@ def _eval_captioner(cap:Captioner, items:list[dict])->dict:
     "Per-item CIDEr-D and attribute accuracy of greedy captions of `items`' images."
     caps = [c[0] for c in cap.caption([it['image'] for it in items], sample=False)]
     cider = cider_matrix([[c] for c in caps], [shapes_references(it['attrs']) for it in items])[:, 0]
-    acc = [float(all(caption_attributes(c)[a] == it['attrs'][a] for a in ('shape', 'colour'))) for c, it in zip(caps, items)]
+    acc = [float(all(caption_attributes(c)[a] == it['attrs'][a] for a in ('shape', 'colour')))
+           for c, it in zip(caps, items)]
     return dict(caption_cider=cider.tolist(), caption_acc=acc, captions=caps[:8])
 
 def _eval_generator(gen, items:list[dict])->dict:
@@ -445,7 +470,7 @@ class UnifiedExperiment:
 
 # %% ../nbs/11_unified.ipynb #feb8588f
 def _base_models(W:Path, train:list[dict], s:UnifiedExperiment, t0:float, log)->Path:
-    "The common start in `W/base`: a ShapesChat captioner trained on the captions, and the shapes backbone pre-trained on them."
+    "Common start `W/base`: a ShapesChat captioner trained on the captions and the shapes backbone pre-trained on them."
     base = W/'base'
     if not (base/'captioner').exists():
         cap = shapes_captioner(); set_seed(0)
@@ -455,11 +480,12 @@ def _base_models(W:Path, train:list[dict], s:UnifiedExperiment, t0:float, log)->
         bb = shapes_backbone(); set_seed(0)
         dls = text_image_dls(CaptionImageDataset(train), bs=64, seed=0)
         finetune(bb, dls, steps=s.gen_steps, lr=1e-3, ema=0., progress=False)
-        DialogToImagePipeline(bb).save_pretrained(base/'generator'); log(f'generator pre-trained ({time.time()-t0:.0f} s)')
+        DialogToImagePipeline(bb).save_pretrained(base/'generator')
+        log(f'generator pre-trained ({time.time()-t0:.0f} s)')
     return base
 
 def _fine_tune_arms(W:Path, base:Path, train:list[dict], s:UnifiedExperiment, t0:float, log)->dict:
-    "Each arm fine-tuned from the common start per seed (resumable); the generator folder of every model, the start's first."
+    "Each arm fine-tuned from the common start per seed (resumable); every model's generator folder, the start's first."
     runs = {'start': base/'generator'}
     for seed in s.seeds:
         for arm in ('unified', 'separate'):
@@ -468,7 +494,8 @@ def _fine_tune_arms(W:Path, base:Path, train:list[dict], s:UnifiedExperiment, t0
             set_seed(seed)
             bb, cap = load_backbone(base/'generator'), load_captioner(base/'captioner')
             dls = text_image_dls(CaptionImageDataset(train), bs=s.bs, seed=seed)
-            unified_finetune(bb, cap, dls, s.steps, s.lr, progress=False, objective=arm if arm == 'separate' else 'unified',
+            unified_finetune(bb, cap, dls, s.steps, s.lr, progress=False,
+                             objective=arm if arm == 'separate' else 'unified',
                              trainable_proj=s.trainable_proj, warmup=s.warmup, seed=seed, out=out, checkpoint_every=50,
                              keep=1, resume='latest')
             log(f'{arm} seed {seed} fine-tuned ({time.time()-t0:.0f} s)')
@@ -484,7 +511,8 @@ def _evaluate_runs(W:Path, base:Path, runs:dict, held:list[dict], s:UnifiedExper
         gen = load_generator(gdir, sample_steps=s.sample_steps, batch_size=64)
         r = dict(_eval_captioner(cap, held[:s.n_caption]), **_eval_generator(gen, held[:s.n_t2i]))
         _, sc = run_roundtrip('i2t2i', cap, gen, ClassifierEmbedder(), held[:s.n_rank], k=s.k, seed=0, n_boot=1000)
-        r['rank'] = {key: sc['rank_analysis'][key] for key in ('rho_curve', 'rho_curve_ci', 'rho_pooled', 'rho_pooled_ci', 'curve')}
+        r['rank'] = {key: sc['rank_analysis'][key] for key in ('rho_curve', 'rho_curve_ci', 'rho_pooled',
+                                                               'rho_pooled_ci', 'curve')}
         r['i2t2i_quality_best_of_k'], r['i2t2i_quality_mean'] = sc['quality_best_of_k'], sc['quality_mean']
         atomic_write_json(f, r); res[name] = r; log(f'{name} evaluated ({time.time()-t0:.0f} s)')
     return res
@@ -505,19 +533,23 @@ def unified_experiment(work:str|Path, # work folder (cached stages)
     return _evaluate_runs(W, base, _fine_tune_arms(W, base, train, s, t0, log), held, s, t0, log)
 
 # %% ../nbs/11_unified.ipynb #9599e3d6
-METRICS = {'caption_cider': 'caption CIDEr-D', 'caption_acc': 'caption attribute acc.', 't2i_acc': 'T2I attribute acc.', 't2i_sim': 'T2I classifier sim.'}
+METRICS = {'caption_cider': 'caption CIDEr-D', 'caption_acc': 'caption attribute acc.', 't2i_acc': 'T2I attribute acc.',
+           't2i_sim': 'T2I classifier sim.'}
 
 # %% ../nbs/11_unified.ipynb #b646e3f3
 def _interval(si)->list: return [si.estimate, [si.lo, si.hi]]
 
 def experiment_table(res:dict)->dict:
-    "Mean [95 % two-level bootstrap CI: seeds, then items] per metric for the start and each arm, and unified − separate."
+    "Mean [95% two-level bootstrap CI: seeds, then items] per metric of the start and each arm, and unified − separate."
     arms = {'start': ['start'], **{a: sorted(k for k in res if k.startswith(a + '-')) for a in ('unified', 'separate')}}
     seeds = [r.split('-', 1)[1] for r in arms['unified'] if f"separate-{r.split('-', 1)[1]}" in res]
     tab = {a: {m: _interval(seed_bootstrap({r: res[r][m] for r in rs})) for m in METRICS} for a, rs in arms.items()}
-    tab['unified - separate'] = {m: _interval(seed_bootstrap({s: res[f'separate-{s}'][m] for s in seeds}, # paired by seed and item
-                                                             paired={s: res[f'unified-{s}'][m] for s in seeds})) for m in METRICS}
-    tab['rank'] = {r: [res[r]['rank']['rho_curve'], res[r]['rank']['rho_curve_ci'], res[r]['rank']['rho_pooled']] for r in res}
+    # paired by seed and item
+    tab['unified - separate'] = {m: _interval(seed_bootstrap({s: res[f'separate-{s}'][m] for s in seeds},
+                                                             paired={s: res[f'unified-{s}'][m] for s in seeds}))
+                                 for m in METRICS}
+    tab['rank'] = {r: [res[r]['rank']['rho_curve'], res[r]['rank']['rho_curve_ci'], res[r]['rank']['rho_pooled']]
+                   for r in res}
     return tab
 
 # %% ../nbs/11_unified.ipynb #65a7fccf
@@ -534,7 +566,8 @@ def plot_experiment(res:dict, tab:dict):
         rs = [r for r in res if r == a or r.startswith(a + '-')]
         for j, r in enumerate(rs):
             rho, (l, h) = res[r]['rank']['rho_curve'], res[r]['rank']['rho_curve_ci']
-            ax.errorbar(i + 0.15*(j - (len(rs) - 1)/2), rho, yerr=[[rho - l], [h - rho]], fmt='o', color=['grey', 'C0', 'C1'][i], capsize=2)
+            ax.errorbar(i + 0.15*(j - (len(rs) - 1)/2), rho, yerr=[[rho - l], [h - rho]], fmt='o',
+                        color=['grey', 'C0', 'C1'][i], capsize=2)
     ax.set_xticks(range(3)); ax.set_xticklabels(arms); ax.axhline(0, color='k', lw=.5)
     ax.set_title('I2T2I Spearman(rank, CIDEr)', fontsize=9); ax.tick_params(labelsize=8)
     fig.tight_layout()
