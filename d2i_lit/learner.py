@@ -46,7 +46,8 @@ def freeze_frozen_parts(backbone, # the backbone whose encoders are frozen
     for m in (backbone.text_encoder, backbone.vae):
         if m is None: continue
         m.requires_grad_(False).eval()
-        if any(p.dtype != dtype for p in m.parameters()): m.to(dtype) # only when needed: diffusers warns on every dtype cast
+        # only when needed: diffusers warns on every dtype cast
+        if any(p.dtype != dtype for p in m.parameters()): m.to(dtype)
 
 # %% ../nbs/07_learner.ipynb #81c6784a
 def snr_weights(scheduler, # diffusers training scheduler
@@ -115,9 +116,12 @@ class DiffusionBatch(Callback):
         texts = ['' if d else s for s,d in zip(texts[sl], drop)]
         with torch.no_grad():
             if getattr(self.dl.dataset, 'encoded', False):
-                if self.random_flip: raise D2IError('random_flip flips images: not possible with encoded (cached) images')
+                if self.random_flip:
+                    raise D2IError('random_flip flips images: not possible with encoded (cached) images')
                 x0 = x[sl]
-            else: # the VAE's sample noise drawn for the whole global batch, then sliced: any number of processes, the same latents
+            else:
+                # the VAE's sample noise drawn for the whole global batch, then sliced: any number of processes, the
+                # same latents
                 x = self._flip(x, B, sl)
                 vn = torch.randn((B, *self.bb.latent_shape), generator=g)[sl] if self.bb.vae is not None else None
                 x0 = self.bb.encode_images(x[sl], noise=vn)
@@ -139,7 +143,9 @@ class DiffusionBatch(Callback):
     def _noise(self, B:int, x0, sl:slice):
         "Gaussian noise for this process's share, drawn for the global batch; with `noise_offset`, a per-channel offset added."
         noise = torch.randn((B,) + tuple(x0.shape[1:]), generator=self.gen)[sl]
-        if self.noise_offset: noise = noise + self.noise_offset * torch.randn((B, x0.shape[1]) + (1,)*(x0.ndim - 2), generator=self.gen)[sl]
+        if self.noise_offset:
+            noise = noise + self.noise_offset * torch.randn((B, x0.shape[1]) + (1,)*(x0.ndim - 2),
+                                                            generator=self.gen)[sl]
         return noise.to(x0.device, x0.dtype)
 
 # %% ../nbs/07_learner.ipynb #4809df43
@@ -152,7 +158,8 @@ def fused_adamw(params, # parameters or parameter groups
     except (RuntimeError, ValueError): return torch.optim.AdamW(params, foreach=True, **kwargs)
 
 # %% ../nbs/07_learner.ipynb #1931880d
-def text_learner(backbone, dls:DataLoaders, lr:float=1e-4, wd:float=1e-2, cbs=None, train_text_encoder:bool=False)->Learner:
+def text_learner(backbone, dls:DataLoaders, lr:float=1e-4, wd:float=1e-2, cbs=None,
+                 train_text_encoder:bool=False)->Learner:
     "A `Learner` over `NoisePredictor(backbone)` with `fused_adamw` on trainable parameters and `diffusion_loss`."
     model = NoisePredictor(backbone, train_text_encoder)
     opt = partial(OptimWrapper, opt=fused_adamw)
