@@ -83,8 +83,7 @@ def prompt_html(turns:list, lin:Linearized, used:int, budget:int, fmt:TextFormat
     for i, (s, t) in enumerate(turns):
         m = MARKERS[fmt.style][s]
         cell = html.escape(f'{m} {t}' if m else t)
-        rows.append(f'<li class="d2i-dropped"><s>{cell}</s> (dropped)</li>' if _dropped(i, lin,
-                                                                                        fmt) else f'<li>{cell}</li>')
+        rows.append(f'<li class="d2i-dropped"><s>{cell}</s> (dropped)</li>' if _dropped(i, lin, fmt) else f'<li>{cell}</li>')
     return (f'<ol id="d2i-turns-view">{"".join(rows)}</ol><p>prompt ({fmt.style}, {fmt.truncation}): '
             f'<b id="d2i-used">{used}</b> of <b id="d2i-budget">{budget}</b> tokens, {lin.n_turns_dropped} turn(s) dropped</p>'
             f'<pre id="d2i-prompt">{html.escape(lin.text)}</pre>')
@@ -96,7 +95,8 @@ def demo_model(folder, # a `d2i demo` folder (created if missing)
               )->Path:
     "The fine-tuned ShapesChat model of a demo folder, trained there first by the demo's stages when it has none."
     # local: the demo's code, only when training
-    from d2i_lit.experiment import ExperimentRun, experiment_settings, _cfg_key, _claim_experiment, _stage_file, _stage_line
+    from d2i_lit.experiment import (ExperimentRun, experiment_settings, _cfg_key, _claim_experiment, _stage_file,
+                                    _stage_line)
     folder = Path(folder)
     found = sorted(folder.glob('train/finetuned-*/final'), key=lambda p: p.parent.name != 'finetuned-hash')
     if found: return found[0]
@@ -139,13 +139,13 @@ def _shown(img, side:int=256):
     k = max(1, side // max(img.size))
     return img.resize((img.width*k, img.height*k), 0) if k > 1 else img # 0: nearest neighbour
 
-def generate(pipe:DialogToImagePipeline, turns:list, fmt:TextFormat, sample_steps:int=20, guidance:float=3.0,
-             seed:int=0):
+def generate(pipe:DialogToImagePipeline, turns:list, fmt:TextFormat, sample_steps:int=20,
+             guidance:float=3.0, seed:int=0):
     "The image of `turns` prompted in `fmt`, with a fixed seed."
     if not turns: raise D2IError('type at least one turn')
     g = torch.Generator(pipe.backbone.device).manual_seed(int(seed))
-    return _shown(pipe([turns], text_format=fmt, sample_steps=int(sample_steps), guidance=float(guidance),
-                       generator=g)[0])
+    return _shown(pipe([turns], text_format=fmt, sample_steps=int(sample_steps),
+                       guidance=float(guidance), generator=g)[0])
 
 # %% ../nbs/12_app.ipynb #6dc7c5bd
 def _gradio():
@@ -183,8 +183,8 @@ def _run(gr, models:Models):
     "The Generate button's handler: the prompt view and the image (a user's mistake shown on the page)."
     def run(label, text, style, budget, trunc, steps, guidance, seed):
         pipe = models[label]
-        try: image = generate(pipe, parse_turns(text or ''), page_format(pipe.backbone, style, budget, trunc), steps,
-                              guidance, seed)
+        try: image = generate(pipe, parse_turns(text or ''), page_format(pipe.backbone, style, budget, trunc),
+                              steps, guidance, seed)
         except D2IError as e: raise gr.Error(str(e))
         return _view(models, label, text, style, budget, trunc), image
     return run
@@ -221,5 +221,5 @@ def _app_main(o:AppOptions):
     app = build_app(models, o)
     port = o.port or _free_port(o.host)
     print(f'd2i app: serving on http://{o.host}:{port}', flush=True)
-    app.launch(server_name=o.host, server_port=port, share=False, inbrowser=False, quiet=True, ssr_mode=False,
-               footer_links=[])
+    app.launch(server_name=o.host, server_port=port, share=False, inbrowser=False, quiet=True,
+               ssr_mode=False, footer_links=[])

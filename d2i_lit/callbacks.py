@@ -133,8 +133,8 @@ class GradCheckpointing(Callback):
     order = -15
     def before_fit(self):
         net = _net(self.learn.model)
-        if not hasattr(net,
-                       'enable_gradient_checkpointing') or not getattr(net, '_supports_gradient_checkpointing', True):
+        if (not hasattr(net, 'enable_gradient_checkpointing')
+                or not getattr(net, '_supports_gradient_checkpointing', True)):
             raise D2IError(f"{type(net).__name__} has no gradient checkpointing switch")
         net.enable_gradient_checkpointing()
     def after_fit(self): _net(self.learn.model).disable_gradient_checkpointing()

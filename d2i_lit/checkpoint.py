@@ -23,8 +23,7 @@ from .backbones import _KINDS
 from .learner import DiffusionBatch, is_main, rank_world
 from .callbacks import (CSVLog, DataParallel, EMA, EMACallback, GradAccum, GradCheckpointing, GradClip, LRSchedule,
                                MixedPrecision, NonFiniteGuard, ScaledStep, StepCounter, StepProgress, StopAfter,
-                               ema_weights,
-                               trainable, TensorBoardLog)
+                               ema_weights, trainable, TensorBoardLog)
 from .model_card import write_model_card
 
 # %% auto #0
@@ -117,8 +116,7 @@ def find(self:Checkpoint)->dict|None:
         try: found = _read_checkpoint(p, model, ema)
         except D2IError as e: errs.append(error_line(e)); continue
         if errs and is_main():
-            print(f"warning: skipped {len(errs)} damaged checkpoint(s), newest {errs[0]}; resuming from {p}",
-                  file=sys.stderr)
+            print(f"warning: skipped {len(errs)} damaged checkpoint(s), newest {errs[0]}; resuming from {p}", file=sys.stderr)
         return found
     if errs: raise D2IError(f"no usable checkpoint in {self.dir}: all {len(errs)} are damaged; newest {errs[0]}")
     return None # nothing to resume: start fresh, as diffusers does
@@ -161,8 +159,8 @@ def save(self:Checkpoint)->Path:
         with atomic_dir(path) as tmp:
             save_file(_state(self.learn.model), tmp/'model.safetensors')
             if (e := self._ema_cb()) is not None:
-                save_file({k: v.contiguous() for k,v in e.average.shadow.items()},
-                          tmp/'ema.safetensors'); state['ema_n'] = e.average.n
+                save_file({k: v.contiguous() for k,v in e.average.shadow.items()}, tmp/'ema.safetensors')
+                state['ema_n'] = e.average.n
             torch.save(self.learn.opt.state_dict(), tmp/'optimizer.pt')
             save_file(rng, tmp/'rng.safetensors')
             atomic_write_json(tmp/'state.json', state)
@@ -179,8 +177,8 @@ def load(self:Checkpoint, ck:Path|dict): # a checkpoint folder, or what `_read_c
     m.load_state_dict(d['model'], strict=False)
     self.learn.opt.load_state_dict(d['opt'])
     if (e := self._ema_cb()) is not None:
-        e.average = EMA(trainable(m),
-                        e.decay); e.average.load_state_dict(dict(decay=e.decay, n=s['ema_n'], shadow=d['ema']))
+        e.average = EMA(trainable(m), e.decay)
+        e.average.load_state_dict(dict(decay=e.decay, n=s['ema_n'], shadow=d['ema']))
     torch.set_rng_state(rng['torch'])
     if (b := self._batch_cb()) is not None and 'batch' in rng: b.gen.set_state(rng['batch'])
     random.setstate(_to_tuple(s['python_rng'])); np.random.set_state(_np_from(s['numpy_rng']))
@@ -200,8 +198,8 @@ LORA_TARGETS = ('to_q', 'to_k', 'to_v', 'to_out.0')
 
 def add_lora(net:nn.Module, rank:int=4, alpha:float|None=None, targets=LORA_TARGETS)->nn.Module:
     "Inject LoRA adapters into `net`'s attention projections, in place; only the adapters train."
-    names = [n for n,
-             m in net.named_modules() if isinstance(m, nn.Linear) and any(n == t or n.endswith('.'+t) for t in targets)]
+    names = [n for n,m in net.named_modules()
+             if isinstance(m, nn.Linear) and any(n == t or n.endswith('.'+t) for t in targets)]
     if not names:
         raise D2IError(f"{type(net).__name__} has no attention projections named {', '.join(targets)} for LoRA")
     net.requires_grad_(False)

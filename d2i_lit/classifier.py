@@ -60,10 +60,7 @@ def to_input(images:list, # PIL images
              size:int=16, # classifier input side; other sizes are resized with PIL bicubic
             )->torch.Tensor:
     "Float tensor [B, 3, size, size] in [-1, 1] from PIL images."
-    arr = np.stack([np.asarray((im if im.size == (size,
-                                                  size) else im.convert('RGB').resize((size, size),
-                                                                                      Image.BICUBIC)).convert('RGB'),
-                                                                                      dtype=np.float32) for im in images])
+    arr = np.stack([np.asarray((im if im.size == (size, size) else im.convert('RGB').resize((size, size), Image.BICUBIC)).convert('RGB'), dtype=np.float32) for im in images])
     return torch.from_numpy(arr).permute(0, 3, 1, 2) / 127.5 - 1
 
 # %% ../nbs/08_classifier.ipynb #388c378a
@@ -77,8 +74,8 @@ def render_set(n:int, # number of images
     rng = np.random.default_rng(seed)
     labels = {k: rng.integers(len(v), size=n) for k, v in attributes.items()}
     jitter = rng.integers(2**31, size=n)
-    imgs = [render_object({k: attributes[k][labels[k][i]] for k in attributes}, size=size,
-                          seed=int(jitter[i])) for i in range(n)]
+    imgs = [render_object({k: attributes[k][labels[k][i]] for k in attributes}, size=size, seed=int(jitter[i]))
+            for i in range(n)]
     return to_input(imgs, size), {k: torch.from_numpy(v) for k, v in labels.items()}
 
 # %% ../nbs/08_classifier.ipynb #e0c59ab3
@@ -95,8 +92,8 @@ def accuracy(clf:AttributeClassifier, x:torch.Tensor, y:dict, batch_size:int=512
     return res
 
 # %% ../nbs/08_classifier.ipynb #db7ea9f5
-def _train_epoch(clf:AttributeClassifier, x:torch.Tensor, y:dict, opt, sched, g:torch.Generator, batch_size:int,
-                 noise:float):
+def _train_epoch(clf:AttributeClassifier, x:torch.Tensor, y:dict, opt, sched, g:torch.Generator,
+                 batch_size:int, noise:float):
     "One pass over `x` in a random order, each image with Gaussian noise of std uniform in [0, `noise`]."
     n = len(x)
     clf.train(); perm = torch.randperm(n, generator=g)

@@ -654,9 +654,8 @@ def write_items(out:str|Path, # the run folder (claimed by process 0)
     ids = unique_ids(ids); order = {k: i for i, k in enumerate(ids)}
     if state.is_main_process: _merge_parts(out, name, order, per_item); _merge_parts(out, 'skipped', order, None)
     state.wait_for_everyone()
-    done = {str(r['id']) for f in (name,
-                                   'skipped') for r in read_jsonl(out/f'{f}.jsonl') if isinstance(r,
-                                                                                                  dict) and 'id' in r}
+    done = {str(r['id']) for f in (name, 'skipped') for r in read_jsonl(out/f'{f}.jsonl')
+            if isinstance(r, dict) and 'id' in r}
     mine = [i for i in range(state.process_index, len(ids), state.num_processes) if ids[i] not in done]
     rank = state.process_index
     with open_append(out/f'{name}.rank{rank}.jsonl') as f, open_append(out/f'skipped.rank{rank}.jsonl') as fs:
@@ -666,8 +665,8 @@ def write_items(out:str|Path, # the run folder (claimed by process 0)
                 else: f.write(jsonl(res))
             for g in (f, fs): g.flush(); os.fsync(g.fileno())
     state.wait_for_everyone()
-    res = (_merge_parts(out, name, order, per_item),
-           _merge_parts(out, 'skipped', order, None)) if state.is_main_process else (None, None)
+    res = ((_merge_parts(out, name, order, per_item), _merge_parts(out, 'skipped', order, None))
+           if state.is_main_process else (None, None))
     state.wait_for_everyone()
     return res
 

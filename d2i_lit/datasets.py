@@ -68,8 +68,8 @@ def check_images(paths:list, # image files (None: no file)
 # %% ../nbs/04_datasets.ipynb #f29a3be5
 class _SkippingDataset(Dataset):
     "Shared part of the pair datasets: up-front image check, `skip`/`error` for unusable images, cache, report."
-    def _setup_images(self, paths:list, what:list, size:int, cache, on_bad_image:str, check:bool, threads,
-                      progress=None):
+    def _setup_images(self, paths:list, what:list, size:int, cache, on_bad_image:str, check:bool,
+                      threads, progress=None):
         "Check the images of `paths` (items described by `what`), drop or refuse unusable ones; return the kept indices."
         if on_bad_image not in BAD_IMAGE_MODES:
             raise D2IError(f"on_bad_image must be one of {', '.join(BAD_IMAGE_MODES)}, got {on_bad_image!r}")
@@ -81,9 +81,8 @@ class _SkippingDataset(Dataset):
         for i,(p,r) in enumerate(zip(paths, res)):
             if isinstance(r, str):
                 if on_bad_image == 'error':
-                    raise D2IError(f'{what[i]}: ' + (f'image {p}: {r}' if p is not None else 'no paired image (load '
-                                                                                             'the dialogs with '
-                                                                                             'images_dir)'))
+                    raise D2IError(f'{what[i]}: ' + (f'image {p}: {r}' if p is not None
+                                                     else 'no paired image (load the dialogs with images_dir)'))
                 self.skipped.append(dict(item=what[i], image=None if p is None else str(p), error=r))
             else:
                 if self.cache is not None and r is not None: self.cache[len(keep)] = r
@@ -103,8 +102,8 @@ class _SkippingDataset(Dataset):
         s = f'{len(self)} pairs, {len(self.skipped)} skipped'
         if self.skipped:
             why = Counter('no paired image' if d['image'] is None else 'unreadable image' for d in self.skipped)
-            s += ' (' + ', '.join(f'{k}: {v}' for k,
-                                  v in why.items()) + f"; first: {self.skipped[0]['item']}: {self.skipped[0]['error']})"
+            s += (' (' + ', '.join(f'{k}: {v}' for k,v in why.items())
+                  + f"; first: {self.skipped[0]['item']}: {self.skipped[0]['error']})")
         return s
 
     def report(self)->dict:

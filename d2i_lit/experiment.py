@@ -26,8 +26,7 @@ from .classifier import predict
 from .metrics import ClassifierFeatureNet, evaluate_images, alignment_summary, attribute_judgements, image_features
 from .report import (MODEL, UNFROZEN, METRICS, ROW_KEYS, PER_IMAGE, load_stages, plot_metrics, plot_losses, stage_grid,
                             results_table, pattern_table, write_outputs, aggregate_runs, ci_table, plot_aggregate,
-                            compare_cells,
-                            default_contrasts, contrast_table, pattern_summary, write_seed_summary)
+                            compare_cells, default_contrasts, contrast_table, pattern_summary, write_seed_summary)
 
 # %% auto #0
 __all__ = ['DEFAULT', 'QUICK', 'shapes_model', 'ZERO_SHOT_KINDS', 'STUDY_KEYS', 'FINETUNE_KEYS', 'experiment_backbone',
@@ -39,26 +38,25 @@ __all__ = ['DEFAULT', 'QUICK', 'shapes_model', 'ZERO_SHOT_KINDS', 'STUDY_KEYS', 
 
 # %% ../nbs/09_experiment.ipynb #8fc66536
 _all_ = ['MODEL', 'UNFROZEN', 'METRICS', 'ROW_KEYS', 'PER_IMAGE', 'load_stages', 'plot_metrics', 'plot_losses',
-         'stage_grid',
-         'results_table', 'pattern_table', 'write_outputs', 'aggregate_runs', 'ci_table', 'plot_aggregate',
-         'compare_cells',
-         'default_contrasts', 'contrast_table', 'pattern_summary']
+         'stage_grid', 'results_table', 'pattern_table', 'write_outputs', 'aggregate_runs', 'ci_table',
+         'plot_aggregate', 'compare_cells', 'default_contrasts', 'contrast_table', 'pattern_summary']
 
 # %% ../nbs/09_experiment.ipynb #025eb91b
-# optimizer steps of fine-tuning per style (text encoder frozen): the top of the learning curve at lr 1e-4 (09c_study)
-# fine-tuning at 5e-4 peaks lower and collapses after 200 steps (09c_study)
-# 'clip': CLIP's BPE (03a), the budget binding as in the real tier; 'words': case-sensitive word tokens, each marker one
-# token, never binding
 DEFAULT = dict(n_train=6000, # training dialogs (their captions are the pre-training corpus)
                n_test=384, # test dialogs: images per evaluated cell
                pretrain_steps=450, # optimizer steps of pre-training on `pretrain_corpus` (text encoder + UNet)
+               # optimizer steps of fine-tuning per style (text encoder frozen): the top of the learning curve at lr
+               # 1e-4 (09c_study)
                finetune_steps=240,
                unfrozen_steps=160, # optimizer steps of the text-encoder-unfrozen ablation per style (0: skip it)
                finetune_styles=STYLES, # styles fine-tuned
                unfrozen_styles=('hash',), # styles of the unfrozen ablation
+               # fine-tuning at 5e-4 peaks lower and collapses after 200 steps (09c_study)
                bs=64, lr_pretrain=1e-3, lr_finetune=1e-4, warmup=20,
                sample_steps=10, guidance=3.0, # DDIM steps and classifier-free guidance for every evaluated image
                size=16, positions=64, ema=0.995, p_uncond=0.1, # positions: the word-token model's fixed text length
+               # 'clip': CLIP's BPE (03a), the budget binding as in the real tier; 'words': case-sensitive word tokens,
+               # each marker one token, never binding
                text='clip',
                max_tokens=SHAPES_TEXT_BUDGET, # with text='clip': the text budget (text tokens, BOS/EOS aside)
                truncation='oldest', # over the budget: drop the oldest turns ('oldest') or keep the first tokens ('end')
@@ -228,7 +226,8 @@ def experiment_stages(cfg:dict)->list[str]:
     zs = [f'zero_shot/{s}' for s in eval_styles(cfg)]
     more = [f'zero_shot/{s}@{b}-{t}' for b, t in eval_formats(cfg) for s in eval_styles(cfg)]
     return ['data', 'pretrain'] + zs + ['caption_oracle'] + more + (['choose'] if cfg['choose_lrs'] else []) + \
-           [f'finetuned/{s}' for s in cfg['finetune_styles']] + [f'unfrozen/{s}' for s in cfg['unfrozen_styles'] if cfg['unfrozen_steps'] > 0]
+           [f'finetuned/{s}' for s in cfg['finetune_styles']] + \
+           [f'unfrozen/{s}' for s in cfg['unfrozen_styles'] if cfg['unfrozen_steps'] > 0]
 
 # %% ../nbs/09_experiment.ipynb #e11bd5f1
 def _cfg_key(cfg:dict)->dict: return json.loads(json.dumps(cfg, default=list))
@@ -338,10 +337,9 @@ def stage_pretrain(self:ExperimentRun)->dict:
     # trained on captions, not dialogs; the rule its dialogs are cut by
     bb.text_format = TextFormat(None, truncation=cfg['truncation'])
     learn = finetune(bb, text_image_dls(self.caption_dataset(bb), bs=cfg['bs'], seed=seed), cfg['pretrain_steps'],
-                     cfg['lr_pretrain'],
-                     out=self.out/'train'/'pretrain', ema=cfg['ema'], p_uncond=cfg['p_uncond'], seed=seed,
-                     lr_warmup_steps=cfg['warmup'],
-                     train_text_encoder=True, progress=False, **_resumable(cfg['pretrain_steps']))
+                     cfg['lr_pretrain'], out=self.out/'train'/'pretrain', ema=cfg['ema'], p_uncond=cfg['p_uncond'],
+                     seed=seed, lr_warmup_steps=cfg['warmup'], train_text_encoder=True, progress=False,
+                     **_resumable(cfg['pretrain_steps']))
     return dict(steps=learn.opt_step, seconds=round(learn.fit_time, 1))
 
 # %% ../nbs/09_experiment.ipynb #f66d733d
@@ -358,9 +356,9 @@ def evaluate(self:ExperimentRun, bb, # the model
     s, per = score_images(imgs, d['truths'], d['real_stats'], d['net'])
     row = dict(model=model, style=style, stage=stage, fid=s['fid'], **{'is': s['is']}, attr_acc=s['attr_acc'],
                coherence=s['coherence'], n=s['n'], seed=self.seed, is_std=s['is_std'],
-               distractor_acc=s['distractor_acc'],
-               per_attribute=s['per_attribute'], by_pattern=s['by_pattern'], feature_net=s['feature_net'],
-               sample_steps=cfg['sample_steps'], guidance=cfg['guidance'], sample_seconds=round(ts, 1), **(extra or {}))
+               distractor_acc=s['distractor_acc'], per_attribute=s['per_attribute'], by_pattern=s['by_pattern'],
+               feature_net=s['feature_net'], sample_steps=cfg['sample_steps'], guidance=cfg['guidance'],
+               sample_seconds=round(ts, 1), **(extra or {}))
     return row, per, imgs[:16]
 
 # %% ../nbs/09_experiment.ipynb #c6229d4d
@@ -476,8 +474,8 @@ def _stage_line(rec:dict)->str:
     "The log line of a finished stage."
     r = rec['rows'][0] if rec['rows'] else None
     ch = rec.get('choice')
-    return (f"[{rec['stage']}] {rec['seconds']:.0f} s" + (f"; attr_acc {r['attr_acc']:.3f} coherence "
-                                                          f"{r['coherence']:.3f}" if r else '')
+    return (f"[{rec['stage']}] {rec['seconds']:.0f} s"
+            + (f"; attr_acc {r['attr_acc']:.3f} coherence {r['coherence']:.3f}" if r else '')
             + (f"; {rec['train']['steps']} steps" if 'train' in rec else '')
             + (f"; chose lr {ch['lr']:g}, {ch['steps']} steps (on valid {ch['valid_attr_acc']:.3f})" if ch else ''))
 

@@ -62,8 +62,7 @@ def train_settings(settings=None, # a `FinetuneOptions` (or any `TrainSettings`)
                    **changes, # fields to change (old keyword spellings too: `warmup`, `schedule`, `wd`)
                   )->FinetuneOptions:
     "The settings of a fine-tuning run, checked: a one-line `D2IError` for what cannot run."
-    s = settings if isinstance(settings,
-                               FinetuneOptions) else FinetuneOptions(**(settings.record() if settings else {}))
+    s = settings if isinstance(settings, FinetuneOptions) else FinetuneOptions(**(settings.record() if settings else {}))
     s = s.replace(**{_OLD_NAMES.get(k, k): v for k, v in changes.items()})
     if s.steps is None and s.time_budget is None: raise D2IError("give steps or a time budget")
     torch_dtype(s.mixed_precision, MIXED_PRECISION, 'mixed precision') # a clear error before any work
@@ -101,10 +100,8 @@ def _run_config(s:FinetuneOptions, backbone, dls:DataLoaders, top:dict|None)->di
     "What `config.json` records: the settings, `top` (the CLI's weights fingerprint), and what the run found."
     bb = backbone
     run = dict(kind=getattr(bb, 'kind', None), prediction_type=bb.noise_scheduler.config.prediction_type,
-               resolution=bb.resolution,
-               positions=bb.positions, text_format=bb.text_format.record(), batch_size=dls.train.bs,
-               processes=rank_world()[1],
-               pairs=len(dls.train.dataset))
+               resolution=bb.resolution, positions=bb.positions, text_format=bb.text_format.record(),
+               batch_size=dls.train.bs, processes=rank_world()[1], pairs=len(dls.train.dataset))
     top = top or {} # its `run` entries join what the run found (the dialogs held out for validation)
     return {**s.record(), **{k: v for k, v in top.items() if k != 'run'}, 'run': {**run, **top.get('run', {})}}
 
@@ -129,8 +126,8 @@ def finetune(backbone, # a `Backbone`; its noise predictor is trained in place
     if s.cache and not getattr(dls.train.dataset, 'encoded', False): dls = _encoded_dls(dls, backbone)
     batch = DiffusionBatch(backbone, s.p_uncond, s.snr_gamma, s.seed, cache_text=s.cache, text_ids=s.train_text_encoder,
                            noise_offset=s.noise_offset, random_flip=s.random_flip)
-    grid = [ValidationGrid(backbone, valid_items, out/'samples',
-                           s.valid_every)] if out and valid_items and s.valid_every else []
+    grid = ([ValidationGrid(backbone, valid_items, out/'samples', s.valid_every)]
+            if out and valid_items and s.valid_every else [])
     learn = text_learner(backbone, dls, lr=s.lr, wd=s.weight_decay, train_text_encoder=s.train_text_encoder,
                          cbs=training_callbacks(s, batch, out, extra=grid + list(cbs or [])))
     learn.backbone = backbone
@@ -155,7 +152,8 @@ def _training_data(o:FinetuneOptions, bb, device,
                   ):
     "The training pairs of `--data` for `bb` and their loaders."
     held = set(held)
-    dialogs = [d for d in (_data_dialogs(o) if dialogs is None else dialogs) if d.dialogue_id not in held][:o.max_train_samples]
+    dialogs = [d for d in (_data_dialogs(o) if dialogs is None else dialogs)
+               if d.dialogue_id not in held][:o.max_train_samples]
     if dialogs and not any(d.image_path is not None for d in dialogs):
         raise D2IError(f"--data {o.data}: none of {len(dialogs)} dialogs has a paired image (give --images-dir with "
                        f"{{photo_id}}.jpg/.png)")
@@ -189,16 +187,14 @@ def _validation_dialogs(o:FinetuneOptions, dialogs:list, held:list, train:list, 
                                  dialogue_column=o.dialogue_column))[:8]
     held = set(held); out = [d for d in dialogs if d.dialogue_id in held]
     if out or not o.valid_every: return out
-    if say: print('validation images of training dialogs: this run held none out (give --validation-dialogs)',
-                  file=sys.stderr)
+    if say:
+        print('validation images of training dialogs: this run held none out (give --validation-dialogs)', file=sys.stderr)
     return list(train[:8])
 
 # %% ../nbs/07c_finetune.ipynb #ed50c51a
 _SAME_MEANING = ('model', 'data', 'images_dir', 'style', 'lr', 'batch_size', 'grad_accum', 'ema', 'lora_rank',
-                 'mixed_precision',
-                 'seed', 'p_uncond', 'snr_gamma', 'max_grad_norm', 'lr_warmup_steps', 'lr_schedule', 'weight_decay',
-                 'cache',
-                 'grad_checkpointing', 'on_bad_image') # settings an older config.json holds with today's meaning
+                 'mixed_precision', 'seed', 'p_uncond', 'snr_gamma', 'max_grad_norm', 'lr_warmup_steps', 'lr_schedule',
+                 'weight_decay', 'cache', 'grad_checkpointing', 'on_bad_image') # settings an older config.json holds with today's meaning
 
 def _upgrade_train_config(old:dict, new:dict)->dict:
     "An older `config.json` as today's record: its settings of unchanged meaning; the rest taken as they are now."

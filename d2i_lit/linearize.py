@@ -143,8 +143,7 @@ def _fit_one(tok, turns:list[Turn], style:str, budget:int)->tuple[Linearized, li
         keep.insert(0, w)
     text = ' '.join(keep)
     if not keep:  # one word longer than the budget: its last tokens, decoded
-        text = tok.convert_tokens_to_string(tok.convert_ids_to_tokens(_ids(tok,
-                                                                           [words[-1]])[0][-(budget - len(mids)):])).strip()
+        text = tok.convert_tokens_to_string(tok.convert_ids_to_tokens(_ids(tok, [words[-1]])[0][-(budget - len(mids)):])).strip()
     text = f'{m} {text}' if m else text
     return Linearized(text, len(ps), len(ps) - 1), _ids(tok, [text])[0]
 
@@ -161,8 +160,8 @@ def _counting_backend(tok):
         tok._d2i_counting = bk
     return tok._d2i_counting
 
-def _fit_encoded(text:str, ps:list[str], e, markers:tuple, mlen:dict, last:int|None,
-                 budget:int)->tuple[Linearized, list[int]]:
+def _fit_encoded(text:str, ps:list[str], e, markers:tuple, mlen:dict,
+                 last:int|None, budget:int)->tuple[Linearized, list[int]]:
     "Fast path for one dialog, from its whole text's encoding `e`: drop the oldest turns, else keep the newest turn's marker and last tokens."
     ids, n = e.ids, len(e.ids)
     if n <= budget: return Linearized(text, len(ps), 0), ids
@@ -266,8 +265,7 @@ class TextFormat(Settings):
     "How a model's prompts are made from dialogs: the style, the budget and the truncation rule it was trained with."
     style:Annotated[str|None,
                     Opt(choices=MARKERS)]='hash' # linearization style (None: a model not trained on dialogs; prompted with hash)
-    max_tokens:Annotated[int|None,
-                         Opt(pos_int)]=None # the budget: text tokens, BOS/EOS not counted (None: all the encoder holds)
+    max_tokens:Annotated[int|None, Opt(pos_int)]=None # the budget: text tokens, BOS/EOS not counted (None: all the encoder holds)
     truncation:Annotated[str,
                          Opt(choices=TRUNCATIONS)]='oldest' # over the budget: drop the oldest turns, or cut the end
     tokenizer:str|None=None # the tokenizer that counts, as recorded with a model (its class and vocabulary size)
@@ -286,8 +284,8 @@ class TextFormat(Settings):
                   positions:int|None=None, # the text encoder's positions (default: the tokenizer's)
                  )->list[Linearized]:
         "The dialogs linearized in this format."
-        return linearize_many(dialogs, self.style or 'hash', tokenizer, self.budget(tokenizer, positions),
-                              self.truncation)
+        return linearize_many(dialogs, self.style or 'hash', tokenizer,
+                              self.budget(tokenizer, positions), self.truncation)
 
 def tokenizer_name(tokenizer)->str:
     "What a model records of its tokenizer: its class and vocabulary size."
@@ -296,13 +294,11 @@ def tokenizer_name(tokenizer)->str:
 # %% ../nbs/02_linearize.ipynb #f77a050d
 TOPICS = {
     'animals': 'animal mammal dog cat bird insect invertebrate moth butterfly rat mouse hamster frog owl falcon '
-               'leopard cheetah '
-               'squirrel chipmunk rodent pig horse carnivore carnivores wildlife felidae fish stork magpie chinchilla acinonyx '
-               'suidae snout whiskers golden retriever pájaros mariposas 鳥 كلاب',
+               'leopard cheetah squirrel chipmunk rodent pig horse carnivore carnivores wildlife felidae fish stork '
+               'magpie chinchilla acinonyx suidae snout whiskers golden retriever pájaros mariposas 鳥 كلاب',
     'food': 'food snack baked goods dessert bread cake cookie pretzel bagel croissant candy dairy sandwich salad '
-            'strawberry fruit '
-            'vegetable pizza hamburger french fries sushi seafood cucumber zucchini cantaloupe muffin platter '
-            'breakfast meat',
+            'strawberry fruit vegetable pizza hamburger french fries sushi seafood cucumber zucchini cantaloupe muffin '
+            'platter breakfast meat',
     'drink': 'drink wine beer cocktail coffee tea bottle juice tin can',
     'vehicles': 'vehicle car bicycle boat truck airplane motorcycle bus train',
     'people': 'man woman girl boy person human face head hair nose mouth hand arm eye leg smile child baby people limb',

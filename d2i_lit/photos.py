@@ -289,8 +289,8 @@ def _known_failures(out:Path)->dict:
     except (OSError, ValueError): return {}
     fs = rep.get('failures') if isinstance(rep, dict) else None
     if not isinstance(fs, list): return {}
-    return {f['url']: f for f in fs if isinstance(f,
-                                                  dict) and f.get('status') in FINAL and isinstance(f.get('url'), str)}
+    return {f['url']: f for f in fs
+            if isinstance(f, dict) and f.get('status') in FINAL and isinstance(f.get('url'), str)}
 
 def _known_results(jobs:list[dict], known:dict)->list:
     "Each job's result where a previous run's report already has a final failure for its URL, else None (to fetch)."
@@ -371,8 +371,8 @@ def summary_line(report:dict, out)->str:
     return (f"{c['ok']} of {report['photos']} photos in {out} ({report['fetched']} fetched, "
             f"{report['already_present']} already present, "
             f"{report['known_failures']} failures of an earlier run not retried); "
-            + ', '.join(f"{k.replace('_', ' ')} {v}" for k,
-                        v in c.items() if k != 'ok') + f"; report in {Path(out)/'report.json'}")
+            + ', '.join(f"{k.replace('_', ' ')} {v}" for k,v in c.items() if k != 'ok')
+            + f"; report in {Path(out)/'report.json'}")
 
 # %% ../nbs/01a_photos.ipynb #5e85a560
 def _photochat_main(o, # an `options.PhotoChatDataOptions`

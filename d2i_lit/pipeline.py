@@ -36,10 +36,9 @@ def dialog_prompts(dialogs:list, # `Dialog`s, lists of `Turn`s or (speaker, text
     for i,d in enumerate(dialogs):
         if isinstance(d, str): out[i] = d
         elif how == 'caption':
-            if not isinstance(d,
-                              Dialog):
-                                  raise D2IError(f"item {i}: style 'caption' needs Dialog objects (with "
-                                                 f"photo_description), got {type(d).__name__}")
+            if not isinstance(d, Dialog):
+                raise D2IError(f"item {i}: style 'caption' needs Dialog objects (with photo_description), got "
+                               f"{type(d).__name__}")
             out[i] = d.photo_description
         elif how == 'last':
             ts = dialog_turns(d)
@@ -95,8 +94,7 @@ class DialogToImagePipeline:
             mine, asked = getattr(self.backbone.text_format, k), getattr(fmt, k)
             if mine is not None and mine != asked and (k, asked) not in self._said: # None: not trained on dialogs
                 self._said.add((k, asked))
-                warnings.warn(f"the model was trained with {k} {mine!r}; prompting it with {asked!r} as asked",
-                              stacklevel=3)
+                warnings.warn(f"the model was trained with {k} {mine!r}; prompting it with {asked!r} as asked", stacklevel=3)
 
     def prompts(self, dialogs:list, # dialogs, turn lists or strings (one item may be given bare)
                 style:str|None=None, # a linearization style or a reference ('caption', 'last'); None: the model's
@@ -305,8 +303,7 @@ def say_if_random(bb:Backbone, name:str)->None:
     if getattr(bb, 'random_weights', False):
         print(f"warning: {name} has random weights: its images are noise. For a trained model run `d2i demo --quick "
               f"--out demo`, "
-              "then `d2i generate --model demo/train/finetuned-hash/final --dialogs demo/data/test --out gen`",
-              file=sys.stderr)
+              "then `d2i generate --model demo/train/finetuned-hash/final --dialogs demo/data/test --out gen`", file=sys.stderr)
 
 def _generate_main(o:GenerateOptions):
     "Generate one image per dialog with a text-to-image model."

@@ -56,8 +56,7 @@ def pattern_table(rows:list[dict], key:str='attr_acc')->str:
     "A markdown table of `key` per dialog pattern."
     pats = sorted({p for r in rows for p in r.get('by_pattern', {})})
     h = f"| model | style | stage | {' | '.join(pats)} |\n|---|---|---|{'---|'*len(pats)}\n"
-    return h + ''.join(f"| {r['model']} | {r['style']} | {r['stage']} | " + ' | '.join(_fmt(r['by_pattern'].get(p,
-                                                                                                                {}).get(key)) for p in pats) + ' |\n'
+    return h + ''.join(f"| {r['model']} | {r['style']} | {r['stage']} | " + ' | '.join(_fmt(r['by_pattern'].get(p, {}).get(key)) for p in pats) + ' |\n'
                        for r in rows)
 
 # %% ../nbs/08b_report.ipynb #5fe011f7
@@ -103,8 +102,8 @@ def _style_bars(ax, rows:list[dict], m:str, ci:bool=False):
     styles = list(STYLES) + sorted({r['style'] for r in rows} - set(STYLES) - {'caption'}) # a study's control last
     w = 0.8/max(1, len(groups))
     for j, g in enumerate(groups):
-        pts = [(i + (j - (len(groups)-1)/2)*w, r) for i,
-               s in enumerate(styles) for r in rows if _label(r) == g and r['style'] == s and ok(r.get(m))]
+        pts = [(i + (j - (len(groups)-1)/2)*w, r) for i, s in enumerate(styles) for r in rows
+               if _label(r) == g and r['style'] == s and ok(r.get(m))]
         if not pts: continue
         err = [[r[m] - r[m+'_lo'] for _,r in pts], [r[m+'_hi'] - r[m] for _,r in pts]] if ci else None
         ax.bar([x for x,_ in pts], [r[m] for _,r in pts], w, yerr=err, capsize=2 if ci else 0, label=g,
@@ -270,8 +269,8 @@ def _run_dir(run)->Path:
 
 def _per_image(run)->dict:
     "(model, style, stage) -> the stage's per-image lists, for one run folder."
-    return {(r['model'], r['style'], r['stage']): rec.get('per_image',
-                                                          {}) for rec in load_stages(_run_dir(run)) for r in rec['rows']}
+    return {(r['model'], r['style'], r['stage']): rec.get('per_image', {}) for rec in load_stages(_run_dir(run))
+            for r in rec['rows']}
 
 def _image_values(per:dict, metric:str)->np.ndarray:
     "One cell's per-image values of `metric` (distractor agreement only over dialogs that have a distractor)."
@@ -328,8 +327,7 @@ def ci_table(df, metrics=('attr_acc', 'coherence', 'distractor_acc', 'fid', 'is'
         tail = f" ({_seeds_str(seeds, p)})" if per_seed and isinstance(seeds, list) and len(seeds) > 1 else ''
         return f"{r[m]:.{p}f} [{r[m+'_lo']:.{p}f}, {r[m+'_hi']:.{p}f}]{tail}"
     h = f"| model | style | stage | seeds | {' | '.join(metrics)} |\n|---|---|---|---|{'---|'*len(metrics)}\n"
-    return h + ''.join(f"| {r['model']} | {r['style']} | {r['stage']} | {r['seeds']} | " + ' | '.join(f(r,
-                                                                                                        m) for m in metrics) + ' |\n'
+    return h + ''.join(f"| {r['model']} | {r['style']} | {r['stage']} | {r['seeds']} | " + ' | '.join(f(r, m) for m in metrics) + ' |\n'
                        for _, r in df.iterrows())
 
 # %% ../nbs/08b_report.ipynb #a0fb8995
@@ -411,7 +409,8 @@ def pattern_summary(runs:list, metric:str='attr_acc')->str:
             for q in sorted(set(pats)): acc.setdefault(k, {}).setdefault(q, []).append(v[pats == q].mean())
     pats = sorted({q for d in acc.values() for q in d})
     h = f"| model | style | stage | {' | '.join(pats)} |\n|---|---|---|{'---|'*len(pats)}\n"
-    return h + ''.join(f"| {k[0]} | {k[1]} | {k[2]} | " + ' | '.join(_fmt(float(np.mean(d[q]))) if q in d else '—' for q in pats) + ' |\n'
+    return h + ''.join(f"| {k[0]} | {k[1]} | {k[2]} | " + ' | '.join(_fmt(float(np.mean(d[q]))) if q in d else '—'
+                                                                     for q in pats) + ' |\n'
                        for k, d in acc.items())
 
 # %% ../nbs/08b_report.ipynb #1c3c10c4

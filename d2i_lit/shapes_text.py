@@ -124,8 +124,8 @@ SHAPES_TEXT_BUDGET = 18
 
 # %% ../nbs/03a_shapes_text.ipynb #0e51568f
 PRETRAIN_CORPORA = ('captions', 'web', 'web_tags', 'web_per', 'web_long') # the text variants of `pretraining_text`
-# object-free sentences
 WEB_FILLERS = GREETINGS + QUESTIONS + FILLERS + ('so this happened', 'best day ever', 'new post', 'check it out',
+               # object-free sentences
                'shot on my phone', 'just for fun', 'taken last week', 'what do you think', 'my weekend', 'long story')
 WEB_DESCRIPTIONS = ('a {}', 'a photo of a {}', 'the {}', 'one {}', 'this is a {}', 'picture of a {}', 'a {} on black',
                     'just a {}', 'a simple {}', 'i drew a {}') # alt-text descriptions of the object
@@ -159,7 +159,9 @@ def _web_parts(rng, desc:str, obj:dict, corpus:str, p_context:float)->list[str]:
     pick = lambda seq: seq[int(rng.integers(len(seq)))]
     parts = [desc]
     if rng.random() < p_context:
-        parts = [pick(WEB_FILLERS) for _ in range(int(rng.integers(5)))] + parts + [pick(WEB_FILLERS) for _ in range(int(rng.integers(3)))]
+        parts = [pick(WEB_FILLERS)
+                 for _ in range(int(rng.integers(5)))] + parts + [pick(WEB_FILLERS)
+                                                                  for _ in range(int(rng.integers(3)))]
     if corpus == 'web_tags' and rng.random() < .5:
         tags = [f"#{obj['colour']}", f"#{obj['shape']}"] if rng.random() < .5 else [pick(WEB_TAGS)]
         tags += [pick(WEB_TAGS) for _ in range(int(rng.integers(2)))]
@@ -193,8 +195,8 @@ def pretraining_records(folder, # a ShapesChat folder (its captions.jsonl)
     "The folder's caption records (absolute image paths) with each caption replaced by a `pretraining_text` of `corpus`."
     recs = read_captions(Path(folder)/'captions.jsonl')
     if corpus == 'captions': return recs
-    return [dict(r, caption=pretraining_text(np.random.default_rng([seed, i, 3]), r['attrs'], corpus)) for i,
-            r in enumerate(recs)]
+    return [dict(r, caption=pretraining_text(np.random.default_rng([seed, i, 3]), r['attrs'], corpus))
+            for i,r in enumerate(recs)]
 
 # %% ../nbs/03a_shapes_text.ipynb #5a67c227
 STUDY_MARKERS = ('X:', 'Y:') # the study's equal-cost control (two tokens, as `A:`, but no article); not a user style

@@ -22,8 +22,8 @@ __all__ = ['ATTRIBUTES', 'COLOURS', 'BACKGROUND', 'OBJECT_RADIUS', 'IMAGE_STYLES
            'object_mentions', 'in_final_speakers_turn', 'read_sharer']
 
 # %% ../nbs/03_shapeschat.ipynb #ae1b10dc
-# attribute -> its values; every image has one of each
 ATTRIBUTES = {'shape': ('circle', 'square', 'triangle', 'cross'),
+              # attribute -> its values; every image has one of each
               'colour': ('red', 'green', 'blue', 'yellow', 'purple', 'white')}
 COLOURS = {'red': (230, 30, 30), 'green': (30, 200, 40), 'blue': (40, 90, 255),
            'yellow': (245, 225, 20), 'purple': (170, 40, 230), 'white': (245, 245, 245)} # RGB of each colour word
@@ -180,9 +180,8 @@ def _check_patterns(patterns:dict|None)->dict:
     patterns = dict(PATTERNS if patterns is None else patterns)
     bad = [k for k in patterns if k not in PATTERNS]
     if bad: raise D2IError(f"unknown ShapesChat pattern {bad[0]!r}; choose from {', '.join(PATTERNS)}")
-    if not patterns or any(not isinstance(w,
-                                          (int,
-                                           float)) or w < 0 for w in patterns.values()) or sum(patterns.values()) <= 0:
+    if not patterns or any(not isinstance(w, (int, float)) or w < 0
+                           for w in patterns.values()) or sum(patterns.values()) <= 0:
         raise D2IError(f'pattern weights must be non-negative numbers with a positive sum, got {patterns}')
     return patterns
 

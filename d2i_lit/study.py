@@ -214,8 +214,8 @@ def shapes_survival(n:int=2000, # ShapesChat records
 def stage_cells(run, # a `d2i demo` run folder (finished or not)
                )->dict:
     "(model, style, stage) -> per-image lists (`joint`, `coherent`, `distractor`, `pattern`) of every finished evaluation stage."
-    return {(r['model'], r['style'],
-             r['stage']): rec['per_image'] for rec in load_stages(run) for r in rec['rows'] if rec.get('per_image')}
+    return {(r['model'], r['style'], r['stage']): rec['per_image'] for rec in load_stages(run) for r in rec['rows']
+            if rec.get('per_image')}
 
 # %% ../nbs/09c_study.ipynb #35ec5080
 def _cell_settings(s:dict)->dict:
@@ -425,8 +425,8 @@ def _curve_point(bb, test:list, cfg:dict, style:str, net, step:int)->dict:
     imgs = sample_cell(bb, test, style, cfg['seed'], cfg['sample_steps'], cfg['guidance'])
     s, per = score_images(imgs, [d.extra['shapes'] for d in test], None, net)
     return dict(step=step, attr_acc=s['attr_acc'], coherence=s['coherence'], distractor_acc=s['distractor_acc'],
-                **{p: v['attr_acc'] for p, v in sorted(s['by_pattern'].items())}, seconds=round(time.time() - t0, 1),
-                per_image=per)
+                **{p: v['attr_acc'] for p, v in sorted(s['by_pattern'].items())},
+                seconds=round(time.time() - t0, 1), per_image=per)
 
 def learning_curve(run, # a `d2i demo` run folder whose pre-training stage has finished
                    style:str='hash', # linearization style fine-tuned on
