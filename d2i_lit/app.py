@@ -83,9 +83,11 @@ def prompt_html(turns:list, lin:Linearized, used:int, budget:int, fmt:TextFormat
     for i, (s, t) in enumerate(turns):
         m = MARKERS[fmt.style][s]
         cell = html.escape(f'{m} {t}' if m else t)
-        rows.append(f'<li class="d2i-dropped"><s>{cell}</s> (dropped)</li>' if _dropped(i, lin, fmt) else f'<li>{cell}</li>')
+        rows.append(f'<li class="d2i-dropped"><s>{cell}</s> (dropped)</li>' if _dropped(i, lin, fmt)
+                    else f'<li>{cell}</li>')
     return (f'<ol id="d2i-turns-view">{"".join(rows)}</ol><p>prompt ({fmt.style}, {fmt.truncation}): '
-            f'<b id="d2i-used">{used}</b> of <b id="d2i-budget">{budget}</b> tokens, {lin.n_turns_dropped} turn(s) dropped</p>'
+            f'<b id="d2i-used">{used}</b> of <b id="d2i-budget">{budget}</b> tokens, '
+            f'{lin.n_turns_dropped} turn(s) dropped</p>'
             f'<pre id="d2i-prompt">{html.escape(lin.text)}</pre>')
 
 # %% ../nbs/12_app.ipynb #5b5f306e
@@ -127,7 +129,8 @@ def app_models(o:AppOptions, show=print)->Models:
     "The models of `o`: `--model`'s, and the demo's (trained first when its folder has none) with `--demo` or without `--model`."
     src = {m: m for m in (o.model or [])}
     if o.demo or not o.model:
-        folder = Path(o.demo) if o.demo else Path(os.environ.get('D2I_CACHE') or Path.home()/'.cache'/'d2i_lit')/'app-demo'
+        folder = (Path(o.demo) if o.demo
+                  else Path(os.environ.get('D2I_CACHE') or Path.home()/'.cache'/'d2i_lit')/'app-demo')
         src['ShapesChat demo (fine-tuned, hash)'] = str(demo_model(folder, show))
     models = Models(src)
     models[models.labels[0]] # the default model loads now: a bad folder is one line before anything is served

@@ -234,7 +234,8 @@ class ValidationGrid(Callback):
     order = 70
     def __init__(self, backbone, texts:list, # prompts, or dialogs (prompted in the model's text format)
                  out, every:int=100, seeds=None, sample_steps:int=10, guidance:float=3.0):
-        self.bb, self.texts, self.out, self.every, self.sample_steps, self.guidance = backbone, list(texts), Path(out), every, sample_steps, guidance
+        self.bb, self.texts, self.out, self.every, self.sample_steps, self.guidance = \
+            backbone, list(texts), Path(out), every, sample_steps, guidance
         self.seeds = list(seeds) if seeds is not None else list(range(len(self.texts)))
     def after_step(self):
         if self.every and self.learn.opt_step % self.every == 0 and is_main(): self.save()
@@ -253,7 +254,8 @@ def _summary_writer():
     "tensorboard's `SummaryWriter` class; a one-line `D2IError` when tensorboard is not installed."
     try: from torch.utils.tensorboard import SummaryWriter # local: an optional extra
     except ImportError:
-        raise D2IError("--report-to tensorboard needs the tensorboard package (pip install 'd2i_lit[tensorboard]')") from None
+        raise D2IError("--report-to tensorboard needs the tensorboard package "
+                       "(pip install 'd2i_lit[tensorboard]')") from None
     return SummaryWriter
 
 def _grad_norm(learn)->float:

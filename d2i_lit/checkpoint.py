@@ -116,7 +116,8 @@ def find(self:Checkpoint)->dict|None:
         try: found = _read_checkpoint(p, model, ema)
         except D2IError as e: errs.append(error_line(e)); continue
         if errs and is_main():
-            print(f"warning: skipped {len(errs)} damaged checkpoint(s), newest {errs[0]}; resuming from {p}", file=sys.stderr)
+            print(f"warning: skipped {len(errs)} damaged checkpoint(s), newest {errs[0]}; resuming from {p}",
+                  file=sys.stderr)
         return found
     if errs: raise D2IError(f"no usable checkpoint in {self.dir}: all {len(errs)} are damaged; newest {errs[0]}")
     return None # nothing to resume: start fresh, as diffusers does
@@ -220,7 +221,7 @@ def _save_diffusers_lora(sd:dict, path:Path, kind:str, c:dict):
                                     f'{spec.predictor}_lora_adapter_metadata': meta}, safe_serialization=True)
 
 def save_lora(net:nn.Module, path,
-              kind:str|None=None, # the backbone kind: also save the file its diffusers pipeline's `load_lora_weights` reads, if it has one
+              kind:str|None=None, # backbone kind: also write the file its pipeline's `load_lora_weights` reads, if any
              )->Path:
     "Write the adapters of `net` for `load_lora` (`lora.safetensors`, `lora.json`), for peft (`adapter_config.json`, `adapter_model.safetensors`) and, where `kind`'s pipeline has `load_lora_weights`, for diffusers; the folder replaced atomically."
     sd = {k: v.detach().cpu().contiguous() for k,v in get_peft_model_state_dict(net).items()}
@@ -275,7 +276,7 @@ def save_result(learn:Learner, path)->Path:
 
 # %% ../nbs/07b_checkpoint.ipynb #168f74f5
 def training_callbacks(s:TrainSettings, # the run's settings
-                       batch_cb:Callback, # makes the model's inputs from a batch (`DiffusionBatch`, unified's `UnifiedBatch`)
+                       batch_cb:Callback, # the model's inputs from a batch (`DiffusionBatch`, unified's `UnifiedBatch`)
                        out:str|Path|None=None, # the run folder: log and checkpoints (None: nothing written)
                        log_cls=CSVLog, # the log's class (unified fine-tuning logs its four losses)
                        extra=(), # more callbacks: validation images, trackers, a test's probes

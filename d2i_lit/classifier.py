@@ -60,7 +60,9 @@ def to_input(images:list, # PIL images
              size:int=16, # classifier input side; other sizes are resized with PIL bicubic
             )->torch.Tensor:
     "Float tensor [B, 3, size, size] in [-1, 1] from PIL images."
-    arr = np.stack([np.asarray((im if im.size == (size, size) else im.convert('RGB').resize((size, size), Image.BICUBIC)).convert('RGB'), dtype=np.float32) for im in images])
+    arr = np.stack([np.asarray((im if im.size == (size, size)
+                                else im.convert('RGB').resize((size, size), Image.BICUBIC)).convert('RGB'), dtype=np.float32)
+                    for im in images])
     return torch.from_numpy(arr).permute(0, 3, 1, 2) / 127.5 - 1
 
 # %% ../nbs/08_classifier.ipynb #388c378a
@@ -162,7 +164,7 @@ def _read(path:Path)->tuple[AttributeClassifier, dict]:
 # %% ../nbs/08_classifier.ipynb #3f22be48
 def load_classifier(path:str|Path|None=None, # a saved classifier; default the shipped one
                     size:int=16,
-                    cache:str|Path|None=None, # where an on-demand retrain is cached (default `$D2I_CACHE` or ~/.cache/d2i_lit)
+                    cache:str|Path|None=None, # cache of an on-demand retrain (default `$D2I_CACHE` or ~/.cache/d2i_lit)
                    )->AttributeClassifier:
     "The ShapesChat attribute classifier: the shipped weights, or a deterministic retrain when the world has changed."
     if path is not None:

@@ -198,7 +198,8 @@ def _canonical(argv:list[str], aliases:dict, retired:dict)->list[str]:
 class Command:
     "A `d2i` subcommand: its settings class, how it is typed, and the function that runs it (imported only to run)."
     def __init__(self, settings:type, prog:str, run, aliases:dict|None=None, retired:dict|None=None):
-        self.settings, self.prog, self.run, self.aliases, self.retired = settings, prog, run, aliases or {}, retired or {}
+        self.settings, self.prog, self.run, self.aliases, self.retired = \
+            settings, prog, run, aliases or {}, retired or {}
         self.__doc__ = f"`{prog}`: {(settings.__doc__ or '').strip()}"
     def __repr__(self): return f'Command({self.prog!r}, {self.settings.__name__})'
     def parser(self)->argparse.ArgumentParser:
@@ -239,7 +240,7 @@ def available_cores()->int:
     "CPU cores this process may run on (its affinity mask, which containers and `taskset` narrow), not the machine's count."
     return len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else (os.cpu_count() or 1)
 
-def set_threads(n:int|None=None, # intra-op threads; `None` reads `D2I_THREADS`, else the cores available to this process
+def set_threads(n:int|None=None, # intra-op threads; `None` reads `D2I_THREADS`, else the cores this process may use
                )->int:
     "Pin torch's CPU thread count (two cores are easily oversubscribed) and return it."
     import torch # local: as in `set_seed`
@@ -277,7 +278,8 @@ class progress:
         "One line: what, how many of how many, elapsed and remaining time, the comment."
         t = time.monotonic() - self.t0
         left = f', {t/self.n*(self.total - self.n):.0f} s left' if 0 < self.n < self.total else ''
-        return f"{self.what + ': ' if self.what else ''}{self.n}/{self.total} [{t:.0f} s{left}]{' ' + self.comment if self.comment else ''}"
+        return (f"{self.what + ': ' if self.what else ''}{self.n}/{self.total} [{t:.0f} s{left}]"
+                f"{' ' + self.comment if self.comment else ''}")
 
     def update(self, n:int, comment:str|None=None):
         "Record that `n` are done."
@@ -460,7 +462,8 @@ def run_lock(folder:str|Path, # the run folder to hold
         lock = FileLock(folder/'.lock', timeout=0, mode=0o666 & ~_umask())
         try: lock.acquire()
         except Timeout:
-            raise D2IError(f"{folder} is in use by another d2i process: wait for it to finish, or choose another --out") from None
+            raise D2IError(f"{folder} is in use by another d2i process: wait for it to finish, "
+                           f"or choose another --out") from None
     root = os.path.abspath(folder); _RUN_ROOTS.append(root)
     try: yield folder
     finally:
@@ -554,7 +557,7 @@ def claim_run_folder(folder:str|Path, # the run folder (created if missing)
                      file:str='run.json', # where they are recorded
                      *, fresh:bool=False, # a new run: refuse a folder that holds one
                      may_change=(), # settings a rerun may change (recorded anew)
-                     legacy=None, # what a record without a setting means by its absence: a dict, or `legacy(old, new)->old` upgrading it
+                     legacy=None, # what a record's missing setting means: a dict, or `legacy(old, new)->old` (upgrades)
                     )->dict:
     "Record `settings` in `folder/file`, or check that the run recorded there is the same; a one-line `D2IError` otherwise."
     folder, settings = make_out_dir(folder), _json_value(settings)
@@ -713,7 +716,7 @@ def _to_rgb(im:Image.Image)->Image.Image:
     return im if im.mode == 'RGB' else im.convert('RGB')
 
 def open_image(path:str|Path, # an image file
-               max_pixels:int|None=MAX_IMAGE_PIXELS, # refuse larger images (decompression bombs); None: only PIL's own limit (2x as many)
+               max_pixels:int|None=MAX_IMAGE_PIXELS, # refuse larger (decompression bombs); None: only PIL's limit (2x)
                draft:int|None=None, # JPEG only: decode at the smallest scale whose sides are all >= `draft` (fast)
               )->Image.Image:
     "A loaded 8-bit RGB image, EXIF orientation applied; `ImageError` for a file that is missing, not regular, too large or not a readable image."

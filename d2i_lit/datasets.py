@@ -49,7 +49,7 @@ def check_images(paths:list, # image files (None: no file)
                  size:int, # model resolution
                  threads:int|None=None, # decoding threads; None: min(8, CPU count)
                  progress:bool|None=None, # show a bar; None: for more than 1000 images
-                 keep:bool=False, # return the loaded tensors (to cache them); False: None for each good image, so memory stays flat
+                 keep:bool=False, # return the loaded tensors (to cache them); False: None per good image, memory flat
                 )->list:
     "For each path, the one-line reason it cannot be used, or (it decodes) its tensor (`keep`) or None; decoded in threads."
     def one(p):
@@ -135,10 +135,10 @@ class DialogImageDataset(_SkippingDataset):
     def __init__(self, dialogs:list[Dialog], # dialogs with `image_path` set (load them with `images_dir`)
                  style:str='hash', # linearization style, one of `STYLES`
                  size:int=16, # model resolution
-                 texts=None, # `texts(dialogs)` -> their prompts (e.g. a model's `prompts`, within its budget); None: `linearize`, no budget
+                 texts=None, # dialogs -> prompts (e.g. a model's `prompts`, in budget); None: `linearize`, no budget
                  cache:bool|None=None, # keep loaded images in memory; None: when size <= 64
-                 on_bad_image:str='skip', # 'skip': leave out dialogs whose image is missing or unreadable; 'error': raise on the first
-                 check:bool=True, # decode every image once now (threads), so a bad photo is found before training, not hours in
+                 on_bad_image:str='skip', # 'skip': drop dialogs with no readable image; 'error': raise on the first
+                 check:bool=True, # decode each image now (threads): a bad photo is found before training, not hours in
                  threads:int|None=None, # threads for the check; None: min(8, CPU count)
                  progress:bool|None=None, # a bar over the check; None: for more than 1000 images
                 ):
@@ -161,7 +161,7 @@ class CaptionImageDataset(_SkippingDataset):
                  source:str|Path|list[dict], # a captions.jsonl file, or records with 'caption' and 'image' (a path)
                  size:int=16, # model resolution
                  cache:bool|None=None, # keep loaded images in memory; None: when size <= 64
-                 on_bad_image:str='skip', # 'skip': leave out records whose image is unreadable; 'error': raise on the first
+                 on_bad_image:str='skip', # 'skip': drop records whose image is unreadable; 'error': raise on the first
                  check:bool=True, # decode every image once now (threads)
                  threads:int|None=None, # threads for the check; None: min(8, CPU count)
                  progress:bool|None=None, # a bar over the check; None: for more than 1000 images

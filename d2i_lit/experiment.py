@@ -79,8 +79,8 @@ def experiment_backbone(seed:int=0, # seeds the weights
                         size:int=16, # image side
                         positions:int=64, # with text='words': the fixed text length
                         emb_scale:float=1.0, # std of the token and position embeddings at initialisation (CLIP's: 0.02)
-                        text:str='words', # 'words' (`backbones.word_tokenizer`) or 'clip' (`shapes_text.compact_clip_tokenizer`)
-                        max_tokens:int=SHAPES_TEXT_BUDGET, # with text='clip': the text budget; the model's positions are this plus BOS and EOS
+                        text:str='words', # 'words' (`word_tokenizer`) or 'clip' (`compact_clip_tokenizer`)
+                        max_tokens:int=SHAPES_TEXT_BUDGET, # text='clip': the text budget (positions: this + BOS, EOS)
                         extra_words:tuple=(), # with text='clip': more words for the tokenizer (a study style's markers)
                        ):
     "The experiment's backbone: `shapes_backbone` with token and position embeddings at `emb_scale`, word or CLIP tokens."

@@ -62,7 +62,8 @@ def train_settings(settings=None, # a `FinetuneOptions` (or any `TrainSettings`)
                    **changes, # fields to change (old keyword spellings too: `warmup`, `schedule`, `wd`)
                   )->FinetuneOptions:
     "The settings of a fine-tuning run, checked: a one-line `D2IError` for what cannot run."
-    s = settings if isinstance(settings, FinetuneOptions) else FinetuneOptions(**(settings.record() if settings else {}))
+    s = (settings if isinstance(settings, FinetuneOptions)
+         else FinetuneOptions(**(settings.record() if settings else {})))
     s = s.replace(**{_OLD_NAMES.get(k, k): v for k, v in changes.items()})
     if s.steps is None and s.time_budget is None: raise D2IError("give steps or a time budget")
     torch_dtype(s.mixed_precision, MIXED_PRECISION, 'mixed precision') # a clear error before any work
@@ -188,13 +189,15 @@ def _validation_dialogs(o:FinetuneOptions, dialogs:list, held:list, train:list, 
     held = set(held); out = [d for d in dialogs if d.dialogue_id in held]
     if out or not o.valid_every: return out
     if say:
-        print('validation images of training dialogs: this run held none out (give --validation-dialogs)', file=sys.stderr)
+        print('validation images of training dialogs: this run held none out (give --validation-dialogs)',
+              file=sys.stderr)
     return list(train[:8])
 
 # %% ../nbs/07c_finetune.ipynb #ed50c51a
+# settings an older config.json holds with today's meaning
 _SAME_MEANING = ('model', 'data', 'images_dir', 'style', 'lr', 'batch_size', 'grad_accum', 'ema', 'lora_rank',
                  'mixed_precision', 'seed', 'p_uncond', 'snr_gamma', 'max_grad_norm', 'lr_warmup_steps', 'lr_schedule',
-                 'weight_decay', 'cache', 'grad_checkpointing', 'on_bad_image') # settings an older config.json holds with today's meaning
+                 'weight_decay', 'cache', 'grad_checkpointing', 'on_bad_image')
 
 def _upgrade_train_config(old:dict, new:dict)->dict:
     "An older `config.json` as today's record: its settings of unchanged meaning; the rest taken as they are now."

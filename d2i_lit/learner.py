@@ -25,7 +25,7 @@ __all__ = ['NoisePredictor', 'freeze_frozen_parts', 'snr_weights', 'diffusion_lo
 class NoisePredictor(nn.Module):
     "The trainable part of a backbone as a module fastai calls with `model(x_t, t, text_emb)`."
     def __init__(self, backbone, # a `d2i_lit.backbones.Backbone`
-                 train_text_encoder:bool=False, # also train the text encoder: `forward` then takes token ids, not embeddings
+                 train_text_encoder:bool=False, # also train the text encoder: `forward` takes token ids, not embeddings
                 ):
         super().__init__()
         self.net = backbone.noise_predictor
@@ -88,7 +88,7 @@ class DiffusionBatch(Callback):
                  seed:int=0, # seed of the noise/timestep/drop generator
                  cache_text:bool=False, # keep text embeddings per unique text
                  text_ids:bool=False, # pass token ids (the text encoder trains inside the model) instead of embeddings
-                 noise_offset:float=0., # offset noise: a per-channel constant added to the noise (diffusers' `--noise_offset`)
+                 noise_offset:float=0., # a per-channel constant added to the noise (diffusers' `--noise_offset`)
                  random_flip:bool=False, # flip each training image left-right with probability 1/2
                 ):
         if text_ids and cache_text: raise D2IError('text embeddings cannot be cached while the text encoder trains')

@@ -103,7 +103,8 @@ def get_tokenizer(tokenizer=None, # None or 'clip': `clip_tokenizer()`; a folder
     except D2IError: raise
     except Exception as e:
         what = f'folder {p}' if p.exists() else f'{tokenizer!r} (not a folder, and not a hub id in the local cache)'
-        raise D2IError(f"cannot load tokenizer from {what}: {type(e).__name__}: {' '.join(str(e).split())[:200]}") from None
+        raise D2IError(f"cannot load tokenizer from {what}: "
+                       f"{type(e).__name__}: {' '.join(str(e).split())[:200]}") from None
 
 # %% ../nbs/02_linearize.ipynb #386298b9
 class Linearized(NamedTuple):
@@ -143,7 +144,8 @@ def _fit_one(tok, turns:list[Turn], style:str, budget:int)->tuple[Linearized, li
         keep.insert(0, w)
     text = ' '.join(keep)
     if not keep:  # one word longer than the budget: its last tokens, decoded
-        text = tok.convert_tokens_to_string(tok.convert_ids_to_tokens(_ids(tok, [words[-1]])[0][-(budget - len(mids)):])).strip()
+        text = tok.convert_tokens_to_string(
+            tok.convert_ids_to_tokens(_ids(tok, [words[-1]])[0][-(budget - len(mids)):])).strip()
     text = f'{m} {text}' if m else text
     return Linearized(text, len(ps), len(ps) - 1), _ids(tok, [text])[0]
 
@@ -263,11 +265,9 @@ def linearize_in_budget(dialog, # a `Dialog`, a list of `Turn`s, or a list of (s
 @dataclass
 class TextFormat(Settings):
     "How a model's prompts are made from dialogs: the style, the budget and the truncation rule it was trained with."
-    style:Annotated[str|None,
-                    Opt(choices=MARKERS)]='hash' # linearization style (None: a model not trained on dialogs; prompted with hash)
-    max_tokens:Annotated[int|None, Opt(pos_int)]=None # the budget: text tokens, BOS/EOS not counted (None: all the encoder holds)
-    truncation:Annotated[str,
-                         Opt(choices=TRUNCATIONS)]='oldest' # over the budget: drop the oldest turns, or cut the end
+    style:Annotated[str|None, Opt(choices=MARKERS)]='hash' # linearization style (None: no dialog training; 'hash')
+    max_tokens:Annotated[int|None, Opt(pos_int)]=None # budget: text tokens, no BOS/EOS (None: all the encoder holds)
+    truncation:Annotated[str, Opt(choices=TRUNCATIONS)]='oldest' # over budget: drop the oldest turns, or cut the end
     tokenizer:str|None=None # the tokenizer that counts, as recorded with a model (its class and vocabulary size)
 
     def budget(self, tokenizer, # the tokenizer that counts

@@ -94,7 +94,8 @@ class DialogToImagePipeline:
             mine, asked = getattr(self.backbone.text_format, k), getattr(fmt, k)
             if mine is not None and mine != asked and (k, asked) not in self._said: # None: not trained on dialogs
                 self._said.add((k, asked))
-                warnings.warn(f"the model was trained with {k} {mine!r}; prompting it with {asked!r} as asked", stacklevel=3)
+                warnings.warn(f"the model was trained with {k} {mine!r}; prompting it with {asked!r} as asked",
+                              stacklevel=3)
 
     def prompts(self, dialogs:list, # dialogs, turn lists or strings (one item may be given bare)
                 style:str|None=None, # a linearization style or a reference ('caption', 'last'); None: the model's
@@ -137,7 +138,7 @@ def __call__(self:DialogToImagePipeline, dialogs:list, # `Dialog`s, lists of (sp
              style:str|None=None, # a linearization style or a reference ('caption', 'last'); None: the model's
              sample_steps:int=25, # sampler steps
              guidance:float=7.5, # classifier-free guidance scale
-             generator:torch.Generator|list[torch.Generator]|None=None, # seeds the noise; a list gives one generator per item
+             generator:torch.Generator|list[torch.Generator]|None=None, # seeds the noise; a list: one per item
              batch_size:int=8, # images per forward pass
              output_type:str='pil', # 'pil' or 'pt' (a tensor in [-1,1])
              text_format:TextFormat|None=None, # a whole text format instead of the model's

@@ -45,10 +45,11 @@ def _fmt(v, p=3): return '—' if v is None else f'{v:.{p}f}' if isinstance(v, f
 
 def results_table(rows:list[dict])->str:
     "A markdown table of the headline metrics, one line per model x style x stage."
-    h = '| model | style | stage | attr_acc | coherence | distractor | FID (clf, rel.) | IS (clf) | n | steps |\n|---|---|---|---|---|---|---|---|---|---|\n'
+    h = ('| model | style | stage | attr_acc | coherence | distractor | FID (clf, rel.) | IS (clf) | n | steps |\n'
+         '|---|---|---|---|---|---|---|---|---|---|\n')
     return h + ''.join(f"| {r['model']} | {r['style']} | {r['stage']} | {_fmt(r['attr_acc'])} | {_fmt(r['coherence'])} "
-                       f"| "
-                       f"{_fmt(r.get('distractor_acc'))} | {_fmt(r['fid'], 2)} | {_fmt(r['is'], 2)} | {r['n']} | {r.get('train_steps', '—')} |\n"
+                       f"| {_fmt(r.get('distractor_acc'))} | {_fmt(r['fid'], 2)} | {_fmt(r['is'], 2)} | {r['n']} "
+                       f"| {r.get('train_steps', '—')} |\n"
                        for r in rows)
 
 # %% ../nbs/08b_report.ipynb #b03097d5
@@ -56,7 +57,8 @@ def pattern_table(rows:list[dict], key:str='attr_acc')->str:
     "A markdown table of `key` per dialog pattern."
     pats = sorted({p for r in rows for p in r.get('by_pattern', {})})
     h = f"| model | style | stage | {' | '.join(pats)} |\n|---|---|---|{'---|'*len(pats)}\n"
-    return h + ''.join(f"| {r['model']} | {r['style']} | {r['stage']} | " + ' | '.join(_fmt(r['by_pattern'].get(p, {}).get(key)) for p in pats) + ' |\n'
+    return h + ''.join(f"| {r['model']} | {r['style']} | {r['stage']} | "
+                       + ' | '.join(_fmt(r['by_pattern'].get(p, {}).get(key)) for p in pats) + ' |\n'
                        for r in rows)
 
 # %% ../nbs/08b_report.ipynb #5fe011f7
@@ -183,15 +185,18 @@ def report_md(rows:list[dict], # the run's rows
     load = os.getloadavg()[0] if hasattr(os, 'getloadavg') else float('nan')
     md = [f"# ShapesChat experiment ({'quick' if settings['quick'] else 'default'} preset, seed {settings['seed']})",
           '',
-          f"Stages took {sum(stage_s.values()):.0f} s in all (summed over invocations, if the run was resumed); this invocation "
-          f"{_fmt(seconds, 0)} s wall on {threads} thread(s), load average at the end {load:.1f}. "
+          f"Stages took {sum(stage_s.values()):.0f} s in all (summed over invocations, if the run was resumed); "
+          f"this invocation {_fmt(seconds, 0)} s wall on {threads} thread(s), load average at the end {load:.1f}. "
           f"Stage seconds: {', '.join(f'{k} {v:.0f}' for k,v in stage_s.items())}.", '',
-          f"Pre-training: {train.get('pretrain', {}).get('steps', '?')} steps of batch {settings['bs']} in {train.get('pretrain', {}).get('seconds', '?')} s. "
-          f"Sampling: DDIM {settings['sample_steps']} steps, guidance {settings['guidance']}. FID and IS use the ShapesChat classifier's "
+          f"Pre-training: {train.get('pretrain', {}).get('steps', '?')} steps of batch {settings['bs']} "
+          f"in {train.get('pretrain', {}).get('seconds', '?')} s. "
+          f"Sampling: DDIM {settings['sample_steps']} steps, guidance {settings['guidance']}. "
+          f"FID and IS use the ShapesChat classifier's "
           f"features ({rows[0]['feature_net'] if rows else '?'}): comparable only within this table.", '',
           '## Headline metrics', '', results_table(rows), '',
-          '`attr_acc`: the image shows the sharer\'s object (shape and colour). `coherence`: a confident, clean picture of some object the '
-          'dialog mentions. `distractor`: the image shows the other speaker\'s object.', '',
+          '`attr_acc`: the image shows the sharer\'s object (shape and colour). '
+          '`coherence`: a confident, clean picture of some object the dialog mentions. '
+          '`distractor`: the image shows the other speaker\'s object.', '',
           '## Sharer accuracy (attr_acc) per dialog pattern', '', pattern_table(rows, 'attr_acc'), '',
           '## Coherence per dialog pattern', '', pattern_table(rows, 'coherence'), '',
           '![metrics by style and stage](metrics.png)', '', '![loss curves](loss_curves.png)', '',
@@ -327,7 +332,8 @@ def ci_table(df, metrics=('attr_acc', 'coherence', 'distractor_acc', 'fid', 'is'
         tail = f" ({_seeds_str(seeds, p)})" if per_seed and isinstance(seeds, list) and len(seeds) > 1 else ''
         return f"{r[m]:.{p}f} [{r[m+'_lo']:.{p}f}, {r[m+'_hi']:.{p}f}]{tail}"
     h = f"| model | style | stage | seeds | {' | '.join(metrics)} |\n|---|---|---|---|{'---|'*len(metrics)}\n"
-    return h + ''.join(f"| {r['model']} | {r['style']} | {r['stage']} | {r['seeds']} | " + ' | '.join(f(r, m) for m in metrics) + ' |\n'
+    return h + ''.join(f"| {r['model']} | {r['style']} | {r['stage']} | {r['seeds']} | "
+                       + ' | '.join(f(r, m) for m in metrics) + ' |\n'
                        for _, r in df.iterrows())
 
 # %% ../nbs/08b_report.ipynb #a0fb8995
@@ -386,7 +392,8 @@ def contrast_table(runs:list, contrasts:list|None=None, metrics=('attr_acc', 'co
     "A markdown table of paired differences 'diff [lo, hi]' (`compare_cells`), one line per contrast."
     loaded = [(_run_dir(r), _per_image(r)) for r in runs]
     if contrasts is None: contrasts = default_contrasts(json.loads((_run_dir(runs[0])/'results.json').read_text()))
-    name = lambda k: f"unfrozen-TE {k[1]}" if k[0] == UNFROZEN else f"{ {'zero_shot': 'zero-shot', 'finetuned': 'fine-tuned'}.get(k[2], k[2])} {k[1]}"
+    name = lambda k: (f"unfrozen-TE {k[1]}" if k[0] == UNFROZEN
+                      else f"{ {'zero_shot': 'zero-shot', 'finetuned': 'fine-tuned'}.get(k[2], k[2])} {k[1]}")
     h = f"| b − a | seeds | {' | '.join(metrics)} |\n|---|---|{'---|'*len(metrics)}\n"
     lines = []
     for a, b in contrasts:

@@ -42,7 +42,7 @@ def bpe_steps(word:str, # one pre-token in CLIP's byte-level alphabet (as CLIP's
 # CLIP's BOS and EOS (EOS also pads and stands for unknown characters)
 CLIP_SPECIALS = ('<|startoftext|>', '<|endoftext|>')
 
-def compact_clip_tokenizer(texts:list[str], # every text the tokenizer must encode exactly as CLIP does (lower-cased by CLIP's normalizer)
+def compact_clip_tokenizer(texts:list[str], # the texts to encode exactly as CLIP does (lower-cased by its normalizer)
                            max_tokens:int=77, # fixed padded length, BOS and EOS included
                           ):
     "CLIP's tokenizer restricted to the tokens `texts` need (a `PreTrainedTokenizerFast`), ids renumbered compactly in CLIP's order."

@@ -69,7 +69,7 @@ def image_style(style:str|ImageStyle='default', # a name in `IMAGE_STYLES`, or a
 
 def render_object(attrs:dict, # {'shape': ..., 'colour': ...}, values from `ATTRIBUTES`
                   size:int=16, # image side in pixels
-                  seed=None, # None: exactly centred; an int (or list of ints): a seeded sub-pixel offset in [-0.5, 0.5) px
+                  seed=None, # None: exactly centred; an int (or ints): a seeded sub-pixel offset in [-0.5, 0.5) px
                   supersample:int=4, # anti-aliasing: coverage measured on a `supersample`² grid per pixel
                   style:str|ImageStyle='default', # palette, background and border (see `IMAGE_STYLES`)
                  )->Image.Image:

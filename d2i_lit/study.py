@@ -329,7 +329,7 @@ def factor_effect(cells:list[dict], # from `study_cells`
                   a, b, # the two levels compared (b − a)
                   fixed:dict, # the other settings, e.g. dict(budget=18, stage='zero_shot')
                   metric:str='joint', patterns:tuple|None=None,
-                  base:str|None='hash', # None: the style's own change; a style: the change of (style − base), an interaction
+                  base:str|None='hash', # None: the style's own change; a style: change of style − base, an interaction
                  )->pd.DataFrame:
     "Per style: the change from level `a` to `b` of `factor` (of the style, or of its contrast with `base`), by image."
     rows = []
