@@ -61,7 +61,8 @@ def to_input(images:list, # PIL images
             )->torch.Tensor:
     "Float tensor [B, 3, size, size] in [-1, 1] from PIL images."
     arr = np.stack([np.asarray((im if im.size == (size, size)
-                                else im.convert('RGB').resize((size, size), Image.BICUBIC)).convert('RGB'), dtype=np.float32)
+                                else im.convert('RGB').resize((size, size), Image.BICUBIC)).convert('RGB'),
+                               dtype=np.float32)
                     for im in images])
     return torch.from_numpy(arr).permute(0, 3, 1, 2) / 127.5 - 1
 

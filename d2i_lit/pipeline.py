@@ -13,9 +13,8 @@ from diffusers import DDIMScheduler, DPMSolverMultistepScheduler
 from diffusers.utils.torch_utils import randn_tensor
 from fastcore.basics import patch
 from torchvision.utils import make_grid
-from .core import (D2IError, atomic_save_image, atomic_write_json, claim_run_folder, main_decides, read_jsonl, run_lock,
-                   safe_name,
-                          set_threads, torch_dtype, weights_fingerprint, write_items)
+from .core import (D2IError, atomic_save_image, atomic_write_json, claim_run_folder, main_decides, read_jsonl,
+                          run_lock, safe_name, set_threads, torch_dtype, weights_fingerprint, write_items)
 from .data import Dialog, load_dialogs, load_sample
 from .linearize import TextFormat, dialog_turns
 from .options import GenerateOptions, REFERENCES, SCHEDULERS
@@ -185,8 +184,7 @@ def sample_texts(backbone, texts:list[str], seeds:list[int], sample_steps:int=10
     "Images in [-1,1] for `texts` (prompts, or dialogs in the model's format), one seed each: DDIM with guidance."
     gens = [torch.Generator(backbone.device).manual_seed(s) for s in seeds]
     imgs = DialogToImagePipeline(backbone, 'ddim')(list(texts), sample_steps=sample_steps, guidance=guidance,
-                                                   generator=gens,
-                                                   batch_size=len(texts), output_type='pt')
+                                                   generator=gens, batch_size=len(texts), output_type='pt')
     return imgs.float().clamp(-1, 1)
 
 # %% ../nbs/06_pipeline.ipynb #44de36d8
@@ -218,13 +216,11 @@ def read_manifest(path:str|Path, # a manifest file or an output folder
 
 def _run_record(pipe:DialogToImagePipeline, opts:GenerateOptions, how)->dict:
     "What `run.json` records: what decides the images, with the weights' fingerprint and the text format."
-    fmt = dict(style=how) if isinstance(how, str) else dict(style=how.style,
-                                                            max_tokens=how.budget(pipe.backbone.tokenizer,
-                                                                                  pipe.backbone.positions),
-                                                             truncation=how.truncation)
+    fmt = (dict(style=how) if isinstance(how, str)
+           else dict(style=how.style, max_tokens=how.budget(pipe.backbone.tokenizer, pipe.backbone.positions),
+                     truncation=how.truncation))
     return dict(model=opts.model, weights=weights_fingerprint(opts.model) if opts.model else None, **fmt,
-                seed=opts.seed,
-                sample_steps=opts.sample_steps, guidance=opts.guidance, scheduler=pipe.scheduler_name)
+                seed=opts.seed, sample_steps=opts.sample_steps, guidance=opts.guidance, scheduler=pipe.scheduler_name)
 
 def _asked_format(bb:Backbone, opts)->TextFormat|None:
     "The model's text format with the budget and truncation rule `opts` asks for (None: nothing asked)."
@@ -261,18 +257,15 @@ def _report_unfinished(n_items:int, recs:list[dict], skipped:list[dict], out:Pat
     if not skipped: return
     m, listed = out/'manifest.jsonl', out/'skipped.jsonl'
     if all('not finite' in s['error'] for s in skipped): # the one way an image fails: say what it usually means
-        if not recs: raise D2IError(f"all {len(skipped)} images are not finite (NaN or infinite decoder output: broken "
-                                    f"weights, "
-                                    f"or fp16 overflow?); nothing written to {m}; listed in {listed}")
+        if not recs: raise D2IError(f"all {len(skipped)} images are not finite (NaN or infinite decoder output: "
+                                    f"broken weights, or fp16 overflow?); nothing written to {m}; listed in {listed}")
         print(f"warning: {len(skipped)} of {n_items} images are not finite (NaN or infinite decoder output) and are "
-              f"left out of {m}; "
-              f"listed in {listed}", file=sys.stderr)
+              f"left out of {m}; listed in {listed}", file=sys.stderr)
     elif not recs:
         raise D2IError(f"none of the {n_items} images could be made (e.g. {skipped[0]['id']!r}: "
                        f"{skipped[0]['error']}); reasons in {listed}")
     else: print(f"warning: {len(skipped)} of {n_items} images were skipped (first: {skipped[0]['id']!r}: "
-                f"{skipped[0]['error']}); "
-                f"listed in {listed}", file=sys.stderr)
+                f"{skipped[0]['error']}); listed in {listed}", file=sys.stderr)
 
 # %% ../nbs/06_pipeline.ipynb #f3850303
 def generate_to_dir(pipe:DialogToImagePipeline, # the pipeline to sample with
@@ -302,9 +295,10 @@ def _load_pipe(model:str, scheduler:str|None, device, dtype:str)->DialogToImageP
 def say_if_random(bb:Backbone, name:str)->None:
     "One line on stderr when `name` is a model with random weights (its images are noise)."
     if getattr(bb, 'random_weights', False):
-        print(f"warning: {name} has random weights: its images are noise. For a trained model run `d2i demo --quick "
-              f"--out demo`, "
-              "then `d2i generate --model demo/train/finetuned-hash/final --dialogs demo/data/test --out gen`", file=sys.stderr)
+        print(f"warning: {name} has random weights: its images are noise. For a trained model run "
+              f"`d2i demo --quick --out demo`, "
+              "then `d2i generate --model demo/train/finetuned-hash/final --dialogs demo/data/test --out gen`",
+              file=sys.stderr)
 
 def _generate_main(o:GenerateOptions):
     "Generate one image per dialog with a text-to-image model."

@@ -159,9 +159,8 @@ def _web_parts(rng, desc:str, obj:dict, corpus:str, p_context:float)->list[str]:
     pick = lambda seq: seq[int(rng.integers(len(seq)))]
     parts = [desc]
     if rng.random() < p_context:
-        parts = [pick(WEB_FILLERS)
-                 for _ in range(int(rng.integers(5)))] + parts + [pick(WEB_FILLERS)
-                                                                  for _ in range(int(rng.integers(3)))]
+        parts = ([pick(WEB_FILLERS) for _ in range(int(rng.integers(5)))] + parts
+                 + [pick(WEB_FILLERS) for _ in range(int(rng.integers(3)))])
     if corpus == 'web_tags' and rng.random() < .5:
         tags = [f"#{obj['colour']}", f"#{obj['shape']}"] if rng.random() < .5 else [pick(WEB_TAGS)]
         tags += [pick(WEB_TAGS) for _ in range(int(rng.integers(2)))]

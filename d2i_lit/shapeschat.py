@@ -180,8 +180,8 @@ def _check_patterns(patterns:dict|None)->dict:
     patterns = dict(PATTERNS if patterns is None else patterns)
     bad = [k for k in patterns if k not in PATTERNS]
     if bad: raise D2IError(f"unknown ShapesChat pattern {bad[0]!r}; choose from {', '.join(PATTERNS)}")
-    if not patterns or any(not isinstance(w, (int, float)) or w < 0
-                           for w in patterns.values()) or sum(patterns.values()) <= 0:
+    if (not patterns or any(not isinstance(w, (int, float)) or w < 0 for w in patterns.values())
+            or sum(patterns.values()) <= 0):
         raise D2IError(f'pattern weights must be non-negative numbers with a positive sum, got {patterns}')
     return patterns
 
@@ -372,8 +372,8 @@ def _shapeschat_main(o, # an `options.ShapesChatDataOptions`
         p = write_shapeschat(o.out, o.n, o.seed, o.size, patterns, split=o.split, image_style=o.image_style)
     meta = json.loads((p/'meta.json').read_text())
     print(f"wrote {o.n} ShapesChat dialogs ({o.size}x{o.size} images, seed {o.seed}) to {p} in "
-          f"{time.perf_counter()-t0:.1f} s; "
-          f"patterns {meta['pattern_counts']}; longest text {max(meta['max_words'].values())} words", file=sys.stderr)
+          f"{time.perf_counter()-t0:.1f} s; patterns {meta['pattern_counts']}; "
+          f"longest text {max(meta['max_words'].values())} words", file=sys.stderr)
 
 # %% ../nbs/03_shapeschat.ipynb #8c5e2a42
 def object_mentions(text:str, # a linearized dialog or a caption

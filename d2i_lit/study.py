@@ -461,8 +461,7 @@ def learning_curve(run, # a `d2i demo` run folder whose pre-training stage has f
     set_seed(seed)
     dls = text_image_dls(curve_dataset(er, bb, style, caption_mix), bs=bs, seed=seed)
     finetune(bb, dls, steps, lr, ema=cfg['ema'], p_uncond=cfg['p_uncond'], seed=seed, lr_warmup_steps=cfg['warmup'],
-             cache=True, progress=False,
-             cbs=[EvalEvery(every, point)])
+             cache=True, progress=False, cbs=[EvalEvery(every, point)])
     return curve_frame(rows)
 
 def curve_frame(rows:list[dict])->pd.DataFrame:
