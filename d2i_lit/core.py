@@ -614,8 +614,7 @@ class _OneProcess:
 
 def _merge_parts(out:Path, name:str, order:dict, per_item:int|None)->list[dict]:
     "Merge NAME.jsonl and the processes' parts into NAME.jsonl, in item order, complete items only; remove the parts."
-    parts = sorted(out.glob(f'{name}.rank*.jsonl'))
-    by = {}
+    parts = sorted(out.glob(f'{name}.rank*.jsonl')); by = {}
     for f in [out/f'{name}.jsonl', *parts]:
         for r in read_jsonl(f):
             if isinstance(r, dict) and 'id' in r: by.setdefault(str(r['id']), {})[r.get('candidate', 0)] = r

@@ -106,8 +106,7 @@ class DiffusionBatch(Callback):
 
     def before_validate(self): raise CancelValidException() # validation is the sample grid, not a loss
     def before_batch(self):
-        b = self.learn.xb + self.learn.yb
-        texts, x = list(b[0]), b[1]
+        b = self.learn.xb + self.learn.yb; texts, x = list(b[0]), b[1]
         rank, world = rank_world()
         B = len(texts); n = B//world; sl = slice(rank*n, (rank+1)*n)
         sched, g = self.bb.noise_scheduler, self.gen
@@ -119,9 +118,7 @@ class DiffusionBatch(Callback):
                 if self.random_flip:
                     raise D2IError('random_flip flips images: not possible with encoded (cached) images')
                 x0 = x[sl]
-            else:
-                # the VAE's sample noise drawn for the whole global batch, then sliced: any number of processes, the
-                # same latents
+            else: # VAE sample noise drawn for the whole global batch, then sliced: the same latents for any world size
                 x = self._flip(x, B, sl)
                 vn = torch.randn((B, *self.bb.latent_shape), generator=g)[sl] if self.bb.vae is not None else None
                 x0 = self.bb.encode_images(x[sl], noise=vn)
@@ -143,9 +140,8 @@ class DiffusionBatch(Callback):
     def _noise(self, B:int, x0, sl:slice):
         "Gaussian noise for this process's share, drawn for the global batch; with `noise_offset`, a per-channel offset added."
         noise = torch.randn((B,) + tuple(x0.shape[1:]), generator=self.gen)[sl]
-        if self.noise_offset:
-            noise = noise + self.noise_offset * torch.randn((B, x0.shape[1]) + (1,)*(x0.ndim - 2),
-                                                            generator=self.gen)[sl]
+        if self.noise_offset: noise = noise + self.noise_offset * torch.randn((B, x0.shape[1]) + (1,)*(x0.ndim - 2),
+                                                                              generator=self.gen)[sl]
         return noise.to(x0.device, x0.dtype)
 
 # %% ../nbs/07_learner.ipynb #4809df43

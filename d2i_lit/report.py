@@ -184,19 +184,16 @@ def report_md(rows:list[dict], # the run's rows
     stage_s = {rec['stage']: rec['seconds'] for rec in recs}
     load = os.getloadavg()[0] if hasattr(os, 'getloadavg') else float('nan')
     md = [f"# ShapesChat experiment ({'quick' if settings['quick'] else 'default'} preset, seed {settings['seed']})",
-          '',
-          f"Stages took {sum(stage_s.values()):.0f} s in all (summed over invocations, if the run was resumed); "
+          '', f"Stages took {sum(stage_s.values()):.0f} s in all (summed over invocations, if the run was resumed); "
           f"this invocation {_fmt(seconds, 0)} s wall on {threads} thread(s), load average at the end {load:.1f}. "
           f"Stage seconds: {', '.join(f'{k} {v:.0f}' for k,v in stage_s.items())}.", '',
           f"Pre-training: {train.get('pretrain', {}).get('steps', '?')} steps of batch {settings['bs']} "
-          f"in {train.get('pretrain', {}).get('seconds', '?')} s. "
-          f"Sampling: DDIM {settings['sample_steps']} steps, guidance {settings['guidance']}. "
-          f"FID and IS use the ShapesChat classifier's "
-          f"features ({rows[0]['feature_net'] if rows else '?'}): comparable only within this table.", '',
+          f"in {train.get('pretrain', {}).get('seconds', '?')} s. Sampling: DDIM {settings['sample_steps']} steps, "
+          f"guidance {settings['guidance']}. FID and IS use the ShapesChat classifier's features "
+          f"({rows[0]['feature_net'] if rows else '?'}): comparable only within this table.", '',
           '## Headline metrics', '', results_table(rows), '',
-          '`attr_acc`: the image shows the sharer\'s object (shape and colour). '
-          '`coherence`: a confident, clean picture of some object the dialog mentions. '
-          '`distractor`: the image shows the other speaker\'s object.', '',
+          '`attr_acc`: the image shows the sharer\'s object (shape and colour). `coherence`: a confident, clean '
+          'picture of some object the dialog mentions. `distractor`: the image shows the other speaker\'s object.', '',
           '## Sharer accuracy (attr_acc) per dialog pattern', '', pattern_table(rows, 'attr_acc'), '',
           '## Coherence per dialog pattern', '', pattern_table(rows, 'coherence'), '',
           '![metrics by style and stage](metrics.png)', '', '![loss curves](loss_curves.png)', '',

@@ -453,9 +453,8 @@ def learning_curve(run, # a `d2i demo` run folder whose pre-training stage has f
     def point(step):
         rows.append(_curve_point(bb, test, cfg, style, net, step))
         if out is not None: atomic_write_json(Path(out), dict(meta, rows=rows), indent=None)
-        if not quiet:
-            print(f"[{style} step {step}] attr_acc {rows[-1]['attr_acc']:.3f} coherence {rows[-1]['coherence']:.3f}",
-                  file=sys.stderr, flush=True)
+        if not quiet: print(f"[{style} step {step}] attr_acc {rows[-1]['attr_acc']:.3f} "
+                            f"coherence {rows[-1]['coherence']:.3f}", file=sys.stderr, flush=True)
     bb.noise_predictor.eval()
     with torch.no_grad(): point(0)
     set_seed(seed)
