@@ -265,7 +265,7 @@ def linearize_in_budget(dialog, # a `Dialog`, a list of `Turn`s, or a list of (s
 @dataclass
 class TextFormat(Settings):
     "How a model's prompts are made from dialogs: the style, the budget and the truncation rule it was trained with."
-    style:Annotated[str|None, Opt(choices=MARKERS)]='hash' # linearization style (None: no dialog training; 'hash')
+    style:Annotated[str|None, Opt(choices=MARKERS)]='hash' # the style (None: not trained on dialogs; prompted as hash)
     max_tokens:Annotated[int|None, Opt(pos_int)]=None # budget: text tokens, no BOS/EOS (None: all the encoder holds)
     truncation:Annotated[str, Opt(choices=TRUNCATIONS)]='oldest' # over budget: drop the oldest turns, or cut the end
     tokenizer:str|None=None # the tokenizer that counts, as recorded with a model (its class and vocabulary size)
