@@ -83,9 +83,11 @@ def prompt_html(turns:list, lin:Linearized, used:int, budget:int, fmt:TextFormat
     for i, (s, t) in enumerate(turns):
         m = MARKERS[fmt.style][s]
         cell = html.escape(f'{m} {t}' if m else t)
-        rows.append(f'<li class="d2i-dropped"><s>{cell}</s> (dropped)</li>' if _dropped(i, lin, fmt) else f'<li>{cell}</li>')
+        rows.append(f'<li class="d2i-dropped"><s>{cell}</s> (dropped)</li>' if _dropped(i, lin, fmt)
+                    else f'<li>{cell}</li>')
     return (f'<ol id="d2i-turns-view">{"".join(rows)}</ol><p>prompt ({fmt.style}, {fmt.truncation}): '
-            f'<b id="d2i-used">{used}</b> of <b id="d2i-budget">{budget}</b> tokens, {lin.n_turns_dropped} turn(s) dropped</p>'
+            f'<b id="d2i-used">{used}</b> of <b id="d2i-budget">{budget}</b> tokens, '
+            f'{lin.n_turns_dropped} turn(s) dropped</p>'
             f'<pre id="d2i-prompt">{html.escape(lin.text)}</pre>')
 
 # %% ../nbs/12_app.ipynb #5b5f306e
@@ -94,7 +96,9 @@ def demo_model(folder, # a `d2i demo` folder (created if missing)
                **overrides, # the demo's settings (`experiment.DEFAULT`) to change, e.g. fewer steps in a test
               )->Path:
     "The fine-tuned ShapesChat model of a demo folder, trained there first by the demo's stages when it has none."
-    from d2i_lit.experiment import ExperimentRun, experiment_settings, _cfg_key, _claim_experiment, _stage_file, _stage_line # local: the demo's code, only when training
+    # local: the demo's code, only when training
+    from d2i_lit.experiment import (ExperimentRun, experiment_settings, _cfg_key, _claim_experiment, _stage_file,
+                                    _stage_line)
     folder = Path(folder)
     found = sorted(folder.glob('train/finetuned-*/final'), key=lambda p: p.parent.name != 'finetuned-hash')
     if found: return found[0]
@@ -125,7 +129,8 @@ def app_models(o:AppOptions, show=print)->Models:
     "The models of `o`: `--model`'s, and the demo's (trained first when its folder has none) with `--demo` or without `--model`."
     src = {m: m for m in (o.model or [])}
     if o.demo or not o.model:
-        folder = Path(o.demo) if o.demo else Path(os.environ.get('D2I_CACHE') or Path.home()/'.cache'/'d2i_lit')/'app-demo'
+        folder = (Path(o.demo) if o.demo
+                  else Path(os.environ.get('D2I_CACHE') or Path.home()/'.cache'/'d2i_lit')/'app-demo')
         src['ShapesChat demo (fine-tuned, hash)'] = str(demo_model(folder, show))
     models = Models(src)
     models[models.labels[0]] # the default model loads now: a bad folder is one line before anything is served
@@ -137,11 +142,13 @@ def _shown(img, side:int=256):
     k = max(1, side // max(img.size))
     return img.resize((img.width*k, img.height*k), 0) if k > 1 else img # 0: nearest neighbour
 
-def generate(pipe:DialogToImagePipeline, turns:list, fmt:TextFormat, sample_steps:int=20, guidance:float=3.0, seed:int=0):
+def generate(pipe:DialogToImagePipeline, turns:list, fmt:TextFormat, sample_steps:int=20,
+             guidance:float=3.0, seed:int=0):
     "The image of `turns` prompted in `fmt`, with a fixed seed."
     if not turns: raise D2IError('type at least one turn')
     g = torch.Generator(pipe.backbone.device).manual_seed(int(seed))
-    return _shown(pipe([turns], text_format=fmt, sample_steps=int(sample_steps), guidance=float(guidance), generator=g)[0])
+    return _shown(pipe([turns], text_format=fmt, sample_steps=int(sample_steps),
+                       guidance=float(guidance), generator=g)[0])
 
 # %% ../nbs/12_app.ipynb #6dc7c5bd
 def _gradio():
@@ -154,7 +161,8 @@ def _gradio():
 def _view(models:Models, label:str, text:str, style:str, budget, truncation:str)->str:
     "The prompt view of the page's inputs."
     turns, bb = parse_turns(text or ''), models[label].backbone
-    if not turns: return '<p>Type a dialog: one turn per line, <code>A:</code> and <code>B:</code> naming the speakers.</p>'
+    if not turns:
+        return '<p>Type a dialog: one turn per line, <code>A:</code> and <code>B:</code> naming the speakers.</p>'
     return prompt_html(turns, *linearized(bb, turns, fmt := page_format(bb, style, budget, truncation)), fmt)
 
 # %% ../nbs/12_app.ipynb #88446529
@@ -162,19 +170,24 @@ def _inputs(gr, models:Models, examples:dict, o:AppOptions)->dict:
     "The page's input components by name."
     first = models[models.labels[0]].backbone.text_format
     return dict(model=gr.Dropdown(models.labels, value=models.labels[0], label='model', elem_id='d2i-model'),
-                example=gr.Dropdown(list(examples), value=None, label='pick a dialog (PhotoChat, ShapesChat)', elem_id='d2i-example'),
+                example=gr.Dropdown(list(examples), value=None, label='pick a dialog (PhotoChat, ShapesChat)',
+                                    elem_id='d2i-example'),
                 text=gr.Textbox(lines=8, label='turns, one per line (A: ... / B: ...)', elem_id='d2i-turns'),
                 style=gr.Radio(list(STYLES), value=first.style, label='style', elem_id='d2i-style'),
-                budget=gr.Number(value=0, precision=0, minimum=0, label="budget in text tokens (0: the model's)", elem_id='d2i-budget-in'),
-                truncation=gr.Radio(list(TRUNCATIONS), value=first.truncation, label='over the budget drop', elem_id='d2i-truncation'),
+                budget=gr.Number(value=0, precision=0, minimum=0, label="budget in text tokens (0: the model's)",
+                                 elem_id='d2i-budget-in'),
+                truncation=gr.Radio(list(TRUNCATIONS), value=first.truncation, label='over the budget drop',
+                                    elem_id='d2i-truncation'),
                 steps=gr.Slider(1, 100, value=o.sample_steps, step=1, label='sampler steps'),
-                guidance=gr.Number(value=o.guidance, label='guidance'), seed=gr.Number(value=o.seed, precision=0, label='seed'))
+                guidance=gr.Number(value=o.guidance, label='guidance'),
+                seed=gr.Number(value=o.seed, precision=0, label='seed'))
 
 def _run(gr, models:Models):
     "The Generate button's handler: the prompt view and the image (a user's mistake shown on the page)."
     def run(label, text, style, budget, trunc, steps, guidance, seed):
         pipe = models[label]
-        try: image = generate(pipe, parse_turns(text or ''), page_format(pipe.backbone, style, budget, trunc), steps, guidance, seed)
+        try: image = generate(pipe, parse_turns(text or ''), page_format(pipe.backbone, style, budget, trunc),
+                              steps, guidance, seed)
         except D2IError as e: raise gr.Error(str(e))
         return _view(models, label, text, style, budget, trunc), image
     return run
@@ -184,7 +197,8 @@ def build_app(models:Models, o:AppOptions, examples:dict|None=None):
     "The Gradio page (not yet served)."
     gr, examples = _gradio(), examples if examples is not None else bundled_dialogs(o.demo)
     with gr.Blocks(title='d2i playground') as app:
-        gr.Markdown('# d2i playground\nType a dialog (or pick one): the prompt the model is given, then the photo it shares.')
+        gr.Markdown('# d2i playground\nType a dialog (or pick one): the prompt the model is given, then the photo it '
+                    'shares.')
         with gr.Row():
             with gr.Column():
                 i = _inputs(gr, models, examples, o)
@@ -210,4 +224,5 @@ def _app_main(o:AppOptions):
     app = build_app(models, o)
     port = o.port or _free_port(o.host)
     print(f'd2i app: serving on http://{o.host}:{port}', flush=True)
-    app.launch(server_name=o.host, server_port=port, share=False, inbrowser=False, quiet=True, ssr_mode=False, footer_links=[])
+    app.launch(server_name=o.host, server_port=port, share=False, inbrowser=False, quiet=True,
+               ssr_mode=False, footer_links=[])

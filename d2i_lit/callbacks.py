@@ -34,7 +34,8 @@ class StepCounter(Callback):
 class StopAfter(Callback):
     "Stop after `steps` optimizer steps or `time_budget` seconds of this fit, whichever comes first."
     order = 90
-    def __init__(self, steps:int|None=None, time_budget:float|None=None): self.steps, self.time_budget = steps, time_budget
+    def __init__(self, steps:int|None=None, time_budget:float|None=None):
+        self.steps, self.time_budget = steps, time_budget
     def before_fit(self):
         if self.steps is not None and self.learn.opt_step >= self.steps: raise CancelFitException()
     def after_step(self):
@@ -95,7 +96,8 @@ class MixedPrecision(Callback):
         self.dtype = torch_dtype(dtype, ('bf16', 'fp16'), 'mixed precision') # 'no' adds no callback
     def before_fit(self):
         self.dev = next(self.learn.model.parameters()).device.type
-        if self.dtype == torch.float16 and self.dev != 'cuda': raise D2IError("fp16 mixed precision needs a GPU; use bf16 on CPU")
+        if self.dtype == torch.float16 and self.dev != 'cuda':
+            raise D2IError("fp16 mixed precision needs a GPU; use bf16 on CPU")
         self.scaler = torch.amp.GradScaler('cuda') if self.dtype == torch.float16 else None
         self.ctx = None
     def before_batch(self):
@@ -131,7 +133,8 @@ class GradCheckpointing(Callback):
     order = -15
     def before_fit(self):
         net = _net(self.learn.model)
-        if not hasattr(net, 'enable_gradient_checkpointing') or not getattr(net, '_supports_gradient_checkpointing', True):
+        if (not hasattr(net, 'enable_gradient_checkpointing')
+                or not getattr(net, '_supports_gradient_checkpointing', True)):
             raise D2IError(f"{type(net).__name__} has no gradient checkpointing switch")
         net.enable_gradient_checkpointing()
     def after_fit(self): _net(self.learn.model).disable_gradient_checkpointing()
@@ -198,9 +201,11 @@ class CSVLog(Callback):
         "The rows of an existing log up to the step the run resumes from; a file that is not such a log is a one-line error."
         if not self.path.exists(): return []
         try:
-            with open(self.path, newline='') as f: return [r for r in csv.DictReader(f) if int(r['step']) <= self.learn.opt_step]
+            with open(self.path, newline='') as f:
+                return [r for r in csv.DictReader(f) if int(r['step']) <= self.learn.opt_step]
         except (KeyError, ValueError, TypeError, csv.Error, UnicodeDecodeError) as e:
-            raise D2IError(f"{self.path}: not a d2i training log ({type(e).__name__}: {e}); move it away or choose another --out") from None
+            raise D2IError(f"{self.path}: not a d2i training log ({type(e).__name__}: {e}); move it away or choose "
+                           f"another --out") from None
     def after_step(self):
         if not is_main(): return
         self.w.writerow([self.learn.opt_step, f'{self.learn.loss.item():.6g}', f"{self.learn.opt.hypers[0]['lr']:.6g}",
@@ -213,7 +218,8 @@ class CSVLog(Callback):
 class StepProgress(Callback):
     "A progress bar over the run's optimizer steps, with the loss (process 0 only)."
     order = 80 # after the step is counted, logged and checkpointed; before `StopAfter` ends the fit
-    def __init__(self, total:int|None, file=None): self.total, self.file = total, file # file: where its lines go (default: stderr, or a notebook bar)
+    # file: where its lines go (default: stderr, or a notebook bar)
+    def __init__(self, total:int|None, file=None): self.total, self.file = total, file
     def before_fit(self):
         self.bar = progress(range(self.total), 'steps', file=self.file) if self.total and is_main() else None
         if self.bar is not None: self.bar.update(self.learn.opt_step)
@@ -228,7 +234,8 @@ class ValidationGrid(Callback):
     order = 70
     def __init__(self, backbone, texts:list, # prompts, or dialogs (prompted in the model's text format)
                  out, every:int=100, seeds=None, sample_steps:int=10, guidance:float=3.0):
-        self.bb, self.texts, self.out, self.every, self.sample_steps, self.guidance = backbone, list(texts), Path(out), every, sample_steps, guidance
+        self.bb, self.texts, self.out, self.every, self.sample_steps, self.guidance = \
+            backbone, list(texts), Path(out), every, sample_steps, guidance
         self.seeds = list(seeds) if seeds is not None else list(range(len(self.texts)))
     def after_step(self):
         if self.every and self.learn.opt_step % self.every == 0 and is_main(): self.save()
@@ -246,7 +253,9 @@ from .pipeline import dialog_prompts
 def _summary_writer():
     "tensorboard's `SummaryWriter` class; a one-line `D2IError` when tensorboard is not installed."
     try: from torch.utils.tensorboard import SummaryWriter # local: an optional extra
-    except ImportError: raise D2IError("--report-to tensorboard needs the tensorboard package (pip install 'd2i_lit[tensorboard]')") from None
+    except ImportError:
+        raise D2IError("--report-to tensorboard needs the tensorboard package "
+                       "(pip install 'd2i_lit[tensorboard]')") from None
     return SummaryWriter
 
 def _grad_norm(learn)->float:
@@ -264,7 +273,8 @@ def _item_markdown(item, prompt:str)->str:
 class TensorBoardLog(Callback):
     "Log each optimizer step's loss, learning rate and gradient norm, and the validation images with their dialogs, to TensorBoard (process 0)."
     order = 75 # after the step is logged and its validation grid sampled
-    def __init__(self, logdir): self.logdir, self.writer_cls = Path(logdir), _summary_writer() # a missing package: said before the fit
+    # a missing package: said before the fit
+    def __init__(self, logdir): self.logdir, self.writer_cls = Path(logdir), _summary_writer()
     def before_fit(self):
         step = getattr(self.learn, 'opt_step', 0) # a resumed run: the events after its step are dropped
         self.w = self.writer_cls(str(self.logdir), purge_step=step + 1 if step else None) if is_main() else None
@@ -292,6 +302,7 @@ class DataParallel(Callback):
     def before_fit(self):
         self.acc = Accelerator(cpu=self.cpu)
         rank, world = rank_world()
-        if self.dls.train.bs % world: raise D2IError(f"global batch size {self.dls.train.bs} is not divisible by {world} processes")
+        if self.dls.train.bs % world:
+            raise D2IError(f"global batch size {self.dls.train.bs} is not divisible by {world} processes")
         self.learn.model = self.acc.prepare_model(self.learn.model)
     def after_fit(self): self.learn.model = self.acc.unwrap_model(self.learn.model)

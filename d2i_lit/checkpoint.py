@@ -22,8 +22,8 @@ from .options import TrainSettings
 from .backbones import _KINDS
 from .learner import DiffusionBatch, is_main, rank_world
 from .callbacks import (CSVLog, DataParallel, EMA, EMACallback, GradAccum, GradCheckpointing, GradClip, LRSchedule,
-                               MixedPrecision, NonFiniteGuard, ScaledStep, StepCounter, StepProgress, StopAfter, ema_weights,
-                               trainable, TensorBoardLog)
+                               MixedPrecision, NonFiniteGuard, ScaledStep, StepCounter, StepProgress, StopAfter,
+                               ema_weights, trainable, TensorBoardLog)
 from .model_card import write_model_card
 
 # %% auto #0
@@ -56,15 +56,19 @@ def _read_checkpoint(path:Path, # a checkpoint folder
         if not isinstance(s, dict): raise ValueError('state.json is not a JSON object')
         for k in ('step', 'epoch', 'batches_in_epoch', 'dl_rng', 'python_rng', 'numpy_rng'):
             if k not in s: raise KeyError(f'state.json has no {k!r}')
-        random.Random().setstate(_to_tuple(s['python_rng'])); random.Random().setstate(_to_tuple(s['dl_rng'])) # well-formed states
+        # well-formed states
+        random.Random().setstate(_to_tuple(s['python_rng'])); random.Random().setstate(_to_tuple(s['dl_rng']))
         np.random.RandomState().set_state(_np_from(s['numpy_rng']))
-        d = dict(path=path, state=s, model=load_file(path/'model.safetensors'), rng=load_file(path/'rng.safetensors'), ema=None,
+        d = dict(path=path, state=s, model=load_file(path/'model.safetensors'), rng=load_file(path/'rng.safetensors'),
+                 ema=None,
                  opt=torch.load(path/'optimizer.pt', weights_only=True))
         if 'torch' not in d['rng']: raise KeyError("rng.safetensors has no 'torch' state")
         if ema: d['ema'] = load_file(path/'ema.safetensors')
     except Exception as e: raise D2IError(f"{path}: damaged checkpoint ({type(e).__name__}: {error_line(e)})") from None
     missing = set(_state(getattr(model, 'module', model))) - set(d['model'])
-    if missing: raise D2IError(f"{path}/model.safetensors lacks {len(missing)} weights, e.g. {sorted(missing)[0]!r}: another model or LoRA rank?")
+    if missing:
+        raise D2IError(f"{path}/model.safetensors lacks {len(missing)} weights, e.g. {sorted(missing)[0]!r}: another "
+                       f"model or LoRA rank?")
     return d
 
 # %% ../nbs/07b_checkpoint.ipynb #6f80c98d
@@ -74,13 +78,15 @@ def list_checkpoints(d)->list[Path]:
     "Finished checkpoint folders under `d`, oldest first (temporary folders of an interrupted save are ignored)."
     d = Path(d)
     if not d.is_dir(): return []
-    return sorted((p for p in d.iterdir() if p.is_dir() and _CKPT.match(p.name)), key=lambda p: int(_CKPT.match(p.name)[1]))
+    return sorted((p for p in d.iterdir() if p.is_dir() and _CKPT.match(p.name)),
+                  key=lambda p: int(_CKPT.match(p.name)[1]))
 
 # %% ../nbs/07b_checkpoint.ipynb #c7e28ccb
 class Checkpoint(Callback):
     "Save everything a run needs every `every` steps (atomically, keeping `keep`), and resume from one."
     order = EMACallback.order + 20 # after the step is counted and the EMA updated: a checkpoint holds the step's result
-    def __init__(self, dir, every:int=100, keep:int=3, resume:str|Path|None=None): # keep: 0 keeps all; resume: 'latest', a folder or None
+    def __init__(self, dir, every:int=100, keep:int=3,
+                 resume:str|Path|None=None): # keep: 0 keeps all; resume: 'latest', a folder or None
         if keep < 0: raise D2IError(f"keep={keep}: the number of checkpoints kept must be >= 1 (0: all)")
         self.dir, self.every, self.keep, self.resume = Path(dir), every, keep, resume
 
@@ -92,7 +98,8 @@ class Checkpoint(Callback):
         if is_main():
             for p in self.dir.glob('.checkpoint-*.tmp'): shutil.rmtree(p, ignore_errors=True) # debris of a killed save
         if self.resume is None: return
-        found = self.__dict__.pop('found') if 'found' in self.__dict__ else self.find() # `_resume_epoch` may have found it already
+        # `_resume_epoch` may have found it already
+        found = self.__dict__.pop('found') if 'found' in self.__dict__ else self.find()
         if found is not None: self.load(found)
 
 # %% ../nbs/07b_checkpoint.ipynb #65f68bd7
@@ -109,7 +116,8 @@ def find(self:Checkpoint)->dict|None:
         try: found = _read_checkpoint(p, model, ema)
         except D2IError as e: errs.append(error_line(e)); continue
         if errs and is_main():
-            print(f"warning: skipped {len(errs)} damaged checkpoint(s), newest {errs[0]}; resuming from {p}", file=sys.stderr)
+            print(f"warning: skipped {len(errs)} damaged checkpoint(s), newest {errs[0]}; resuming from {p}",
+                  file=sys.stderr)
         return found
     if errs: raise D2IError(f"no usable checkpoint in {self.dir}: all {len(errs)} are damaged; newest {errs[0]}")
     return None # nothing to resume: start fresh, as diffusers does
@@ -152,7 +160,8 @@ def save(self:Checkpoint)->Path:
         with atomic_dir(path) as tmp:
             save_file(_state(self.learn.model), tmp/'model.safetensors')
             if (e := self._ema_cb()) is not None:
-                save_file({k: v.contiguous() for k,v in e.average.shadow.items()}, tmp/'ema.safetensors'); state['ema_n'] = e.average.n
+                save_file({k: v.contiguous() for k,v in e.average.shadow.items()}, tmp/'ema.safetensors')
+                state['ema_n'] = e.average.n
             torch.save(self.learn.opt.state_dict(), tmp/'optimizer.pt')
             save_file(rng, tmp/'rng.safetensors')
             atomic_write_json(tmp/'state.json', state)
@@ -169,7 +178,8 @@ def load(self:Checkpoint, ck:Path|dict): # a checkpoint folder, or what `_read_c
     m.load_state_dict(d['model'], strict=False)
     self.learn.opt.load_state_dict(d['opt'])
     if (e := self._ema_cb()) is not None:
-        e.average = EMA(trainable(m), e.decay); e.average.load_state_dict(dict(decay=e.decay, n=s['ema_n'], shadow=d['ema']))
+        e.average = EMA(trainable(m), e.decay)
+        e.average.load_state_dict(dict(decay=e.decay, n=s['ema_n'], shadow=d['ema']))
     torch.set_rng_state(rng['torch'])
     if (b := self._batch_cb()) is not None and 'batch' in rng: b.gen.set_state(rng['batch'])
     random.setstate(_to_tuple(s['python_rng'])); np.random.set_state(_np_from(s['numpy_rng']))
@@ -189,8 +199,10 @@ LORA_TARGETS = ('to_q', 'to_k', 'to_v', 'to_out.0')
 
 def add_lora(net:nn.Module, rank:int=4, alpha:float|None=None, targets=LORA_TARGETS)->nn.Module:
     "Inject LoRA adapters into `net`'s attention projections, in place; only the adapters train."
-    names = [n for n,m in net.named_modules() if isinstance(m, nn.Linear) and any(n == t or n.endswith('.'+t) for t in targets)]
-    if not names: raise D2IError(f"{type(net).__name__} has no attention projections named {', '.join(targets)} for LoRA")
+    names = [n for n,m in net.named_modules()
+             if isinstance(m, nn.Linear) and any(n == t or n.endswith('.'+t) for t in targets)]
+    if not names:
+        raise D2IError(f"{type(net).__name__} has no attention projections named {', '.join(targets)} for LoRA")
     net.requires_grad_(False)
     cfg = LoraConfig(r=rank, lora_alpha=alpha or rank, target_modules=list(targets), init_lora_weights=True)
     inject_adapter_in_model(cfg, net)
@@ -203,12 +215,13 @@ def _save_diffusers_lora(sd:dict, path:Path, kind:str, c:dict):
     spec = _KINDS[kind]
     pipe = getattr(diffusers, spec.pipeline, None) if spec.pipeline else None
     if pipe is None or not hasattr(pipe, 'save_lora_weights'): return
-    meta = dict(r=c['rank'], lora_alpha=c['alpha'], target_modules=list(c['targets'])) # so a rank != alpha scale survives
+    # so a rank != alpha scale survives
+    meta = dict(r=c['rank'], lora_alpha=c['alpha'], target_modules=list(c['targets']))
     pipe.save_lora_weights(path, **{f'{spec.predictor}_lora_layers': convert_state_dict_to_diffusers(sd),
                                     f'{spec.predictor}_lora_adapter_metadata': meta}, safe_serialization=True)
 
 def save_lora(net:nn.Module, path,
-              kind:str|None=None, # the backbone kind: also save the file its diffusers pipeline's `load_lora_weights` reads, if it has one
+              kind:str|None=None, # backbone kind: also write the file its pipeline's `load_lora_weights` reads, if any
              )->Path:
     "Write the adapters of `net` for `load_lora` (`lora.safetensors`, `lora.json`), for peft (`adapter_config.json`, `adapter_model.safetensors`) and, where `kind`'s pipeline has `load_lora_weights`, for diffusers; the folder replaced atomically."
     sd = {k: v.detach().cpu().contiguous() for k,v in get_peft_model_state_dict(net).items()}
@@ -218,7 +231,8 @@ def save_lora(net:nn.Module, path,
         # peft's adapter folder: `PeftModel.from_pretrained(base, path)` keys its weights under the wrapper's `base_model.model.`
         save_file({f'base_model.model.{k}': v for k,v in sd.items()}, tmp/'adapter_model.safetensors')
         cfg = LoraConfig(r=c['rank'], lora_alpha=c['alpha'], target_modules=list(c['targets']), init_lora_weights=True)
-        atomic_write_json(tmp/'adapter_config.json', {k: sorted(v) if isinstance(v, set) else v for k,v in cfg.to_dict().items()})
+        atomic_write_json(tmp/'adapter_config.json',
+                          {k: sorted(v) if isinstance(v, set) else v for k,v in cfg.to_dict().items()})
         if kind is not None: _save_diffusers_lora(sd, tmp, kind, c)
         atomic_write_json(tmp/'lora.json', c)
     return Path(path)
@@ -231,7 +245,8 @@ def load_lora(net:nn.Module, path)->nn.Module:
     c = json.loads((path/'lora.json').read_text())
     add_lora(net, c['rank'], c['alpha'], c['targets'])
     res = set_peft_model_state_dict(net, load_file(path/'lora.safetensors'))
-    if getattr(res, 'unexpected_keys', None): raise D2IError(f"{path}/lora.safetensors: unexpected keys {res.unexpected_keys[:3]}")
+    if getattr(res, 'unexpected_keys', None):
+        raise D2IError(f"{path}/lora.safetensors: unexpected keys {res.unexpected_keys[:3]}")
     return net
 
 # %% ../nbs/07b_checkpoint.ipynb #67df3dcc
@@ -261,7 +276,7 @@ def save_result(learn:Learner, path)->Path:
 
 # %% ../nbs/07b_checkpoint.ipynb #168f74f5
 def training_callbacks(s:TrainSettings, # the run's settings
-                       batch_cb:Callback, # makes the model's inputs from a batch (`DiffusionBatch`, unified's `UnifiedBatch`)
+                       batch_cb:Callback, # the model's inputs from a batch (`DiffusionBatch`, unified's `UnifiedBatch`)
                        out:str|Path|None=None, # the run folder: log and checkpoints (None: nothing written)
                        log_cls=CSVLog, # the log's class (unified fine-tuning logs its four losses)
                        extra=(), # more callbacks: validation images, trackers, a test's probes
@@ -277,7 +292,8 @@ def training_callbacks(s:TrainSettings, # the run's settings
     if s.ema: cb.append(EMACallback(s.ema))
     if out is not None:
         cb.append(log_cls(Path(out)/'log.csv'))
-        if s.checkpoint_every or s.resume: cb.append(Checkpoint(Path(out)/'ckpts', s.checkpoint_every, s.keep, s.resume))
+        if s.checkpoint_every or s.resume:
+            cb.append(Checkpoint(Path(out)/'ckpts', s.checkpoint_every, s.keep, s.resume))
         if s.report_to == 'tensorboard': cb.append(TensorBoardLog(Path(out)/'logs'))
     if s.progress: cb.append(StepProgress(s.steps))
     return cb + list(extra)
@@ -288,7 +304,8 @@ def _save_final(learn:Learner, save, path:Path):
     try: save(learn, path)
     except DiskFull as e:
         ck = getattr(learn, 'last_checkpoint', None)
-        where = (f'the trained weights are safe in {ck}: free some space and rerun with --resume latest to write {path.name}/'
+        where = (f'the trained weights are safe in {ck}: free some space and rerun with --resume latest to write '
+                 f'{path.name}/'
                  if ck else 'no checkpoint was kept (--checkpoint-every 0)')
         raise DiskFull(f'{e}; {where}') from None
 
@@ -299,7 +316,8 @@ def fit_run(learn:Learner, # a `Learner` with `training_callbacks`
             save=None, # `save(learn, path)` writes the result to OUT/final
            )->Learner:
     "Fit `learn` for the run's steps, resuming through its `Checkpoint`; record `config` and save the result in OUT/final."
-    learn.remove_cb(ProgressCallback); learn.logger = noop # fastai's per-epoch bar and table: a run counts steps (`StepProgress`)
+    # fastai's per-epoch bar and table: a run counts steps (`StepProgress`)
+    learn.remove_cb(ProgressCallback); learn.logger = noop
     ck = next((c for c in learn.cbs if isinstance(c, Checkpoint)), None)
     start_epoch = _resume_epoch(ck) if ck else 0
     if out is not None and is_main() and config is not None: atomic_write_json(Path(out)/'config.json', config)

@@ -60,7 +60,10 @@ def to_input(images:list, # PIL images
              size:int=16, # classifier input side; other sizes are resized with PIL bicubic
             )->torch.Tensor:
     "Float tensor [B, 3, size, size] in [-1, 1] from PIL images."
-    arr = np.stack([np.asarray((im if im.size == (size, size) else im.convert('RGB').resize((size, size), Image.BICUBIC)).convert('RGB'), dtype=np.float32) for im in images])
+    arr = np.stack([np.asarray((im if im.size == (size, size)
+                                else im.convert('RGB').resize((size, size), Image.BICUBIC)).convert('RGB'),
+                               dtype=np.float32)
+                    for im in images])
     return torch.from_numpy(arr).permute(0, 3, 1, 2) / 127.5 - 1
 
 # %% ../nbs/08_classifier.ipynb #388c378a
@@ -74,7 +77,8 @@ def render_set(n:int, # number of images
     rng = np.random.default_rng(seed)
     labels = {k: rng.integers(len(v), size=n) for k, v in attributes.items()}
     jitter = rng.integers(2**31, size=n)
-    imgs = [render_object({k: attributes[k][labels[k][i]] for k in attributes}, size=size, seed=int(jitter[i])) for i in range(n)]
+    imgs = [render_object({k: attributes[k][labels[k][i]] for k in attributes}, size=size, seed=int(jitter[i]))
+            for i in range(n)]
     return to_input(imgs, size), {k: torch.from_numpy(v) for k, v in labels.items()}
 
 # %% ../nbs/08_classifier.ipynb #e0c59ab3
@@ -91,7 +95,8 @@ def accuracy(clf:AttributeClassifier, x:torch.Tensor, y:dict, batch_size:int=512
     return res
 
 # %% ../nbs/08_classifier.ipynb #db7ea9f5
-def _train_epoch(clf:AttributeClassifier, x:torch.Tensor, y:dict, opt, sched, g:torch.Generator, batch_size:int, noise:float):
+def _train_epoch(clf:AttributeClassifier, x:torch.Tensor, y:dict, opt, sched, g:torch.Generator,
+                 batch_size:int, noise:float):
     "One pass over `x` in a random order, each image with Gaussian noise of std uniform in [0, `noise`]."
     n = len(x)
     clf.train(); perm = torch.randperm(n, generator=g)
@@ -119,7 +124,8 @@ def train_classifier(n:int=6000, # training images
         clf = AttributeClassifier(size=size)
         opt = torch.optim.AdamW(clf.parameters(), lr=lr, weight_decay=1e-4)
         sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=epochs * math.ceil(n / batch_size))
-        for _ in (progress_bar(range(epochs)) if progress else range(epochs)): _train_epoch(clf, x, y, opt, sched, g, batch_size, noise)
+        for _ in (progress_bar(range(epochs)) if progress else range(epochs)):
+            _train_epoch(clf, x, y, opt, sched, g, batch_size, noise)
         clf.meta = dict(n=n, epochs=epochs, seed=seed, size=size, batch_size=batch_size, lr=lr, noise=noise)
         return clf.eval()
     finally: torch.set_num_threads(threads)
@@ -144,20 +150,22 @@ def cache_dir(path:str|Path|None=None)->Path:
 # %% ../nbs/08_classifier.ipynb #e1ded44b
 def save_classifier(clf:AttributeClassifier, path:str|Path)->Path:
     "Save weights and metadata (attributes, training settings, world fingerprint) as safetensors, atomically."
-    meta = dict(attributes=json.dumps(clf.attributes), size=str(clf.size), width=str(clf.width), feat_dim=str(clf.feat_dim),
+    meta = dict(attributes=json.dumps(clf.attributes), size=str(clf.size), width=str(clf.width),
+                feat_dim=str(clf.feat_dim),
                 train=json.dumps(getattr(clf, 'meta', {})), fingerprint=world_fingerprint(clf.size, clf.attributes))
     return atomic_write(path, save({k: v.contiguous() for k, v in clf.state_dict().items()}, metadata=meta))
 
 def _read(path:Path)->tuple[AttributeClassifier, dict]:
     with safe_open(str(path), 'pt') as f: meta = f.metadata()
-    clf = AttributeClassifier(json.loads(meta['attributes']), int(meta['size']), int(meta['width']), int(meta['feat_dim']))
+    clf = AttributeClassifier(json.loads(meta['attributes']), int(meta['size']), int(meta['width']),
+                              int(meta['feat_dim']))
     clf.load_state_dict(load_file(str(path))); clf.meta = json.loads(meta.get('train', '{}'))
     return clf.eval(), meta
 
 # %% ../nbs/08_classifier.ipynb #3f22be48
 def load_classifier(path:str|Path|None=None, # a saved classifier; default the shipped one
                     size:int=16,
-                    cache:str|Path|None=None, # where an on-demand retrain is cached (default `$D2I_CACHE` or ~/.cache/d2i_lit)
+                    cache:str|Path|None=None, # cache of an on-demand retrain (default `$D2I_CACHE` or ~/.cache/d2i_lit)
                    )->AttributeClassifier:
     "The ShapesChat attribute classifier: the shipped weights, or a deterministic retrain when the world has changed."
     if path is not None:
@@ -172,7 +180,8 @@ def load_classifier(path:str|Path|None=None, # a saved classifier; default the s
         if meta.get('fingerprint') == fp: return clf
     c = cache_dir(cache)/'classifier'/f'{fp}.safetensors'
     if c.exists(): return _read(c)[0]
-    warnings.warn(f"the shipped ShapesChat classifier does not match this ShapesChat world; training one deterministically (cached at {c})")
+    warnings.warn(f"the shipped ShapesChat classifier does not match this ShapesChat world; training one "
+                  f"deterministically (cached at {c})")
     clf = train_classifier(size=size); save_classifier(clf, c)
     return clf
 

@@ -18,12 +18,16 @@ SUBCOMMANDS = {
     'linearize': ('d2i_lit.options', 'linearize_cli', 'linearize PhotoChat dialogs into prompts (JSON lines)'),
     'generate':  ('d2i_lit.options', 'generate_cli',  'generate one image per dialog with a text-to-image model'),
     'finetune':  ('d2i_lit.options', 'finetune_cli',  'fine-tune a model on dialog-image pairs'),
-    'evaluate':  ('d2i_lit.options', 'evaluate_cli',  'FID, IS, CLIP similarity and attribute accuracy of generated images'),
-    'roundtrip': ('d2i_lit.options', 'roundtrip_cli', 'captioner/generator round trips (image->text->image, text->image->text)'),
-    'unified':   ('d2i_lit.options', 'unified_cli',   'fine-tune a captioner and a generator through each other (Li et al. 2023)'),
-    'demo':      ('d2i_lit.options', 'demo_cli',      'the whole ShapesChat experiment: data, pre-train, zero-shot, fine-tune, '
-                                                      'evaluate, report'),
-    'app':       ('d2i_lit.options', 'app_cli',       'a playground in the browser: a dialog, its prompt and its image (Gradio)'),
+    'evaluate':  ('d2i_lit.options', 'evaluate_cli',  'FID, IS, CLIP similarity and attribute accuracy of generated '
+                                                      'images'),
+    'roundtrip': ('d2i_lit.options', 'roundtrip_cli', 'captioner/generator round trips '
+                                                      '(image->text->image, text->image->text)'),
+    'unified':   ('d2i_lit.options', 'unified_cli',   'fine-tune a captioner and a generator through each other '
+                                                      '(Li et al. 2023)'),
+    'demo':      ('d2i_lit.options', 'demo_cli',      'the whole ShapesChat experiment: data, pre-train, zero-shot, '
+                                                      'fine-tune, evaluate, report'),
+    'app':       ('d2i_lit.options', 'app_cli',       'a playground in the browser: a dialog, its prompt and its image '
+                                                      '(Gradio)'),
 }
 
 def _usage()->str:
@@ -70,7 +74,8 @@ def main(argv:list[str]|None=None, # arguments after `d2i`; `None` reads `sys.ar
 
 # %% ../nbs/90_cli.ipynb #8f623494
 DATA_CORPORA = {
-    'shapeschat': ('d2i_lit.options', 'shapeschat_data_cli', 'generate ShapesChat: `d2i data shapeschat --n N --seed S --size 16 --out DIR`'),
+    'shapeschat': ('d2i_lit.options', 'shapeschat_data_cli', 'generate ShapesChat: `d2i data shapeschat --n N '
+                                                             '--seed S --size 16 --out DIR`'),
     'photochat':  ('d2i_lit.options', 'photochat_data_cli', "fetch the photos of PhotoChat records: "
                                                             "`d2i data photochat FILE|DIR --out DIR [--base-url URL]`"),
 }
@@ -79,11 +84,13 @@ def data_cli(args:list[str]): # the arguments after `d2i data`
     "`d2i data CORPUS [options]`: run the corpus' own command (see `DATA_CORPORA`)."
     if args and args[0] in ('-h', '--help'):
         w = max(map(len, DATA_CORPORA))
-        print('\n'.join(['usage: d2i data CORPUS [options]', '', 'corpora:'] + [f'  {k:<{w}}  {v[2]}' for k,v in DATA_CORPORA.items()]
+        print('\n'.join(['usage: d2i data CORPUS [options]', '', 'corpora:']
+                        + [f'  {k:<{w}}  {v[2]}' for k,v in DATA_CORPORA.items()]
                         + ['', "Run `d2i data CORPUS --help` for a corpus' options."]))
         return
     if not args or args[0] not in DATA_CORPORA:
-        raise D2IError(f"{'unknown dataset ' + repr(args[0]) if args else 'name a dataset'}; choose from: {', '.join(DATA_CORPORA)}")
+        raise D2IError(f"{'unknown dataset ' + repr(args[0]) if args else 'name a dataset'}; choose from: "
+                       f"{', '.join(DATA_CORPORA)}")
     mod, attr, _ = DATA_CORPORA[args[0]]
     return getattr(importlib.import_module(mod), attr)(args[1:])
 

@@ -118,7 +118,8 @@ def _field_default(f):
 def _help(doc:str|None, default, required:bool)->str:
     h = (doc or '').replace('%', '%%')
     if required: return h + ' (required)'
-    if default not in (None, False, ()): h += f' (default: {" ".join(map(str, default)) if isinstance(default, (list, tuple)) else default})'
+    if default not in (None, False, ()):
+        h += f' (default: {" ".join(map(str, default)) if isinstance(default, (list, tuple)) else default})'
     return h
 
 def _add_option(p, f, t, opt:Opt, many:bool, doc:str|None):
@@ -127,12 +128,14 @@ def _add_option(p, f, t, opt:Opt, many:bool, doc:str|None):
     if t is bool:
         flag, act = (f'--no-{name}', 'store_false') if default else (f'--{name}', 'store_true')
         doc = (doc or '').replace('%', '%%')
-        return p.add_argument(flag, dest=f.name, action=act, default=default, help=f'turn off: {doc}' if default and doc else doc)
+        return p.add_argument(flag, dest=f.name, action=act, default=default,
+                              help=f'turn off: {doc}' if default and doc else doc)
     kw = dict(type=opt.type or t, default=default, help=_help(doc, default, opt.required))
     if opt.choices: kw['choices'] = list(opt.choices)
     nargs = opt.nargs or ('+' if many else None)
     if nargs: kw['nargs'] = nargs
-    if opt.positional: return p.add_argument(f.name, metavar=name.upper(), **({'nargs': None if opt.required else '?'} | kw))
+    if opt.positional:
+        return p.add_argument(f.name, metavar=name.upper(), **({'nargs': None if opt.required else '?'} | kw))
     metavar = None if opt.choices else name.upper().replace('-', '_') # choices show as {a,b,c}
     p.add_argument(f'--{name}', dest=f.name, required=opt.required, metavar=metavar, **kw)
 
@@ -195,7 +198,8 @@ def _canonical(argv:list[str], aliases:dict, retired:dict)->list[str]:
 class Command:
     "A `d2i` subcommand: its settings class, how it is typed, and the function that runs it (imported only to run)."
     def __init__(self, settings:type, prog:str, run, aliases:dict|None=None, retired:dict|None=None):
-        self.settings, self.prog, self.run, self.aliases, self.retired = settings, prog, run, aliases or {}, retired or {}
+        self.settings, self.prog, self.run, self.aliases, self.retired = \
+            settings, prog, run, aliases or {}, retired or {}
         self.__doc__ = f"`{prog}`: {(settings.__doc__ or '').strip()}"
     def __repr__(self): return f'Command({self.prog!r}, {self.settings.__name__})'
     def parser(self)->argparse.ArgumentParser:
@@ -228,14 +232,15 @@ def set_seed(seed:int, # seed for python, numpy and torch
             ):
     "Seed every random number generator this package uses."
     import torch # local: core stays light (stdlib, numpy, PIL) so that `d2i --help` starts in a fraction of a second
-    random.seed(seed); np.random.seed(seed % 2**32); torch.manual_seed(seed) # numpy takes 32-bit seeds, torch 64-bit ones
+    # numpy takes 32-bit seeds, torch 64-bit ones
+    random.seed(seed); np.random.seed(seed % 2**32); torch.manual_seed(seed)
 
 # %% ../nbs/00_core.ipynb #07447320
 def available_cores()->int:
     "CPU cores this process may run on (its affinity mask, which containers and `taskset` narrow), not the machine's count."
     return len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else (os.cpu_count() or 1)
 
-def set_threads(n:int|None=None, # intra-op threads; `None` reads `D2I_THREADS`, else the cores available to this process
+def set_threads(n:int|None=None, # intra-op threads; `None` reads `D2I_THREADS`, else the cores this process may use
                )->int:
     "Pin torch's CPU thread count (two cores are easily oversubscribed) and return it."
     import torch # local: as in `set_seed`
@@ -273,16 +278,19 @@ class progress:
         "One line: what, how many of how many, elapsed and remaining time, the comment."
         t = time.monotonic() - self.t0
         left = f', {t/self.n*(self.total - self.n):.0f} s left' if 0 < self.n < self.total else ''
-        return f"{self.what + ': ' if self.what else ''}{self.n}/{self.total} [{t:.0f} s{left}]{' ' + self.comment if self.comment else ''}"
+        return (f"{self.what + ': ' if self.what else ''}{self.n}/{self.total} [{t:.0f} s{left}]"
+                f"{' ' + self.comment if self.comment else ''}")
 
     def update(self, n:int, comment:str|None=None):
         "Record that `n` are done."
         self.n, self.comment = n, self.comment if comment is None else comment
         if self.bar is not None: self.bar.comment = self.comment; return self.bar.update(n)
         if self.tty:
-            if time.monotonic() - self.last > 0.2 or n >= self.total: print('\r' + self.text(), end='', file=self.file, flush=True)
+            if time.monotonic() - self.last > 0.2 or n >= self.total:
+                print('\r' + self.text(), end='', file=self.file, flush=True)
             self.last = time.monotonic()
-        elif (t := 10*n//max(self.total, 1)) > self.tenth: self.tenth = t; print(self.text(), file=self.file, flush=True)
+        elif (t := 10*n//max(self.total, 1)) > self.tenth:
+            self.tenth = t; print(self.text(), file=self.file, flush=True)
 
     def close(self):
         "End the line (a terminal) or the bar."
@@ -386,9 +394,11 @@ def atomic_dir(path:str|Path, # destination folder, replaced as a whole
             _remove(old); os.replace(path, old); os.replace(tmp, path); _remove(old)
         else: os.replace(tmp, path)
     except BaseException as e:
-        full = not isinstance(e, D2IError) and _disk_full(e, tmp/'x') # before the partial files are removed (then it has room)
+        # before the partial files are removed (then it has room)
+        full = not isinstance(e, D2IError) and _disk_full(e, tmp/'x')
         shutil.rmtree(tmp, ignore_errors=True)
-        if full: raise DiskFull(f"no space left on the device while writing {path}: free some space and run again") from None
+        if full:
+            raise DiskFull(f"no space left on the device while writing {path}: free some space and run again") from None
         raise
 
 def _remove(p:Path)->None:
@@ -402,7 +412,8 @@ def _umask_modes(folder:Path)->None:
     os.chmod(folder, 0o777 & ~m)
     for root, dirs, files in os.walk(folder):
         for n, mode in [(n, 0o777) for n in dirs] + [(n, 0o666) for n in files]:
-            if not os.path.islink(f := os.path.join(root, n)): os.chmod(f, mode & ~m) # chmod would change a link's target
+            # chmod would change a link's target
+            if not os.path.islink(f := os.path.join(root, n)): os.chmod(f, mode & ~m)
 
 # %% ../nbs/00_core.ipynb #bf16c812
 def make_out_dir(path:str|Path, # an output folder, created if missing
@@ -451,7 +462,8 @@ def run_lock(folder:str|Path, # the run folder to hold
         lock = FileLock(folder/'.lock', timeout=0, mode=0o666 & ~_umask())
         try: lock.acquire()
         except Timeout:
-            raise D2IError(f"{folder} is in use by another d2i process: wait for it to finish, or choose another --out") from None
+            raise D2IError(f"{folder} is in use by another d2i process: wait for it to finish, "
+                           f"or choose another --out") from None
     root = os.path.abspath(folder); _RUN_ROOTS.append(root)
     try: yield folder
     finally:
@@ -490,7 +502,8 @@ def read_jsonl(path:str|Path, # a JSON-lines file; a missing file reads as empty
 
 # %% ../nbs/00_core.ipynb #4cbf7cca
 _PLAIN_ID = re.compile(r'[A-Za-z0-9][A-Za-z0-9._-]{0,99}')
-_RESERVED_NAMES = {'con', 'prn', 'aux', 'nul', *(f'com{i}' for i in range(10)), *(f'lpt{i}' for i in range(10))} # Windows
+# Windows
+_RESERVED_NAMES = {'con', 'prn', 'aux', 'nul', *(f'com{i}' for i in range(10)), *(f'lpt{i}' for i in range(10))}
 
 def safe_name(id, # any id: a string, a number
               suffix:str='', # appended, e.g. '.png'
@@ -498,7 +511,8 @@ def safe_name(id, # any id: a string, a number
              )->str:
     "A file name for `id`: the id itself when it is plain, else a cleaned prefix and a hash (bounded, collision-free)."
     s = str(id)
-    if not hashed and _PLAIN_ID.fullmatch(s) and not s.endswith('.') and s.split('.')[0].lower() not in _RESERVED_NAMES: return s + suffix
+    if not hashed and _PLAIN_ID.fullmatch(s) and not s.endswith('.') and s.split('.')[0].lower() not in _RESERVED_NAMES:
+        return s + suffix
     stem = re.sub(r'[^A-Za-z0-9._-]+', '_', s).strip('._-')[:60] or 'id'
     return f"{stem}~{hashlib.sha256(s.encode('utf-8', 'surrogatepass')).hexdigest()[:16]}{suffix}"
 
@@ -519,7 +533,8 @@ def _json_value(o): return json.loads(json.dumps(o))
 
 def _read_record(f:Path)->dict:
     try: old = json.loads(f.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e: raise D2IError(f"{f}: not a JSON run record ({e})") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise D2IError(f"{f}: not a JSON run record ({e})") from None
     if not isinstance(old, dict): raise D2IError(f"{f}: not a JSON run record (a {type(old).__name__})")
     return old
 
@@ -542,13 +557,15 @@ def claim_run_folder(folder:str|Path, # the run folder (created if missing)
                      file:str='run.json', # where they are recorded
                      *, fresh:bool=False, # a new run: refuse a folder that holds one
                      may_change=(), # settings a rerun may change (recorded anew)
-                     legacy=None, # what a record without a setting means by its absence: a dict, or `legacy(old, new)->old` upgrading it
+                     legacy=None, # what a record's missing setting means: a dict, or `legacy(old, new)->old` (upgrades)
                     )->dict:
     "Record `settings` in `folder/file`, or check that the run recorded there is the same; a one-line `D2IError` otherwise."
     folder, settings = make_out_dir(folder), _json_value(settings)
     f = folder/file
     if f.exists():
-        if fresh: raise D2IError(f"{folder} already holds a run ({file}): pass --resume latest to continue it, or choose another --out")
+        if fresh:
+            raise D2IError(f"{folder} already holds a run ({file}): pass --resume latest to continue it, or choose "
+                           f"another --out")
         old = raw = _read_record(f)
         if callable(legacy): old, legacy = _json_value(legacy(old, settings)), {}
         diff = _settings_diff(old, settings, (*may_change, 'out'), legacy or {}) # the folder may have moved
@@ -570,7 +587,8 @@ def _hash_files(folder:Path)->str:
         if not p.is_file() or p.suffix not in _WEIGHT_FILES or p.name.startswith('.') or p.name == 'README.md': continue
         h.update(str(p.relative_to(folder)).encode() + b'\0')
         real = Path(os.path.realpath(p))
-        if p.is_symlink() and real.parent.name == 'blobs': h.update(real.name.encode()) # the hub cache names blobs by hash
+        # the hub cache names blobs by hash
+        if p.is_symlink() and real.parent.name == 'blobs': h.update(real.name.encode())
         else:
             with open(p, 'rb') as f:
                 while chunk := f.read(1 << 24): h.update(chunk)
@@ -596,16 +614,17 @@ class _OneProcess:
 
 def _merge_parts(out:Path, name:str, order:dict, per_item:int|None)->list[dict]:
     "Merge NAME.jsonl and the processes' parts into NAME.jsonl, in item order, complete items only; remove the parts."
-    parts = sorted(out.glob(f'{name}.rank*.jsonl'))
-    by = {}
+    parts = sorted(out.glob(f'{name}.rank*.jsonl')); by = {}
     for f in [out/f'{name}.jsonl', *parts]:
         for r in read_jsonl(f):
             if isinstance(r, dict) and 'id' in r: by.setdefault(str(r['id']), {})[r.get('candidate', 0)] = r
     recs = []
     for i in sorted(by, key=lambda i: order.get(i, len(order))):
         rows = [by[i][j] for j in sorted(by[i])]
-        if per_item is None or (len(rows) == per_item and all((out/r['file']).is_file() for r in rows if 'file' in r)): recs += rows
-    if recs or per_item is not None or (out/f'{name}.jsonl').exists(): atomic_write(out/f'{name}.jsonl', jsonl(recs)) # the items' file, even empty
+        if per_item is None or (len(rows) == per_item and all((out/r['file']).is_file() for r in rows if 'file' in r)):
+            recs += rows
+    # the items' file, even empty
+    if recs or per_item is not None or (out/f'{name}.jsonl').exists(): atomic_write(out/f'{name}.jsonl', jsonl(recs))
     for f in parts: f.unlink()
     return recs
 
@@ -637,7 +656,8 @@ def write_items(out:str|Path, # the run folder (claimed by process 0)
     ids = unique_ids(ids); order = {k: i for i, k in enumerate(ids)}
     if state.is_main_process: _merge_parts(out, name, order, per_item); _merge_parts(out, 'skipped', order, None)
     state.wait_for_everyone()
-    done = {str(r['id']) for f in (name, 'skipped') for r in read_jsonl(out/f'{f}.jsonl') if isinstance(r, dict) and 'id' in r}
+    done = {str(r['id']) for f in (name, 'skipped') for r in read_jsonl(out/f'{f}.jsonl')
+            if isinstance(r, dict) and 'id' in r}
     mine = [i for i in range(state.process_index, len(ids), state.num_processes) if ids[i] not in done]
     rank = state.process_index
     with open_append(out/f'{name}.rank{rank}.jsonl') as f, open_append(out/f'skipped.rank{rank}.jsonl') as fs:
@@ -647,7 +667,8 @@ def write_items(out:str|Path, # the run folder (claimed by process 0)
                 else: f.write(jsonl(res))
             for g in (f, fs): g.flush(); os.fsync(g.fileno())
     state.wait_for_everyone()
-    res = (_merge_parts(out, name, order, per_item), _merge_parts(out, 'skipped', order, None)) if state.is_main_process else (None, None)
+    res = ((_merge_parts(out, name, order, per_item), _merge_parts(out, 'skipped', order, None))
+           if state.is_main_process else (None, None))
     state.wait_for_everyone()
     return res
 
@@ -661,7 +682,8 @@ def load_pretrained(cls, # a transformers or diffusers class (or Auto class) wit
     try: return cls.from_pretrained(str(name_or_path), **kwargs)
     except ValueError as e:
         if 'trust_remote_code' in str(e) or 'custom code' in str(e):
-            raise D2IError(f"{name_or_path}: the model folder asks to run its own Python code (auto_map); d2i_lit never runs code from a model folder") from None
+            raise D2IError(f"{name_or_path}: the model folder asks to run its own Python code (auto_map); d2i_lit "
+                           f"never runs code from a model folder") from None
         raise
 
 # %% ../nbs/00_core.ipynb #ed40c204
@@ -693,7 +715,7 @@ def _to_rgb(im:Image.Image)->Image.Image:
     return im if im.mode == 'RGB' else im.convert('RGB')
 
 def open_image(path:str|Path, # an image file
-               max_pixels:int|None=MAX_IMAGE_PIXELS, # refuse larger images (decompression bombs); None: only PIL's own limit (2x as many)
+               max_pixels:int|None=MAX_IMAGE_PIXELS, # refuse larger (decompression bombs); None: only PIL's limit (2x)
                draft:int|None=None, # JPEG only: decode at the smallest scale whose sides are all >= `draft` (fast)
               )->Image.Image:
     "A loaded 8-bit RGB image, EXIF orientation applied; `ImageError` for a file that is missing, not regular, too large or not a readable image."
@@ -704,7 +726,8 @@ def open_image(path:str|Path, # an image file
         with Image.open(path) as im:
             w, h = im.size
             if max_pixels is not None and w*h > max_pixels:
-                raise ImageError(path, f'{w}x{h} = {w*h} pixels is over the limit of {max_pixels} (decompression bomb?)')
+                raise ImageError(path,
+                                 f'{w}x{h} = {w*h} pixels is over the limit of {max_pixels} (decompression bomb?)')
             if draft and im.format == 'JPEG': im.draft(None, (draft, draft))
             im.load()
             im = ImageOps.exif_transpose(im)

@@ -49,7 +49,7 @@ def check_images(paths:list, # image files (None: no file)
                  size:int, # model resolution
                  threads:int|None=None, # decoding threads; None: min(8, CPU count)
                  progress:bool|None=None, # show a bar; None: for more than 1000 images
-                 keep:bool=False, # return the loaded tensors (to cache them); False: None for each good image, so memory stays flat
+                 keep:bool=False, # return the loaded tensors (to cache them); False: None per good image, memory flat
                 )->list:
     "For each path, the one-line reason it cannot be used, or (it decodes) its tensor (`keep`) or None; decoded in threads."
     def one(p):
@@ -61,13 +61,15 @@ def check_images(paths:list, # image files (None: no file)
     with ThreadPoolExecutor(threads) as ex:
         it = ex.map(one, paths)
         if progress or (progress is None and len(paths) > 1000):
-            it = progress_bar(it, total=len(paths), leave=False); it.comment = 'checking images' # the console bar takes no `comment=`
+            # the console bar takes no `comment=`
+            it = progress_bar(it, total=len(paths), leave=False); it.comment = 'checking images'
         return list(it)
 
 # %% ../nbs/04_datasets.ipynb #f29a3be5
 class _SkippingDataset(Dataset):
     "Shared part of the pair datasets: up-front image check, `skip`/`error` for unusable images, cache, report."
-    def _setup_images(self, paths:list, what:list, size:int, cache, on_bad_image:str, check:bool, threads, progress=None):
+    def _setup_images(self, paths:list, what:list, size:int, cache, on_bad_image:str, check:bool,
+                      threads, progress=None):
         "Check the images of `paths` (items described by `what`), drop or refuse unusable ones; return the kept indices."
         if on_bad_image not in BAD_IMAGE_MODES:
             raise D2IError(f"on_bad_image must be one of {', '.join(BAD_IMAGE_MODES)}, got {on_bad_image!r}")
@@ -79,7 +81,8 @@ class _SkippingDataset(Dataset):
         for i,(p,r) in enumerate(zip(paths, res)):
             if isinstance(r, str):
                 if on_bad_image == 'error':
-                    raise D2IError(f'{what[i]}: ' + (f'image {p}: {r}' if p is not None else 'no paired image (load the dialogs with images_dir)'))
+                    raise D2IError(f'{what[i]}: ' + (f'image {p}: {r}' if p is not None
+                                                     else 'no paired image (load the dialogs with images_dir)'))
                 self.skipped.append(dict(item=what[i], image=None if p is None else str(p), error=r))
             else:
                 if self.cache is not None and r is not None: self.cache[len(keep)] = r
@@ -99,7 +102,8 @@ class _SkippingDataset(Dataset):
         s = f'{len(self)} pairs, {len(self.skipped)} skipped'
         if self.skipped:
             why = Counter('no paired image' if d['image'] is None else 'unreadable image' for d in self.skipped)
-            s += ' (' + ', '.join(f'{k}: {v}' for k,v in why.items()) + f"; first: {self.skipped[0]['item']}: {self.skipped[0]['error']})"
+            s += (' (' + ', '.join(f'{k}: {v}' for k,v in why.items())
+                  + f"; first: {self.skipped[0]['item']}: {self.skipped[0]['error']})")
         return s
 
     def report(self)->dict:
@@ -131,10 +135,10 @@ class DialogImageDataset(_SkippingDataset):
     def __init__(self, dialogs:list[Dialog], # dialogs with `image_path` set (load them with `images_dir`)
                  style:str='hash', # linearization style, one of `STYLES`
                  size:int=16, # model resolution
-                 texts=None, # `texts(dialogs)` -> their prompts (e.g. a model's `prompts`, within its budget); None: `linearize`, no budget
+                 texts=None, # dialogs -> prompts (e.g. a model's `prompts`, in budget); None: `linearize`, no budget
                  cache:bool|None=None, # keep loaded images in memory; None: when size <= 64
-                 on_bad_image:str='skip', # 'skip': leave out dialogs whose image is missing or unreadable; 'error': raise on the first
-                 check:bool=True, # decode every image once now (threads), so a bad photo is found before training, not hours in
+                 on_bad_image:str='skip', # 'skip': drop dialogs with no readable image; 'error': raise on the first
+                 check:bool=True, # decode each image now (threads): a bad photo is found before training, not hours in
                  threads:int|None=None, # threads for the check; None: min(8, CPU count)
                  progress:bool|None=None, # a bar over the check; None: for more than 1000 images
                 ):
@@ -153,10 +157,11 @@ class DialogImageDataset(_SkippingDataset):
 # %% ../nbs/04_datasets.ipynb #ddad629f
 class CaptionImageDataset(_SkippingDataset):
     "Items (caption, image FloatTensor[3, size, size] in [-1, 1]); unreadable images skipped (`.skipped`) or refused."
-    def __init__(self, source:str|Path|list[dict], # a captions.jsonl file, or records with 'caption' and 'image' (a path)
+    def __init__(self,
+                 source:str|Path|list[dict], # a captions.jsonl file, or records with 'caption' and 'image' (a path)
                  size:int=16, # model resolution
                  cache:bool|None=None, # keep loaded images in memory; None: when size <= 64
-                 on_bad_image:str='skip', # 'skip': leave out records whose image is unreadable; 'error': raise on the first
+                 on_bad_image:str='skip', # 'skip': drop records whose image is unreadable; 'error': raise on the first
                  check:bool=True, # decode every image once now (threads)
                  threads:int|None=None, # threads for the check; None: min(8, CPU count)
                  progress:bool|None=None, # a bar over the check; None: for more than 1000 images

@@ -25,8 +25,8 @@ from .finetune import dialog_dataset, finetune
 from .classifier import predict
 from .metrics import ClassifierFeatureNet, evaluate_images, alignment_summary, attribute_judgements, image_features
 from .report import (MODEL, UNFROZEN, METRICS, ROW_KEYS, PER_IMAGE, load_stages, plot_metrics, plot_losses, stage_grid,
-                            results_table, pattern_table, write_outputs, aggregate_runs, ci_table, plot_aggregate, compare_cells,
-                            default_contrasts, contrast_table, pattern_summary, write_seed_summary)
+                            results_table, pattern_table, write_outputs, aggregate_runs, ci_table, plot_aggregate,
+                            compare_cells, default_contrasts, contrast_table, pattern_summary, write_seed_summary)
 
 # %% auto #0
 __all__ = ['DEFAULT', 'QUICK', 'shapes_model', 'ZERO_SHOT_KINDS', 'STUDY_KEYS', 'FINETUNE_KEYS', 'experiment_backbone',
@@ -37,22 +37,27 @@ __all__ = ['DEFAULT', 'QUICK', 'shapes_model', 'ZERO_SHOT_KINDS', 'STUDY_KEYS', 
            'default_contrasts', 'contrast_table', 'pattern_summary']
 
 # %% ../nbs/09_experiment.ipynb #8fc66536
-_all_ = ['MODEL', 'UNFROZEN', 'METRICS', 'ROW_KEYS', 'PER_IMAGE', 'load_stages', 'plot_metrics', 'plot_losses', 'stage_grid',
-         'results_table', 'pattern_table', 'write_outputs', 'aggregate_runs', 'ci_table', 'plot_aggregate', 'compare_cells',
-         'default_contrasts', 'contrast_table', 'pattern_summary']
+_all_ = ['MODEL', 'UNFROZEN', 'METRICS', 'ROW_KEYS', 'PER_IMAGE', 'load_stages', 'plot_metrics', 'plot_losses',
+         'stage_grid', 'results_table', 'pattern_table', 'write_outputs', 'aggregate_runs', 'ci_table',
+         'plot_aggregate', 'compare_cells', 'default_contrasts', 'contrast_table', 'pattern_summary']
 
 # %% ../nbs/09_experiment.ipynb #025eb91b
 DEFAULT = dict(n_train=6000, # training dialogs (their captions are the pre-training corpus)
                n_test=384, # test dialogs: images per evaluated cell
                pretrain_steps=450, # optimizer steps of pre-training on `pretrain_corpus` (text encoder + UNet)
-               finetune_steps=240, # optimizer steps of fine-tuning per style (text encoder frozen): the top of the learning curve at lr 1e-4 (09c_study)
+               # optimizer steps of fine-tuning per style (text encoder frozen): the top of the learning curve at lr
+               # 1e-4 (09c_study)
+               finetune_steps=240,
                unfrozen_steps=160, # optimizer steps of the text-encoder-unfrozen ablation per style (0: skip it)
                finetune_styles=STYLES, # styles fine-tuned
                unfrozen_styles=('hash',), # styles of the unfrozen ablation
-               bs=64, lr_pretrain=1e-3, lr_finetune=1e-4, warmup=20, # fine-tuning at 5e-4 peaks lower and collapses after 200 steps (09c_study)
+               # fine-tuning at 5e-4 peaks lower and collapses after 200 steps (09c_study)
+               bs=64, lr_pretrain=1e-3, lr_finetune=1e-4, warmup=20,
                sample_steps=10, guidance=3.0, # DDIM steps and classifier-free guidance for every evaluated image
                size=16, positions=64, ema=0.995, p_uncond=0.1, # positions: the word-token model's fixed text length
-               text='clip', # 'clip': CLIP's BPE (03a), the budget binding as in the real tier; 'words': case-sensitive word tokens, each marker one token, never binding
+               # 'clip': CLIP's BPE (03a), the budget binding as in the real tier; 'words': case-sensitive word tokens,
+               # each marker one token, never binding
+               text='clip',
                max_tokens=SHAPES_TEXT_BUDGET, # with text='clip': the text budget (text tokens, BOS/EOS aside)
                truncation='oldest', # over the budget: drop the oldest turns ('oldest') or keep the first tokens ('end')
                pretrain_corpus='web', # pre-training text, one of `shapes_text.PRETRAIN_CORPORA` (03a)
@@ -74,8 +79,8 @@ def experiment_backbone(seed:int=0, # seeds the weights
                         size:int=16, # image side
                         positions:int=64, # with text='words': the fixed text length
                         emb_scale:float=1.0, # std of the token and position embeddings at initialisation (CLIP's: 0.02)
-                        text:str='words', # 'words' (`backbones.word_tokenizer`) or 'clip' (`shapes_text.compact_clip_tokenizer`)
-                        max_tokens:int=SHAPES_TEXT_BUDGET, # with text='clip': the text budget; the model's positions are this plus BOS and EOS
+                        text:str='words', # 'words' (`word_tokenizer`) or 'clip' (`compact_clip_tokenizer`)
+                        max_tokens:int=SHAPES_TEXT_BUDGET, # text='clip': the text budget (positions: this + BOS, EOS)
                         extra_words:tuple=(), # with text='clip': more words for the tokenizer (a study style's markers)
                        ):
     "The experiment's backbone: `shapes_backbone` with token and position embeddings at `emb_scale`, word or CLIP tokens."
@@ -84,7 +89,8 @@ def experiment_backbone(seed:int=0, # seeds the weights
         positions = max_tokens + 2
         tok = compact_clip_tokenizer(pretraining_words(extra_words), max_tokens=positions)
     elif text != 'words': raise D2IError(f"unknown text side {text!r}; choose from words, clip")
-    return shapes_backbone(size=size, seed=seed, positions=positions, tokenizer=tok, position_scale=emb_scale, token_scale=emb_scale)
+    return shapes_backbone(size=size, seed=seed, positions=positions, tokenizer=tok, position_scale=emb_scale,
+                           token_scale=emb_scale)
 
 shapes_model = experiment_backbone # its former name, kept for old scripts
 
@@ -98,7 +104,8 @@ def sample_cell(backbone, # the model
     "Images [N,3,H,W] in [-1,1] for `items`, DDIM with classifier-free guidance, one fixed noise per item."
     pipe = DialogToImagePipeline(backbone, 'ddim')
     gens = [torch.Generator().manual_seed(image_seed(seed, i)) for i in range(len(items))]
-    return pipe(items, style if style in MARKERS else None, sample_steps=sample_steps, guidance=guidance, generator=gens,
+    return pipe(items, style if style in MARKERS else None, sample_steps=sample_steps, guidance=guidance,
+                generator=gens,
                 batch_size=batch_size, output_type='pt')
 
 # %% ../nbs/09_experiment.ipynb #d44ecde6
@@ -111,16 +118,21 @@ def score_images(images:torch.Tensor, # [N,3,H,W] in [-1,1]
     "(summary scalars, per-image lists) of generated images against their dialogs' ground truth."
     net = net or ClassifierFeatureNet()
     pils = to_pil(images)
-    res = evaluate_images(pils, metrics=('fid', 'is') if real_stats is not None else ('is',), net=net, real_stats=real_stats)
+    res = evaluate_images(pils, metrics=('fid', 'is') if real_stats is not None else ('is',), net=net,
+                          real_stats=real_stats)
     preds, confs = predict(net.clf, images.float())
-    j = attribute_judgements(preds, confs, truths, threshold) # kept per image below, and summarised as `attribute_metrics` does
+    # kept per image below, and summarised as `attribute_metrics` does
+    j = attribute_judgements(preds, confs, truths, threshold)
     a = alignment_summary(j, threshold)
-    out = dict(fid=res['fid']['value'] if 'fid' in res else None, **{'is': res['is']['mean'], 'is_std': res['is']['std']},
+    out = dict(fid=res['fid']['value'] if 'fid' in res else None,
+               **{'is': res['is']['mean'], 'is_std': res['is']['std']},
                attr_acc=a['attr_acc'], coherence=a['coherence'], distractor_acc=a['distractor_acc'], n=a['n'],
                per_attribute=a['per_attribute'], feature_net=net.name,
-               by_pattern={k: dict(n=v['n'], attr_acc=v['attr_acc'], coherence=v['coherence'], distractor_acc=v['distractor_acc'])
+               by_pattern={k: dict(n=v['n'], attr_acc=v['attr_acc'], coherence=v['coherence'],
+                                   distractor_acc=v['distractor_acc'])
                            for k,v in a['by_pattern'].items()})
-    per = {k: [int(x) for x in j[k]] for k in PER_IMAGE.values()} | dict(pattern=list(j['pattern'])) # the stage files' lists
+    # the stage files' lists
+    per = {k: [int(x) for x in j[k]] for k in PER_IMAGE.values()} | dict(pattern=list(j['pattern']))
     return out, per
 
 # %% ../nbs/09_experiment.ipynb #bcd77535
@@ -131,7 +143,8 @@ def fit_newest(texts:list[str], # texts
               )->list[str]:
     "Each text cut to whole words that fit `budget` tokens: its newest ones (the drop-oldest rule) or its first ones ('end')."
     out = []
-    for t, ids in zip(texts, tokenizer(list(texts), add_special_tokens=False, verbose=False).input_ids): # counted, not fed: no length warning
+    for t, ids in zip(texts, tokenizer(list(texts), add_special_tokens=False, verbose=False).input_ids):
+        # counted, not fed: no length warning
         words = t.split()
         while len(ids) > budget and len(words) > 1:
             words = words[1:] if truncation == 'oldest' else words[:-1]
@@ -147,9 +160,11 @@ def experiment_settings(quick:bool=False, # start from `QUICK` (else `DEFAULT`)
     bad = set(overrides) - set(DEFAULT)
     if bad: raise D2IError(f"unknown experiment setting(s) {', '.join(sorted(bad))}; choose from {', '.join(DEFAULT)}")
     cfg = {**(QUICK if quick else DEFAULT), **overrides}
-    if cfg['text'] not in ('words', 'clip'): raise D2IError(f"text: unknown text side {cfg['text']!r}; choose from words, clip")
+    if cfg['text'] not in ('words', 'clip'):
+        raise D2IError(f"text: unknown text side {cfg['text']!r}; choose from words, clip")
     if cfg['pretrain_corpus'] not in PRETRAIN_CORPORA:
-        raise D2IError(f"pretrain_corpus: unknown corpus {cfg['pretrain_corpus']!r}; choose from {', '.join(PRETRAIN_CORPORA)}")
+        raise D2IError(f"pretrain_corpus: unknown corpus {cfg['pretrain_corpus']!r}; choose from "
+                       f"{', '.join(PRETRAIN_CORPORA)}")
     if cfg['image_style'] not in IMAGE_STYLES:
         raise D2IError(f"image_style: unknown style {cfg['image_style']!r}; choose from {', '.join(IMAGE_STYLES)}")
     if cfg['patterns'] is not None: cfg['patterns'] = parse_patterns([f'{k}={v}' for k, v in cfg['patterns'].items()])
@@ -158,7 +173,8 @@ def experiment_settings(quick:bool=False, # start from `QUICK` (else `DEFAULT`)
 
 def _check_budgets(cfg:dict):
     "The text budgets and truncation rules of a run's settings, checked; the evaluated ones as tuples."
-    if not isinstance(cfg['max_tokens'], int) or cfg['max_tokens'] < 4: raise D2IError(f"max_tokens must be an integer of at least 4, got {cfg['max_tokens']!r}")
+    if not isinstance(cfg['max_tokens'], int) or cfg['max_tokens'] < 4:
+        raise D2IError(f"max_tokens must be an integer of at least 4, got {cfg['max_tokens']!r}")
     cfg['eval_max_tokens'], cfg['eval_truncations'] = tuple(cfg['eval_max_tokens']), tuple(cfg['eval_truncations'])
     for t in (cfg['truncation'], *cfg['eval_truncations']):
         if t not in TRUNCATIONS: raise D2IError(f"truncation {t!r}: choose from {', '.join(TRUNCATIONS)}")
@@ -210,7 +226,8 @@ def experiment_stages(cfg:dict)->list[str]:
     zs = [f'zero_shot/{s}' for s in eval_styles(cfg)]
     more = [f'zero_shot/{s}@{b}-{t}' for b, t in eval_formats(cfg) for s in eval_styles(cfg)]
     return ['data', 'pretrain'] + zs + ['caption_oracle'] + more + (['choose'] if cfg['choose_lrs'] else []) + \
-           [f'finetuned/{s}' for s in cfg['finetune_styles']] + [f'unfrozen/{s}' for s in cfg['unfrozen_styles'] if cfg['unfrozen_steps'] > 0]
+           [f'finetuned/{s}' for s in cfg['finetune_styles']] + \
+           [f'unfrozen/{s}' for s in cfg['unfrozen_styles'] if cfg['unfrozen_steps'] > 0]
 
 # %% ../nbs/09_experiment.ipynb #e11bd5f1
 def _cfg_key(cfg:dict)->dict: return json.loads(json.dumps(cfg, default=list))
@@ -279,7 +296,9 @@ class ExperimentRun:
     def caption_dataset(self, bb)->CaptionImageDataset:
         "The pre-training (text, image) pairs of `pretrain_corpus`; on the CLIP text side each text cut to the budget by `bb`'s tokenizer."
         cfg = self.cfg
-        ds = CaptionImageDataset(pretraining_records(self.out/'data'/'train', cfg['pretrain_corpus'], self.seed), cfg['size'], progress=False) # one bar: the stages'
+        # one bar: the stages'
+        ds = CaptionImageDataset(pretraining_records(self.out/'data'/'train', cfg['pretrain_corpus'], self.seed),
+                                 cfg['size'], progress=False)
         if cfg['text'] == 'clip': ds.texts = fit_newest(ds.texts, bb.tokenizer, cfg['max_tokens'], cfg['truncation'])
         return ds
 
@@ -315,10 +334,12 @@ def stage_pretrain(self:ExperimentRun)->dict:
     extra = tuple(m for ms in STUDY_STYLES.values() for m in ms) if cfg['xy_control'] else () # reads X:/Y:
     bb = experiment_backbone(seed, cfg['size'], cfg['positions'], text=cfg['text'], max_tokens=cfg['max_tokens'],
                              extra_words=extra)
-    bb.text_format = TextFormat(None, truncation=cfg['truncation']) # trained on captions, not dialogs; the rule its dialogs are cut by
-    learn = finetune(bb, text_image_dls(self.caption_dataset(bb), bs=cfg['bs'], seed=seed), cfg['pretrain_steps'], cfg['lr_pretrain'],
-                     out=self.out/'train'/'pretrain', ema=cfg['ema'], p_uncond=cfg['p_uncond'], seed=seed, lr_warmup_steps=cfg['warmup'],
-                     train_text_encoder=True, progress=False, **_resumable(cfg['pretrain_steps']))
+    # trained on captions, not dialogs; the rule its dialogs are cut by
+    bb.text_format = TextFormat(None, truncation=cfg['truncation'])
+    learn = finetune(bb, text_image_dls(self.caption_dataset(bb), bs=cfg['bs'], seed=seed), cfg['pretrain_steps'],
+                     cfg['lr_pretrain'], out=self.out/'train'/'pretrain', ema=cfg['ema'], p_uncond=cfg['p_uncond'],
+                     seed=seed, lr_warmup_steps=cfg['warmup'], train_text_encoder=True, progress=False,
+                     **_resumable(cfg['pretrain_steps']))
     return dict(steps=learn.opt_step, seconds=round(learn.fit_time, 1))
 
 # %% ../nbs/09_experiment.ipynb #f66d733d
@@ -334,9 +355,10 @@ def evaluate(self:ExperimentRun, bb, # the model
     ts = time.time() - t0
     s, per = score_images(imgs, d['truths'], d['real_stats'], d['net'])
     row = dict(model=model, style=style, stage=stage, fid=s['fid'], **{'is': s['is']}, attr_acc=s['attr_acc'],
-               coherence=s['coherence'], n=s['n'], seed=self.seed, is_std=s['is_std'], distractor_acc=s['distractor_acc'],
-               per_attribute=s['per_attribute'], by_pattern=s['by_pattern'], feature_net=s['feature_net'],
-               sample_steps=cfg['sample_steps'], guidance=cfg['guidance'], sample_seconds=round(ts, 1), **(extra or {}))
+               coherence=s['coherence'], n=s['n'], seed=self.seed, is_std=s['is_std'],
+               distractor_acc=s['distractor_acc'], per_attribute=s['per_attribute'], by_pattern=s['by_pattern'],
+               feature_net=s['feature_net'], sample_steps=cfg['sample_steps'], guidance=cfg['guidance'],
+               sample_seconds=round(ts, 1), **(extra or {}))
     return row, per, imgs[:16]
 
 # %% ../nbs/09_experiment.ipynb #c6229d4d
@@ -422,7 +444,8 @@ def stage_finetuned(self:ExperimentRun, style:str, # the linearization style of 
                      cache=frozen, train_text_encoder=not frozen, progress=False, **_resumable(steps))
     extra = dict(train_steps=learn.opt_step, train_seconds=round(learn.fit_time, 1))
     if cfg['choose_lrs']: extra['lr'] = lr # chosen on data/valid: the row says what it was
-    with ema_weights(learn): return self.evaluate(bb, d['test'], style, MODEL if frozen else UNFROZEN, 'finetuned', extra)
+    with ema_weights(learn):
+        return self.evaluate(bb, d['test'], style, MODEL if frozen else UNFROZEN, 'finetuned', extra)
 
 # %% ../nbs/09_experiment.ipynb #6d944ff1
 @patch
@@ -451,7 +474,8 @@ def _stage_line(rec:dict)->str:
     "The log line of a finished stage."
     r = rec['rows'][0] if rec['rows'] else None
     ch = rec.get('choice')
-    return (f"[{rec['stage']}] {rec['seconds']:.0f} s" + (f"; attr_acc {r['attr_acc']:.3f} coherence {r['coherence']:.3f}" if r else '')
+    return (f"[{rec['stage']}] {rec['seconds']:.0f} s"
+            + (f"; attr_acc {r['attr_acc']:.3f} coherence {r['coherence']:.3f}" if r else '')
             + (f"; {rec['train']['steps']} steps" if 'train' in rec else '')
             + (f"; chose lr {ch['lr']:g}, {ch['steps']} steps (on valid {ch['valid_attr_acc']:.3f})" if ch else ''))
 
@@ -473,7 +497,8 @@ def run_experiment(out:str|Path, # run folder: data/, train/, stages/, results.j
     out = Path(out)
     _claim_experiment(out, dict(_cfg_key(cfg), seed=seed, quick=quick))
     nthreads = set_threads(threads)
-    diffusers_logging.disable_progress_bar(); transformers_logging.disable_progress_bar()  # one bar (the stages), not one per weight file
+    # one bar (the stages), not one per weight file
+    diffusers_logging.disable_progress_bar(); transformers_logging.disable_progress_bar()
     t_start = time.time()
     run, names = ExperimentRun(out, cfg, seed), experiment_stages(cfg)
     if zero_shot_only: names = [n for n in names if n.split('/')[0] in ZERO_SHOT_KINDS]

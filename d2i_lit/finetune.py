@@ -54,19 +54,23 @@ def dialog_dataset(dialogs:list, # `Dialog`s with a paired image
     return DialogImageDataset(dialogs, fmt.style, backbone.resolution, texts=lambda ds: backbone.prompts(ds, fmt), **kw)
 
 # %% ../nbs/07c_finetune.ipynb #61a4aee1
-_OLD_NAMES = dict(warmup='lr_warmup_steps', schedule='lr_schedule', wd='weight_decay') # keywords of `finetune` before the settings record
+# keywords of `finetune` before the settings record
+_OLD_NAMES = dict(warmup='lr_warmup_steps', schedule='lr_schedule', wd='weight_decay')
 
 def train_settings(settings=None, # a `FinetuneOptions` (or any `TrainSettings`); None: the defaults
                    out=None, # the run folder
                    **changes, # fields to change (old keyword spellings too: `warmup`, `schedule`, `wd`)
                   )->FinetuneOptions:
     "The settings of a fine-tuning run, checked: a one-line `D2IError` for what cannot run."
-    s = settings if isinstance(settings, FinetuneOptions) else FinetuneOptions(**(settings.record() if settings else {}))
+    s = (settings if isinstance(settings, FinetuneOptions)
+         else FinetuneOptions(**(settings.record() if settings else {})))
     s = s.replace(**{_OLD_NAMES.get(k, k): v for k, v in changes.items()})
     if s.steps is None and s.time_budget is None: raise D2IError("give steps or a time budget")
     torch_dtype(s.mixed_precision, MIXED_PRECISION, 'mixed precision') # a clear error before any work
-    if (s.checkpoint_every or s.resume) and out is None: raise D2IError("checkpoints and resume need an output folder (out)")
-    if s.train_text_encoder and s.cache: raise D2IError('cache=True precomputes text embeddings: not possible while the text encoder trains')
+    if (s.checkpoint_every or s.resume) and out is None:
+        raise D2IError("checkpoints and resume need an output folder (out)")
+    if s.train_text_encoder and s.cache:
+        raise D2IError('cache=True precomputes text embeddings: not possible while the text encoder trains')
     return s
 
 # %% ../nbs/07c_finetune.ipynb #6266cb24
@@ -74,7 +78,8 @@ def _prepare_backbone(backbone, s:FinetuneOptions):
     "Freeze the encoders (cast to the autocast dtype), unfreeze the text encoder if it trains, add LoRA; the noise predictor in training mode."
     freeze_frozen_parts(backbone, torch_dtype(s.mixed_precision, MIXED_PRECISION))
     if s.train_text_encoder: backbone.text_encoder.requires_grad_(True).train().float()
-    if s.lora_rank and not hasattr(backbone.noise_predictor, 'd2i_lora'): add_lora(backbone.noise_predictor, s.lora_rank)
+    if s.lora_rank and not hasattr(backbone.noise_predictor, 'd2i_lora'):
+        add_lora(backbone.noise_predictor, s.lora_rank)
     backbone.noise_predictor.train()
 
 def _to_process_device(backbone, dls:DataLoaders):
@@ -95,9 +100,9 @@ def _encoded_dls(dls:DataLoaders, backbone)->DataLoaders:
 def _run_config(s:FinetuneOptions, backbone, dls:DataLoaders, top:dict|None)->dict:
     "What `config.json` records: the settings, `top` (the CLI's weights fingerprint), and what the run found."
     bb = backbone
-    run = dict(kind=getattr(bb, 'kind', None), prediction_type=bb.noise_scheduler.config.prediction_type, resolution=bb.resolution,
-               positions=bb.positions, text_format=bb.text_format.record(), batch_size=dls.train.bs, processes=rank_world()[1],
-               pairs=len(dls.train.dataset))
+    run = dict(kind=getattr(bb, 'kind', None), prediction_type=bb.noise_scheduler.config.prediction_type,
+               resolution=bb.resolution, positions=bb.positions, text_format=bb.text_format.record(),
+               batch_size=dls.train.bs, processes=rank_world()[1], pairs=len(dls.train.dataset))
     top = top or {} # its `run` entries join what the run found (the dialogs held out for validation)
     return {**s.record(), **{k: v for k, v in top.items() if k != 'run'}, 'run': {**run, **top.get('run', {})}}
 
@@ -122,7 +127,8 @@ def finetune(backbone, # a `Backbone`; its noise predictor is trained in place
     if s.cache and not getattr(dls.train.dataset, 'encoded', False): dls = _encoded_dls(dls, backbone)
     batch = DiffusionBatch(backbone, s.p_uncond, s.snr_gamma, s.seed, cache_text=s.cache, text_ids=s.train_text_encoder,
                            noise_offset=s.noise_offset, random_flip=s.random_flip)
-    grid = [ValidationGrid(backbone, valid_items, out/'samples', s.valid_every)] if out and valid_items and s.valid_every else []
+    grid = ([ValidationGrid(backbone, valid_items, out/'samples', s.valid_every)]
+            if out and valid_items and s.valid_every else [])
     learn = text_learner(backbone, dls, lr=s.lr, wd=s.weight_decay, train_text_encoder=s.train_text_encoder,
                          cbs=training_callbacks(s, batch, out, extra=grid + list(cbs or [])))
     learn.backbone = backbone
@@ -147,9 +153,11 @@ def _training_data(o:FinetuneOptions, bb, device,
                   ):
     "The training pairs of `--data` for `bb` and their loaders."
     held = set(held)
-    dialogs = [d for d in (_data_dialogs(o) if dialogs is None else dialogs) if d.dialogue_id not in held][:o.max_train_samples]
+    dialogs = [d for d in (_data_dialogs(o) if dialogs is None else dialogs)
+               if d.dialogue_id not in held][:o.max_train_samples]
     if dialogs and not any(d.image_path is not None for d in dialogs):
-        raise D2IError(f"--data {o.data}: none of {len(dialogs)} dialogs has a paired image (give --images-dir with {{photo_id}}.jpg/.png)")
+        raise D2IError(f"--data {o.data}: none of {len(dialogs)} dialogs has a paired image (give --images-dir with "
+                       f"{{photo_id}}.jpg/.png)")
     with warnings.catch_warnings(): # the dataset's skip warning: the summary line the command prints says it once
         warnings.simplefilter('ignore', UserWarning)
         ds = dialog_dataset(dialogs, bb, o.style, on_bad_image=o.on_bad_image)
@@ -168,7 +176,8 @@ VALID_HELD_OUT = 4 # dialogs of --data held out for the validation images when -
 def _held_out(o:FinetuneOptions, dialogs:list)->list:
     "Ids of the dialogs held out of training for the validation images (a resumed run: those it held out)."
     cfg = Path(o.out)/'config.json' if o.out else None
-    if o.resume is not None and cfg is not None and cfg.is_file(): return json.loads(cfg.read_text()).get('run', {}).get('held_out', [])
+    if o.resume is not None and cfg is not None and cfg.is_file():
+        return json.loads(cfg.read_text()).get('run', {}).get('held_out', [])
     if not o.valid_every or o.validation_dialogs or len(dialogs) <= 2*VALID_HELD_OUT: return []
     return [d.dialogue_id for d in dialogs[-VALID_HELD_OUT:]]
 
@@ -179,13 +188,16 @@ def _validation_dialogs(o:FinetuneOptions, dialogs:list, held:list, train:list, 
                                  dialogue_column=o.dialogue_column))[:8]
     held = set(held); out = [d for d in dialogs if d.dialogue_id in held]
     if out or not o.valid_every: return out
-    if say: print('validation images of training dialogs: this run held none out (give --validation-dialogs)', file=sys.stderr)
+    if say:
+        print('validation images of training dialogs: this run held none out (give --validation-dialogs)',
+              file=sys.stderr)
     return list(train[:8])
 
 # %% ../nbs/07c_finetune.ipynb #ed50c51a
-_SAME_MEANING = ('model', 'data', 'images_dir', 'style', 'lr', 'batch_size', 'grad_accum', 'ema', 'lora_rank', 'mixed_precision',
-                 'seed', 'p_uncond', 'snr_gamma', 'max_grad_norm', 'lr_warmup_steps', 'lr_schedule', 'weight_decay', 'cache',
-                 'grad_checkpointing', 'on_bad_image') # settings an older config.json holds with today's meaning
+# settings an older config.json holds with today's meaning
+_SAME_MEANING = ('model', 'data', 'images_dir', 'style', 'lr', 'batch_size', 'grad_accum', 'ema', 'lora_rank',
+                 'mixed_precision', 'seed', 'p_uncond', 'snr_gamma', 'max_grad_norm', 'lr_warmup_steps', 'lr_schedule',
+                 'weight_decay', 'cache', 'grad_checkpointing', 'on_bad_image')
 
 def _upgrade_train_config(old:dict, new:dict)->dict:
     "An older `config.json` as today's record: its settings of unchanged meaning; the rest taken as they are now."
@@ -215,7 +227,8 @@ def _say_memory(bb, o:FinetuneOptions, state)->None:
 def _finetune_main(o:FinetuneOptions):
     "Fine-tune a backbone's noise predictor on dialog-image pairs."
     set_threads(o.threads); set_seed(o.seed)
-    state = PartialState(cpu=not torch.cuda.is_available()) # before anything moves: each process its own device (cuda:local_rank; gloo ranks on CPUs)
+    # before anything moves: each process its own device (cuda:local_rank; gloo ranks on CPUs)
+    state = PartialState(cpu=not torch.cuda.is_available())
     main, o = state.is_main_process, _absolute(o)
     with run_lock(o.out, hold=main): # one run per folder; its other processes share it
         rec = main_decides(lambda: _claim_training_run(o), state) or {}

@@ -25,7 +25,7 @@ __all__ = ['NoisePredictor', 'freeze_frozen_parts', 'snr_weights', 'diffusion_lo
 class NoisePredictor(nn.Module):
     "The trainable part of a backbone as a module fastai calls with `model(x_t, t, text_emb)`."
     def __init__(self, backbone, # a `d2i_lit.backbones.Backbone`
-                 train_text_encoder:bool=False, # also train the text encoder: `forward` then takes token ids, not embeddings
+                 train_text_encoder:bool=False, # also train the text encoder: `forward` takes token ids, not embeddings
                 ):
         super().__init__()
         self.net = backbone.noise_predictor
@@ -46,7 +46,8 @@ def freeze_frozen_parts(backbone, # the backbone whose encoders are frozen
     for m in (backbone.text_encoder, backbone.vae):
         if m is None: continue
         m.requires_grad_(False).eval()
-        if any(p.dtype != dtype for p in m.parameters()): m.to(dtype) # only when needed: diffusers warns on every dtype cast
+        # only when needed: diffusers warns on every dtype cast
+        if any(p.dtype != dtype for p in m.parameters()): m.to(dtype)
 
 # %% ../nbs/07_learner.ipynb #81c6784a
 def snr_weights(scheduler, # diffusers training scheduler
@@ -87,7 +88,7 @@ class DiffusionBatch(Callback):
                  seed:int=0, # seed of the noise/timestep/drop generator
                  cache_text:bool=False, # keep text embeddings per unique text
                  text_ids:bool=False, # pass token ids (the text encoder trains inside the model) instead of embeddings
-                 noise_offset:float=0., # offset noise: a per-channel constant added to the noise (diffusers' `--noise_offset`)
+                 noise_offset:float=0., # a per-channel constant added to the noise (diffusers' `--noise_offset`)
                  random_flip:bool=False, # flip each training image left-right with probability 1/2
                 ):
         if text_ids and cache_text: raise D2IError('text embeddings cannot be cached while the text encoder trains')
@@ -105,8 +106,7 @@ class DiffusionBatch(Callback):
 
     def before_validate(self): raise CancelValidException() # validation is the sample grid, not a loss
     def before_batch(self):
-        b = self.learn.xb + self.learn.yb
-        texts, x = list(b[0]), b[1]
+        b = self.learn.xb + self.learn.yb; texts, x = list(b[0]), b[1]
         rank, world = rank_world()
         B = len(texts); n = B//world; sl = slice(rank*n, (rank+1)*n)
         sched, g = self.bb.noise_scheduler, self.gen
@@ -115,9 +115,10 @@ class DiffusionBatch(Callback):
         texts = ['' if d else s for s,d in zip(texts[sl], drop)]
         with torch.no_grad():
             if getattr(self.dl.dataset, 'encoded', False):
-                if self.random_flip: raise D2IError('random_flip flips images: not possible with encoded (cached) images')
+                if self.random_flip:
+                    raise D2IError('random_flip flips images: not possible with encoded (cached) images')
                 x0 = x[sl]
-            else: # the VAE's sample noise drawn for the whole global batch, then sliced: any number of processes, the same latents
+            else: # VAE sample noise drawn for the whole global batch, then sliced: the same latents for any world size
                 x = self._flip(x, B, sl)
                 vn = torch.randn((B, *self.bb.latent_shape), generator=g)[sl] if self.bb.vae is not None else None
                 x0 = self.bb.encode_images(x[sl], noise=vn)
@@ -139,7 +140,8 @@ class DiffusionBatch(Callback):
     def _noise(self, B:int, x0, sl:slice):
         "Gaussian noise for this process's share, drawn for the global batch; with `noise_offset`, a per-channel offset added."
         noise = torch.randn((B,) + tuple(x0.shape[1:]), generator=self.gen)[sl]
-        if self.noise_offset: noise = noise + self.noise_offset * torch.randn((B, x0.shape[1]) + (1,)*(x0.ndim - 2), generator=self.gen)[sl]
+        if self.noise_offset: noise = noise + self.noise_offset * torch.randn((B, x0.shape[1]) + (1,)*(x0.ndim - 2),
+                                                                              generator=self.gen)[sl]
         return noise.to(x0.device, x0.dtype)
 
 # %% ../nbs/07_learner.ipynb #4809df43
@@ -152,7 +154,8 @@ def fused_adamw(params, # parameters or parameter groups
     except (RuntimeError, ValueError): return torch.optim.AdamW(params, foreach=True, **kwargs)
 
 # %% ../nbs/07_learner.ipynb #1931880d
-def text_learner(backbone, dls:DataLoaders, lr:float=1e-4, wd:float=1e-2, cbs=None, train_text_encoder:bool=False)->Learner:
+def text_learner(backbone, dls:DataLoaders, lr:float=1e-4, wd:float=1e-2, cbs=None,
+                 train_text_encoder:bool=False)->Learner:
     "A `Learner` over `NoisePredictor(backbone)` with `fused_adamw` on trainable parameters and `diffusion_loss`."
     model = NoisePredictor(backbone, train_text_encoder)
     opt = partial(OptimWrapper, opt=fused_adamw)

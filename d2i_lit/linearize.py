@@ -20,7 +20,8 @@ __all__ = ['STYLES', 'MARKERS', 'TRUNCATIONS', 'TOPICS', 'register_style', 'dial
 
 # %% ../nbs/02_linearize.ipynb #cd765fd6
 STYLES = ('hash', 'per', 'ab', 'plain') # the styles users choose from (the paper's three and the plain control)
-MARKERS = {'hash': ('#', '#'), 'per': ('[PER1]', '[PER2]'), 'ab': ('A:', 'B:'), 'plain': ('', '')} # style -> (speaker 0's, speaker 1's) marker
+# style -> (speaker 0's, speaker 1's) marker
+MARKERS = {'hash': ('#', '#'), 'per': ('[PER1]', '[PER2]'), 'ab': ('A:', 'B:'), 'plain': ('', '')}
 
 def _check_style(style):
     if style not in MARKERS: raise D2IError(f"unknown linearization style {style!r}; choose from {', '.join(STYLES)}")
@@ -82,7 +83,8 @@ def clip_bpe()->tuple[dict[str,int], list[tuple[str,str]]]:
 @functools.lru_cache(maxsize=None)
 def clip_tokenizer():
     "The real CLIP tokenizer (49,408 tokens, 77 positions), a transformers fast tokenizer built offline and cached."
-    from transformers import CLIPTokenizerFast # local: importing transformers costs seconds, and `d2i linearize` without a budget or `d2i data` never need it
+    # local: importing transformers costs seconds, and `d2i linearize` without a budget or `d2i data` never need it
+    from transformers import CLIPTokenizerFast
     vocab, merges = clip_bpe()
     return CLIPTokenizerFast(vocab=vocab, merges=merges, model_max_length=77, bos_token='<|startoftext|>',
                              eos_token='<|endoftext|>', unk_token='<|endoftext|>', pad_token='<|endoftext|>')
@@ -95,12 +97,14 @@ def get_tokenizer(tokenizer=None, # None or 'clip': `clip_tokenizer()`; a folder
     if not isinstance(tokenizer, (str, Path)): return tokenizer
     from transformers import AutoTokenizer # local: as in `clip_tokenizer`
     p = Path(tokenizer)
-    if p.is_dir() and (p/'tokenizer').is_dir() and not any(p.glob('tokenizer*.json')) and not (p/'vocab.json').exists(): p = p/'tokenizer'
+    if p.is_dir() and (p/'tokenizer').is_dir() and not any(p.glob('tokenizer*.json')) and not (p/'vocab.json').exists():
+        p = p/'tokenizer'
     try: return load_pretrained(AutoTokenizer, p if p.exists() else tokenizer, local_files_only=True)
     except D2IError: raise
     except Exception as e:
         what = f'folder {p}' if p.exists() else f'{tokenizer!r} (not a folder, and not a hub id in the local cache)'
-        raise D2IError(f"cannot load tokenizer from {what}: {type(e).__name__}: {' '.join(str(e).split())[:200]}") from None
+        raise D2IError(f"cannot load tokenizer from {what}: "
+                       f"{type(e).__name__}: {' '.join(str(e).split())[:200]}") from None
 
 # %% ../nbs/02_linearize.ipynb #386298b9
 class Linearized(NamedTuple):
@@ -120,7 +124,8 @@ def text_capacity(tokenizer, # a Hugging Face tokenizer
 
 def _ids(tok, texts:list[str])->list[list[int]]:
     if not texts: return []
-    return tok(list(texts), add_special_tokens=False, verbose=False)['input_ids'] # counting whole dialogs: longer than 77 is expected
+    # counting whole dialogs: longer than 77 is expected
+    return tok(list(texts), add_special_tokens=False, verbose=False)['input_ids']
 
 def _fit_one(tok, turns:list[Turn], style:str, budget:int)->tuple[Linearized, list[int]]:
     "Reference path, one tokenizer call per try: drop the oldest turn until the text fits; else cut the newest."
@@ -139,7 +144,8 @@ def _fit_one(tok, turns:list[Turn], style:str, budget:int)->tuple[Linearized, li
         keep.insert(0, w)
     text = ' '.join(keep)
     if not keep:  # one word longer than the budget: its last tokens, decoded
-        text = tok.convert_tokens_to_string(tok.convert_ids_to_tokens(_ids(tok, [words[-1]])[0][-(budget - len(mids)):])).strip()
+        text = tok.convert_tokens_to_string(
+            tok.convert_ids_to_tokens(_ids(tok, [words[-1]])[0][-(budget - len(mids)):])).strip()
     text = f'{m} {text}' if m else text
     return Linearized(text, len(ps), len(ps) - 1), _ids(tok, [text])[0]
 
@@ -156,7 +162,8 @@ def _counting_backend(tok):
         tok._d2i_counting = bk
     return tok._d2i_counting
 
-def _fit_encoded(text:str, ps:list[str], e, markers:tuple, mlen:dict, last:int|None, budget:int)->tuple[Linearized, list[int]]:
+def _fit_encoded(text:str, ps:list[str], e, markers:tuple, mlen:dict,
+                 last:int|None, budget:int)->tuple[Linearized, list[int]]:
     "Fast path for one dialog, from its whole text's encoding `e`: drop the oldest turns, else keep the newest turn's marker and last tokens."
     ids, n = e.ids, len(e.ids)
     if n <= budget: return Linearized(text, len(ps), 0), ids
@@ -258,9 +265,9 @@ def linearize_in_budget(dialog, # a `Dialog`, a list of `Turn`s, or a list of (s
 @dataclass
 class TextFormat(Settings):
     "How a model's prompts are made from dialogs: the style, the budget and the truncation rule it was trained with."
-    style:Annotated[str|None, Opt(choices=MARKERS)]='hash' # linearization style (None: a model not trained on dialogs; prompted with hash)
-    max_tokens:Annotated[int|None, Opt(pos_int)]=None # the budget: text tokens, BOS/EOS not counted (None: all the encoder holds)
-    truncation:Annotated[str, Opt(choices=TRUNCATIONS)]='oldest' # over the budget: drop the oldest turns, or cut the end
+    style:Annotated[str|None, Opt(choices=MARKERS)]='hash' # the style (None: not trained on dialogs; prompted as hash)
+    max_tokens:Annotated[int|None, Opt(pos_int)]=None # budget: text tokens, no BOS/EOS (None: all the encoder holds)
+    truncation:Annotated[str, Opt(choices=TRUNCATIONS)]='oldest' # over budget: drop the oldest turns, or cut the end
     tokenizer:str|None=None # the tokenizer that counts, as recorded with a model (its class and vocabulary size)
 
     def budget(self, tokenizer, # the tokenizer that counts
@@ -277,7 +284,8 @@ class TextFormat(Settings):
                   positions:int|None=None, # the text encoder's positions (default: the tokenizer's)
                  )->list[Linearized]:
         "The dialogs linearized in this format."
-        return linearize_many(dialogs, self.style or 'hash', tokenizer, self.budget(tokenizer, positions), self.truncation)
+        return linearize_many(dialogs, self.style or 'hash', tokenizer,
+                              self.budget(tokenizer, positions), self.truncation)
 
 def tokenizer_name(tokenizer)->str:
     "What a model records of its tokenizer: its class and vocabulary size."
@@ -285,15 +293,17 @@ def tokenizer_name(tokenizer)->str:
 
 # %% ../nbs/02_linearize.ipynb #f77a050d
 TOPICS = {
-    'animals': 'animal mammal dog cat bird insect invertebrate moth butterfly rat mouse hamster frog owl falcon leopard cheetah '
-               'squirrel chipmunk rodent pig horse carnivore carnivores wildlife felidae fish stork magpie chinchilla acinonyx '
-               'suidae snout whiskers golden retriever pájaros mariposas 鳥 كلاب',
-    'food': 'food snack baked goods dessert bread cake cookie pretzel bagel croissant candy dairy sandwich salad strawberry fruit '
-            'vegetable pizza hamburger french fries sushi seafood cucumber zucchini cantaloupe muffin platter breakfast meat',
+    'animals': 'animal mammal dog cat bird insect invertebrate moth butterfly rat mouse hamster frog owl falcon '
+               'leopard cheetah squirrel chipmunk rodent pig horse carnivore carnivores wildlife felidae fish stork '
+               'magpie chinchilla acinonyx suidae snout whiskers golden retriever pájaros mariposas 鳥 كلاب',
+    'food': 'food snack baked goods dessert bread cake cookie pretzel bagel croissant candy dairy sandwich salad '
+            'strawberry fruit vegetable pizza hamburger french fries sushi seafood cucumber zucchini cantaloupe muffin '
+            'platter breakfast meat',
     'drink': 'drink wine beer cocktail coffee tea bottle juice tin can',
     'vehicles': 'vehicle car bicycle boat truck airplane motorcycle bus train',
     'people': 'man woman girl boy person human face head hair nose mouth hand arm eye leg smile child baby people limb',
-    'clothing': 'clothing suit dress footwear jeans jacket belt tie hat sunglasses fashion accessory shoe sneakers pants helmet',
+    'clothing': 'clothing suit dress footwear jeans jacket belt tie hat sunglasses fashion accessory shoe sneakers '
+                'pants helmet',
     'nature': 'tree plant flower sky cloud beach mountain water grass lake sea',
     'places': 'building skyscraper tower house store restaurant city street',
 }
@@ -323,7 +333,8 @@ def dialog_table(dialogs, # `Dialog`s
                  max_tokens:int=75, # the budget: text tokens, BOS/EOS not counted (CLIP's 77 positions hold 75)
                 ):
     "A pandas DataFrame with one row of statistics per dialog (turns, sharer, topic, tokens and truncation per style)."
-    import pandas as pd # local: statistics only; `d2i linearize` and every module importing this one would pay for pandas
+    # local: statistics only; `d2i linearize` and every module importing this one would pay for pandas
+    import pandas as pd
     tok = get_tokenizer(tokenizer)
     budget = max_tokens
     df = pd.DataFrame(dict(dialogue_id=[d.dialogue_id for d in dialogs], n_turns=[len(d.turns) for d in dialogs],

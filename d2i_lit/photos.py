@@ -22,7 +22,8 @@ __all__ = ['STATUSES', 'FINAL', 'check_base_url', 'photo_url_for', 'photo_jobs',
            'summary_line']
 
 # %% ../nbs/01a_photos.ipynb #ca8d3830
-STATUSES = ('ok', 'not_found', 'not_an_image', 'timed_out', 'failed') # the outcome of one photo, as counted in report.json
+# the outcome of one photo, as counted in report.json
+STATUSES = ('ok', 'not_found', 'not_an_image', 'timed_out', 'failed')
 FINAL = ('not_found', 'not_an_image') # outcomes a rerun does not try again (unless asked to): the server answered
 _FIELD = re.compile(r'\{([^{}]*)\}')
 
@@ -157,7 +158,8 @@ def _read(req, dl:_Deadline, max_bytes:int)->bytes:
             while chunk := r.read(1 << 16):
                 chunks.append(chunk); got += len(chunk)
                 if got > max_bytes: raise _Failed('failed', f'body larger than {max_bytes} bytes')
-            if n is not None and n.isdigit() and got < int(n): raise _Retry('failed', f'truncated body: got {got} of {n} bytes')
+            if n is not None and n.isdigit() and got < int(n):
+                raise _Retry('failed', f'truncated body: got {got} of {n} bytes')
             return b''.join(chunks)
     except urllib.error.HTTPError as e:
         if e.code in (404, 410): raise _Failed('not_found', f'HTTP {e.code} {e.reason}') from None
@@ -168,7 +170,8 @@ def _read(req, dl:_Deadline, max_bytes:int)->bytes:
         if isinstance(e.reason, (TimeoutError, socket.timeout)):
             raise _Retry('timed_out', f'timed out after {dl.seconds} s') from None
         raise _Retry('failed', f'{e.reason}') from None
-    except IncompleteRead as e: raise _Retry('failed', f'truncated body: got {len(e.partial)} bytes, {e.expected} more expected') from None
+    except IncompleteRead as e:
+        raise _Retry('failed', f'truncated body: got {len(e.partial)} bytes, {e.expected} more expected') from None
     except (http.client.InvalidURL, ValueError) as e: raise _Failed('failed', f'bad URL: {e}') from None # control chars
     except (HTTPException, ConnectionError, OSError) as e: raise _Retry('failed', f'{type(e).__name__}: {e}') from None
 
@@ -231,7 +234,8 @@ def _scheme(url:str)->str:
 def _fetch_one(job:dict, out:Path, o, stop:_Stop, res:dict)->dict:
     "`fetch_photo`'s work: the present photo, or each try in turn until one ends it."
     if (p := present_photo(out, job['name'])) is not None: return dict(res, file=p.name, already_present=True)
-    if not job['url']: return dict(res, status='failed', error='no URL: a mirror (base_url) needs a photo_id, and this record has none')
+    if not job['url']: return dict(res, status='failed',
+                                   error='no URL: a mirror (base_url) needs a photo_id, and this record has none')
     if _scheme(job['url']) not in ('http', 'https'):
         return dict(res, status='failed', error=f"not an http(s) URL: {job['url']!r}")
     for attempt in range(o.retries + 1):
@@ -285,7 +289,8 @@ def _known_failures(out:Path)->dict:
     except (OSError, ValueError): return {}
     fs = rep.get('failures') if isinstance(rep, dict) else None
     if not isinstance(fs, list): return {}
-    return {f['url']: f for f in fs if isinstance(f, dict) and f.get('status') in FINAL and isinstance(f.get('url'), str)}
+    return {f['url']: f for f in fs
+            if isinstance(f, dict) and f.get('status') in FINAL and isinstance(f.get('url'), str)}
 
 def _known_results(jobs:list[dict], known:dict)->list:
     "Each job's result where a previous run's report already has a final failure for its URL, else None (to fetch)."
@@ -293,7 +298,8 @@ def _known_results(jobs:list[dict], known:dict)->list:
     for i,j in enumerate(jobs):  # the server already answered for these: a rerun only asks again with `retry_failed`
         f = known.get(j['url'])
         if f is not None and f.get('key', j['key']) == j['key']:
-            results[i] = dict(j, status=f['status'], error=f.get('error'), file=None, attempts=f.get('attempts', 0), already_present=False, known=True)
+            results[i] = dict(j, status=f['status'], error=f.get('error'), file=None, attempts=f.get('attempts', 0),
+                              already_present=False, known=True)
     return results
 
 # %% ../nbs/01a_photos.ipynb #04a698d7
@@ -362,9 +368,11 @@ def fetch_photos(paths, # a PhotoChat JSON file, a folder of them, a list of bot
 def summary_line(report:dict, out)->str:
     "One line: what `fetch_photos` did."
     c = report['counts']
-    return (f"{c['ok']} of {report['photos']} photos in {out} ({report['fetched']} fetched, {report['already_present']} already present, "
+    return (f"{c['ok']} of {report['photos']} photos in {out} ({report['fetched']} fetched, "
+            f"{report['already_present']} already present, "
             f"{report['known_failures']} failures of an earlier run not retried); "
-            + ', '.join(f"{k.replace('_', ' ')} {v}" for k,v in c.items() if k != 'ok') + f"; report in {Path(out)/'report.json'}")
+            + ', '.join(f"{k.replace('_', ' ')} {v}" for k,v in c.items() if k != 'ok')
+            + f"; report in {Path(out)/'report.json'}")
 
 # %% ../nbs/01a_photos.ipynb #5e85a560
 def _photochat_main(o, # an `options.PhotoChatDataOptions`

@@ -13,8 +13,8 @@ from diffusers import DDIMScheduler, DPMSolverMultistepScheduler
 from diffusers.utils.torch_utils import randn_tensor
 from fastcore.basics import patch
 from torchvision.utils import make_grid
-from .core import (D2IError, atomic_save_image, atomic_write_json, claim_run_folder, main_decides, read_jsonl, run_lock, safe_name,
-                          set_threads, torch_dtype, weights_fingerprint, write_items)
+from .core import (D2IError, atomic_save_image, atomic_write_json, claim_run_folder, main_decides, read_jsonl,
+                          run_lock, safe_name, set_threads, torch_dtype, weights_fingerprint, write_items)
 from .data import Dialog, load_dialogs, load_sample
 from .linearize import TextFormat, dialog_turns
 from .options import GenerateOptions, REFERENCES, SCHEDULERS
@@ -35,7 +35,9 @@ def dialog_prompts(dialogs:list, # `Dialog`s, lists of `Turn`s or (speaker, text
     for i,d in enumerate(dialogs):
         if isinstance(d, str): out[i] = d
         elif how == 'caption':
-            if not isinstance(d, Dialog): raise D2IError(f"item {i}: style 'caption' needs Dialog objects (with photo_description), got {type(d).__name__}")
+            if not isinstance(d, Dialog):
+                raise D2IError(f"item {i}: style 'caption' needs Dialog objects (with photo_description), got "
+                               f"{type(d).__name__}")
             out[i] = d.photo_description
         elif how == 'last':
             ts = dialog_turns(d)
@@ -53,7 +55,8 @@ def make_scheduler(name:str, # 'ddim' or 'dpm'
     # config only holds by default, and a config read back from disk (all explicit) would then sample differently
     config = {k:v for k,v in dict(config).items() if not k.startswith('_')}
     if name == 'ddim': return DDIMScheduler.from_config(config)
-    if name == 'dpm': return DPMSolverMultistepScheduler.from_config(config, algorithm_type='dpmsolver++', solver_order=2)
+    if name == 'dpm':
+        return DPMSolverMultistepScheduler.from_config(config, algorithm_type='dpmsolver++', solver_order=2)
     raise D2IError(f"unknown scheduler {name!r}; choose from {', '.join(SCHEDULERS)}")
 
 # %% ../nbs/06_pipeline.ipynb #1880dfb1
@@ -74,7 +77,8 @@ class DialogToImagePipeline:
 
     def __repr__(self): return f"DialogToImagePipeline({self.backbone!r}, scheduler={self.scheduler_name!r})"
 
-    def text_format(self, style:str|None=None, # a linearization style, or a reference ('caption', 'last'); None: the model's
+    def text_format(self,
+                    style:str|None=None, # a linearization style, or a reference ('caption', 'last'); None: the model's
                     text_format:TextFormat|None=None, # a whole format instead of the model's
                    )->TextFormat|str:
         "How this pipeline prompts: the model's text format, or the one asked for (a reference stays a name)."
@@ -89,7 +93,8 @@ class DialogToImagePipeline:
             mine, asked = getattr(self.backbone.text_format, k), getattr(fmt, k)
             if mine is not None and mine != asked and (k, asked) not in self._said: # None: not trained on dialogs
                 self._said.add((k, asked))
-                warnings.warn(f"the model was trained with {k} {mine!r}; prompting it with {asked!r} as asked", stacklevel=3)
+                warnings.warn(f"the model was trained with {k} {mine!r}; prompting it with {asked!r} as asked",
+                              stacklevel=3)
 
     def prompts(self, dialogs:list, # dialogs, turn lists or strings (one item may be given bare)
                 style:str|None=None, # a linearization style or a reference ('caption', 'last'); None: the model's
@@ -132,14 +137,15 @@ def __call__(self:DialogToImagePipeline, dialogs:list, # `Dialog`s, lists of (sp
              style:str|None=None, # a linearization style or a reference ('caption', 'last'); None: the model's
              sample_steps:int=25, # sampler steps
              guidance:float=7.5, # classifier-free guidance scale
-             generator:torch.Generator|list[torch.Generator]|None=None, # seeds the noise; a list gives one generator per item
+             generator:torch.Generator|list[torch.Generator]|None=None, # seeds the noise; a list: one per item
              batch_size:int=8, # images per forward pass
              output_type:str='pil', # 'pil' or 'pt' (a tensor in [-1,1])
              text_format:TextFormat|None=None, # a whole text format instead of the model's
             )->list[Image.Image]|torch.Tensor:
     "Generate one image per item, in batches."
     ps = self.prompts(dialogs, style, text_format)
-    if isinstance(generator, list) and len(generator) != len(ps): raise D2IError(f"{len(generator)} generators for {len(ps)} items")
+    if isinstance(generator, list) and len(generator) != len(ps):
+        raise D2IError(f"{len(generator)} generators for {len(ps)} items")
     mods = [m for m in self.backbone.modules.values() if m.training]
     for m in mods: m.eval()  # sampling during fine-tuning: no dropout; restored below
     try:
@@ -160,7 +166,8 @@ def save_pretrained(self:DialogToImagePipeline, path:str|Path, # folder, replace
     return path
 
 @patch(cls_method=True)
-def from_pretrained(cls:DialogToImagePipeline, name_or_path:str|Path, # a saved pipeline or backbone folder, a hub id, or a `load_backbone` name
+def from_pretrained(cls:DialogToImagePipeline,
+                    name_or_path:str|Path, # a saved pipeline or backbone folder, a hub id, or a `load_backbone` name
                     scheduler:str|None=None, # override the saved sampler
                     **kw, # passed to `load_backbone` (device, dtype, seed, ...)
                    ):
@@ -176,8 +183,8 @@ def sample_texts(backbone, texts:list[str], seeds:list[int], sample_steps:int=10
                 )->torch.Tensor:
     "Images in [-1,1] for `texts` (prompts, or dialogs in the model's format), one seed each: DDIM with guidance."
     gens = [torch.Generator(backbone.device).manual_seed(s) for s in seeds]
-    imgs = DialogToImagePipeline(backbone, 'ddim')(list(texts), sample_steps=sample_steps, guidance=guidance, generator=gens,
-                                                   batch_size=len(texts), output_type='pt')
+    imgs = DialogToImagePipeline(backbone, 'ddim')(list(texts), sample_steps=sample_steps, guidance=guidance,
+                                                   generator=gens, batch_size=len(texts), output_type='pt')
     return imgs.float().clamp(-1, 1)
 
 # %% ../nbs/06_pipeline.ipynb #44de36d8
@@ -209,10 +216,11 @@ def read_manifest(path:str|Path, # a manifest file or an output folder
 
 def _run_record(pipe:DialogToImagePipeline, opts:GenerateOptions, how)->dict:
     "What `run.json` records: what decides the images, with the weights' fingerprint and the text format."
-    fmt = dict(style=how) if isinstance(how, str) else dict(style=how.style, max_tokens=how.budget(pipe.backbone.tokenizer, pipe.backbone.positions),
-                                                             truncation=how.truncation)
-    return dict(model=opts.model, weights=weights_fingerprint(opts.model) if opts.model else None, **fmt, seed=opts.seed,
-                sample_steps=opts.sample_steps, guidance=opts.guidance, scheduler=pipe.scheduler_name)
+    fmt = (dict(style=how) if isinstance(how, str)
+           else dict(style=how.style, max_tokens=how.budget(pipe.backbone.tokenizer, pipe.backbone.positions),
+                     truncation=how.truncation))
+    return dict(model=opts.model, weights=weights_fingerprint(opts.model) if opts.model else None, **fmt,
+                seed=opts.seed, sample_steps=opts.sample_steps, guidance=opts.guidance, scheduler=pipe.scheduler_name)
 
 def _asked_format(bb:Backbone, opts)->TextFormat|None:
     "The model's text format with the budget and truncation rule `opts` asks for (None: nothing asked)."
@@ -233,7 +241,8 @@ def _image_maker(pipe:DialogToImagePipeline, items:list[tuple], out:Path, opts:G
         seeds = [image_seed(opts.seed, k) for k in ks]
         x = pipe(ps, sample_steps=opts.sample_steps, guidance=opts.guidance, batch_size=len(ps), output_type='pt',
                  generator=[torch.Generator().manual_seed(s) for s in seeds])
-        ok = torch.isfinite(x.float()).flatten(1).all(1).tolist() # NaN/inf decoder output (broken weights, fp16 overflow)
+        # NaN/inf decoder output (broken weights, fp16 overflow)
+        ok = torch.isfinite(x.float()).flatten(1).all(1).tolist()
         res = []
         for k, p, sd, img, good in zip(ks, ps, seeds, to_pil(torch.nan_to_num(x)), ok):
             if not good: res.append('the image is not finite (NaN or infinite decoder output)'); continue
@@ -248,13 +257,15 @@ def _report_unfinished(n_items:int, recs:list[dict], skipped:list[dict], out:Pat
     if not skipped: return
     m, listed = out/'manifest.jsonl', out/'skipped.jsonl'
     if all('not finite' in s['error'] for s in skipped): # the one way an image fails: say what it usually means
-        if not recs: raise D2IError(f"all {len(skipped)} images are not finite (NaN or infinite decoder output: broken weights, "
-                                    f"or fp16 overflow?); nothing written to {m}; listed in {listed}")
-        print(f"warning: {len(skipped)} of {n_items} images are not finite (NaN or infinite decoder output) and are left out of {m}; "
-              f"listed in {listed}", file=sys.stderr)
-    elif not recs: raise D2IError(f"none of the {n_items} images could be made (e.g. {skipped[0]['id']!r}: {skipped[0]['error']}); reasons in {listed}")
-    else: print(f"warning: {len(skipped)} of {n_items} images were skipped (first: {skipped[0]['id']!r}: {skipped[0]['error']}); "
-                f"listed in {listed}", file=sys.stderr)
+        if not recs: raise D2IError(f"all {len(skipped)} images are not finite (NaN or infinite decoder output: "
+                                    f"broken weights, or fp16 overflow?); nothing written to {m}; listed in {listed}")
+        print(f"warning: {len(skipped)} of {n_items} images are not finite (NaN or infinite decoder output) and are "
+              f"left out of {m}; listed in {listed}", file=sys.stderr)
+    elif not recs:
+        raise D2IError(f"none of the {n_items} images could be made (e.g. {skipped[0]['id']!r}: "
+                       f"{skipped[0]['error']}); reasons in {listed}")
+    else: print(f"warning: {len(skipped)} of {n_items} images were skipped (first: {skipped[0]['id']!r}: "
+                f"{skipped[0]['error']}); listed in {listed}", file=sys.stderr)
 
 # %% ../nbs/06_pipeline.ipynb #f3850303
 def generate_to_dir(pipe:DialogToImagePipeline, # the pipeline to sample with
@@ -284,14 +295,17 @@ def _load_pipe(model:str, scheduler:str|None, device, dtype:str)->DialogToImageP
 def say_if_random(bb:Backbone, name:str)->None:
     "One line on stderr when `name` is a model with random weights (its images are noise)."
     if getattr(bb, 'random_weights', False):
-        print(f"warning: {name} has random weights: its images are noise. For a trained model run `d2i demo --quick --out demo`, "
-              "then `d2i generate --model demo/train/finetuned-hash/final --dialogs demo/data/test --out gen`", file=sys.stderr)
+        print(f"warning: {name} has random weights: its images are noise. For a trained model run "
+              f"`d2i demo --quick --out demo`, "
+              "then `d2i generate --model demo/train/finetuned-hash/final --dialogs demo/data/test --out gen`",
+              file=sys.stderr)
 
 def _generate_main(o:GenerateOptions):
     "Generate one image per dialog with a text-to-image model."
     set_threads(o.threads)
     ds = load_dialogs(o.dialogs, option='--dialogs')[:o.limit]
-    state = PartialState(cpu=not torch.cuda.is_available()) # cpu: under torchrun without GPUs, gloo ranks (else every process thinks it is alone)
+    # cpu: under torchrun without GPUs, gloo ranks (else every process thinks it is alone)
+    state = PartialState(cpu=not torch.cuda.is_available())
     with run_lock(o.out, hold=state.is_main_process): # one run per folder; its other processes share it
         pipe = _load_pipe(o.model, o.scheduler, state.device, o.dtype)
         if state.is_main_process: say_if_random(pipe.backbone, o.model)

@@ -31,7 +31,8 @@ ROW_KEYS = ('model', 'style', 'stage', 'fid', 'is', 'attr_acc', 'coherence', 'n'
 
 # %% ../nbs/08b_report.ipynb #761b5f75
 METRICS = ('fid', 'is', 'attr_acc', 'coherence', 'distractor_acc')
-PER_IMAGE = {'attr_acc': 'joint', 'coherence': 'coherent', 'distractor_acc': 'distractor'} # metric -> per-image key in the stage files
+# metric -> per-image key in the stage files
+PER_IMAGE = {'attr_acc': 'joint', 'coherence': 'coherent', 'distractor_acc': 'distractor'}
 
 # %% ../nbs/08b_report.ipynb #a9a2dd3f
 def load_stages(out:str|Path)->list[dict]:
@@ -44,9 +45,11 @@ def _fmt(v, p=3): return '—' if v is None else f'{v:.{p}f}' if isinstance(v, f
 
 def results_table(rows:list[dict])->str:
     "A markdown table of the headline metrics, one line per model x style x stage."
-    h = '| model | style | stage | attr_acc | coherence | distractor | FID (clf, rel.) | IS (clf) | n | steps |\n|---|---|---|---|---|---|---|---|---|---|\n'
-    return h + ''.join(f"| {r['model']} | {r['style']} | {r['stage']} | {_fmt(r['attr_acc'])} | {_fmt(r['coherence'])} | "
-                       f"{_fmt(r.get('distractor_acc'))} | {_fmt(r['fid'], 2)} | {_fmt(r['is'], 2)} | {r['n']} | {r.get('train_steps', '—')} |\n"
+    h = ('| model | style | stage | attr_acc | coherence | distractor | FID (clf, rel.) | IS (clf) | n | steps |\n'
+         '|---|---|---|---|---|---|---|---|---|---|\n')
+    return h + ''.join(f"| {r['model']} | {r['style']} | {r['stage']} | {_fmt(r['attr_acc'])} | {_fmt(r['coherence'])} "
+                       f"| {_fmt(r.get('distractor_acc'))} | {_fmt(r['fid'], 2)} | {_fmt(r['is'], 2)} | {r['n']} "
+                       f"| {r.get('train_steps', '—')} |\n"
                        for r in rows)
 
 # %% ../nbs/08b_report.ipynb #b03097d5
@@ -54,7 +57,8 @@ def pattern_table(rows:list[dict], key:str='attr_acc')->str:
     "A markdown table of `key` per dialog pattern."
     pats = sorted({p for r in rows for p in r.get('by_pattern', {})})
     h = f"| model | style | stage | {' | '.join(pats)} |\n|---|---|---|{'---|'*len(pats)}\n"
-    return h + ''.join(f"| {r['model']} | {r['style']} | {r['stage']} | " + ' | '.join(_fmt(r['by_pattern'].get(p, {}).get(key)) for p in pats) + ' |\n'
+    return h + ''.join(f"| {r['model']} | {r['style']} | {r['stage']} | "
+                       + ' | '.join(_fmt(r['by_pattern'].get(p, {}).get(key)) for p in pats) + ' |\n'
                        for r in rows)
 
 # %% ../nbs/08b_report.ipynb #5fe011f7
@@ -100,7 +104,8 @@ def _style_bars(ax, rows:list[dict], m:str, ci:bool=False):
     styles = list(STYLES) + sorted({r['style'] for r in rows} - set(STYLES) - {'caption'}) # a study's control last
     w = 0.8/max(1, len(groups))
     for j, g in enumerate(groups):
-        pts = [(i + (j - (len(groups)-1)/2)*w, r) for i, s in enumerate(styles) for r in rows if _label(r) == g and r['style'] == s and ok(r.get(m))]
+        pts = [(i + (j - (len(groups)-1)/2)*w, r) for i, s in enumerate(styles) for r in rows
+               if _label(r) == g and r['style'] == s and ok(r.get(m))]
         if not pts: continue
         err = [[r[m] - r[m+'_lo'] for _,r in pts], [r[m+'_hi'] - r[m] for _,r in pts]] if ci else None
         ax.bar([x for x,_ in pts], [r[m] for _,r in pts], w, yerr=err, capsize=2 if ci else 0, label=g,
@@ -178,16 +183,17 @@ def report_md(rows:list[dict], # the run's rows
     train = {rec['stage']: rec['train'] for rec in recs if 'train' in rec}
     stage_s = {rec['stage']: rec['seconds'] for rec in recs}
     load = os.getloadavg()[0] if hasattr(os, 'getloadavg') else float('nan')
-    md = [f"# ShapesChat experiment ({'quick' if settings['quick'] else 'default'} preset, seed {settings['seed']})", '',
-          f"Stages took {sum(stage_s.values()):.0f} s in all (summed over invocations, if the run was resumed); this invocation "
-          f"{_fmt(seconds, 0)} s wall on {threads} thread(s), load average at the end {load:.1f}. "
+    md = [f"# ShapesChat experiment ({'quick' if settings['quick'] else 'default'} preset, seed {settings['seed']})",
+          '', f"Stages took {sum(stage_s.values()):.0f} s in all (summed over invocations, if the run was resumed); "
+          f"this invocation {_fmt(seconds, 0)} s wall on {threads} thread(s), load average at the end {load:.1f}. "
           f"Stage seconds: {', '.join(f'{k} {v:.0f}' for k,v in stage_s.items())}.", '',
-          f"Pre-training: {train.get('pretrain', {}).get('steps', '?')} steps of batch {settings['bs']} in {train.get('pretrain', {}).get('seconds', '?')} s. "
-          f"Sampling: DDIM {settings['sample_steps']} steps, guidance {settings['guidance']}. FID and IS use the ShapesChat classifier's "
-          f"features ({rows[0]['feature_net'] if rows else '?'}): comparable only within this table.", '',
+          f"Pre-training: {train.get('pretrain', {}).get('steps', '?')} steps of batch {settings['bs']} "
+          f"in {train.get('pretrain', {}).get('seconds', '?')} s. Sampling: DDIM {settings['sample_steps']} steps, "
+          f"guidance {settings['guidance']}. FID and IS use the ShapesChat classifier's features "
+          f"({rows[0]['feature_net'] if rows else '?'}): comparable only within this table.", '',
           '## Headline metrics', '', results_table(rows), '',
-          '`attr_acc`: the image shows the sharer\'s object (shape and colour). `coherence`: a confident, clean picture of some object the '
-          'dialog mentions. `distractor`: the image shows the other speaker\'s object.', '',
+          '`attr_acc`: the image shows the sharer\'s object (shape and colour). `coherence`: a confident, clean '
+          'picture of some object the dialog mentions. `distractor`: the image shows the other speaker\'s object.', '',
           '## Sharer accuracy (attr_acc) per dialog pattern', '', pattern_table(rows, 'attr_acc'), '',
           '## Coherence per dialog pattern', '', pattern_table(rows, 'coherence'), '',
           '![metrics by style and stage](metrics.png)', '', '![loss curves](loss_curves.png)', '',
@@ -265,7 +271,8 @@ def _run_dir(run)->Path:
 
 def _per_image(run)->dict:
     "(model, style, stage) -> the stage's per-image lists, for one run folder."
-    return {(r['model'], r['style'], r['stage']): rec.get('per_image', {}) for rec in load_stages(_run_dir(run)) for r in rec['rows']}
+    return {(r['model'], r['style'], r['stage']): rec.get('per_image', {}) for rec in load_stages(_run_dir(run))
+            for r in rec['rows']}
 
 def _image_values(per:dict, metric:str)->np.ndarray:
     "One cell's per-image values of `metric` (distractor agreement only over dialogs that have a distractor)."
@@ -322,7 +329,8 @@ def ci_table(df, metrics=('attr_acc', 'coherence', 'distractor_acc', 'fid', 'is'
         tail = f" ({_seeds_str(seeds, p)})" if per_seed and isinstance(seeds, list) and len(seeds) > 1 else ''
         return f"{r[m]:.{p}f} [{r[m+'_lo']:.{p}f}, {r[m+'_hi']:.{p}f}]{tail}"
     h = f"| model | style | stage | seeds | {' | '.join(metrics)} |\n|---|---|---|---|{'---|'*len(metrics)}\n"
-    return h + ''.join(f"| {r['model']} | {r['style']} | {r['stage']} | {r['seeds']} | " + ' | '.join(f(r, m) for m in metrics) + ' |\n'
+    return h + ''.join(f"| {r['model']} | {r['style']} | {r['stage']} | {r['seeds']} | "
+                       + ' | '.join(f(r, m) for m in metrics) + ' |\n'
                        for _, r in df.iterrows())
 
 # %% ../nbs/08b_report.ipynb #a0fb8995
@@ -344,11 +352,13 @@ def plot_aggregate(df, # `aggregate_runs`' output
 # %% ../nbs/08b_report.ipynb #ce3f3dd0
 def _compare(loaded:list, a, b, metric, n_boot, ci, seed)->dict:
     "`compare_cells` on runs already loaded as (folder, `_per_image` dict) pairs."
-    if metric not in PER_IMAGE: raise D2IError(f"metric {metric!r} has no per-image values; choose from {', '.join(PER_IMAGE)}")
+    if metric not in PER_IMAGE:
+        raise D2IError(f"metric {metric!r} has no per-image values; choose from {', '.join(PER_IMAGE)}")
     va, vb = [], []
     for run, per in loaded:
         for k in (a, b):
-            if k not in per or PER_IMAGE[metric] not in per[k]: raise D2IError(f"{run}: no per-image results for cell {k}")
+            if k not in per or PER_IMAGE[metric] not in per[k]:
+                raise D2IError(f"{run}: no per-image results for cell {k}")
         va.append(_image_values(per[a], metric)); vb.append(_image_values(per[b], metric))
     iv = seed_bootstrap(va, vb, n_boot=n_boot, ci=ci, seed=seed)
     return dict(a=a, b=b, metric=metric, diff=iv.estimate, lo=iv.lo, hi=iv.hi, per_seed=list(iv.per_seed.values()),
@@ -374,11 +384,13 @@ def default_contrasts(rows:list[dict])->list[tuple]:
     return [(a, b) for a, b in out if a in have and b in have]
 
 # %% ../nbs/08b_report.ipynb #45d0a22b
-def contrast_table(runs:list, contrasts:list|None=None, metrics=('attr_acc', 'coherence'), n_boot:int=2000, ci:float=0.95, seed:int=0)->str:
+def contrast_table(runs:list, contrasts:list|None=None, metrics=('attr_acc', 'coherence'), n_boot:int=2000,
+                   ci:float=0.95, seed:int=0)->str:
     "A markdown table of paired differences 'diff [lo, hi]' (`compare_cells`), one line per contrast."
     loaded = [(_run_dir(r), _per_image(r)) for r in runs]
     if contrasts is None: contrasts = default_contrasts(json.loads((_run_dir(runs[0])/'results.json').read_text()))
-    name = lambda k: f"unfrozen-TE {k[1]}" if k[0] == UNFROZEN else f"{ {'zero_shot': 'zero-shot', 'finetuned': 'fine-tuned'}.get(k[2], k[2])} {k[1]}"
+    name = lambda k: (f"unfrozen-TE {k[1]}" if k[0] == UNFROZEN
+                      else f"{ {'zero_shot': 'zero-shot', 'finetuned': 'fine-tuned'}.get(k[2], k[2])} {k[1]}")
     h = f"| b − a | seeds | {' | '.join(metrics)} |\n|---|---|{'---|'*len(metrics)}\n"
     lines = []
     for a, b in contrasts:
@@ -391,7 +403,8 @@ def contrast_table(runs:list, contrasts:list|None=None, metrics=('attr_acc', 'co
 # %% ../nbs/08b_report.ipynb #9c87a008
 def pattern_summary(runs:list, metric:str='attr_acc')->str:
     "A markdown table of a per-image metric per dialog pattern, averaged over runs (one line per cell)."
-    if metric not in PER_IMAGE: raise D2IError(f"metric {metric!r} has no per-image values; choose from {', '.join(PER_IMAGE)}")
+    if metric not in PER_IMAGE:
+        raise D2IError(f"metric {metric!r} has no per-image values; choose from {', '.join(PER_IMAGE)}")
     acc = {}
     for run in runs:
         for k, p in _per_image(run).items():
@@ -400,7 +413,8 @@ def pattern_summary(runs:list, metric:str='attr_acc')->str:
             for q in sorted(set(pats)): acc.setdefault(k, {}).setdefault(q, []).append(v[pats == q].mean())
     pats = sorted({q for d in acc.values() for q in d})
     h = f"| model | style | stage | {' | '.join(pats)} |\n|---|---|---|{'---|'*len(pats)}\n"
-    return h + ''.join(f"| {k[0]} | {k[1]} | {k[2]} | " + ' | '.join(_fmt(float(np.mean(d[q]))) if q in d else '—' for q in pats) + ' |\n'
+    return h + ''.join(f"| {k[0]} | {k[1]} | {k[2]} | " + ' | '.join(_fmt(float(np.mean(d[q]))) if q in d else '—'
+                                                                     for q in pats) + ' |\n'
                        for k, d in acc.items())
 
 # %% ../nbs/08b_report.ipynb #1c3c10c4

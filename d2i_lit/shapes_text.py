@@ -39,13 +39,16 @@ def bpe_steps(word:str, # one pre-token in CLIP's byte-level alphabet (as CLIP's
     return syms, seen
 
 # %% ../nbs/03a_shapes_text.ipynb #2a3d02fa
-CLIP_SPECIALS = ('<|startoftext|>', '<|endoftext|>') # CLIP's BOS and EOS (EOS also pads and stands for unknown characters)
+# CLIP's BOS and EOS (EOS also pads and stands for unknown characters)
+CLIP_SPECIALS = ('<|startoftext|>', '<|endoftext|>')
 
-def compact_clip_tokenizer(texts:list[str], # every text the tokenizer must encode exactly as CLIP does (lower-cased by CLIP's normalizer)
+def compact_clip_tokenizer(texts:list[str], # the texts to encode exactly as CLIP does (lower-cased by its normalizer)
                            max_tokens:int=77, # fixed padded length, BOS and EOS included
                           ):
     "CLIP's tokenizer restricted to the tokens `texts` need (a `PreTrainedTokenizerFast`), ids renumbered compactly in CLIP's order."
-    from transformers import PreTrainedTokenizerFast # local: `experiment` imports this module at its top, and the default word tokenizer never needs transformers (seconds to import)
+    # local: `experiment` imports this module at its top, and the default word tokenizer never needs transformers
+    # (seconds to import)
+    from transformers import PreTrainedTokenizerFast
     vocab, merges = clip_bpe()
     ranks = {m:i for i,m in enumerate(merges)}
     clip = clip_tokenizer()
@@ -115,12 +118,15 @@ def truncated_share(dialogs, # `Dialog`s or lists of turns
     return out
 
 # %% ../nbs/03a_shapes_text.ipynb #7d584a15
-SHAPES_TEXT_BUDGET = 18 # text tokens (BOS/EOS aside) of the CLIP-tokenized shapes tier: truncates ShapesChat about as often as 75 truncates PhotoChat
+# text tokens (BOS/EOS aside) of the CLIP-tokenized shapes tier: truncates ShapesChat about as often as 75 truncates
+# PhotoChat
+SHAPES_TEXT_BUDGET = 18
 
 # %% ../nbs/03a_shapes_text.ipynb #0e51568f
 PRETRAIN_CORPORA = ('captions', 'web', 'web_tags', 'web_per', 'web_long') # the text variants of `pretraining_text`
 WEB_FILLERS = GREETINGS + QUESTIONS + FILLERS + ('so this happened', 'best day ever', 'new post', 'check it out',
-               'shot on my phone', 'just for fun', 'taken last week', 'what do you think', 'my weekend', 'long story') # object-free sentences
+               # object-free sentences
+               'shot on my phone', 'just for fun', 'taken last week', 'what do you think', 'my weekend', 'long story')
 WEB_DESCRIPTIONS = ('a {}', 'a photo of a {}', 'the {}', 'one {}', 'this is a {}', 'picture of a {}', 'a {} on black',
                     'just a {}', 'a simple {}', 'i drew a {}') # alt-text descriptions of the object
 WEB_TAGS = ('#art', '#shapes', '#photo', '#nofilter', '#minimal', '#colour') # object-free hashtags
@@ -153,7 +159,8 @@ def _web_parts(rng, desc:str, obj:dict, corpus:str, p_context:float)->list[str]:
     pick = lambda seq: seq[int(rng.integers(len(seq)))]
     parts = [desc]
     if rng.random() < p_context:
-        parts = [pick(WEB_FILLERS) for _ in range(int(rng.integers(5)))] + parts + [pick(WEB_FILLERS) for _ in range(int(rng.integers(3)))]
+        parts = ([pick(WEB_FILLERS) for _ in range(int(rng.integers(5)))] + parts
+                 + [pick(WEB_FILLERS) for _ in range(int(rng.integers(3)))])
     if corpus == 'web_tags' and rng.random() < .5:
         tags = [f"#{obj['colour']}", f"#{obj['shape']}"] if rng.random() < .5 else [pick(WEB_TAGS)]
         tags += [pick(WEB_TAGS) for _ in range(int(rng.integers(2)))]
@@ -171,7 +178,8 @@ def pretraining_text(rng:np.random.Generator, # the record's generator
                     )->str:
     "One pre-training text for an image of `obj`, from `corpus`."
     pick = lambda seq: seq[int(rng.integers(len(seq)))]
-    if corpus not in PRETRAIN_CORPORA: raise D2IError(f"unknown pre-training corpus {corpus!r}; choose from {', '.join(PRETRAIN_CORPORA)}")
+    if corpus not in PRETRAIN_CORPORA:
+        raise D2IError(f"unknown pre-training corpus {corpus!r}; choose from {', '.join(PRETRAIN_CORPORA)}")
     if corpus == 'captions': return pick(CAPTIONS).format(object_words(obj))
     desc = pick(WEB_DESCRIPTIONS).format(object_words(obj))
     if corpus == 'web_long': # a length drawn evenly up to the longest
@@ -186,7 +194,8 @@ def pretraining_records(folder, # a ShapesChat folder (its captions.jsonl)
     "The folder's caption records (absolute image paths) with each caption replaced by a `pretraining_text` of `corpus`."
     recs = read_captions(Path(folder)/'captions.jsonl')
     if corpus == 'captions': return recs
-    return [dict(r, caption=pretraining_text(np.random.default_rng([seed, i, 3]), r['attrs'], corpus)) for i,r in enumerate(recs)]
+    return [dict(r, caption=pretraining_text(np.random.default_rng([seed, i, 3]), r['attrs'], corpus))
+            for i,r in enumerate(recs)]
 
 # %% ../nbs/03a_shapes_text.ipynb #5a67c227
 STUDY_MARKERS = ('X:', 'Y:') # the study's equal-cost control (two tokens, as `A:`, but no article); not a user style

@@ -23,7 +23,8 @@ __all__ = ['ATTRIBUTES', 'COLOURS', 'BACKGROUND', 'OBJECT_RADIUS', 'IMAGE_STYLES
 
 # %% ../nbs/03_shapeschat.ipynb #ae1b10dc
 ATTRIBUTES = {'shape': ('circle', 'square', 'triangle', 'cross'),
-              'colour': ('red', 'green', 'blue', 'yellow', 'purple', 'white')} # attribute -> its values; every image has one of each
+              # attribute -> its values; every image has one of each
+              'colour': ('red', 'green', 'blue', 'yellow', 'purple', 'white')}
 COLOURS = {'red': (230, 30, 30), 'green': (30, 200, 40), 'blue': (40, 90, 255),
            'yellow': (245, 225, 20), 'purple': (170, 40, 230), 'white': (245, 245, 245)} # RGB of each colour word
 BACKGROUND = (0, 0, 0) # plain black: every colour stands out from it
@@ -68,7 +69,7 @@ def image_style(style:str|ImageStyle='default', # a name in `IMAGE_STYLES`, or a
 
 def render_object(attrs:dict, # {'shape': ..., 'colour': ...}, values from `ATTRIBUTES`
                   size:int=16, # image side in pixels
-                  seed=None, # None: exactly centred; an int (or list of ints): a seeded sub-pixel offset in [-0.5, 0.5) px
+                  seed=None, # None: exactly centred; an int (or ints): a seeded sub-pixel offset in [-0.5, 0.5) px
                   supersample:int=4, # anti-aliasing: coverage measured on a `supersample`² grid per pixel
                   style:str|ImageStyle='default', # palette, background and border (see `IMAGE_STYLES`)
                  )->Image.Image:
@@ -92,14 +93,18 @@ def render_object(attrs:dict, # {'shape': ..., 'colour': ...}, values from `ATTR
 GREETINGS = ('hi', 'hello', 'hey there', 'good morning', 'how are you', 'i am good', 'not bad', 'what is up')
 QUESTIONS = ('what did you do today', 'anything new', 'what are you up to')
 FILLERS = ('nice', 'cool', 'wow', 'oh really', 'i see', 'haha', 'sounds fun', 'that is great')
-SAW = ('i once saw a {}', 'i saw a {} yesterday', 'there was a {} at the park', 'have you ever seen a {}') # the other speaker's distractor
+# the other speaker's distractor
+SAW = ('i once saw a {}', 'i saw a {} yesterday', 'there was a {} at the park', 'have you ever seen a {}')
 MY = ('i love my {}', 'i just got my {}', 'i finished my {} today') # the sharer's object, mentioned early
-SHARE_MY = ('here is a photo of my {}', 'let me show you my {}', 'look at my {}', 'want to see my {}') # sharing cue + the sharer's object
+# sharing cue + the sharer's object
+SHARE_MY = ('here is a photo of my {}', 'let me show you my {}', 'look at my {}', 'want to see my {}')
 SHARE = ('want to see a photo', 'let me show you', 'here is a photo', 'look at this') # sharing cue alone
-HAVE = ('i have a {}', 'i got a {}', 'i drew a {} today', 'i made a {}') # neutral mention, either speaker (`turns_only`)
+# neutral mention, either speaker (`turns_only`)
+HAVE = ('i have a {}', 'i got a {}', 'i drew a {} today', 'i made a {}')
 AFTER = ('wow nice', 'so cool', 'love it', 'thanks') # a reply after the photo is shared (not context)
 CAPTIONS = ('a {}', 'a photo of a {}', 'the {}', 'one {}') # pre-training caption templates
-PATTERNS = {'solo': .15, 'sharer_last': .45, 'sharer_first': .15, 'turns_only': .25} # default share of each dialog pattern
+# default share of each dialog pattern
+PATTERNS = {'solo': .15, 'sharer_last': .45, 'sharer_first': .15, 'turns_only': .25}
 
 # %% ../nbs/03_shapeschat.ipynb #b2102a74
 def object_words(o:dict)->str:
@@ -154,14 +159,16 @@ def _turns_only_body(rng, S:dict):
         roles = ['O']*j + ['S']*(k+1-j)
     return body + list(zip(roles, tail)), D
 
-_BODIES = {'solo': _solo_body, 'sharer_last': _sharer_last_body, 'sharer_first': _sharer_first_body, 'turns_only': _turns_only_body}
+_BODIES = {'solo': _solo_body, 'sharer_last': _sharer_last_body, 'sharer_first': _sharer_first_body,
+           'turns_only': _turns_only_body}
 
 def dialog_phrases(rng:np.random.Generator, # the record's generator
                    pattern:str, # a key of `PATTERNS`
                   )->tuple[list[tuple[str,str]], dict, dict|None]:
     "The context as (role, phrase) pairs, role 'S' (sharer) or 'O' (other), with the sharer's object and the distractor."
     S = _random_object(rng)
-    if pattern not in _BODIES: raise D2IError(f"unknown ShapesChat pattern {pattern!r}; choose from {', '.join(PATTERNS)}")
+    if pattern not in _BODIES:
+        raise D2IError(f"unknown ShapesChat pattern {pattern!r}; choose from {', '.join(PATTERNS)}")
     body, D = _BODIES[pattern](rng, S)
     greet = [_pick(rng, GREETINGS) for _ in range(int(rng.integers(3)))]
     # greetings alternate and hand over to the body's first speaker
@@ -173,7 +180,8 @@ def _check_patterns(patterns:dict|None)->dict:
     patterns = dict(PATTERNS if patterns is None else patterns)
     bad = [k for k in patterns if k not in PATTERNS]
     if bad: raise D2IError(f"unknown ShapesChat pattern {bad[0]!r}; choose from {', '.join(PATTERNS)}")
-    if not patterns or any(not isinstance(w, (int, float)) or w < 0 for w in patterns.values()) or sum(patterns.values()) <= 0:
+    if (not patterns or any(not isinstance(w, (int, float)) or w < 0 for w in patterns.values())
+            or sum(patterns.values()) <= 0):
         raise D2IError(f'pattern weights must be non-negative numbers with a positive sum, got {patterns}')
     return patterns
 
@@ -208,7 +216,8 @@ def make_record(seed:int, # dataset seed
                 shapes=dict(sharer_object=S, distractor_object=D, pattern=pattern, caption=f'a {object_words(S)}'))
 
 # %% ../nbs/03_shapeschat.ipynb #d0fa2ba5
-MARKERS = tuple(dict.fromkeys(m for pair in STYLE_MARKERS.values() for m in pair if m)) # every word `linearize.MARKERS` puts before a turn
+# every word `linearize.MARKERS` puts before a turn
+MARKERS = tuple(dict.fromkeys(m for pair in STYLE_MARKERS.values() for m in pair if m))
 
 # %% ../nbs/03_shapeschat.ipynb #a75a82ee
 def shapes_vocab()->list[str]:
@@ -246,7 +255,8 @@ def _write_record(tmp:Path, seed:int, i:int, size:int, patterns:dict, width:int,
 def _check_write_args(out:Path, n, size, patterns, split, style)->dict:
     "Refuse bad arguments, and an `out` that holds something other than a ShapesChat dataset; return the checked patterns."
     if not isinstance(n, int) or n < 1: raise D2IError(f'n must be a positive integer, got {n!r}')
-    if not isinstance(size, int) or size < 8: raise D2IError(f'size must be an integer of at least 8 pixels, got {size!r}')
+    if not isinstance(size, int) or size < 8:
+        raise D2IError(f'size must be an integer of at least 8 pixels, got {size!r}')
     patterns = _check_patterns(patterns); _entropy(0, split)
     if not isinstance(style, str): raise D2IError(f'image_style must be a name in IMAGE_STYLES, got {style!r}')
     image_style(style)
@@ -257,7 +267,8 @@ def _check_write_args(out:Path, n, size, patterns, split, style)->dict:
 def _indices(n:int, progress:bool):
     "`range(n)`, behind a progress bar when `progress` and the dataset is large."
     if not (progress and n >= 2000): return range(n)
-    from fastprogress.fastprogress import progress_bar # local: half a second that `d2i data` pays only for a large dataset
+    # local: half a second that `d2i data` pays only for a large dataset
+    from fastprogress.fastprogress import progress_bar
     return progress_bar(range(n), leave=False)
 
 def _meta(n:int, seed:int, size:int, patterns:dict, recs:list[dict], longest:dict, split:str, style:str)->dict:
@@ -271,7 +282,8 @@ def _meta(n:int, seed:int, size:int, patterns:dict, recs:list[dict], longest:dic
     return m
 
 # %% ../nbs/03_shapeschat.ipynb #2e7a0f0e
-DATASET_ENTRIES = ('images', 'caption_images', 'dialogs.json', 'captions.jsonl', 'meta.json') # what `write_shapeschat` writes into its folder
+# what `write_shapeschat` writes into its folder
+DATASET_ENTRIES = ('images', 'caption_images', 'dialogs.json', 'captions.jsonl', 'meta.json')
 
 def _replace_entries(out:Path, tmp:Path):
     "Move the dataset entries of `tmp` into `out`, each replacing its old one; nothing else in `out` is touched."
@@ -359,8 +371,9 @@ def _shapeschat_main(o, # an `options.ShapesChatDataOptions`
     with run_lock(o.out): # one writer per folder
         p = write_shapeschat(o.out, o.n, o.seed, o.size, patterns, split=o.split, image_style=o.image_style)
     meta = json.loads((p/'meta.json').read_text())
-    print(f"wrote {o.n} ShapesChat dialogs ({o.size}x{o.size} images, seed {o.seed}) to {p} in {time.perf_counter()-t0:.1f} s; "
-          f"patterns {meta['pattern_counts']}; longest text {max(meta['max_words'].values())} words", file=sys.stderr)
+    print(f"wrote {o.n} ShapesChat dialogs ({o.size}x{o.size} images, seed {o.seed}) to {p} in "
+          f"{time.perf_counter()-t0:.1f} s; patterns {meta['pattern_counts']}; "
+          f"longest text {max(meta['max_words'].values())} words", file=sys.stderr)
 
 # %% ../nbs/03_shapeschat.ipynb #8c5e2a42
 def object_mentions(text:str, # a linearized dialog or a caption

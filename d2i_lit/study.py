@@ -78,7 +78,8 @@ def survival_summary(df:pd.DataFrame, # rows of `context_survival` for one or mo
         m = g[g.mentioned > 0]
         cols = {'truncated %': 100*g.truncated.values, 'turns kept %': 100*(g.turns_kept/g.n_turns).values,
                 'tokens kept %': 100*(g.tokens_kept/g.tokens).values,
-                'all mentioned labels lost %': 100*m.lost_all.values, 'some mentioned label lost %': 100*m.lost_some.values}
+                'all mentioned labels lost %': 100*m.lost_all.values,
+                'some mentioned label lost %': 100*m.lost_some.values}
         row = {}
         for k, v in cols.items():
             v = np.asarray(v, float)
@@ -213,12 +214,14 @@ def shapes_survival(n:int=2000, # ShapesChat records
 def stage_cells(run, # a `d2i demo` run folder (finished or not)
                )->dict:
     "(model, style, stage) -> per-image lists (`joint`, `coherent`, `distractor`, `pattern`) of every finished evaluation stage."
-    return {(r['model'], r['style'], r['stage']): rec['per_image'] for rec in load_stages(run) for r in rec['rows'] if rec.get('per_image')}
+    return {(r['model'], r['style'], r['stage']): rec['per_image'] for rec in load_stages(run) for r in rec['rows']
+            if rec.get('per_image')}
 
 # %% ../nbs/09c_study.ipynb #35ec5080
 def _cell_settings(s:dict)->dict:
     "The settings of a run that name its cells: seed, budget, truncation rule, corpus, fine-tuning setting."
-    return dict(seed=s['seed'], budget=s.get('max_tokens' if 'positions' in s else 'text_budget') if s['text'] == 'clip' else None,
+    return dict(seed=s['seed'],
+                budget=s.get('max_tokens' if 'positions' in s else 'text_budget') if s['text'] == 'clip' else None,
                 truncation=s.get('truncation', 'oldest'), corpus=s['pretrain_corpus'],
                 finetune=f"lr {s['lr_finetune']:g}, {s['finetune_steps']} steps")
 
@@ -326,7 +329,7 @@ def factor_effect(cells:list[dict], # from `study_cells`
                   a, b, # the two levels compared (b − a)
                   fixed:dict, # the other settings, e.g. dict(budget=18, stage='zero_shot')
                   metric:str='joint', patterns:tuple|None=None,
-                  base:str|None='hash', # None: the style's own change; a style: the change of (style − base), an interaction
+                  base:str|None='hash', # None: the style's own change; a style: change of style − base, an interaction
                  )->pd.DataFrame:
     "Per style: the change from level `a` to `b` of `factor` (of the style, or of its contrast with `base`), by image."
     rows = []
@@ -422,7 +425,8 @@ def _curve_point(bb, test:list, cfg:dict, style:str, net, step:int)->dict:
     imgs = sample_cell(bb, test, style, cfg['seed'], cfg['sample_steps'], cfg['guidance'])
     s, per = score_images(imgs, [d.extra['shapes'] for d in test], None, net)
     return dict(step=step, attr_acc=s['attr_acc'], coherence=s['coherence'], distractor_acc=s['distractor_acc'],
-                **{p: v['attr_acc'] for p, v in sorted(s['by_pattern'].items())}, seconds=round(time.time() - t0, 1), per_image=per)
+                **{p: v['attr_acc'] for p, v in sorted(s['by_pattern'].items())},
+                seconds=round(time.time() - t0, 1), per_image=per)
 
 def learning_curve(run, # a `d2i demo` run folder whose pre-training stage has finished
                    style:str='hash', # linearization style fine-tuned on
@@ -449,13 +453,14 @@ def learning_curve(run, # a `d2i demo` run folder whose pre-training stage has f
     def point(step):
         rows.append(_curve_point(bb, test, cfg, style, net, step))
         if out is not None: atomic_write_json(Path(out), dict(meta, rows=rows), indent=None)
-        if not quiet: print(f"[{style} step {step}] attr_acc {rows[-1]['attr_acc']:.3f} coherence {rows[-1]['coherence']:.3f}", file=sys.stderr, flush=True)
+        if not quiet: print(f"[{style} step {step}] attr_acc {rows[-1]['attr_acc']:.3f} "
+                            f"coherence {rows[-1]['coherence']:.3f}", file=sys.stderr, flush=True)
     bb.noise_predictor.eval()
     with torch.no_grad(): point(0)
     set_seed(seed)
     dls = text_image_dls(curve_dataset(er, bb, style, caption_mix), bs=bs, seed=seed)
-    finetune(bb, dls, steps, lr, ema=cfg['ema'], p_uncond=cfg['p_uncond'], seed=seed, lr_warmup_steps=cfg['warmup'], cache=True, progress=False,
-             cbs=[EvalEvery(every, point)])
+    finetune(bb, dls, steps, lr, ema=cfg['ema'], p_uncond=cfg['p_uncond'], seed=seed, lr_warmup_steps=cfg['warmup'],
+             cache=True, progress=False, cbs=[EvalEvery(every, point)])
     return curve_frame(rows)
 
 def curve_frame(rows:list[dict])->pd.DataFrame:
