@@ -642,6 +642,7 @@ def _batches(items:list, n:int, show:bool, what:str):
     bs = [items[i:i + n] for i in range(0, len(items), n)]
     return progress(bs, what) if show and bs else bs
 
+# %% ../nbs/00_core.ipynb #b01da126
 def write_items(out:str|Path, # the run folder (claimed by process 0)
                 ids:list, # the items' ids, in input order (unique)
                 make, # `make(indices)` -> per item: its records, or the reason it was skipped

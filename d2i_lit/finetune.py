@@ -121,8 +121,7 @@ def finetune(backbone, # a `Backbone`; its noise predictor is trained in place
     "Fine-tune `backbone`'s noise predictor on `dls` with frozen encoders; returns the `Learner`."
     s = train_settings(settings, out, **{k: v for k, v in dict(steps=steps, lr=lr).items() if v is not None}, **changes)
     out = Path(out) if out is not None else None
-    _prepare_backbone(backbone, s)
-    align_texts(dls, backbone)
+    _prepare_backbone(backbone, s); align_texts(dls, backbone)
     if int(os.environ.get('WORLD_SIZE', 1)) > 1: _to_process_device(backbone, dls)
     if s.cache and not getattr(dls.train.dataset, 'encoded', False): dls = _encoded_dls(dls, backbone)
     batch = DiffusionBatch(backbone, s.p_uncond, s.snr_gamma, s.seed, cache_text=s.cache, text_ids=s.train_text_encoder,

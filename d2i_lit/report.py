@@ -180,8 +180,7 @@ def report_md(rows:list[dict], # the run's rows
               threads:int|None=None, # torch threads it ran on
              )->str:
     "The markdown of a run's `report.md`: timings, the headline table, sharer accuracy and coherence per pattern, the plots."
-    train = {rec['stage']: rec['train'] for rec in recs if 'train' in rec}
-    stage_s = {rec['stage']: rec['seconds'] for rec in recs}
+    train, stage_s = {rec['stage']: rec['train'] for rec in recs if 'train' in rec}, {rec['stage']: rec['seconds'] for rec in recs}
     load = os.getloadavg()[0] if hasattr(os, 'getloadavg') else float('nan')
     md = [f"# ShapesChat experiment ({'quick' if settings['quick'] else 'default'} preset, seed {settings['seed']})",
           '', f"Stages took {sum(stage_s.values()):.0f} s in all (summed over invocations, if the run was resumed); "
