@@ -8,6 +8,8 @@ import contextlib, csv, io, math, time
 from pathlib import Path
 import torch
 from accelerate import Accelerator
+from .core import import_fastai
+import_fastai() # before fastai's first import: its jit deprecation warning held back (see `core`)
 from fastai.learner import Learner
 from fastai.callback.core import Callback, CancelBatchException, CancelFitException, CancelStepException
 from .core import D2IError, atomic_write, atomic_save_image, open_append, progress, torch_dtype

@@ -10,6 +10,8 @@ import numpy as np
 import torch, torch.nn as nn
 import diffusers
 from diffusers.utils import convert_state_dict_to_diffusers
+from .core import import_fastai
+import_fastai() # before fastai's first import: its jit deprecation warning held back (see `core`)
 from fastai.learner import Learner
 from fastai.callback.core import Callback
 from fastai.callback.progress import ProgressCallback
