@@ -1,10 +1,7 @@
 __version__ = "0.1.0"
 
-import os, warnings
+import os
 # OpenMP's default spin-waiting threads collapse when another process takes a core (a training step of seconds instead of
 # a fraction of one), and a fully passive wait costs about a quarter of the step on idle cores; a short spin before
 # sleeping keeps most of both (bench/bench_threads.py). libgomp reads it when torch loads, and only if the user chose neither
 if 'OMP_WAIT_POLICY' not in os.environ and 'GOMP_SPINCOUNT' not in os.environ: os.environ['GOMP_SPINCOUNT'] = '1000'
-# fastai 2.8 compiles a few layers with `torch.jit.script` when imported, which torch 2.10+ reports as deprecated on every
-# import of d2i_lit's training and data modules; the warning is fastai's to fix, so only that one message is silenced
-warnings.filterwarnings('ignore', message=r'`torch\.jit\.script` is deprecated', category=FutureWarning)

@@ -16,6 +16,8 @@ from .options import DemoOptions
 from .shapeschat import write_shapeschat, load_shapeschat, parse_patterns, IMAGE_STYLES
 from .shapes_text import (SHAPES_TEXT_BUDGET, PRETRAIN_CORPORA, STUDY_STYLES, compact_clip_tokenizer,
                                  pretraining_words, pretraining_records)
+from .core import import_fastai
+import_fastai() # before fastai's first import: its jit deprecation warning held back (see `core`)
 from fastai.callback.core import Callback
 from .datasets import DialogImageDataset, CaptionImageDataset, text_image_dls
 from .backbones import Backbone, shapes_backbone

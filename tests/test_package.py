@@ -115,3 +115,25 @@ def test_metrics_without_torch_fidelity(tmp_path):
     assert r.returncode == 0, r.stderr[-2000:]
     err = [l for l in r.stdout.splitlines() if l.startswith('ERR')]
     assert len(err) == 1 and 'torch-fidelity' in err[0], r.stdout
+
+def test_import_leaves_warning_filters_alone(tmp_path):
+    "Importing every d2i_lit module adds no warning filter of its own (the libraries it imports may add theirs)."
+    import ast
+    pkg = Path(__file__).resolve().parents[1]/'d2i_lit'
+    mods = sorted(f.stem for f in pkg.glob('*.py') if not f.stem.startswith('_'))
+    third = set()
+    for f in pkg.glob('*.py'):
+        for n in ast.walk(ast.parse(f.read_text())):
+            if isinstance(n, ast.ImportFrom) and n.level == 0 and n.module and not n.module.startswith('d2i_lit'): third.add(n.module)
+            if isinstance(n, ast.Import): third |= {a.name for a in n.names if not a.name.startswith('d2i_lit')}
+    code = ("import importlib, warnings\n"
+            f"for m in {sorted(third)!r}:\n"
+            "    try: importlib.import_module(m)\n"
+            "    except ImportError: pass\n" # an optional extra (gradio, tensorboard, datasets) not installed
+            "before = list(warnings.filters)\n"
+            f"for m in {mods!r}: importlib.import_module('d2i_lit.' + m)\n"
+            "added = [f for f in warnings.filters if f not in before]\n"
+            "assert not added, added\n")
+    r = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, cwd=tmp_path,
+                       env={**os.environ, 'HF_HUB_OFFLINE': '1'})
+    assert r.returncode == 0, r.stderr[-2000:]
