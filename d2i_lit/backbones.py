@@ -608,13 +608,22 @@ def save_pretrained(self:Backbone, path:str|Path, # destination folder, replaced
              'scheduler': self.noise_scheduler,
              spec.tokenizer: self.tokenizer, 'text_decoder': self.text_decoder, 'image_encoder': self.image_encoder}
     parts = {k:m for k,m in parts.items() if m is not None}
-    with atomic_dir(path) as tmp:
-        if spec.pipeline: getattr(diffusers, spec.pipeline)(**parts, **{**spec.pipeline_extras(self), **self.extras},
-                                                            **spec.pipeline_kw).save_pretrained(tmp)
-        else:
-            for k,m in parts.items(): m.save_pretrained(tmp/k)
-        atomic_write_json(tmp/'d2i_backbone.json', self.record())
+    bars = transformers.utils.logging.is_progress_bar_enabled()
+    # transformers shows a "Writing model shards" bar per part: a save is one step of a run that reports its own progress
+    transformers.utils.logging.disable_progress_bar()
+    try:
+        with atomic_dir(path) as tmp: _save_parts(self, spec, parts, tmp)
+    finally:
+        if bars: transformers.utils.logging.enable_progress_bar()
     return path
+
+def _save_parts(self:Backbone, spec, parts:dict, tmp:Path):
+    "Write the parts into `tmp`: a diffusers pipeline's layout, or plain subfolders; then the backbone's record."
+    if spec.pipeline: getattr(diffusers, spec.pipeline)(**parts, **{**spec.pipeline_extras(self), **self.extras},
+                                                        **spec.pipeline_kw).save_pretrained(tmp)
+    else:
+        for k,m in parts.items(): m.save_pretrained(tmp/k)
+    atomic_write_json(tmp/'d2i_backbone.json', self.record())
 
 @patch
 def record(self:Backbone)->dict:
