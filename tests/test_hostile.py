@@ -447,7 +447,10 @@ def test_ctrl_c_stops_at_once_and_a_rerun_resumes(tmp_path):
         f = write_json(tmp_path/'test_00.json', recs); out = tmp_path/'photos'
         p = subprocess.Popen([sys.executable, '-m', 'd2i_lit.cli', 'data', 'photochat', str(f), '--out', str(out),
                               '--workers', '4', '--timeout', '30', '--no-progress'], env=ENV,
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                             # SIGINT handled as in a terminal: a runner started in the background leaves it ignored,
+                             # and a child that inherits the ignore never sees Ctrl-C
+                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
         t0 = time.time()
         while len(list(out.glob('*.jpg'))) < 4 or srv.open < 2:
             assert p.poll() is None and time.time() - t0 < 60, p.communicate(); time.sleep(0.02)
