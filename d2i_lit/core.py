@@ -343,9 +343,10 @@ def _disk_full(e:BaseException, path)->bool:
     try: return shutil.disk_usage(Path(path).parent if Path(path).parent.exists() else '.').free < 1 << 20
     except OSError: return False
 
-def _raise_if_disk_full(e:BaseException, path)->None:
-    if not isinstance(e, D2IError) and _disk_full(e, path):
-        raise DiskFull(f"no space left on the device while writing {path}: free some space and run again") from None
+def _raise_if_disk_full(e:BaseException, path, full:bool|None=None)->None:
+    "`DiskFull` naming `path` if `e` is a full disk (`full`: already measured, e.g. before partial files were removed)."
+    if full is None: full = not isinstance(e, D2IError) and _disk_full(e, path)
+    if full: raise DiskFull(f"no space left on the device while writing {path}: free some space and run again") from None
 
 def atomic_write(path:str|Path, # destination file
                  data:bytes|str, # contents
@@ -397,8 +398,7 @@ def atomic_dir(path:str|Path, # destination folder, replaced as a whole
         # before the partial files are removed (then it has room)
         full = not isinstance(e, D2IError) and _disk_full(e, tmp/'x')
         shutil.rmtree(tmp, ignore_errors=True)
-        if full:
-            raise DiskFull(f"no space left on the device while writing {path}: free some space and run again") from None
+        _raise_if_disk_full(e, path, full)
         raise
 
 def _remove(p:Path)->None:
