@@ -20,13 +20,14 @@ from .shapes_text import compact_clip_tokenizer, pretraining_words, SHAPES_TEXT_
 from .datasets import text_image_dls
 from .finetune import finetune
 from .experiment import DEFAULT, ExperimentRun, EvalEvery, sample_cell, score_images
-from .report import PER_IMAGE, load_stages, seed_bootstrap, style_label, series_style, OKABE_ITO
+from .report import PER_IMAGE, UNFROZEN, STAGE_LABELS, load_stages, seed_bootstrap, style_label, series_style, OKABE_ITO
 
 # %% auto #0
-__all__ = ['mentions', 'fit_budget', 'context_survival', 'survival_summary', 'exact_paired_test', 'share_interval',
-           'paired_loss_contrast', 'loss_by_rule', 'photo_mentions', 'pattern_mix', 'shapes_survival', 'stage_cells',
-           'study_cells', 'condition_table', 'pattern_weights', 'style_contrasts', 'factor_effect', 'plot_conditions',
-           'read_runs', 'read_records', 'save_records', 'curve_dataset', 'learning_curve', 'curve_frame', 'plot_curves']
+__all__ = ['COND', 'CELL_DEFAULTS', 'mentions', 'fit_budget', 'context_survival', 'survival_summary', 'exact_paired_test',
+           'share_interval', 'paired_loss_contrast', 'loss_by_rule', 'photo_mentions', 'pattern_mix', 'shapes_survival',
+           'stage_cells', 'study_cells', 'with_defaults', 'condition_table', 'pattern_weights', 'style_contrasts',
+           'factor_effect', 'scalar_effect', 'plot_conditions', 'read_runs', 'read_records', 'save_records',
+           'curve_dataset', 'learning_curve', 'curve_frame', 'plot_curves']
 
 # %% ../nbs/09c_study.ipynb #08ffa838
 def mentions(label:str, # an object label, lower case ('tin can')
@@ -217,17 +218,31 @@ def stage_cells(run, # a `d2i demo` run folder (finished or not)
     return {(r['model'], r['style'], r['stage']): rec['per_image'] for rec in load_stages(run) for r in rec['rows']
             if rec.get('per_image')}
 
-# %% ../nbs/09c_study.ipynb #35ec5080
+# %% ../nbs/09c_study.ipynb #02a9c299
+COND = ('budget', 'truncation', 'corpus', 'images', 'dialogs') # what names a condition, beside seed, style and stage
+# the values of records written before these keys existed
+CELL_DEFAULTS = dict(truncation='oldest', images='default', dialogs='standard', fid=None, **{'is': None})
+
 def _cell_settings(s:dict)->dict:
-    "The settings of a run that name its cells: seed, budget, truncation rule, corpus, fine-tuning setting."
-    return dict(seed=s['seed'],
-                budget=s.get('max_tokens' if 'positions' in s else 'text_budget') if s['text'] == 'clip' else None,
-                truncation=s.get('truncation', 'oldest'), corpus=s['pretrain_corpus'],
+    "The settings of a run that name its cells: seed, budget, rule, corpus, images, dialog patterns, fine-tuning."
+    pats = s.get('patterns')
+    budget = s.get('max_tokens' if 'positions' in s else 'text_budget') if s['text'] == 'clip' else None
+    return dict(seed=s['seed'], budget=budget, truncation=s.get('truncation', 'oldest'), corpus=s['pretrain_corpus'],
+                images=s.get('image_style', 'default'),
+                dialogs='+'.join(sorted(pats)) if pats else 'standard',
                 finetune=f"lr {s['lr_finetune']:g}, {s['finetune_steps']} steps")
+
+def _row_cell(r:dict, s:dict)->dict:
+    "A result row's name in the study: its run's settings, with the budget, rule and fine-tuning the row itself records."
+    stage = 'unfrozen' if r['model'] == UNFROZEN else r['stage'].split('@')[0]
+    out = dict(s, model=r['model'], style=r['style'], stage=stage, budget=r.get('max_tokens', s['budget']),
+               truncation=r.get('truncation', s['truncation']))
+    if 'train_steps' in r: out['finetune'] = f"lr {r['lr']:g}, {r['train_steps']} steps" if 'lr' in r else s['finetune']
+    return out
 
 def study_cells(runs:dict, # {name: `d2i demo` run folder}
                )->list[dict]:
-    "One record per finished evaluation cell of `runs`: run, settings, model, style, stage, FID, IS, per-image lists."
+    "One record per finished evaluation cell of `runs`: run, condition, seed, style, stage, FID, IS, per-image lists."
     out = []
     for name, run in runs.items():
         s = _cell_settings(json.loads((Path(run)/'config.json').read_text())['settings'])
@@ -235,11 +250,14 @@ def study_cells(runs:dict, # {name: `d2i demo` run folder}
             if not rec.get('per_image'): continue
             for r in rec['rows']:
                 per = {k: rec['per_image'][k] for k in (*PER_IMAGE.values(), 'pattern')}
-                out.append(dict(run=name, **s, model=r['model'], style=r['style'], stage=r['stage'], fid=r.get('fid'),
-                                **{'is': r.get('is')}, **per))
+                out.append(dict(run=name, **_row_cell(r, s), fid=r.get('fid'), **{'is': r.get('is')}, **per))
     return out
 
-# %% ../nbs/09c_study.ipynb #02a9c299
+def with_defaults(cells:list[dict])->list[dict]:
+    "Cells of records written before a key of `CELL_DEFAULTS` existed, with its value then."
+    return [{**CELL_DEFAULTS, **c} for c in cells]
+
+# %% ../nbs/09c_study.ipynb #c10002f9
 def _cells_where(cells:list[dict], **kw)->list[dict]: return [c for c in cells if all(c[k] == v for k, v in kw.items())]
 
 def _pool(cells:list[dict], metric:str, patterns=None)->np.ndarray:
@@ -257,23 +275,34 @@ def _iv_row(iv, p:int=3, sign:bool=True)->dict:
     return dict(mean=round(iv.estimate, p), lo=round(iv.lo, p), hi=round(iv.hi, p),
                 per_seed=' / '.join(f"{v:{'+' if sign else ''}.{p}f}" for v in iv.per_seed.values()))
 
+def _conditions(cells:list[dict], stage:str|None=None)->list[tuple]:
+    "The conditions (`COND` values) of `cells` (of `stage`, if given), in order."
+    return sorted({tuple(x[k] for k in COND) for x in cells if stage is None or x['stage'] == stage}, key=str)
+
+def _styles(cells:list[dict])->list[str]:
+    "The linearization styles of `cells`: the user styles in their order, then the study's control."
+    have = {c['style'] for c in cells}
+    return [s for s in STYLES if s in have] + sorted(have - set(STYLES) - {'caption'})
+
 def condition_table(cells:list[dict], # from `study_cells`
-                    stage:str='zero_shot', # 'zero_shot' | 'finetuned' | 'caption_oracle'
+                    stage:str='zero_shot', # 'zero_shot' | 'finetuned' | 'unfrozen' | 'caption_oracle'
                     metric:str='joint', # a per-image key
                    )->pd.DataFrame:
-    "Per (budget, corpus, style): mean over seeds of `metric`, `seed_bootstrap` interval, per-seed values, per pattern."
+    "Per condition and style: mean over seeds of `metric`, `seed_bootstrap` interval, per-seed values, per pattern."
     rows = []
-    for (b, c, st) in sorted({(x['budget'], x['corpus'], x['style']) for x in cells if x['stage'] == stage}, key=str):
-        sel = _cells_where(cells, budget=b, corpus=c, style=st, stage=stage)
-        if len({x['seed'] for x in sel}) < len(sel):
-            raise D2IError(f"two cells of one seed for budget {b}, corpus {c}, style {st}, {stage}")
-        iv = seed_bootstrap(_by_seed(sel, metric))
-        pats = sorted(set(np.concatenate([c_['pattern'] for c_ in sel])) - {''})
-        rows.append(dict(budget=b, corpus=c, style=st, seeds=len(sel), n=iv.n, **_iv_row(iv, sign=False),
-                         **{p: round(float(_pool(sel, metric, (p,)).mean()), 3) for p in pats}))
-    return pd.DataFrame(rows)
+    for cond in _conditions(cells, stage):
+        for st in _styles(cells) + ['caption']:
+            sel = _cells_where(cells, **dict(zip(COND, cond)), style=st, stage=stage)
+            if not sel: continue
+            if len({x['seed'] for x in sel}) < len(sel):
+                raise D2IError(f"two cells of one seed for {cond}, style {st}, {stage}")
+            iv = seed_bootstrap(_by_seed(sel, metric))
+            pats = sorted(set(np.concatenate([c_['pattern'] for c_ in sel])) - {''})
+            rows.append(dict(zip(COND, cond), style=st, seeds=len(sel), n=iv.n, **_iv_row(iv, sign=False),
+                             **{p: round(float(_pool(sel, metric, (p,)).mean()), 3) for p in pats}))
+    return pd.DataFrame(rows, columns=None if rows else [*COND, 'style', 'seeds', 'n', 'mean', 'lo', 'hi', 'per_seed'])
 
-# %% ../nbs/09c_study.ipynb #c10002f9
+# %% ../nbs/09c_study.ipynb #fab9b286
 def pattern_weights(patterns, # the dialog pattern of each image
                     mix:dict, # pattern -> weight (renormalised over the patterns present)
                    )->np.ndarray:
@@ -303,19 +332,21 @@ def style_contrasts(cells:list[dict], # from `study_cells`
                     base:str='hash', # every other style is compared with this one
                     mix:dict|None=None, # reweight the patterns to this mix (pattern -> weight); None: the test set's
                    )->pd.DataFrame:
-    "Per (budget, corpus): each style − `base`, paired by image in each seed: mean over seeds, interval, seed values."
+    "Per condition: each style − `base`, paired by image in each seed: mean over seeds, interval, seed values."
     rows = []
-    for (b, c) in sorted({(x['budget'], x['corpus']) for x in cells if x['stage'] == stage}, key=str):
-        for st in STYLES:
+    for cond in _conditions(cells, stage):
+        for st in _styles(cells):
             if st == base: continue
-            cell = lambda s: dict(budget=b, corpus=c, style=s, stage=stage)
+            cell = lambda s: dict(zip(COND, cond), style=s, stage=stage)
             d = _paired(cells, cell(base), cell(st), metric, patterns, mix)
             if not d: continue
             iv = seed_bootstrap(d)
-            rows.append(dict(budget=b, corpus=c, contrast=f'{st} − {base}', seeds=len(d), n=iv.n, **_iv_row(iv)))
-    return pd.DataFrame(rows).rename(columns={'mean': 'diff'})
+            rows.append(dict(zip(COND, cond), contrast=f'{st} − {base}', seeds=len(d), n=iv.n, **_iv_row(iv)))
+    empty = [*COND, 'contrast', 'seeds', 'n', 'mean', 'lo', 'hi', 'per_seed']
+    return pd.DataFrame(rows, columns=None if rows else empty
+                        ).rename(columns={'mean': 'diff'})
 
-# %% ../nbs/09c_study.ipynb #fab9b286
+# %% ../nbs/09c_study.ipynb #a53ae986
 def _factor_diffs(cells:list, factor:str, a, b, fixed:dict, style:str, base, metric='joint', patterns=None)->dict:
     "seed -> per-image change of `style` (minus that of `base`, if given) from level `a` to `b` of `factor`."
     da = lambda lvl, s: dict(fixed, **{factor: lvl}, style=s)
@@ -329,54 +360,89 @@ def factor_effect(cells:list[dict], # from `study_cells`
                   a, b, # the two levels compared (b − a)
                   fixed:dict, # the other settings, e.g. dict(budget=18, stage='zero_shot')
                   metric:str='joint', patterns:tuple|None=None,
-                  base:str|None='hash', # None: the style's own change; a style: change of style − base, an interaction
+                  base:str|None='hash', # None: the style's own change; a style: change of (style − base), an interaction
                  )->pd.DataFrame:
     "Per style: the change from level `a` to `b` of `factor` (of the style, or of its contrast with `base`), by image."
     rows = []
-    for st in STYLES:
+    for st in _styles(cells):
         if st == base: continue
         d = _factor_diffs(cells, factor, a, b, fixed, st, base, metric, patterns)
         if not d: continue
         iv = seed_bootstrap(d)
         rows.append(dict(style=st if base is None else f'({st} − {base})', change=f'{factor}: {a} → {b}', seeds=len(d),
                          n=iv.n, **_iv_row(iv)))
-    return pd.DataFrame(rows).rename(columns={'mean': 'diff'})
+    empty = ['style', 'change', 'seeds', 'n', 'mean', 'lo', 'hi', 'per_seed']
+    return pd.DataFrame(rows, columns=None if rows else empty
+                        ).rename(columns={'mean': 'diff'})
 
-# %% ../nbs/09c_study.ipynb #a53ae986
+# %% ../nbs/09c_study.ipynb #39d67350
+def scalar_effect(cells:list[dict], # from `study_cells`
+                  factor:str, a, b, # the factor and its two levels compared (b − a)
+                  fixed:dict, # the other settings of both cells
+                  metric:str='fid', # a per-cell value: 'fid' or 'is'
+                 )->pd.DataFrame:
+    "Per style: the change of a per-cell value from level `a` to `b` of `factor`, one value per seed, seeds resampled."
+    rows = []
+    for st in _styles(cells):
+        d = {}
+        for seed in sorted({c['seed'] for c in cells}):
+            ca, cb = (_cells_where(cells, seed=seed, style=st, **{**fixed, factor: lvl}) for lvl in (a, b))
+            if len(ca) == 1 and len(cb) == 1 and None not in (ca[0][metric], cb[0][metric]):
+                d[seed] = [cb[0][metric] - ca[0][metric]]
+        if not d: continue
+        iv = seed_bootstrap(d)
+        rows.append(dict(style=st, change=f'{factor}: {a} → {b}', metric=metric, seeds=len(d),
+                         **_iv_row(iv, p=1 if metric == 'fid' else 2)))
+    empty = ['style', 'change', 'metric', 'seeds', 'mean', 'lo', 'hi', 'per_seed']
+    return pd.DataFrame(rows, columns=None if rows else empty
+                        ).rename(columns={'mean': 'diff'})
+
+# %% ../nbs/09c_study.ipynb #34005fbe
+def _cond_title(cond:tuple)->str:
+    "A condition as a panel title: budget and corpus, and what differs from the standard run."
+    c = dict(zip(COND, cond))
+    more = ([c['truncation'] + ' cut'] * (c['truncation'] != 'oldest') +
+            [c['images'] + ' images'] * (c['images'] != 'default'))
+    return ', '.join([f"budget {c['budget']}", c['corpus']] + more + [c['dialogs']] * (c['dialogs'] != 'standard'))
+
 def plot_conditions(cells:list[dict], # from `study_cells`
                     metric:str='joint', title:str='sharer accuracy (attr_acc)',
+                    stages=('zero_shot', 'finetuned', 'unfrozen'), # the bars of each style, where cells exist
                    ):
-    "Bars per style with seed-level intervals: a panel per (budget, corpus), zero-shot by fine-tuned, oracle dashed."
-    conds = sorted({(x['budget'], x['corpus']) for x in cells}, key=str)
+    "Bars per style with seed-level intervals: a panel per condition, a bar per stage, the caption oracle dashed."
+    conds = _conditions(cells)
     if not conds: raise D2IError('plot_conditions: no cells to plot')
-    fig, axs = plt.subplots(1, len(conds), figsize=(3.2*len(conds), 2.9), sharey=True, squeeze=False)
-    for ax, (b, c) in zip(axs[0], conds):
-        for j, stage in enumerate(('zero_shot', 'finetuned')):
-            t = condition_table(_cells_where(cells, budget=b, corpus=c), stage, metric)
+    styles, w = _styles(cells), 0.8/len(stages)
+    fig, axs = plt.subplots(1, len(conds), figsize=(3.3*len(conds), 3.0), sharey=True, squeeze=False)
+    for ax, cond in zip(axs[0], conds):
+        sel = _cells_where(cells, **dict(zip(COND, cond)))
+        for j, stage in enumerate(stages):
+            t = condition_table(sel, stage, metric)
             if t.empty: continue
-            t = t.set_index('style').reindex(STYLES)
-            x = np.arange(len(STYLES)) + (j - 0.5)*0.4
-            ax.bar(x, t['mean'], 0.4, yerr=[t['mean'] - t['lo'], t['hi'] - t['mean']], capsize=2, color=OKABE_ITO[j],
-                   label=stage.replace('_', '-').replace('finetuned', 'fine-tuned'))
-        o = condition_table(_cells_where(cells, budget=b, corpus=c), 'caption_oracle', metric)
+            t = t.set_index('style').reindex(styles)
+            ax.bar(np.arange(len(styles)) + (j - (len(stages) - 1)/2)*w, t['mean'], w, capsize=2, color=OKABE_ITO[j],
+                   yerr=[t['mean'] - t['lo'], t['hi'] - t['mean']], label=STAGE_LABELS[stage])
+        o = condition_table(sel, 'caption_oracle', metric)
         if not o.empty: ax.axhline(o['mean'].iloc[0], color='k', ls='--', lw=1, label='caption oracle')
-        ax.set_xticks(range(len(STYLES)), [style_label(s) for s in STYLES], fontsize=8, rotation=25, ha='right')
-        ax.set_title(f'budget {b}, {c}', fontsize=9); ax.set_ylim(0, 1)
+        ax.set_xticks(range(len(styles)), [style_label(s) for s in styles], fontsize=8, rotation=25, ha='right')
+        ax.set_title(_cond_title(cond), fontsize=8); ax.set_ylim(0, 1)
     axs[0][0].set_ylabel(title); axs[0][0].legend(fontsize=7)
     return fig
 
-# %% ../nbs/09c_study.ipynb #2c141ad3
+# %% ../nbs/09c_study.ipynb #76f120a2
 def _relative_command(cmd:str, name:str)->str:
     "A stored command with its `--out` the run's name (relative to the folder of runs): no machine's paths."
     return re.sub(r'--out\s+\S+', f'--out {name}', cmd)
 
 def read_runs(runs_dir:Path, # a folder of `d2i demo` run folders named `*clip*-s<seed>`, each beside its `<name>.cmd`
              )->dict:
-    "The study's records from run folders: their commands (`--out` relative) and `study_cells`."
+    "The study's records from run folders: their commands (`--out` relative), `study_cells`, and the validation choices."
     runs = {p.name: p for p in sorted(Path(runs_dir).glob('*clip*-s[0-9]')) if (p/'config.json').exists()}
     if not runs: raise D2IError(f"{runs_dir}: no run folders (*clip*-s<seed> with a config.json)")
     cmds = {n: _relative_command((Path(runs_dir)/f'{n}.cmd').read_text().strip(), n) for n in runs}
-    return dict(commands=cmds, cells=study_cells(runs))
+    choices = {n: json.loads((p/'stages'/'choose.json').read_text())['choice'] for n, p in runs.items()
+               if (p/'stages'/'choose.json').exists()}
+    return dict(commands=cmds, cells=study_cells(runs), choices=choices)
 
 def read_records(path:Path)->dict:
     "Study records (`commands`, `cells`) from a gzipped JSON file; one-line errors for a missing or empty one."
@@ -394,8 +460,9 @@ def save_records(records:dict, path:Path)->Path:
     if len(kept) + len(records['cells']) < len(old['cells']): # a run now has fewer finished cells than recorded
         n_new = len(kept) + len(records['cells'])
         raise D2IError(f"{path} holds {len(old['cells'])} cells, merged with the runs {n_new}: not replaced")
-    merged = dict(commands={**{k: v for k, v in old['commands'].items() if k not in runs}, **records['commands']},
-                  cells=kept + records['cells'])
+    keep = lambda k: {n: v for n, v in old.get(k, {}).items() if n not in runs}
+    merged = dict(commands={**keep('commands'), **records['commands']}, cells=kept + records['cells'],
+                  choices={**keep('choices'), **records.get('choices', {})})
     return atomic_write(path, gzip.compress(json.dumps(merged).encode(), mtime=0))
 
 # %% ../nbs/09c_study.ipynb #38ac1133
