@@ -426,7 +426,9 @@ def plot_conditions(cells:list[dict], # from `study_cells`
         if not o.empty: ax.axhline(o['mean'].iloc[0], color='k', ls='--', lw=1, label='caption oracle')
         ax.set_xticks(range(len(styles)), [style_label(s) for s in styles], fontsize=8, rotation=25, ha='right')
         ax.set_title(_cond_title(cond), fontsize=8); ax.set_ylim(0, 1)
-    axs[0][0].set_ylabel(title); axs[0][0].legend(fontsize=7)
+    seen = {} # every stage's bars, from whichever panel has them: one legend for all panels
+    for ax in axs[0]: seen.update({l: h for h, l in zip(*ax.get_legend_handles_labels()) if l not in seen})
+    axs[0][0].set_ylabel(title); axs[0][0].legend(seen.values(), seen.keys(), fontsize=7)
     return fig
 
 # %% ../nbs/09c_study.ipynb #76f120a2
