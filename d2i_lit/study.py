@@ -23,11 +23,11 @@ from .experiment import DEFAULT, ExperimentRun, EvalEvery, sample_cell, score_im
 from .report import PER_IMAGE, UNFROZEN, STAGE_LABELS, load_stages, seed_bootstrap, style_label, series_style, OKABE_ITO
 
 # %% auto #0
-__all__ = ['COND', 'CELL_DEFAULTS', 'mentions', 'fit_budget', 'context_survival', 'survival_summary', 'exact_paired_test',
-           'share_interval', 'paired_loss_contrast', 'loss_by_rule', 'photo_mentions', 'pattern_mix', 'shapes_survival',
-           'stage_cells', 'study_cells', 'with_defaults', 'condition_table', 'pattern_weights', 'style_contrasts',
-           'factor_effect', 'scalar_effect', 'plot_conditions', 'read_runs', 'read_records', 'save_records',
-           'curve_dataset', 'learning_curve', 'curve_frame', 'plot_curves']
+__all__ = ['COND', 'STANDARD', 'CELL_DEFAULTS', 'mentions', 'fit_budget', 'context_survival', 'survival_summary',
+           'exact_paired_test', 'share_interval', 'paired_loss_contrast', 'loss_by_rule', 'photo_mentions',
+           'pattern_mix', 'shapes_survival', 'stage_cells', 'study_cells', 'with_defaults', 'condition_table',
+           'pattern_weights', 'style_contrasts', 'factor_effect', 'scalar_effect', 'plot_conditions', 'read_runs',
+           'read_records', 'save_records', 'curve_dataset', 'learning_curve', 'curve_frame', 'plot_curves']
 
 # %% ../nbs/09c_study.ipynb #08ffa838
 def mentions(label:str, # an object label, lower case ('tin can')
@@ -220,16 +220,17 @@ def stage_cells(run, # a `d2i demo` run folder (finished or not)
 
 # %% ../nbs/09c_study.ipynb #02a9c299
 COND = ('budget', 'truncation', 'corpus', 'images', 'dialogs') # what names a condition, beside seed, style and stage
+STANDARD = dict(truncation='oldest', images='default', dialogs='standard') # the condition of a run without study options
 # the values of records written before these keys existed
-CELL_DEFAULTS = dict(truncation='oldest', images='default', dialogs='standard', fid=None, **{'is': None})
+CELL_DEFAULTS = dict(STANDARD, fid=None, **{'is': None})
 
 def _cell_settings(s:dict)->dict:
     "The settings of a run that name its cells: seed, budget, rule, corpus, images, dialog patterns, fine-tuning."
     pats = s.get('patterns')
     budget = s.get('max_tokens' if 'positions' in s else 'text_budget') if s['text'] == 'clip' else None
-    return dict(seed=s['seed'], budget=budget, truncation=s.get('truncation', 'oldest'), corpus=s['pretrain_corpus'],
-                images=s.get('image_style', 'default'),
-                dialogs='+'.join(sorted(pats)) if pats else 'standard',
+    return dict(seed=s['seed'], budget=budget, truncation=s.get('truncation', STANDARD['truncation']),
+                corpus=s['pretrain_corpus'], images=s.get('image_style', STANDARD['images']),
+                dialogs='+'.join(sorted(pats)) if pats else STANDARD['dialogs'],
                 finetune=f"lr {s['lr_finetune']:g}, {s['finetune_steps']} steps")
 
 def _row_cell(r:dict, s:dict)->dict:
@@ -401,9 +402,10 @@ def scalar_effect(cells:list[dict], # from `study_cells`
 def _cond_title(cond:tuple)->str:
     "A condition as a panel title: budget and corpus, and what differs from the standard run."
     c = dict(zip(COND, cond))
-    more = ([c['truncation'] + ' cut'] * (c['truncation'] != 'oldest') +
-            [c['images'] + ' images'] * (c['images'] != 'default'))
-    return ', '.join([f"budget {c['budget']}", c['corpus']] + more + [c['dialogs']] * (c['dialogs'] != 'standard'))
+    more = ([c['truncation'] + ' cut'] * (c['truncation'] != STANDARD['truncation']) +
+            [c['images'] + ' images'] * (c['images'] != STANDARD['images']))
+    more += [c['dialogs']] * (c['dialogs'] != STANDARD['dialogs'])
+    return ', '.join([f"budget {c['budget']}", c['corpus']] + more)
 
 def plot_conditions(cells:list[dict], # from `study_cells`
                     metric:str='joint', title:str='sharer accuracy (attr_acc)',
