@@ -27,7 +27,7 @@ __all__ = ['COND', 'STANDARD', 'CELL_DEFAULTS', 'mentions', 'fit_budget', 'conte
            'exact_paired_test', 'share_interval', 'paired_loss_contrast', 'loss_by_rule', 'photo_mentions',
            'pattern_mix', 'shapes_survival', 'stage_cells', 'study_cells', 'with_defaults', 'condition_table',
            'pattern_weights', 'style_contrasts', 'factor_effect', 'scalar_effect', 'plot_conditions', 'read_runs',
-           'read_records', 'save_records', 'curve_dataset', 'learning_curve', 'curve_frame', 'plot_curves']
+           'read_study', 'save_study', 'curve_dataset', 'learning_curve', 'curve_frame', 'plot_curves']
 
 # %% ../nbs/09c_study.ipynb #08ffa838
 def mentions(label:str, # an object label, lower case ('tin can')
@@ -448,17 +448,17 @@ def read_runs(runs_dir:Path, # a folder of `d2i demo` run folders named `*clip*-
                if (p/'stages'/'choose.json').exists()}
     return dict(commands=cmds, cells=study_cells(runs), choices=choices)
 
-def read_records(path:Path)->dict:
-    "Study records (`commands`, `cells`) from a gzipped JSON file; one-line errors for a missing or empty one."
+def read_study(path:Path)->dict:
+    "Study records (`commands`, `cells`, `choices`) from a gzipped JSON file, every cell `with_defaults`; one-line errors."
     try: rec = json.loads(gzip.open(path, 'rt').read())
     except (OSError, ValueError) as e: raise D2IError(f"{path}: cannot read study records ({e})") from None
     if not rec.get('cells'): raise D2IError(f"{path}: no study cells")
-    return rec
+    return dict(rec, cells=with_defaults(rec['cells']))
 
-def save_records(records:dict, path:Path)->Path:
+def save_study(records:dict, path:Path)->Path:
     "Merge study records into `path` (gzipped JSON, atomically): their runs' cells replace those runs' old ones."
     path = Path(path)
-    old = read_records(path) if path.exists() else dict(commands={}, cells=[])
+    old = read_study(path) if path.exists() else dict(commands={}, cells=[])
     runs = set(records['commands']) | {c['run'] for c in records['cells']}
     kept = [c for c in old['cells'] if c['run'] not in runs]
     if len(kept) + len(records['cells']) < len(old['cells']): # a run now has fewer finished cells than recorded
