@@ -276,6 +276,11 @@ def _iv_row(iv, p:int=3, sign:bool=True)->dict:
     return dict(mean=round(iv.estimate, p), lo=round(iv.lo, p), hi=round(iv.hi, p),
                 per_seed=' / '.join(f"{v:{'+' if sign else ''}.{p}f}" for v in iv.per_seed.values()))
 
+def _table(rows:list[dict], keys:list, diff:bool=False)->pd.DataFrame:
+    "`rows` as a table (`mean` named `diff` for a contrast); with none, the empty table of columns `keys` and the interval's."
+    t = pd.DataFrame(rows, columns=None if rows else [*keys, 'mean', 'lo', 'hi', 'per_seed'])
+    return t.rename(columns={'mean': 'diff'}) if diff else t
+
 def _conditions(cells:list[dict], stage:str|None=None)->list[tuple]:
     "The conditions (`COND` values) of `cells` (of `stage`, if given), in order."
     return sorted({tuple(x[k] for k in COND) for x in cells if stage is None or x['stage'] == stage}, key=str)
@@ -301,7 +306,7 @@ def condition_table(cells:list[dict], # from `study_cells`
             pats = sorted(set(np.concatenate([c_['pattern'] for c_ in sel])) - {''})
             rows.append(dict(zip(COND, cond), style=st, seeds=len(sel), n=iv.n, **_iv_row(iv, sign=False),
                              **{p: round(float(_pool(sel, metric, (p,)).mean()), 3) for p in pats}))
-    return pd.DataFrame(rows, columns=None if rows else [*COND, 'style', 'seeds', 'n', 'mean', 'lo', 'hi', 'per_seed'])
+    return _table(rows, [*COND, 'style', 'seeds', 'n'])
 
 # %% ../nbs/09c_study.ipynb #fab9b286
 def pattern_weights(patterns, # the dialog pattern of each image
@@ -343,9 +348,7 @@ def style_contrasts(cells:list[dict], # from `study_cells`
             if not d: continue
             iv = seed_bootstrap(d)
             rows.append(dict(zip(COND, cond), contrast=f'{st} − {base}', seeds=len(d), n=iv.n, **_iv_row(iv)))
-    empty = [*COND, 'contrast', 'seeds', 'n', 'mean', 'lo', 'hi', 'per_seed']
-    return pd.DataFrame(rows, columns=None if rows else empty
-                        ).rename(columns={'mean': 'diff'})
+    return _table(rows, [*COND, 'contrast', 'seeds', 'n'], diff=True)
 
 # %% ../nbs/09c_study.ipynb #a53ae986
 def _factor_diffs(cells:list, factor:str, a, b, fixed:dict, style:str, base, metric='joint', patterns=None)->dict:
@@ -372,9 +375,7 @@ def factor_effect(cells:list[dict], # from `study_cells`
         iv = seed_bootstrap(d)
         rows.append(dict(style=st if base is None else f'({st} − {base})', change=f'{factor}: {a} → {b}', seeds=len(d),
                          n=iv.n, **_iv_row(iv)))
-    empty = ['style', 'change', 'seeds', 'n', 'mean', 'lo', 'hi', 'per_seed']
-    return pd.DataFrame(rows, columns=None if rows else empty
-                        ).rename(columns={'mean': 'diff'})
+    return _table(rows, ['style', 'change', 'seeds', 'n'], diff=True)
 
 # %% ../nbs/09c_study.ipynb #39d67350
 def scalar_effect(cells:list[dict], # from `study_cells`
@@ -394,9 +395,7 @@ def scalar_effect(cells:list[dict], # from `study_cells`
         iv = seed_bootstrap(d)
         rows.append(dict(style=st, change=f'{factor}: {a} → {b}', metric=metric, seeds=len(d),
                          **_iv_row(iv, p=1 if metric == 'fid' else 2)))
-    empty = ['style', 'change', 'metric', 'seeds', 'mean', 'lo', 'hi', 'per_seed']
-    return pd.DataFrame(rows, columns=None if rows else empty
-                        ).rename(columns={'mean': 'diff'})
+    return _table(rows, ['style', 'change', 'metric', 'seeds'], diff=True)
 
 # %% ../nbs/09c_study.ipynb #34005fbe
 def _cond_title(cond:tuple)->str:
